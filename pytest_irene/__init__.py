@@ -1,0 +1,46 @@
+"""pytest-irene: interpretable energy prediction for transformers, as a pytest plugin.
+
+The library works without pytest::
+
+    import pytest_irene as irene
+    tree = irene.trace(model, inputs)          # EnergyTree; tree.root is the model node
+    em = irene.EnergyModel.load("irene-pc1")   # bundled profile name, or a path
+    em.predict(tree)                           # sets node.predicted_energy (J) on every node
+
+Names are imported lazily so that ``import pytest_irene`` (which pytest does for
+every session through the plugin entry point) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    "EnergyNode": "pytest_irene.tree",
+    "EnergyTree": "pytest_irene.tree",
+    "load_dataset": "pytest_irene.dataset",
+    "write_dataset": "pytest_irene.dataset",
+    "IreneError": "pytest_irene.errors",
+    "trace": "pytest_irene.tracing",
+    "build_model": "pytest_irene.architectures",
+    "EnergyModel": "pytest_irene.energy_model",
+    "predict": "pytest_irene.energy_model",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_irene' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

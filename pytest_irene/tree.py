@@ -1,0 +1,246 @@
+"""The model tree: what IrEne predicts energy for.
+
+A tree mirrors how a transformer is built: the root is the whole model
+(level ``model``), internal nodes are modules (``module``: ``BertLayer``,
+``BertSelfAttention``) and leaves are ML primitives (``ml``: ``Linear``,
+``Softmax``, functional ``MatMul``). Measured and predicted energy live on every
+node, so a user can see *which module* is costly, not only the total.
+
+This module is pure data: no torch, no numpy. Tracing, features, prediction and
+reporting all produce or consume these objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Level = Literal["model", "module", "ml"]
+LEVELS: tuple[Level, ...] = ("model", "module", "ml")
+
+#: Features known from the model alone: deterministic, hardware independent.
+MODEL_FEATURES: tuple[str, ...] = ("batch_size", "seq_len", "batch_seq", "params", "flops", "mem_bytes")
+#: Features measured while the node runs on real hardware (dataset format ``irene-tree/1``).
+RESOURCE_FEATURES: tuple[str, ...] = (
+    "cpu",
+    "mem",
+    "gpu",
+    "gpu_mem",
+    "gpu_clk",
+    "gpu_mem_clk",
+    "latency_s",
+    "gpu_energy_j",
+)
+#: Features that live on the tree line rather than on each node in the dataset format.
+TREE_LEVEL_FEATURES: tuple[str, ...] = ("batch_size", "seq_len", "batch_seq")
+
+
+@dataclass(eq=False)
+class EnergyNode:
+    """One node of a model tree."""
+
+    scope: str
+    """Module path inside the model (``encoder.layer.0.attention.self``); ``""`` for the root.
+    Functional primitives carry their caller's scope plus ``.matmul#i`` / ``.softmax#i``."""
+    type: str
+    """Class name (``BertSelfAttention``, ``Linear``) or primitive name (``MatMul``)."""
+    level: Level
+    """``model`` (the root), ``module`` (internal node) or ``ml`` (an ML primitive, a leaf)."""
+    features: dict[str, float] = field(default_factory=dict)
+    """Model features (:data:`MODEL_FEATURES`) and, when measured, resource features
+    (:data:`RESOURCE_FEATURES`), for ONE execution of the node."""
+    energy: float | None = None
+    """Measured ground-truth energy of one execution, joules; ``None`` when not measured."""
+    predicted_energy: float | None = None
+    """Predicted energy of one execution, joules; set by ``EnergyModel.predict``."""
+    children: list[EnergyNode] = field(default_factory=list)
+    """Child nodes in execution order; empty for leaves."""
+    notes: dict[str, Any] = field(default_factory=dict)
+    """Free-form annotations that are not features, e.g. ``{"generic_regressor": True}``
+    when the node's type was never seen in training and a generic regressor predicted it."""
+    parent: EnergyNode | None = field(default=None, repr=False)
+    """The parent node, ``None`` for the root. Maintained by :meth:`add_child`."""
+
+    def add_child(self, child: EnergyNode) -> EnergyNode:
+        """Append ``child`` and set its parent; returns the child."""
+        child.parent = self
+        self.children.append(child)
+        return child
+
+    @property
+    def is_leaf(self) -> bool:
+        return not self.children
+
+    @property
+    def name(self) -> str:
+        """Last component of the scope (``self`` for ``...attention.self``), ``""`` for the root."""
+        return self.scope.rsplit(".", 1)[-1] if self.scope else ""
+
+    @property
+    def depth(self) -> int:
+        depth, node = 0, self.parent
+        while node is not None:
+            depth, node = depth + 1, node.parent
+        return depth
+
+    def walk(self) -> Iterator[EnergyNode]:
+        """This node and all its descendants, depth first, in execution order."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
+
+    def energy_of(self, source: Literal["predicted", "measured"] = "predicted") -> float | None:
+        """The node's predicted or measured energy in joules."""
+        return self.predicted_energy if source == "predicted" else self.energy
+
+    def to_dict(self) -> dict[str, Any]:
+        """The node as in the ``irene-tree/1`` format (plus ``predicted_energy_j``/``notes`` when set)."""
+        out: dict[str, Any] = {
+            "scope": self.scope,
+            "type": self.type,
+            "level": self.level,
+            "features": {k: v for k, v in self.features.items() if k not in TREE_LEVEL_FEATURES},
+            "energy_j": self.energy,
+        }
+        if self.predicted_energy is not None:
+            out["predicted_energy_j"] = self.predicted_energy
+        if self.notes:
+            out["notes"] = dict(self.notes)
+        out["children"] = [c.to_dict() for c in self.children]
+        return out
+
+
+@dataclass(eq=False)
+class EnergyTree:
+    """A model tree for one model run at one input size."""
+
+    root: EnergyNode
+    """The model node (level ``model``)."""
+    model_name: str = ""
+    """Architecture name (``bert-base-uncased``) or the model's class name for live models."""
+    batch_size: int = 0
+    seq_len: int = 0
+    device: str = ""
+    """Hardware the measurements come from (``irene-pc1``); ``""`` for a traced, unmeasured tree."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Extra line-level information kept verbatim (e.g. profile, input shapes)."""
+    calls: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Live call records keyed by scope, filled by ``trace(..., capture=True)`` so the node
+    runner can replay each node in isolation. Holds tensors and modules: never serialised."""
+
+    # -- navigation ---------------------------------------------------------------------
+
+    def walk(self) -> Iterator[EnergyNode]:
+        """Every node, depth first, in execution order, root first."""
+        return self.root.walk()
+
+    def __iter__(self) -> Iterator[EnergyNode]:
+        return self.walk()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.walk())
+
+    def find(self, scope: str) -> EnergyNode:
+        """The node with this scope; ``KeyError`` naming close matches if there is none."""
+        for node in self.walk():
+            if node.scope == scope:
+                return node
+        near = [n.scope for n in self.walk() if scope and scope in n.scope][:5]
+        hint = f"; did you mean one of {near}?" if near else ""
+        raise KeyError(f"no node with scope {scope!r} in {self.model_name or 'tree'}{hint}")
+
+    def __getitem__(self, scope: str) -> EnergyNode:
+        return self.find(scope)
+
+    def nodes(self, level: Level | None = None) -> list[EnergyNode]:
+        """All nodes, or those of one level, in execution order."""
+        return [n for n in self.walk() if level is None or n.level == level]
+
+    def leaves(self) -> list[EnergyNode]:
+        return self.nodes("ml")
+
+    def modules(self) -> list[EnergyNode]:
+        return self.nodes("module")
+
+    # -- energy -------------------------------------------------------------------------
+
+    @property
+    def total_j(self) -> float | None:
+        """Predicted energy of the whole model, joules."""
+        return self.root.predicted_energy
+
+    @property
+    def measured_total_j(self) -> float | None:
+        """Measured energy of the whole model, joules."""
+        return self.root.energy
+
+    def share(self, node: EnergyNode, source: Literal["predicted", "measured"] = "predicted") -> float:
+        """Fraction (0-1) of the root's energy spent in ``node``."""
+        total = self.root.energy_of(source)
+        mine = node.energy_of(source)
+        if not total or mine is None:
+            return 0.0
+        return mine / total
+
+    def breakdown(
+        self,
+        level: Level | None = "module",
+        source: Literal["predicted", "measured"] = "predicted",
+    ) -> list[tuple[str, float, float, int]]:
+        """Energy by node type, like the paper's Tables 10/12.
+
+        Returns ``(type, joules, share of the root, count)`` rows sorted by energy,
+        summed over every node of that type at ``level`` (all non-root levels when
+        ``None``). Nested types overlap (``BertAttention`` contains
+        ``BertSelfAttention``), exactly as in the paper's tables.
+        """
+        sums: dict[str, list[float]] = {}
+        for node in self.walk():
+            if node is self.root or (level is not None and node.level != level):
+                continue
+            value = node.energy_of(source)
+            if value is None:
+                continue
+            row = sums.setdefault(node.type, [0.0, 0])
+            row[0] += value
+            row[1] += 1
+        total = self.root.energy_of(source) or 0.0
+        rows = [(t, e, (e / total if total else 0.0), int(c)) for t, (e, c) in sums.items()]
+        return sorted(rows, key=lambda r: (-r[1], r[0]))
+
+    def bottlenecks(
+        self, n: int = 10, level: Level | None = None, source: Literal["predicted", "measured"] = "predicted"
+    ) -> list[EnergyNode]:
+        """The ``n`` costliest non-root nodes (of one level, or any)."""
+        cands = [
+            x
+            for x in self.walk()
+            if x is not self.root and (level is None or x.level == level) and x.energy_of(source) is not None
+        ]
+        return sorted(cands, key=lambda x: (-(x.energy_of(source) or 0.0), x.scope))[:n]
+
+    # -- serialisation ------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The tree as one ``irene-tree/1`` line."""
+        out: dict[str, Any] = {
+            "format": "irene-tree/1",
+            "device": self.device,
+            "model_name": self.model_name,
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+        }
+        if self.meta:
+            out["meta"] = dict(self.meta)
+        out["root"] = self.root.to_dict()
+        return out
+
+    def set_tree_features(self) -> None:
+        """Copy batch size, sequence length and their product onto every node's features."""
+        for node in self.walk():
+            node.features["batch_size"] = float(self.batch_size)
+            node.features["seq_len"] = float(self.seq_len)
+            node.features["batch_seq"] = float(self.batch_size * self.seq_len)
