@@ -1,0 +1,142 @@
+"""Turn trees and call records into the JSON the explorer's JS draws.
+
+One shape (a *call view*) serves the HTML report, the web app's
+``/api/energy`` and the browser: the whole ``irene-tree/1`` tree plus what a
+reader wants next to it (total, operations sorted by energy, breakdown by
+type, baseline deltas). The sorting and summing happen here, through
+:class:`~pytest_irene.tree.EnergyTree`'s own methods, so the page and the API
+agree with the terminal report. Pure data: no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+from ..comparison import CallRecord
+from ..tree import EnergyNode, EnergyTree
+
+Source = Literal["predicted", "measured"]
+
+
+def energy_source(tree: EnergyTree) -> Source:
+    """``predicted`` when the tree has been predicted, else ``measured`` (a dataset tree)."""
+    return "predicted" if tree.root.predicted_energy is not None else "measured"
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def module_partition(tree: EnergyTree, source: Source | None = None) -> dict[str, float]:
+    """Energy of the operations grouped by the type of the module that runs them, joules.
+
+    Module types nest (``BertAttention`` contains ``BertSelfAttention``), so the
+    per-type breakdown of :meth:`EnergyTree.breakdown` overlaps and cannot be
+    stacked. Charging every operation (leaf) to its nearest enclosing module
+    gives a partition whose parts add up to the sum over operations, which is
+    what a stacked bar needs. Operations directly under the root are charged to
+    the root's type.
+    """
+    src = source or energy_source(tree)
+    parts: dict[str, float] = {}
+    for leaf in tree.leaves():
+        value = leaf.energy_of(src)
+        if value is None:
+            continue
+        owner = leaf.parent
+        while owner is not None and owner.level not in ("module", "model"):
+            owner = owner.parent
+        key = owner.type if owner is not None else leaf.type
+        parts[key] = parts.get(key, 0.0) + value
+    return dict(sorted(parts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _operation(tree: EnergyTree, node: EnergyNode, source: Source) -> dict[str, Any]:
+    return {
+        "scope": node.scope,
+        "type": node.type,
+        "energy_j": node.energy_of(source),
+        "share": tree.share(node, source),
+    }
+
+
+def call_view(
+    tree: EnergyTree,
+    record: CallRecord | None = None,
+    *,
+    call_id: str = "call-0",
+    title: str | None = None,
+    profile: str | None = None,
+) -> dict[str, Any]:
+    """Everything the explorer shows for one wrapped call (or one predicted tree).
+
+    Keys: ``id``, ``title``, ``model_name``, ``batch_size``, ``seq_len``,
+    ``profile``, ``features``, ``source`` (which energy the view shows),
+    ``total_j``, ``status``/``reason``/``budget_j``/``over_budget`` (the gate's
+    verdict, ``None`` outside pytest), ``tree`` (:meth:`EnergyTree.to_dict`),
+    ``deltas`` (scope → baseline delta), ``removed`` (modules only in the
+    baseline), ``operations`` (every ML primitive, costliest first),
+    ``breakdown`` (``{"module": rows, "ml": rows}``, rows as in
+    :meth:`EnergyTree.breakdown`) and ``partition`` (:func:`module_partition`).
+    """
+    source = energy_source(tree)
+    comparison = record.comparison if record is not None else None
+    deltas = {d.scope: d.to_dict() for d in comparison.deltas} if comparison else {}
+    removed = [d.to_dict() for d in comparison.deltas if d.now_j is None] if comparison else []
+    operations = [_operation(tree, n, source) for n in tree.bottlenecks(n=len(tree), level="ml", source=source)]
+    if record is not None and title is None:
+        title = record.nodeid if record.label in ("", "default") else f"{record.nodeid} [{record.label}]"
+    return {
+        "id": call_id,
+        "title": title or tree.model_name or tree.root.type,
+        "nodeid": record.nodeid if record else None,
+        "label": record.label if record else None,
+        "model_name": tree.model_name or tree.root.type,
+        "batch_size": tree.batch_size,
+        "seq_len": tree.seq_len,
+        "device": tree.device,
+        "profile": record.profile if record else (profile or tree.meta.get("profile")),
+        "features": record.features if record else tree.meta.get("features"),
+        "source": source,
+        "total_j": _finite(tree.root.energy_of(source)),
+        "measured_total_j": _finite(tree.root.energy),
+        "status": comparison.status if comparison else None,
+        "reason": comparison.reason if comparison else "",
+        "budget_j": record.budget_j if record else None,
+        "over_budget": bool(record.over_budget) if record else False,
+        "failed": bool(record.failed) if record else False,
+        "tree": tree.to_dict(),
+        "deltas": deltas,
+        "removed": removed,
+        "operations": operations,
+        "breakdown": {
+            "module": [list(r) for r in tree.breakdown("module", source)],
+            "ml": [list(r) for r in tree.breakdown("ml", source)],
+        },
+        "partition": module_partition(tree, source),
+    }
+
+
+def call_views(items: Iterable[EnergyTree | CallRecord] | EnergyTree | CallRecord) -> list[dict[str, Any]]:
+    """Call views for a mix of trees and call records, in order."""
+    if isinstance(items, (EnergyTree, CallRecord)):
+        items = [items]
+    views: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, CallRecord):
+            views.append(call_view(item.tree, item, call_id=f"call-{i}"))
+        elif isinstance(item, EnergyTree):
+            views.append(call_view(item, call_id=f"call-{i}"))
+        else:
+            raise TypeError(f"expected EnergyTree or CallRecord, got {type(item).__name__}")
+    return views
+
+
+def summary_rows(views: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per call for the report's index (title, total, status)."""
+    return [
+        {"id": v["id"], "title": v["title"], "total_j": v["total_j"], "status": v["status"], "failed": v["failed"]}
+        for v in views
+    ]
