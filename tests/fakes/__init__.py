@@ -1,0 +1,1 @@
+"""Faithful stand-ins for hardware interfaces that CI machines do not have."""
