@@ -1,0 +1,69 @@
+"""``irene serve``: the energy explorer as a local web app."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve the interactive energy explorer and its JSON API",
+        description=(
+            "Serve the energy explorer: pick an architecture, batch size, sequence length and "
+            "profile and see the predicted energy tree; sweep input sizes. JSON API under /api "
+            "(/api/models, /api/profiles, /api/energy, /api/sweep)."
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument(
+        "--allow-module",
+        action="append",
+        default=[],
+        metavar="PATH:FACTORY",
+        help="let requests name this model factory (module:function or file.py:function; repeatable)",
+    )
+    p.add_argument("--max-batch-size", type=int, default=256, metavar="N", help="largest batch size a request may ask for (256)")
+    p.add_argument("--max-seq-len", type=int, default=2048, metavar="N", help="largest sequence length a request may ask for (2048)")
+    p.add_argument("--max-sweep-points", type=int, default=64, metavar="N", help="largest number of combinations in one sweep (64)")
+    p.add_argument("--profile", default=None, help="default energy model profile (the first bundled one)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from werkzeug.serving import make_server
+
+    from ..explorer.app import ServerConfig, create_app
+    from ..explorer.models import load_factory
+
+    for name, value in (("--max-batch-size", args.max_batch_size), ("--max-seq-len", args.max_seq_len),
+                        ("--max-sweep-points", args.max_sweep_points)):
+        if value < 1:
+            raise UsageError(f"{name}: must be at least 1, got {value}")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port: expected 0-65535, got {args.port}")
+    for ref in args.allow_module:
+        load_factory(ref)  # fail at start-up, not on the first request
+    config = ServerConfig(
+        allowed_modules=tuple(args.allow_module),
+        max_batch_size=args.max_batch_size,
+        max_seq_len=args.max_seq_len,
+        max_sweep_points=args.max_sweep_points,
+        default_profile=args.profile,
+    )
+    app = create_app(config)
+    try:
+        server = make_server(args.host, args.port, app, threaded=True)
+    except OSError as exc:
+        raise UsageError(f"--host/--port: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from exc
+    print(f"irene serve: energy explorer on http://{args.host}:{server.server_port}/ (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,276 @@
+"""The explorer as a local web app (``irene serve``): pick a model, see its energy tree.
+
+A Flask app with a small JSON API, modelled on IrEne-viz:
+
+- ``GET /`` the page (same renderer as the HTML report, plus a form and a sweep tab);
+- ``GET /api/models``, ``GET /api/profiles``;
+- ``GET /api/energy?model=&batch_size=&seq_len=&profile=`` the whole predicted tree
+  (a call view, see :mod:`.payload`);
+- ``GET /api/sweep?model=&model=&batch_sizes=8,16&seq_lens=32,64&profile=`` a sweep.
+
+Bad parameters get 400 with ``{"error": ..., "parameter": ...}``. Batch size,
+sequence length and sweep size are capped, predictions run one at a time and
+results are kept in an LRU cache, so a request can neither exhaust the machine
+nor make the server redo work it just did. Models named by ``module:factory``
+are served only when the server was started with ``--allow-module`` for them:
+a request must never make the server import arbitrary code.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+
+from ..errors import IreneError
+from ..tree import EnergyTree
+from .html import render_page
+from .params import ParameterError, parse_int, parse_int_list
+from .payload import call_view
+
+API_PARAMETERS = {
+    "energy": {"model", "batch_size", "seq_len", "profile"},
+    "sweep": {"model", "batch_sizes", "seq_lens", "profile"},
+}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What the server allows; every limit protects the machine it runs on."""
+
+    allowed_modules: tuple[str, ...] = ()
+    """``module:factory`` references requests may name (besides the bundled architectures)."""
+    max_batch_size: int = 256
+    max_seq_len: int = 2048
+    max_sweep_points: int = 64
+    """Largest number of (model, batch size, sequence length) combinations in one sweep."""
+    cache_size: int = 256
+    """Predicted trees kept in the LRU cache."""
+    default_profile: str | None = None
+    """Profile used when a request names none; the first bundled profile when ``None``."""
+    predict: Callable[[Any, int, int, str], EnergyTree] | None = None
+    """``predict(spec, batch_size, seq_len, profile) -> EnergyTree``; the real tracer +
+    energy model (:func:`.models.predict_tree`) when ``None``. Swappable for embedding."""
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> ServerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise IreneError(f"unknown server configuration keys {unknown}; expected some of {sorted(known)}")
+        data = dict(values)
+        if "allowed_modules" in data:
+            data["allowed_modules"] = tuple(data["allowed_modules"])
+        return cls(**data)
+
+
+class LRUCache:
+    """A thread-safe least-recently-used cache with hit/miss counters."""
+
+    def __init__(self, size: int):
+        self.size = max(0, int(size))
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> Any | None:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key]
+            self.misses += 1
+            return None
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class Explorer:
+    """The app's state: configuration, cache, and the one-at-a-time prediction lock."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.cache = LRUCache(config.cache_size)
+        self._compute = threading.Lock()
+
+    # -- choices ---------------------------------------------------------------------------
+    def models(self) -> list[dict[str, str]]:
+        from .models import bundled_architectures
+
+        out = [{"name": n, "kind": "bundled"} for n in bundled_architectures()]
+        out += [{"name": m, "kind": "factory"} for m in self.config.allowed_modules]
+        return out
+
+    def profiles(self) -> list[str]:
+        from .models import bundled_profiles
+
+        return bundled_profiles()
+
+    def default_profile(self) -> str:
+        if self.config.default_profile:
+            return self.config.default_profile
+        profiles = self.profiles()
+        if not profiles:
+            raise IreneError("no bundled energy model profiles are installed")
+        return profiles[0]
+
+    # -- validation ------------------------------------------------------------------------
+    def spec(self, name: str | None) -> Any:
+        from .models import resolve_model
+
+        if not name:
+            raise ParameterError("model", "missing; expected a name from /api/models")
+        return resolve_model(name, allowed_factories=self.config.allowed_modules)
+
+    def profile(self, name: str | None) -> str:
+        if name is None or name == "":
+            return self.default_profile()
+        profiles = self.profiles()
+        if name not in profiles:
+            raise ParameterError("profile", f"unknown profile {name!r}; expected one of {profiles}")
+        return name
+
+    # -- prediction ------------------------------------------------------------------------
+    def tree(self, spec: Any, batch_size: int, seq_len: int, profile: str) -> tuple[EnergyTree, bool]:
+        """The predicted tree, from the cache when possible; returns ``(tree, cache_hit)``."""
+        key = (spec, batch_size, seq_len, profile)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached, True
+        with self._compute:
+            cached = self.cache.get(key)  # another request may have computed it meanwhile
+            if cached is not None:
+                return cached, True
+            predict = self.config.predict
+            if predict is None:
+                from .models import predict_tree as predict
+            tree = predict(spec, batch_size, seq_len, profile)
+        self.cache.put(key, tree)
+        return tree, False
+
+
+def _error(status: int, message: str, parameter: str | None = None) -> tuple[Response, int]:
+    body: dict[str, Any] = {"error": message}
+    if parameter:
+        body["parameter"] = parameter
+    return jsonify(body), status
+
+
+def _check_unknown(kind: str) -> None:
+    for key in request.args:
+        if key not in API_PARAMETERS[kind]:
+            raise ParameterError(key, f"unknown parameter; expected some of {sorted(API_PARAMETERS[kind])}")
+
+
+def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
+    """The Flask app. ``config`` is a :class:`ServerConfig`, a mapping of its fields, or ``None``."""
+    if config is None:
+        config = ServerConfig()
+    elif not isinstance(config, ServerConfig):
+        config = ServerConfig.from_mapping(config)
+    explorer = Explorer(config)
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["irene_explorer"] = explorer
+
+    @app.errorhandler(ParameterError)
+    def _bad_parameter(exc: ParameterError):
+        return _error(400, str(exc), exc.parameter)
+
+    @app.errorhandler(IreneError)
+    def _irene_error(exc: IreneError):
+        # the request was well-formed but the model could not be traced/predicted
+        return _error(422, str(exc))
+
+    @app.errorhandler(404)
+    def _not_found(exc: Exception):
+        return _error(404, f"no such page {request.path}")
+
+    @app.errorhandler(500)
+    def _internal(exc: Exception):
+        return _error(500, "internal error while predicting; see the server log")
+
+    @app.get("/")
+    def index() -> str:
+        data = {
+            "kind": "app",
+            "api": request.script_root + "/api",
+            "limits": {
+                "max_batch_size": config.max_batch_size,
+                "max_seq_len": config.max_seq_len,
+                "max_sweep_points": config.max_sweep_points,
+            },
+            "defaults": {"batch_size": 8, "seq_len": 128, "sweep_batch_sizes": [8, 16], "sweep_seq_lens": [32, 64, 128]},
+        }
+        return render_page(data, "pytest-irene energy explorer")
+
+    @app.get("/favicon.ico")
+    def favicon() -> tuple[str, int]:
+        return "", 204
+
+    @app.get("/api/models")
+    def models():
+        return jsonify({"models": explorer.models()})
+
+    @app.get("/api/profiles")
+    def profiles():
+        return jsonify({"profiles": explorer.profiles(), "default": explorer.default_profile()})
+
+    @app.get("/api/energy")
+    def energy():
+        _check_unknown("energy")
+        args = request.args
+        spec = explorer.spec(args.get("model"))
+        batch_size = parse_int(args.get("batch_size"), "batch_size", maximum=config.max_batch_size)
+        seq_len = parse_int(args.get("seq_len"), "seq_len", maximum=config.max_seq_len)
+        profile = explorer.profile(args.get("profile"))
+        tree, hit = explorer.tree(spec, batch_size, seq_len, profile)
+        view = call_view(tree, call_id="call-api", title=spec.name, profile=profile)
+        response = jsonify(view)
+        response.headers["X-Irene-Cache"] = "hit" if hit else "miss"
+        return response
+
+    @app.get("/api/sweep")
+    def sweep():
+        from .sweep import Sweep, point_from_tree
+
+        _check_unknown("sweep")
+        args = request.args
+        names = args.getlist("model")
+        if not names:
+            raise ParameterError("model", "missing; give one or more model=NAME")
+        specs = []
+        for name in names:
+            spec = explorer.spec(name)
+            if spec not in specs:
+                specs.append(spec)
+        batch_sizes = parse_int_list(args.get("batch_sizes"), "batch_sizes", maximum=config.max_batch_size)
+        seq_lens = parse_int_list(args.get("seq_lens"), "seq_lens", maximum=config.max_seq_len)
+        n = len(specs) * len(batch_sizes) * len(seq_lens)
+        if n > config.max_sweep_points:
+            raise ParameterError(
+                "seq_lens", f"{n} combinations (models × batch_sizes × seq_lens) exceed the server limit of {config.max_sweep_points}"
+            )
+        profile = explorer.profile(args.get("profile"))
+        result = Sweep(profile, [s.name for s in specs], batch_sizes, seq_lens)
+        for spec in specs:
+            for b in batch_sizes:
+                for s in seq_lens:
+                    tree, _ = explorer.tree(spec, b, s, profile)
+                    result.points.append(point_from_tree(spec.name, tree))
+        return jsonify(result.to_dict())
+
+    return app

@@ -1,0 +1,206 @@
+"""Which model to explore, and how to get its predicted tree.
+
+An explorer model is named either by a bundled architecture
+(``bert-base-uncased``), by a bundled architecture with config overrides (a
+compact BERT: ``bert-base-uncased[L=4,H=256]``) or by a ``module:factory``
+reference to user code (``mypkg.models:tiny_bert`` or ``path/to/file.py:make``)
+whose factory takes no arguments and returns a ``torch.nn.Module``. Models are
+built and traced on the meta device, so predicting even a large model at a
+large input size takes no memory and well under a second.
+
+torch, the tracer and the energy model are imported inside the functions: the
+HTML report must stay importable without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..tree import EnergyTree
+from .params import ParameterError
+
+#: Config attribute names of compact BERT variants (Turc et al., 2019: L layers, H hidden,
+#: H/64 heads, 4H feed-forward), as in Hugging Face BERT-style configs.
+COMPACT_BERT_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+
+
+def bundled_architectures() -> tuple[str, ...]:
+    """The architectures the tracer can build by name."""
+    from ..architectures import ARCHITECTURES
+
+    return tuple(ARCHITECTURES)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the explorer can build on the meta device."""
+
+    name: str
+    """What the user sees and what the API takes (``bert-base-uncased[L=4,H=256]``)."""
+    architecture: str | None = None
+    """Bundled architecture name, or ``None`` for a factory."""
+    factory: str | None = None
+    """``module:factory`` or ``file.py:factory`` reference, or ``None``."""
+    overrides: tuple[tuple[str, Any], ...] = field(default=())
+    """Config overrides passed to ``build_model`` (bundled architectures only)."""
+
+    @property
+    def kind(self) -> str:
+        return "factory" if self.factory else "bundled"
+
+    def build(self) -> Any:
+        """The model, on the meta device (no weights allocated)."""
+        if self.architecture is not None:
+            from ..architectures import build_model
+
+            return build_model(self.architecture, device="meta", **dict(self.overrides))
+        assert self.factory is not None
+        model = load_factory(self.factory)()
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            raise UsageError(f"{self.factory}: the factory returned {type(model).__name__}, expected a torch.nn.Module")
+        return model.to("meta")
+
+    def trace(self, batch_size: int, seq_len: int) -> EnergyTree:
+        """The model tree with model features at this input size (not yet predicted)."""
+        from ..architectures import example_inputs
+        from ..tracing import trace
+
+        model = self.build()
+        inputs = example_inputs(model, batch_size, seq_len, device="meta")
+        tree = trace(model, inputs, batch_size=batch_size, seq_len=seq_len, device="meta", model_name=self.name)
+        tree.model_name = self.name
+        return tree
+
+
+_FACTORY_LOCK = threading.Lock()
+
+
+def load_factory(ref: str) -> Callable[[], Any]:
+    """Import ``module:attr`` or ``path/to/file.py:attr`` and return the callable."""
+    if ":" not in ref:
+        raise UsageError(f"{ref!r}: expected MODULE:FACTORY or FILE.py:FACTORY")
+    where, _, attr = ref.rpartition(":")
+    if not where or not attr.isidentifier():
+        raise UsageError(f"{ref!r}: expected MODULE:FACTORY or FILE.py:FACTORY")
+    with _FACTORY_LOCK:
+        if where.endswith(".py") or "/" in where or "\\" in where:
+            path = Path(where).expanduser().resolve()
+            if not path.is_file():
+                raise UsageError(f"{ref!r}: no such file {path}")
+            mod_name = "_irene_factory_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+            module = sys.modules.get(mod_name)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(mod_name, path)
+                if spec is None or spec.loader is None:
+                    raise UsageError(f"{ref!r}: cannot import {path}")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[mod_name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[mod_name]
+                    raise
+        else:
+            try:
+                module = importlib.import_module(where)
+            except ImportError as exc:
+                raise UsageError(f"{ref!r}: cannot import module {where!r} ({exc})") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UsageError(f"{ref!r}: {where} has no callable {attr!r}")
+    return factory
+
+
+def compact_name(architecture: str, layers: int, hidden: int) -> str:
+    return f"{architecture}[L={layers},H={hidden}]"
+
+
+def compact_variants(architecture: str, layers: Sequence[int], hidden: Sequence[int]) -> list[ModelSpec]:
+    """Compact BERT-style variants: every (layers, hidden) pair, heads = hidden/64, feed-forward 4·hidden.
+
+    ``compact_variants("bert-base-uncased", [2, 4, 6, 8, 10, 12], [128, 256, 512, 768])``
+    gives the 24 compact BERTs of Turc et al. (2019).
+    """
+    specs = []
+    for h in hidden:
+        if h % 64:
+            raise ParameterError("hidden", f"hidden sizes must be multiples of 64 (one head per 64), got {h}")
+    for layer_count in layers:
+        for h in hidden:
+            values = (layer_count, h, h // 64, 4 * h)
+            specs.append(
+                ModelSpec(
+                    compact_name(architecture, layer_count, h),
+                    architecture=architecture,
+                    overrides=tuple(zip(COMPACT_BERT_KEYS, values)),
+                )
+            )
+    return specs
+
+
+def resolve_model(name: str, *, allowed_factories: Sequence[str] | None = None, parameter: str = "model") -> ModelSpec:
+    """The spec for a model name given by a user.
+
+    ``allowed_factories=None`` allows any ``module:factory`` (the CLI: users run
+    their own code); a sequence restricts them to those references (the web
+    server: a request must not import arbitrary modules). Compact variants are
+    written ``ARCH[L=4,H=256]``.
+    """
+    name = name.strip()
+    archs = bundled_architectures()
+    if name in archs:
+        return ModelSpec(name, architecture=name)
+    if name.endswith("]") and "[" in name:
+        arch, _, rest = name[:-1].partition("[")
+        if arch in archs:
+            try:
+                kv = dict(part.split("=", 1) for part in rest.split(","))
+                return compact_variants(arch, [int(kv["L"])], [int(kv["H"])])[0]
+            except (ValueError, KeyError):
+                raise ParameterError(parameter, f"{name!r}: expected ARCH[L=<layers>,H=<hidden>]") from None
+    if ":" in name:
+        if allowed_factories is not None and name not in allowed_factories:
+            raise ParameterError(parameter, f"{name!r} is not among the factories this server allows")
+        return ModelSpec(name, factory=name)
+    raise ParameterError(parameter, f"unknown model {name!r}; expected one of {list(archs)} or MODULE:FACTORY")
+
+
+_MODELS: dict[str, Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def energy_model(profile: str) -> Any:
+    """The loaded :class:`~pytest_irene.energy_model.EnergyModel`, loaded once per profile."""
+    with _MODELS_LOCK:
+        model = _MODELS.get(profile)
+        if model is None:
+            from ..energy_model import EnergyModel
+
+            model = _MODELS[profile] = EnergyModel.load(profile)
+        return model
+
+
+def bundled_profiles() -> list[str]:
+    from ..profiles import bundled_profiles as _bundled
+
+    return list(_bundled())
+
+
+def predict_tree(spec: ModelSpec, batch_size: int, seq_len: int, profile: str, features: str = "model") -> EnergyTree:
+    """Trace ``spec`` on the meta device and predict every node with ``profile``."""
+    tree = spec.trace(batch_size, seq_len)
+    energy_model(profile).predict(tree, features=features)
+    tree.meta["profile"] = profile
+    tree.meta["features"] = features
+    return tree

@@ -1,0 +1,49 @@
+"""Validation of user-supplied explorer parameters (web requests and CLI options).
+
+The web app answers a bad parameter with 400 and a JSON error naming it; the
+CLI prints the same message. Both go through these functions, so a limit or a
+message is defined once.
+"""
+
+from __future__ import annotations
+
+from ..errors import UsageError
+
+
+class ParameterError(UsageError):
+    """A bad value for one named parameter (``batch_size``, ``seq_lens``, ``model`` ...)."""
+
+    def __init__(self, parameter: str, problem: str):
+        self.parameter = parameter
+        self.problem = problem
+        super().__init__(f"{parameter}: {problem}")
+
+
+def parse_int(value: str | int | None, parameter: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """One integer in ``[minimum, maximum]``; ``ParameterError`` naming ``parameter`` otherwise."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ParameterError(parameter, "missing; expected an integer")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ParameterError(parameter, f"expected an integer, got {str(value)!r}") from None
+    if number < minimum:
+        raise ParameterError(parameter, f"must be at least {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise ParameterError(parameter, f"must be at most {maximum} (server limit), got {number}")
+    return number
+
+
+def parse_int_list(
+    value: str | None, parameter: str, *, minimum: int = 1, maximum: int | None = None, max_items: int = 64
+) -> list[int]:
+    """A comma-separated list of integers (``8,16,32``), sorted, without duplicates."""
+    if value is None or not str(value).strip():
+        raise ParameterError(parameter, "missing; expected comma-separated integers such as 8,16,32")
+    items = [p for p in str(value).replace(" ", "").split(",") if p]
+    numbers = sorted({parse_int(p, parameter, minimum=minimum, maximum=maximum) for p in items})
+    if not numbers:
+        raise ParameterError(parameter, "expected at least one integer")
+    if len(numbers) > max_items:
+        raise ParameterError(parameter, f"at most {max_items} values, got {len(numbers)}")
+    return numbers
