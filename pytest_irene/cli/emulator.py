@@ -1,0 +1,80 @@
+"""``irene emonpi-emulator``: an emonPi on a pseudo-terminal, for trying calibration without a rig.
+
+Prints the pty's device path as the first line of output (so scripts can read
+it), then serves reports until interrupted::
+
+    irene emonpi-emulator --format kv --period 0.5 &
+    irene calibrate --meter emonpi:/dev/pts/3,115200 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+from ..emonpi_emulator import FAULTS, FORMATS, EmonPiEmulator
+from ..meters.emonpi import BAUD
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "emonpi-emulator",
+        help="emulate an emonPi power monitor on a pseudo-terminal",
+        description="Open a pseudo-terminal speaking the emonPi serial protocol, with power following "
+        "this host's CPU utilisation (idle watts + watts-per-util x utilisation). Prints the device "
+        "path as the first line, then serves until stopped (Ctrl-C).",
+    )
+    parser.add_argument("--format", choices=FORMATS, default="kv", help="firmware format (default kv)")
+    parser.add_argument("--period", type=float, default=None, metavar="SECONDS",
+                        help="seconds between reports (default: the firmware's, 9.8 kv/json, 5 jeelib)")
+    parser.add_argument("--idle-watts", type=float, default=60.0, metavar="W", help="power at 0%% CPU (default 60)")
+    parser.add_argument("--watts-per-util", type=float, default=140.0, metavar="K",
+                        help="extra watts at 100%% CPU utilisation (default 140)")
+    parser.add_argument("--fault", choices=FAULTS, default=None, help="inject a fault after --fault-after reports")
+    parser.add_argument("--fault-after", type=int, default=3, metavar="N", help="good reports before the fault (default 3)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.period is not None and args.period <= 0:
+        from ..errors import UsageError
+
+        raise UsageError(f"--period must be positive, got {args.period}")
+    emulator = EmonPiEmulator(
+        args.format,
+        period_s=args.period,
+        idle_watts=args.idle_watts,
+        watts_per_util=args.watts_per_util,
+        fault=args.fault,
+        fault_after=args.fault_after,
+    )
+    path = emulator.start()
+    print(path, flush=True)
+    print(
+        f"emonPi emulator: {args.format} format, one report every {emulator.period_s:g} s, "
+        f"read it with --meter emonpi:{path},{BAUD[args.format]}" + (f"; fault: {args.fault}" if args.fault else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: emulator.request_stop())
+    try:
+        emulator.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the emulator without the rest of the ``irene`` CLI (``python -m pytest_irene.cli.emulator``)."""
+    parser = argparse.ArgumentParser(prog="irene")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["emonpi-emulator", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
