@@ -151,6 +151,19 @@ class ResourceSampler:
         self.gpu_uuids: list[str | None] = []
         """UUIDs of the sampled GPUs (match ``torch.cuda.get_device_properties(i).uuid``)."""
 
+    @classmethod
+    def from_samples(
+        cls, samples: Sequence[Sample], *, period_s: float = DEFAULT_PERIOD_S, gpu_names: Sequence[str] = ()
+    ) -> ResourceSampler:
+        """A stopped sampler holding recorded ``samples`` (oldest first), for offline attribution."""
+        sampler = cls(period_s, gpus=None, rapl_root=None)
+        ordered = sorted(samples, key=lambda s: s.t_s)
+        sampler._samples = list(ordered)
+        sampler._times = [s.t_s for s in ordered]
+        sampler.gpu_names = list(gpu_names)
+        sampler.reason = None if gpu_names else "recorded without GPUs"
+        return sampler
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def _open_devices(self) -> None:
@@ -285,11 +298,11 @@ class ResourceSampler:
             hi = bisect.bisect_left(self._times, t1_s)
             return self._samples[max(lo, 0) : hi + 1]
 
-    def window(self, t0_s: float, t1_s: float, gpu: int = 0) -> dict[str, float]:
+    def window(self, t0_s: float, t1_s: float, gpu: int | None = 0) -> dict[str, float]:
         """Resource features over ``[t0_s, t1_s]`` (monotonic seconds).
 
         Returns dataset feature names: ``cpu``, ``mem`` (%), and for sampled GPU
-        position ``gpu``: ``gpu``, ``gpu_mem`` (%), ``gpu_clk``, ``gpu_mem_clk``
+        position ``gpu`` (``None``: no GPU features): ``gpu``, ``gpu_mem`` (%), ``gpu_clk``, ``gpu_mem_clk``
         (MHz), ``gpu_power_w``; plus energy over the whole window:
         ``gpu_energy_j`` (NVML counter) and ``cpu_energy_j`` (RAPL). Averages
         are weighted by how much of each sample's interval lies in the window.
@@ -316,7 +329,7 @@ class ResourceSampler:
                 continue
             s = samples[i]
             pairs = [("cpu", s.cpu_pct), ("mem", s.mem_pct)]
-            if gpu < len(s.gpus):
+            if gpu is not None and gpu < len(s.gpus):
                 g = s.gpus[gpu]
                 pairs += [
                     ("gpu", g.util_pct),
@@ -333,7 +346,7 @@ class ResourceSampler:
             if mean is not None:
                 out[key] = mean
         # Counters are interpolated at the bounds; outside the sampled span they are absent.
-        gpu_counter = [s.gpus[gpu].energy_j if gpu < len(s.gpus) else None for s in samples]
+        gpu_counter = [s.gpus[gpu].energy_j if gpu is not None and gpu < len(s.gpus) else None for s in samples]
         gpu_e = self._counter_delta(times, gpu_counter, t0_s, t1_s)
         if gpu_e is not None:
             out["gpu_energy_j"] = gpu_e
