@@ -200,7 +200,8 @@ def bundled_profiles() -> list[str]:
 def predict_tree(spec: ModelSpec, batch_size: int, seq_len: int, profile: str, features: str = "model") -> EnergyTree:
     """Trace ``spec`` on the meta device and predict every node with ``profile``."""
     tree = spec.trace(batch_size, seq_len)
-    energy_model(profile).predict(tree, features=features)
+    predicted = energy_model(profile).predict(tree, features=features)
+    tree = predicted if predicted is not None else tree
     tree.meta["profile"] = profile
     tree.meta["features"] = features
     return tree

@@ -265,7 +265,7 @@
       h("thead", null, h("tr", null, h("th", { cls: "num", text: "#" }), h("th", { text: "operation" }), h("th", { text: "type" }),
         h("th", { cls: "num", text: "energy" }), h("th", { cls: "num", text: "share" }))),
       h("tbody", null, ops.map(function (op, i) {
-        var tr = h("tr", { cls: "op", "data-scope": op.scope, title: "show in tree" },
+        var tr = h("tr", { cls: "op", "data-scope": op.scope, "data-energy": String(op.energy_j), title: "show in tree" },
           h("td", { cls: "num", text: String(i + 1) }), h("td", { cls: "scope", text: op.scope }), h("td", { text: op.type }),
           h("td", { cls: "num", text: fmtJ(op.energy_j) }), h("td", { cls: "num", text: fmtPct(op.share) }));
         tr.addEventListener("click", function () { reveal(ctx, op.scope); });
