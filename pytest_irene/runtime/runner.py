@@ -19,6 +19,7 @@ read a power meter over the very same windows.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import statistics
@@ -293,6 +294,23 @@ def _to_device(value: Any, dev: Any) -> Any:
     return value
 
 
+def _without_cache(model: Any, inputs: Any) -> Any:
+    """Inputs with ``use_cache=False`` when the model takes it.
+
+    A key/value cache (transformers' ``DynamicCache``) is mutated by every
+    call: replaying a captured attention call would append to it each time, so
+    the sequence would grow with every repetition. The paper's measurements ran
+    without a cache too.
+    """
+    if not isinstance(inputs, dict) or "use_cache" in inputs:
+        return inputs
+    try:
+        accepts = "use_cache" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return {**inputs, "use_cache": False} if accepts else inputs
+
+
 def _root_call(model: Any, inputs: Any) -> _Call:
     if isinstance(inputs, dict):
         return _Call(model, (), dict(inputs))
@@ -352,7 +370,9 @@ def measure_tree(
 ) -> EnergyTree:
     """Trace ``model`` on ``device`` with captured inputs and measure every node.
 
-    Moves ``model`` (put in eval mode) and ``inputs`` to ``device``. Each
+    Moves ``model`` (put in eval mode) and ``inputs`` to ``device``; dict
+    inputs get ``use_cache=False`` when the model takes it (a cache would grow
+    with every replay). Each
     distinct signature runs once (:func:`run_call`) and its resource features
     (:data:`RUNTIME_FEATURES`, for one execution) go to every node sharing it;
     the whole model is measured too. A node whose replay fails keeps its model
@@ -370,7 +390,7 @@ def measure_tree(
     dev = torch.device(device)
     cuda = dev.type == "cuda"
     model = model.to(dev).eval()
-    inputs = _to_device(inputs, dev)
+    inputs = _without_cache(model, _to_device(inputs, dev))
     trace_kwargs: dict[str, Any] = {"device": str(dev), "capture": True, "model_name": model_name}
     if batch_size is not None:
         trace_kwargs["batch_size"] = batch_size
