@@ -211,3 +211,24 @@ def test_fingerprint_of_this_host_and_matching():
     assert not fingerprint_matches(rig, dict(rig, cpu_count=10))
     assert not fingerprint_matches(rig, dict(rig, gpus=["GeForce RTX 2080 Ti"]))
     assert not fingerprint_matches({}, {})
+
+
+def test_choose_features_uses_resources_only_on_the_calibration_rig():
+    from pytest_irene.errors import UsageError
+    from pytest_irene.runtime.fingerprint import choose_features
+
+    rig = {"cpu_model": "Intel(R) Core(TM) i9-7900X CPU @ 3.30GHz", "cpu_count": 20, "memory_gib": 31.3,
+           "gpus": ["GeForce GTX 1080 Ti"], "driver_version": "455.32"}
+    other = dict(rig, gpus=[])
+    auto_here = choose_features("auto", rig, host=dict(rig))
+    assert auto_here.features == "all" and "matches" in auto_here.reason
+    auto_elsewhere = choose_features("auto", rig, host=other)
+    assert auto_elsewhere.features == "model" and "GPUs" in auto_elsewhere.reason
+    assert choose_features("auto", None, host=other).reason == "the energy model records no hardware fingerprint"
+    assert choose_features("auto", rig, host=dict(rig), available=("model",)).features == "model"
+    assert choose_features("model", rig, host=dict(rig)).features == "model"
+    assert choose_features("all", rig, host=dict(rig)).features == "all"
+    with pytest.raises(UsageError, match="--irene-features=all: this host differs"):
+        choose_features("all", rig, host=other)
+    with pytest.raises(UsageError, match="--features: expected one of auto, model, all"):
+        choose_features("some", rig, option="--features")

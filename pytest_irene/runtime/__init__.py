@@ -5,7 +5,8 @@
   node once in isolation (:func:`run_call`, :func:`distinct_signatures`) and
   fills the dataset's resource features on every node;
 * :func:`host_fingerprint` / :func:`fingerprint_matches` decide whether resource
-  features may be used with an energy model calibrated elsewhere.
+  features may be used with an energy model calibrated elsewhere;
+  :func:`choose_features` turns ``auto|model|all`` into a mode and a reason.
 
 Names are imported lazily: importing this package does not import torch.
 """
@@ -30,6 +31,8 @@ _LAZY: dict[str, str] = {
     "fingerprint_matches": "pytest_irene.runtime.fingerprint",
     "fingerprint_differences": "pytest_irene.runtime.fingerprint",
     "describe": "pytest_irene.runtime.fingerprint",
+    "choose_features": "pytest_irene.runtime.fingerprint",
+    "FeatureMode": "pytest_irene.runtime.fingerprint",
     "measure_tree": "pytest_irene.runtime.runner",
     "run_call": "pytest_irene.runtime.runner",
     "RunWindow": "pytest_irene.runtime.runner",
