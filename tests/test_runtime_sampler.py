@@ -232,3 +232,17 @@ def test_choose_features_uses_resources_only_on_the_calibration_rig():
         choose_features("all", rig, host=other)
     with pytest.raises(UsageError, match="--features: expected one of auto, model, all"):
         choose_features("some", rig, option="--features")
+
+
+def test_a_failing_sampler_thread_records_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(sampler_mod, "_warned", set())
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 0 1 8 0 0 0 0 0 0\n")
+    s = ResourceSampler(period_s=0.02, gpus=None, rapl_root=None, proc_stat=stat).start()
+    with pytest.warns(SamplerWarning, match="FileNotFoundError"):
+        stat.unlink()
+        deadline = time.monotonic() + 2.0
+        while s.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    s.stop()
+    assert "FileNotFoundError" in s.error and len(s.samples) >= 1

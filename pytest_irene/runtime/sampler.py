@@ -142,6 +142,8 @@ class ResourceSampler:
         self._last_cpu: tuple[int, int] | None = None
         self.reason: str | None = None
         """Why GPU features are absent (no NVML, no GPU, not requested); ``None`` when GPUs are sampled."""
+        self.error: str | None = None
+        """Why the background thread stopped sampling early, ``None`` while it works."""
         self.rapl_reason: str | None = None
         """Why ``cpu_energy_j`` is absent; ``None`` when RAPL is read."""
         self.gpu_names: list[str] = []
@@ -194,7 +196,7 @@ class ResourceSampler:
             _warn_once(f"pytest-irene: GPU resource features absent: {self.reason}")
         if self._rapl_root is None:
             self.rapl_reason = "RAPL not requested"
-        else:
+        elif self._rapl is None:  # kept across restarts: its cumulative energy must not restart at zero
             try:
                 self._rapl = RaplCounter(self._rapl_root)
             except RaplUnavailable as exc:
@@ -219,7 +221,8 @@ class ResourceSampler:
         self._stop.set()
         thread.join()
         self._thread = None
-        self.sample_now()
+        if self.error is None:
+            self.sample_now()
         if self._nvml is not None:
             self._nvml.close()
             self._nvml = None
@@ -246,7 +249,12 @@ class ResourceSampler:
                 continue
             if self._stop.wait(delay):
                 return
-            self.sample_now()
+            try:
+                self.sample_now()
+            except Exception as exc:  # keep the reason; a dead thread must not go unnoticed
+                self.error = f"sampling stopped: {type(exc).__name__}: {exc}"
+                _warn_once(f"pytest-irene: resource {self.error}")
+                return
             k += 1
 
     # -- sampling --------------------------------------------------------------------------
