@@ -137,6 +137,22 @@ def test_wrong_baud_rate_is_diagnosed(fmt: str, reader_baud: int, emonpi_emulato
         reader.wait_for_samples(1, timeout_s=0.6)
 
 
+def test_a_port_with_no_data_at_all(emonpi_reader, tmp_path: Path) -> None:
+    import os
+    import pty
+
+    master, slave = pty.openpty()  # a port where nothing ever speaks
+    try:
+        emulator = EmonPiEmulator("kv", period_s=0.05)
+        emulator.path = os.ttyname(slave)
+        reader = emonpi_reader(emulator)
+        with pytest.raises(MeterError, match="no data at all in 0.3 s at 115200 baud: is the emonPi powered"):
+            reader.wait_for_samples(1, timeout_s=0.3)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_misclocked_bytes_are_what_a_uart_would_see() -> None:
     line = b"MSG:1,Vrms:240.12,P1:253\r\n"
     assert misclock(line, 115200, 115200) == line

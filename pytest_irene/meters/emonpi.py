@@ -224,6 +224,8 @@ class EmonPiReader(PowerMeter):
         self.name = f"emonPi on {port}"
         self.firmware: Firmware | None = None
         self.bytes_received = 0
+        self.unprintable_bytes = 0
+        self.last_text_line = ""
         self.lines = 0
         self.reports = 0
         self.skipped = 0
@@ -285,6 +287,7 @@ class EmonPiReader(PowerMeter):
                 continue
             now = time.monotonic()
             self.bytes_received += len(chunk)
+            self.unprintable_bytes += sum(1 for b in chunk if not (32 <= b < 127 or b in (9, 10, 13)))
             buffer += chunk
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
@@ -305,6 +308,9 @@ class EmonPiReader(PowerMeter):
             report = parse_line(line, node=self.node)
             if report is None:
                 self.skipped += 1
+                text = (line.decode("ascii", "replace") if isinstance(line, bytes) else line).strip()
+                if text and text.isprintable():
+                    self.last_text_line = text[:60]
                 return
             if report.firmware != "jeelib":
                 keys = frozenset(report.values)
@@ -347,13 +353,19 @@ class EmonPiReader(PowerMeter):
         self._event(message, t_s)
 
     def _silence_message(self, waited_s: float, *, first: bool) -> str:
-        if first and self.bytes_received > 0:
+        if first and self.bytes_received > 0 and self.unprintable_bytes > 0.2 * self.bytes_received:
             other = 115200 if self.baud == 38400 else 38400
             return (
                 f"{self.name}: no valid report in {waited_s:.1f} s at {self.baud} baud, but "
                 f"{self.bytes_received} undecodable byte(s) in {self.lines} line(s): the baud rate is "
                 f"probably wrong; JeeLib firmware speaks 38400, newer key:value/JSON firmware 115200 "
                 f"(try emonpi:{self.port},{other})"
+            )
+        if first and self.lines > 0:
+            example = f" such as {self.last_text_line!r}" if self.last_text_line else ""
+            return (
+                f"{self.name}: no report in {waited_s:.1f} s, only {self.lines} other line(s){example}: "
+                "is the emonPi still starting, or its firmware set to print no data?"
             )
         if first:
             return (

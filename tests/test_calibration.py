@@ -1,0 +1,223 @@
+"""Ground-truth collection against the emonPi emulator: idle check, windows, alignment, storage.
+
+These tests build the captured-call tree by hand (forward pre-hooks), so they
+exercise calibration independently of the tracer; the end-to-end tests in
+``test_calibration_e2e.py`` go through ``trace``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from emonpi_fixtures import emonpi_emulator, emonpi_reader  # noqa: E402,F401  (fixtures)
+from pytest_irene.calibration import (  # noqa: E402
+    CalibrationError,
+    CalibrationSettings,
+    Calibrator,
+    Prepared,
+    Target,
+    format_duration,
+)
+from pytest_irene.dataset import load_dataset  # noqa: E402
+from pytest_irene.errors import UsageError  # noqa: E402
+from pytest_irene.meters import MeterError  # noqa: E402
+from pytest_irene.runtime.runner import distinct_signatures  # noqa: E402
+from pytest_irene.tree import EnergyNode, EnergyTree  # noqa: E402
+
+FAST = dict(window_s=0.25, rounds=2, min_reports=4, cooldown_s=0.05, idle_cpu_pct=100.0, idle_tolerance=0.5)
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(32, 32)
+        self.b = torch.nn.Linear(32, 32)  # same signature as ``a``: measured once, shared
+        self.c = torch.nn.Linear(32, 8)
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(self.a(x))))
+
+
+def hooked(model: torch.nn.Module, x) -> Prepared:
+    """Model tree with one captured call per module (the tracer's ``capture=True`` output, by hand)."""
+    root = EnergyNode("", type(model).__name__, "model")
+    calls = {"": (model, (x,), {})}
+    handles = []
+    for name, mod in model.named_children():
+        root.add_child(EnergyNode(name, type(mod).__name__, "ml"))
+        handles.append(mod.register_forward_pre_hook(lambda m, args, name=name: calls.__setitem__(name, (m, args, {}))))
+    with torch.inference_mode():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    tree = EnergyTree(root, model_name="tiny", batch_size=4, seq_len=8, calls=calls)
+    tree.set_tree_features()
+    return Prepared(Target(model, x, "tiny"), tree, distinct_signatures(tree))
+
+
+def calibrator(reader, tmp_path: Path, *, progress=False, **overrides) -> Calibrator:
+    settings = CalibrationSettings(**{**FAST, **overrides})
+    lines: list[str] = []
+    cal = Calibrator(reader, settings, tmp_path / "rig.jsonl.gz", say=lines.append, progress=progress)
+    cal.lines = lines  # type: ignore[attr-defined]
+    return cal
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(UsageError, match="rounds must be a positive integer"):
+        CalibrationSettings(rounds=0)
+    with pytest.raises(UsageError, match="window must be positive"):
+        CalibrationSettings(window_s=0)
+    with pytest.raises(UsageError, match="cooldown_s must be a finite number"):
+        CalibrationSettings(cooldown_s=float("nan"))
+    # the window grows to cover enough meter reports: 10 reports of a 9.8 s emonPi
+    assert CalibrationSettings().node_window_s(9.8) == pytest.approx(98.0)
+    assert CalibrationSettings().node_window_s(0.5) == 20.0
+
+
+def test_format_duration() -> None:
+    assert format_duration(12.46) == "12.5 s"
+    assert format_duration(200) == "3 min 20 s"
+    assert format_duration(3720) == "1 h 02 min"
+
+
+def test_nodes_get_wall_energy_per_execution(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:
+    emulator = emonpi_emulator("kv", power_fn=lambda: 120.0)
+    with calibrator(emonpi_reader(emulator), tmp_path) as cal:
+        cal.check_idle()
+        prepared = hooked(Tiny(), torch.randn(4, 32))
+        assert prepared.windows_per_round == 3  # model, a=b, c
+        plan = cal.plan([prepared])
+        assert plan.total_s == pytest.approx(2 * 3 * 0.25 * 1.2 + 0.05 + emulator.period_s, rel=0.01)
+        assert "planned rig time" in plan.describe()
+        tree = cal.measure(prepared)
+    assert len(cal.windows) == 2 * 3
+    for w in cal.windows:  # a steady 120 W integrated over each window
+        assert w.energy_j == pytest.approx(120.0 * w.duration_s, rel=1e-6)
+        assert w.duration_s >= 0.25 and w.reports >= 4
+    for node in tree.walk():
+        # one execution costs 120 W x (window / executions), averaged over rounds
+        runs = [w for w in cal.windows if w.scope == ("a" if node.scope == "b" else node.scope)]
+        expected = sum(120.0 * w.duration_s / w.executions for w in runs) / len(runs)
+        assert node.energy == pytest.approx(expected, rel=1e-6), node.scope
+        assert node.energy >= 120.0 * node.features["latency_s"] * 0.9
+        assert "cpu" in node.features and "mem" in node.features and "latency_s" in node.features
+    assert tree["a"].energy == tree["b"].energy  # identical signatures share one measurement
+    assert tree.root.energy > tree["a"].energy
+    meta = tree.meta["calibration"]
+    assert meta["rounds"] == 2 and meta["distinct_nodes"] == 3 and meta["idle_power_w"] == pytest.approx(120.0)
+    assert meta["min_reports_per_window"] >= 4
+    assert tree.device == "rig" and tree.meta["host"]["meter"].startswith("emonPi on /dev/pts/")
+    stored = load_dataset(tmp_path / "rig.jsonl.gz")
+    assert len(stored) == 1
+    assert stored[0].root.energy == pytest.approx(tree.root.energy)
+    assert stored[0]["c"].energy == pytest.approx(tree["c"].energy)
+
+
+def test_energy_follows_the_power_the_node_draws(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:
+    """Windows are aligned by timestamps: a node measured while the meter reports more power costs more."""
+    emulator = emonpi_emulator("jeelib", power_fn=lambda: 100.0)
+    with calibrator(emonpi_reader(emulator), tmp_path, rounds=1) as cal:
+        cal.check_idle()
+        low = cal.measure(hooked(Tiny(), torch.randn(4, 32)))
+        emulator._power_fn = lambda: 300.0
+        high = cal.measure(hooked(Tiny(), torch.randn(4, 32)))
+    low_w, high_w = cal.windows[: len(cal.windows) // 2], cal.windows[len(cal.windows) // 2 :]
+    assert sum(w.energy_j for w in low_w) / sum(w.duration_s for w in low_w) == pytest.approx(100.0, rel=0.02)
+    assert sum(w.energy_j for w in high_w) / sum(w.duration_s for w in high_w) == pytest.approx(300.0, rel=0.02)
+    assert len(load_dataset(tmp_path / "rig.jsonl.gz")) == 2
+
+
+def test_refuses_to_start_above_the_rigs_idle_power(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:
+    emulator = emonpi_emulator("kv", power_fn=lambda: 180.0)
+    with calibrator(emonpi_reader(emulator), tmp_path, idle_power_w=100.0, idle_tolerance=0.1) as cal:
+        with pytest.raises(CalibrationError, match=r"not idle: it draws 180.0 W, 80 % above the rig's idle power"):
+            cal.check_idle()
+        assert cal.idle is None
+        with pytest.raises(CalibrationError, match="measure idle power first"):
+            cal.measure(hooked(Tiny(), torch.randn(4, 32)))
+    assert not (tmp_path / "rig.jsonl.gz").exists()
+
+
+def test_refuses_to_start_while_load_varies(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:
+    watts = iter([100.0] * 6 + [400.0] * 1000)  # a job starts during the idle window
+    emulator = emonpi_emulator("kv", power_fn=lambda: next(watts))
+    with calibrator(emonpi_reader(emulator), tmp_path, idle_tolerance=0.1, idle_window_s=0.5) as cal:
+        with pytest.raises(CalibrationError, match="above the lowest report in the idle window"):
+            cal.check_idle()
+
+
+def test_refuses_to_start_while_the_cpu_is_busy(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:
+    emulator = emonpi_emulator("kv", power_fn=lambda: 100.0)
+    with calibrator(emonpi_reader(emulator), tmp_path, idle_cpu_pct=-1.0) as cal:
+        with pytest.raises(CalibrationError, match=r"the CPU is \d+ % busy \(limit -1 %\).*Stop other jobs"):
+            cal.check_idle()
+
+
+def test_meter_failure_keeps_finished_trees(emonpi_emulator, emonpi_reader, tmp_path: Path, monkeypatch) -> None:
+    emulator = emonpi_emulator("kv", power_fn=lambda: 100.0)
+    reader = emonpi_reader(emulator)
+    cal = calibrator(reader, tmp_path, rounds=1)
+    targets = [Target(Tiny(), torch.randn(4, 32), "first"), Target(Tiny(), torch.randn(4, 32), "second")]
+    monkeypatch.setattr(cal, "prepare", lambda target: hooked(target.model, target.inputs))
+
+    def say(line: str) -> None:
+        if "J per run" in line:  # the first tree is stored: now pull the plug
+            emulator.stop()
+
+    cal._say = say
+    with cal:
+        with pytest.raises(CalibrationError, match=r"meter failed while measuring tiny: .*1 finished tree\(s\)"):
+            cal.run(targets)
+    assert len(load_dataset(tmp_path / "rig.jsonl.gz")) == 1
+
+
+def test_a_node_that_cannot_replay_is_marked_not_fatal(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:
+    emulator = emonpi_emulator("kv", power_fn=lambda: 100.0)
+    prepared = hooked(Tiny(), torch.randn(4, 32))
+
+    def broken(*args):
+        raise RuntimeError("needs state from the forward pass")
+
+    key = next(k for k, scopes in prepared.groups.items() if scopes == ["c"])
+    prepared.tree.calls["c"] = (broken, (), {})
+    with calibrator(emonpi_reader(emulator), tmp_path, rounds=1) as cal:
+        cal.check_idle()
+        tree = cal.measure(prepared)
+    assert key in prepared.groups
+    assert tree["c"].energy is None and "needs state" in tree["c"].notes["unmeasured"]
+    assert tree["a"].energy is not None
+    assert tree.meta["calibration"]["unmeasured_nodes"] == 1
+
+
+def test_progress_bar_and_meter_warnings(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    out = Path(tmp_path / "progress.txt")
+    emulator = emonpi_emulator("kv", power_fn=lambda: 100.0, fault="drop", fault_after=1)
+    with out.open("w") as handle:
+        console = Console(file=handle, force_terminal=False, width=100)
+        cal = calibrator(emonpi_reader(emulator), tmp_path, rounds=1, progress=True)
+        cal._console = console
+        with cal:
+            cal.check_idle()
+            tree = cal.measure(hooked(Tiny(), torch.randn(4, 32)))
+    text = out.read_text()
+    assert "calibrating tiny" in text and "3/3" in text
+    assert any("report(s) missing" in w for w in tree.meta["calibration"]["meter_warnings"])
+    assert any("report(s) missing" in w for w in cal.warnings)
+    raw = json.loads(gzip.decompress((tmp_path / "rig.jsonl.gz").read_bytes()))
+    assert raw["format"] == "irene-tree/1" and raw["device"] == "rig"
+
+
+def test_meter_that_never_reports_is_a_clear_error(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:
+    emulator = emonpi_emulator("kv", fault="silence", fault_after=0)
+    reader = emonpi_reader(emulator, timeout_s=0.5)
+    with pytest.raises(MeterError, match="no report in 0.5 s, only .* other line\\(s\\) such as '\\|Format: key:value'"):
+        calibrator(reader, tmp_path).open()
