@@ -64,8 +64,11 @@ class ModelSpec:
 
             return build_model(self.architecture, device="meta", **dict(self.overrides))
         assert self.factory is not None
-        model = load_factory(self.factory)()
+        factory = load_factory(self.factory)
         import torch
+
+        with torch.device("meta"):  # parameters created inside the factory allocate nothing
+            model = factory()
 
         if not isinstance(model, torch.nn.Module):
             raise UsageError(f"{self.factory}: the factory returned {type(model).__name__}, expected a torch.nn.Module")

@@ -158,10 +158,40 @@
       });
     }
     select.addEventListener("change", drawBars);
+
+    /* every architecture at one input size, cheapest first: the "which one to pick" view */
+    var cmpBatch = h("select", { cls: "cmp-batch", "aria-label": "batch size" }, sweep.batch_sizes.map(function (b) { return h("option", { value: String(b), text: "batch " + b }); }));
+    var cmpSeq = h("select", { cls: "cmp-seq", "aria-label": "sequence length" }, sweep.seq_lens.map(function (q) { return h("option", { value: String(q), text: "seq " + q }); }));
+    cmpSeq.value = String(sweep.seq_lens[sweep.seq_lens.length - 1]);
+    var cmp = h("div", { cls: "compare" });
+    function drawCompare() {
+      var b = Number(cmpBatch.value), q = Number(cmpSeq.value);
+      var rows = sweep.points.filter(function (p) { return p.batch_size === b && p.seq_len === q; })
+        .sort(function (x, y) { return x.total_j - y.total_j; });
+      var max = Math.max.apply(null, rows.map(function (p) { return Math.max(p.total_j, p.operations_j); }).concat([0]));
+      cmp.textContent = "";
+      cmp.appendChild(h("table", { cls: "data compare-table" },
+        h("thead", null, h("tr", null, h("th", { text: "architecture" }), h("th", { cls: "num", text: "energy" }), h("th", { cls: "num", text: "× cheapest" }), h("th", { text: "operations by module type" }))),
+        h("tbody", null, rows.map(function (p) {
+          var segs = types.map(function (t, i) {
+            var v = (p.parts || {})[t] || 0;
+            return v > 0 ? h("div", { cls: "seg", title: t + ": " + Irene.fmtJ(v), style: "width:" + (100 * v / max).toFixed(2) + "%;background:" + Irene.color(i) }) : null;
+          });
+          return h("tr", { cls: "cmp-row", "data-model": p.model }, h("td", { text: p.model }), h("td", { cls: "num", text: Irene.fmtJ(p.total_j) }),
+            h("td", { cls: "num", text: rows[0].total_j > 0 ? (p.total_j / rows[0].total_j).toFixed(2) : "–" }),
+            h("td", { style: "width:50%" }, h("div", { cls: "stackbar" }, segs)));
+        }))));
+    }
+    cmpBatch.addEventListener("change", drawCompare);
+    cmpSeq.addEventListener("change", drawCompare);
     section.appendChild(h("h3", { text: "Energy against sequence length, per batch size" }));
     section.appendChild(perModel);
     section.appendChild(h("h3", { text: "Energy against sequence length, per architecture" }));
     section.appendChild(perBatch);
+    section.appendChild(h("h3", { text: "Architectures at one input size, cheapest first" }));
+    section.appendChild(h("div", { cls: "toolbar" }, cmpBatch, cmpSeq));
+    section.appendChild(cmp);
+    drawCompare();
     section.appendChild(h("h3", { text: "Breakdown by module type (operations grouped by the module that runs them)" }));
     section.appendChild(h("div", { cls: "toolbar" }, select));
     section.appendChild(bars);

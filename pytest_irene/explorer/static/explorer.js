@@ -297,7 +297,8 @@
     var calls = data.calls || [];
     var sub = document.getElementById("irene-sub");
     var failed = calls.filter(function (c) { return c.failed; }).length;
-    if (sub) sub.textContent = calls.length + " call" + (calls.length === 1 ? "" : "s") + (failed ? ", " + failed + " failing" : "") + (data.generated ? " · generated " + data.generated : "");
+    var what = calls.length || !data.sweep ? calls.length + " call" + (calls.length === 1 ? "" : "s") + (failed ? ", " + failed + " failing" : "") : "sweep of " + data.sweep.points.length + " predictions";
+    if (sub) sub.textContent = what + (data.generated ? " · generated " + data.generated : "");
     if (data.sweep && Irene.renderSweep) root.appendChild(Irene.renderSweep(data.sweep));
     if (calls.length > 1) root.appendChild(renderIndex(calls));
     calls.forEach(function (c) { root.appendChild(renderCall(c)); });
