@@ -115,7 +115,11 @@ def describe_hardware(hardware: dict[str, Any] | None) -> str:
     for key in ("description", "name"):
         if isinstance(hardware.get(key), str) and hardware[key]:
             return hardware[key]
-    parts = [str(hardware[k]) for k in ("cpu", "cpu_model", "gpu", "gpu_name", "gpus") if hardware.get(k)]
+    if "cpu_model" in hardware:
+        from .runtime.fingerprint import describe
+
+        return describe(hardware)
+    parts = [str(hardware[k]) for k in ("cpu", "gpu", "gpu_name", "gpus") if hardware.get(k)]
     if not parts:
         parts = [f"{k}={v}" for k, v in sorted(hardware.items())[:3]]
     return ", ".join(parts)
@@ -212,32 +216,18 @@ class IreneSession:
         """The feature set used with ``profile`` (``model`` or ``all``) and why, decided once."""
         if profile in self._modes:
             return self._modes[profile]
+        from .runtime.fingerprint import choose_features
+
         wanted = self.settings.features
         model = self.energy_model(profile)
-        has_all = "all" in tuple(model.feature_sets)
-        if wanted == "model":
-            mode = ("model", "--irene-features=model")
-        elif wanted == "all":
-            if not has_all:
-                raise UsageError(
-                    f"--irene-features=all: energy model {profile!r} has no resource-feature regressor "
-                    f"(feature sets: {', '.join(model.feature_sets)})"
-                )
-            mode = ("all", "--irene-features=all")
-        else:
-            from .runtime import fingerprint_matches
-
-            host = self.host_fingerprint()
-            if not has_all:
-                mode = ("model", f"auto: profile {profile!r} has model features only")
-            elif fingerprint_matches(host, dict(model.hardware)):
-                mode = ("all", f"auto: this host matches the profile's hardware ({describe_hardware(model.hardware)})")
-            else:
-                mode = (
-                    "model",
-                    f"auto: this host ({describe_hardware(host)}) is not the profile's hardware "
-                    f"({describe_hardware(model.hardware)}), so resource features would not transfer",
-                )
+        host = self.host_fingerprint() if wanted != "model" else None
+        chosen = choose_features(
+            wanted, dict(model.hardware or {}), host=host, available=tuple(model.feature_sets)
+        )
+        reason = f"{wanted}: {chosen.reason}"
+        if chosen.features == "model" and wanted == "auto":
+            reason += "; resource features would not transfer, so model features are used"
+        mode = (chosen.features, reason)
         self._modes[profile] = mode
         return mode
 

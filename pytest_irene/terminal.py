@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 
 from .comparison import CallRecord
-from .units import format_change, format_cost, format_energy
+from .units import format_change, format_energy, kwh_per_million_calls, usd_per_million_calls
 
 _STATUS_STYLE = {"pass": "green", "fail": "bold red", "new": "cyan", "skipped": "yellow", "saved": "blue"}
 
@@ -97,12 +97,13 @@ def render_summary(
     notes: list[str] | None = None,
 ) -> str:
     """The whole summary as text (ANSI colour only when ``markup``)."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = Console(
         file=io.StringIO(),
-        width=max(width, 60),
+        width=max(width, 40),
         force_terminal=markup,
         no_color=not markup,
         color_system="standard" if markup else None,
@@ -110,9 +111,9 @@ def render_summary(
         emoji=False,
     )
     if verbosity < 0:
-        console.print(one_line(records), markup=False)
+        console.print(one_line(records), markup=False, soft_wrap=True)
     else:
-        table = Table(title="pytest-irene: predicted energy per wrapped call", title_justify="left", expand=False)
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=False)
         for name, justify in (
             ("test", "left"),
             ("label", "left"),
@@ -120,11 +121,13 @@ def render_summary(
             ("vs baseline", "right"),
             ("costliest module", "left"),
             ("status", "left"),
-            ("cost /1M calls", "right"),
+            ("kWh /1M calls", "right"),
+            (f"USD /1M @{price_cents_per_kwh:g}c", "right"),
         ):
-            table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+            table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
         for record in records:
             status = call_status(record)
+            total = record.tree.total_j or 0.0
             table.add_row(
                 record.nodeid,
                 record.label,
@@ -132,10 +135,14 @@ def render_summary(
                 format_change(root_change(record)),
                 costliest(record),
                 f"[{_STATUS_STYLE.get(status, '')}]{status}[/]" if markup else status,
-                format_cost(record.tree.total_j, price_cents_per_kwh),
+                f"{kwh_per_million_calls(total):.3g}",
+                f"{usd_per_million_calls(total, price_cents_per_kwh):.3g}",
             )
+        # never fold node ids: widen past the terminal rather than break them
+        natural = console.measure(table, options=console.options.update(max_width=10_000)).maximum
+        console.width = max(console.width, natural)
         console.print(table)
-        console.print(one_line(records), markup=False)
+        console.print(one_line(records), markup=False, soft_wrap=True)
         reasons = sorted(
             {
                 str(r.extra.get("feature_mode_reason"))
@@ -144,12 +151,12 @@ def render_summary(
             }
         )
         for reason in reasons:
-            console.print(f"feature mode: {reason}", markup=False)
+            console.print(f"feature mode: {reason}", markup=False, soft_wrap=True)
     failing = failing_module_lines(records)
     if failing:
         console.print("failing modules:", style="bold red" if markup else None, markup=False)
         for line in failing:
-            console.print(f"  {line}", markup=False)
+            console.print(f"  {line}", markup=False, soft_wrap=True)
     for note in notes or []:
-        console.print(note, markup=False, style="bold red" if markup else None)
+        console.print(note, markup=False, soft_wrap=True, style="bold red" if markup else None)
     return console.file.getvalue()  # type: ignore[attr-defined]

@@ -1,0 +1,143 @@
+"""Each pytest-irene hookspec shown working from a conftest.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_plugin import TINY, keep_heavy_modules, write_tiny  # noqa: F401 (autouse fixture)
+
+pytest_plugins = ["pytester"]
+
+
+def test_tree_predicted_and_session_records_hooks(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        '''
+import json
+
+SEEN = []
+
+def pytest_irene_tree_predicted(item, record):
+    SEEN.append({"item": item.nodeid, "label": record.label, "total_j": record.tree.total_j,
+                 "status": record.comparison.status})
+
+def pytest_irene_session_records(config, records):
+    with open("session_records.json", "w") as handle:
+        json.dump({"seen": SEEN, "records": [[r.nodeid, r.label] for r in records]}, handle)
+'''
+    )
+    write_tiny(pytester)
+    pytester.runpytest().assert_outcomes(passed=1)
+    data = json.loads((pytester.path / "session_records.json").read_text())
+    assert data["records"] == [["test_tiny.py::test_tiny", "tiny"]]
+    (seen,) = data["seen"]
+    assert seen["item"] == "test_tiny.py::test_tiny" and seen["label"] == "tiny"
+    assert seen["total_j"] > 0 and seen["status"] == "new"
+
+
+def test_select_tolerance_hook(pytester: pytest.Pytester) -> None:
+    write_tiny(pytester, width=64)
+    pytester.runpytest("--irene-save").assert_outcomes(passed=1)
+    write_tiny(pytester, width=512)
+    pytester.runpytest("--irene-min-delta=0J").assert_outcomes(failed=1)
+    pytester.makeconftest(
+        '''
+def pytest_irene_select_tolerance(item, default):
+    assert default == 0.05  # what --irene-tolerance / the marker chose
+    return 1000.0 if item.name == "test_tiny" else None
+'''
+    )
+    result = pytester.runpytest("--irene-min-delta=0J", "--irene-json=r.json")
+    result.assert_outcomes(passed=1)
+    record = json.loads((pytester.path / "r.json").read_text())["records"][0]
+    assert record["extra"]["tolerance"] == 1000.0
+
+
+def test_select_profile_hook(pytester: pytest.Pytester) -> None:
+    from pytest_irene.profiles import resolve_profile
+
+    bundled = resolve_profile("irene-pc1")
+    copy = pytester.path / "my-rig.json"
+    copy.write_bytes(bundled.read_bytes())
+    pytester.makeconftest(
+        f'''
+def pytest_irene_select_profile(item, default):
+    assert default == "irene-pc1"
+    return {str(copy)!r} if "tiny" in item.name else None
+'''
+    )
+    write_tiny(pytester)
+    pytester.runpytest("--irene-json=r.json", "--irene-save").assert_outcomes(passed=1)
+    record = json.loads((pytester.path / "r.json").read_text())["records"][0]
+    assert record["profile"] == str(copy)
+    entry = json.loads((pytester.path / ".irene" / "test_tiny.json").read_text())["tests"]["test_tiny.py::test_tiny"]
+    assert entry["tiny"]["profile"] == str(copy)
+
+
+def test_host_fingerprint_hook(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        '''
+CALLS = []
+
+def pytest_irene_host_fingerprint(config):
+    CALLS.append(1)
+    assert len(CALLS) == 1, "the fingerprint is asked once per run"
+    return {"cpu_model": "Hooked CPU 9000", "cpu_count": 3, "memory_gib": 1.0, "gpus": []}
+'''
+    )
+    write_tiny(pytester)
+    result = pytester.runpytest("--irene-features=auto")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*feature mode: auto: this host differs from the calibration rig: CPU model ?Hooked CPU 9000?*"])
+
+
+def test_register_formulas_hook(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        '''
+import pytest_irene.features as features
+
+CALLS = []
+
+def squareplus_formula(module, inputs, output):
+    (x,) = inputs
+    return {"flops": 3.0 * x.numel(), "mem_bytes": 2.0 * x.numel() * x.element_size()}
+
+def pytest_irene_register_formulas(config):
+    CALLS.append(1)
+    features.register_formula("SquarePlus", squareplus_formula)
+'''
+    )
+    pytester.makepyfile(
+        '''
+import torch
+from torch import nn
+import conftest
+
+
+class SquarePlus(nn.Module):
+    def forward(self, x):
+        return 0.5 * (x + torch.sqrt(x * x + 4.0))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+        self.act = SquarePlus()
+
+    def forward(self, x):
+        return self.act(self.fc(x))
+
+
+def test_custom_primitive(irene):
+    x = torch.randn(2, 8, 16)
+    tree = irene(Net(), x, label="one")
+    irene(Net(), x, label="two")
+    node = tree["act"]
+    assert node.features["flops"] == 3.0 * x.numel()
+    assert node.features["mem_bytes"] == 2.0 * x.numel() * 4
+    assert conftest.CALLS == [1]  # registered once, before the first trace
+'''
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
