@@ -570,14 +570,16 @@ class Calibrator:
         Trees finished before a failure are already in the dataset when the
         failure propagates.
         """
-        prepared = [self.prepare(t) for t in targets]
-        if not prepared:
+        if not targets:
             raise CalibrationError("nothing to calibrate: no model given")
-        self._say(self.plan(prepared).describe())
+        # trace everything once for the plan, then again right before measuring: captured
+        # inputs of every target held at once could exhaust memory on large grids
+        self._say(self.plan([self.prepare(t) for t in targets]).describe())
         if self.idle is None:
             self.check_idle()
         done = []
-        for p in prepared:
+        for target in targets:
+            p = self.prepare(target)
             try:
                 done.append(self.measure(p))
             except MeterError as exc:

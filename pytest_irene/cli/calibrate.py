@@ -1,0 +1,132 @@
+"""``irene calibrate``: measure models on this rig, append to a dataset, train an energy model.
+
+::
+
+    irene calibrate --model bert-base-uncased --model gpt2 --batch-size 8 16 --seq-len 32 64 \\
+        --meter emonpi:/dev/ttyAMA0,115200 --dataset calibration/datasets/my-rig.jsonl.gz \\
+        -o models/my-rig.json
+
+Every (model, batch size, sequence length) combination is one tree. Models are
+built from their configurations (no weights are downloaded); ``--config
+KEY=VALUE`` overrides configuration fields (e.g. a smaller model for a trial
+run). The planned rig time is printed before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..meters import METER_SPEC_HELP
+
+
+def _config_value(text: str) -> tuple[str, Any]:
+    key, eq, raw = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="measure models on this rig with a power meter, append to a dataset and train an energy model",
+        description="Measure every distinct node of each model in isolation with a power meter (idle check "
+        "first, several rounds, cool-down between), append the measured trees to an irene-tree/1 dataset and "
+        "train an energy model file for this rig.",
+    )
+    parser.add_argument("--model", action="append", required=True, metavar="NAME",
+                        help="architecture to measure (repeat for several), e.g. bert-base-uncased")
+    parser.add_argument("--batch-size", type=int, nargs="+", required=True, metavar="B", help="batch size(s)")
+    parser.add_argument("--seq-len", type=int, nargs="+", required=True, metavar="S", help="sequence length(s)")
+    parser.add_argument("--meter", required=True, metavar="SPEC", help=f"power meter: {METER_SPEC_HELP}")
+    parser.add_argument("--dataset", required=True, metavar="OUT.jsonl[.gz]", help="dataset to append trees to")
+    parser.add_argument("-o", "--output", required=True, metavar="MODEL.json", help="energy model file to write")
+    parser.add_argument("--profile", default=None, help="profile name of this rig (default: the output file's stem)")
+    parser.add_argument("--window", type=float, default=20.0, metavar="SECONDS",
+                        help="seconds each node runs per round (default 20; at least --min-reports meter reports)")
+    parser.add_argument("--rounds", type=int, default=5, metavar="N", help="rounds per node (default 5)")
+    parser.add_argument("--cooldown", type=float, default=30.0, metavar="SECONDS",
+                        help="pause between rounds (default 30)")
+    parser.add_argument("--min-reports", type=int, default=10, metavar="N",
+                        help="meter reports every window must span (default 10)")
+    parser.add_argument("--idle-tolerance", type=float, default=0.10, metavar="FRACTION",
+                        help="refuse to start above idle power by this fraction (default 0.10)")
+    parser.add_argument("--idle-watts", type=float, default=None, metavar="W",
+                        help="the rig's known idle power (default: judged from the idle window)")
+    parser.add_argument("--idle-cpu", type=float, default=15.0, metavar="PCT",
+                        help="refuse to start while the CPU is busier than this, %% (default 15)")
+    parser.add_argument("--device", default="cpu", help="torch device to measure on (default cpu)")
+    parser.add_argument("--config", type=_config_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="override a model configuration field (repeatable)")
+    parser.add_argument("--no-train", action="store_true", help="only measure and append; do not train")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..calibration import CalibrationSettings, Calibrator, Target, format_duration, train_rig_model
+    from ..meters import parse_meter_spec
+
+    dataset = Path(args.dataset)
+    if not (dataset.name.endswith(".jsonl") or dataset.name.endswith(".jsonl.gz")):
+        raise UsageError(f"--dataset: expected a .jsonl or .jsonl.gz file, got {dataset}")
+    if any(b <= 0 for b in args.batch_size) or any(s <= 0 for s in args.seq_len):
+        raise UsageError("--batch-size and --seq-len must be positive integers")
+    output = Path(args.output)
+    profile = args.profile or output.name.removesuffix(".json")
+    settings = CalibrationSettings(
+        window_s=args.window,
+        rounds=args.rounds,
+        cooldown_s=args.cooldown,
+        min_reports=args.min_reports,
+        idle_tolerance=args.idle_tolerance,
+        idle_power_w=args.idle_watts,
+        idle_cpu_pct=args.idle_cpu,
+        device=args.device,
+        profile=profile,
+    )
+    meter = parse_meter_spec(args.meter)
+
+    from ..architectures import ARCHITECTURES, build_model, example_inputs
+
+    unknown = [m for m in args.model if m not in ARCHITECTURES]
+    if unknown:
+        raise UsageError(f"--model: unknown architecture(s) {', '.join(unknown)}; known: {', '.join(ARCHITECTURES)}")
+    overrides = dict(args.config)
+    targets = []
+    for name in args.model:
+        model = build_model(name, device="cpu", **overrides)
+        for batch, seq in itertools.product(args.batch_size, args.seq_len):
+            inputs = example_inputs(model, batch, seq, device="cpu")
+            targets.append(Target(model, inputs, f"{name} b{batch} s{seq}", name, batch, seq))
+
+    with Calibrator(meter, settings, dataset, progress=not args.no_progress) as cal:
+        trees = cal.run(targets)
+        hardware = cal.hardware()
+    for warning in cal.warnings:
+        print(f"irene calibrate: warning: {warning}")
+    print(f"irene calibrate: {len(trees)} tree(s) appended to {dataset} "
+          f"in {format_duration(sum(t.meta['calibration']['measure_s'] for t in trees))}")
+    if args.no_train:
+        return 0
+    model_file = train_rig_model([dataset], output, profile=profile, hardware=hardware)
+    print(f"irene calibrate: energy model for profile {profile!r} written to {output}")
+    levels = (getattr(model_file, "cv_errors", None) or {}).get("levels")
+    if isinstance(levels, dict):
+        parts = [
+            f"{lvl} {levels[lvl]['average']:.2f} %"
+            for lvl in ("ml", "module", "model")
+            if isinstance(levels.get(lvl), dict) and isinstance(levels[lvl].get("average"), (int, float))
+        ]
+        if parts:
+            print("irene calibrate: cross-validation error: " + ", ".join(parts))
+    return 0
