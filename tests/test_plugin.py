@@ -15,8 +15,12 @@ import pytest
 pytest_plugins = ["pytester"]
 
 #: Modules that in-process inner sessions must not unload: pytester removes every
-#: module an inner run imported, and re-importing torch's extension modules crashes.
-HEAVY_MODULES = ("torch", "transformers", "sklearn", "numpy", "scipy", "safetensors", "tokenizers", "pytest_irene")
+#: module an inner run imported; re-importing torch's extension modules crashes,
+#: and re-importing (and assertion-rewriting) the installed pytest plugins costs seconds.
+HEAVY_MODULES = (
+    "torch", "transformers", "sklearn", "numpy", "scipy", "safetensors", "tokenizers", "pytest_irene",
+    "hypothesis", "_hypothesis", "pytest_benchmark", "anyio", "xdist", "execnet",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -58,6 +62,12 @@ def test_tiny(irene):
 '''
 
 
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """An in-process inner session. pytest's unraisable-exception plugin runs five full
+    garbage collections per session, which with torch loaded costs ~0.5 s: skip it."""
+    return pytester.runpytest("-p", "no:unraisableexception", *args)
+
+
 def write_tiny(pytester: pytest.Pytester, width: int = 64, name: str = "test_tiny") -> Path:
     return pytester.makepyfile(**{name: TINY.format(width=width)})
 
@@ -72,14 +82,14 @@ def read_json(path: Path) -> dict:
 
 def test_new_then_save_then_pass(pytester: pytest.Pytester) -> None:
     write_tiny(pytester)
-    result = pytester.runpytest("-rP")
+    result = run(pytester, "-rP")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*irene: profile irene-pc1*baselines .irene/*", "*irene energy summary*"])
     assert re.search(r"test_tiny.py::test_tiny\s.*tiny.*new", result.stdout.str())
     assert "no baseline yet; run with --irene-save" in result.stdout.str()
     assert not baseline_file(pytester).exists()  # nothing is written without --irene-save
 
-    saved = pytester.runpytest("--irene-save")
+    saved = run(pytester, "--irene-save")
     saved.assert_outcomes(passed=1)
     saved.stdout.fnmatch_lines(["*baselines saved:*test_tiny.json*"])
     doc = read_json(baseline_file(pytester))
@@ -89,16 +99,16 @@ def test_new_then_save_then_pass(pytester: pytest.Pytester) -> None:
     assert entry["root"]["type"] == "Tiny" and "block" in entry["modules"]
     assert entry["modules"]["block"]["type"] == "Sequential"
 
-    again = pytester.runpytest()
+    again = run(pytester)
     again.assert_outcomes(passed=1)
     assert re.search(r"test_tiny.py::test_tiny\s.*tiny.*\+0\.0%.*pass", again.stdout.str())
 
 
 def test_module_regression_fails_the_test_and_names_the_module(pytester: pytest.Pytester) -> None:
     write_tiny(pytester, width=64)
-    pytester.runpytest("--irene-save").assert_outcomes(passed=1)
+    run(pytester, "--irene-save").assert_outcomes(passed=1)
     write_tiny(pytester, width=512)  # a wider feed-forward block
-    result = pytester.runpytest()
+    result = run(pytester)
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
     assert "energy regression against the baseline" in out
@@ -108,17 +118,17 @@ def test_module_regression_fails_the_test_and_names_the_module(pytester: pytest.
     # the head did not change and is not reported as failing
     assert not re.search(r"head\s+Linear", out)
     # a generous tolerance lets the same change through
-    pytester.runpytest("--irene-tolerance=10000%").assert_outcomes(passed=1)
+    run(pytester, "--irene-tolerance=10000%").assert_outcomes(passed=1)
 
 
 def test_budget_failure_shows_total_and_costliest_modules(pytester: pytest.Pytester) -> None:
     write_tiny(pytester)
-    result = pytester.runpytest("--irene-budget=1uJ")
+    result = run(pytester, "--irene-budget=1uJ")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["*[[]tiny[]] predicted * > budget 1 uJ*", "*the 5 costliest modules:*", "*module*type*energy*share*", "*block*"]
     )
-    pytester.runpytest("--irene-budget=1 kWh").assert_outcomes(passed=1)
+    run(pytester, "--irene-budget=1 kWh").assert_outcomes(passed=1)
 
 
 def test_marker_overrides_budget_per_test(pytester: pytest.Pytester) -> None:
@@ -131,18 +141,18 @@ def test_tight(irene):
     irene(Tiny(), torch.randn(4, 32, 64))
 '''
     )
-    result = pytester.runpytest("--irene-budget=1kWh")
+    result = run(pytester, "--irene-budget=1kWh")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["FAILED *::test_tight*"])
 
 
 def test_strict_mode_fails_calls_without_baseline(pytester: pytest.Pytester) -> None:
     write_tiny(pytester)
-    result = pytester.runpytest("--irene-strict")
+    result = run(pytester, "--irene-strict")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*no baseline for this call and --irene-strict is set*"])
-    pytester.runpytest("--irene-save").assert_outcomes(passed=1)
-    pytester.runpytest("--irene-strict").assert_outcomes(passed=1)
+    run(pytester, "--irene-save").assert_outcomes(passed=1)
+    run(pytester, "--irene-strict").assert_outcomes(passed=1)
 
 
 @pytest.mark.parametrize(
@@ -155,16 +165,16 @@ def test_strict_mode_fails_calls_without_baseline(pytester: pytest.Pytester) -> 
 )
 def test_mismatched_baseline_is_not_compared(pytester: pytest.Pytester, field: str, value: object, why: str) -> None:
     write_tiny(pytester)
-    pytester.runpytest("--irene-save").assert_outcomes(passed=1)
+    run(pytester, "--irene-save").assert_outcomes(passed=1)
     path = baseline_file(pytester)
     doc = read_json(path)
     doc["tests"]["test_tiny.py::test_tiny"]["tiny"][field] = value
     path.write_text(json.dumps(doc))
-    result = pytester.runpytest("-rP")
+    result = run(pytester, "-rP")
     result.assert_outcomes(passed=1)
     assert why in result.stdout.str()
     assert re.search(r"test_tiny.py::test_tiny\s.*skipped", result.stdout.str())
-    strict = pytester.runpytest("--irene-strict")
+    strict = run(pytester, "--irene-strict")
     strict.assert_outcomes(failed=1)
     strict.stdout.fnmatch_lines(["*--irene-strict is set*"])
 
@@ -174,10 +184,10 @@ def test_corrupt_baseline_is_reported_and_not_overwritten(pytester: pytest.Pytes
     path = baseline_file(pytester)
     path.parent.mkdir()
     path.write_text('{"format": "irene-baselines/1", "tests": {')
-    result = pytester.runpytest()
+    result = run(pytester)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*BaselineError: *test_tiny.json: corrupt baseline file (invalid JSON*"])
-    saved = pytester.runpytest("--irene-save")
+    saved = run(pytester, "--irene-save")
     assert saved.ret == pytest.ExitCode.TESTS_FAILED
     saved.stdout.fnmatch_lines(["*baselines NOT saved: *test_tiny.json: corrupt baseline file*"])
     assert path.read_text() == '{"format": "irene-baselines/1", "tests": {'
@@ -196,7 +206,7 @@ def test_corrupt_baseline_is_reported_and_not_overwritten(pytester: pytest.Pytes
 )
 def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
     write_tiny(pytester)
-    result = pytester.runpytest(*args)
+    result = run(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
 
@@ -204,12 +214,12 @@ def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester, args: lis
 def test_options_from_ini_and_command_line_wins(pytester: pytest.Pytester) -> None:
     write_tiny(pytester)
     pytester.makeini("[pytest]\nirene_budget = 1uJ\nirene_baselines = energy-baselines\n")
-    pytester.runpytest().assert_outcomes(failed=1)
-    pytester.runpytest("--irene-budget=1kWh").assert_outcomes(passed=1)
-    pytester.runpytest("--irene-save", "--irene-budget=1kWh").assert_outcomes(passed=1)
+    run(pytester).assert_outcomes(failed=1)
+    run(pytester, "--irene-budget=1kWh").assert_outcomes(passed=1)
+    run(pytester, "--irene-save", "--irene-budget=1kWh").assert_outcomes(passed=1)
     assert (pytester.path / "energy-baselines" / "test_tiny.json").is_file()
     pytester.makeini("[pytest]\nirene_tolerance = five\n")
-    bad = pytester.runpytest()
+    bad = run(pytester)
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["ERROR: irene_tolerance (ini): expected a percentage*"])
 
@@ -228,7 +238,7 @@ def test_typo(irene):
     irene(torch.nn.Linear(4, 4), torch.randn(2, 3, 4))
 '''
     )
-    result = pytester.runpytest()
+    result = run(pytester)
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
@@ -259,7 +269,7 @@ def test_same_label_twice(irene):
     irene(Tiny(), torch.randn(2, 16, 64), label="x")
 '''
     )
-    result = pytester.runpytest("--irene-save")
+    result = run(pytester, "--irene-save")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*UsageError: irene(..., label='x') called twice in *::test_same_label_twice*"])
     doc = read_json(pytester.path / ".irene" / "test_several_labelled_calls_and_tree_access.json")
@@ -268,8 +278,8 @@ def test_same_label_twice(irene):
 
 def test_json_report_and_determinism(pytester: pytest.Pytester) -> None:
     write_tiny(pytester)
-    pytester.runpytest("--irene-json=run1.json").assert_outcomes(passed=1)
-    pytester.runpytest("--irene-json=run2.json").assert_outcomes(passed=1)
+    run(pytester, "--irene-json=run1.json").assert_outcomes(passed=1)
+    run(pytester, "--irene-json=run2.json").assert_outcomes(passed=1)
     one, two = read_json(pytester.path / "run1.json"), read_json(pytester.path / "run2.json")
     assert one["format"] == "irene-run/1"
     (record,) = one["records"]
@@ -283,29 +293,29 @@ def test_json_report_and_determinism(pytester: pytest.Pytester) -> None:
 
 def test_quiet_and_color(pytester: pytest.Pytester) -> None:
     write_tiny(pytester)
-    quiet = pytester.runpytest("-q")
+    quiet = run(pytester, "-q")
     quiet.stdout.fnmatch_lines(["irene: 1 wrapped call(s), 1 new; * predicted in all"])
     assert "costliest module" not in quiet.stdout.str()
-    plain = pytester.runpytest("--color=no")
+    plain = run(pytester, "--color=no")
     assert "costliest module" in plain.stdout.str() and "\x1b[" not in plain.stdout.str()
-    coloured = pytester.runpytest("--color=yes")
+    coloured = run(pytester, "--color=yes")
     assert "\x1b[" in coloured.stdout.str().split("irene energy summary")[1]
 
 
 def test_cost_column_uses_the_price(pytester: pytest.Pytester) -> None:
     write_tiny(pytester)
-    out = pytester.runpytest("--irene-json=r.json").stdout.str()
+    out = run(pytester, "--irene-json=r.json").stdout.str()
     total = read_json(pytester.path / "r.json")["records"][0]["total_j"]
     kwh = total * 1e6 / 3.6e6
     assert re.search(rf"tiny .* {kwh:.3g} +{kwh * 0.1319:.3g} *$", out, re.M)
-    doubled = pytester.runpytest("--irene-price=26.38c/kWh").stdout.str()
+    doubled = run(pytester, "--irene-price=26.38c/kWh").stdout.str()
     assert "USD /1M @26.38c" in doubled
     assert re.search(rf"tiny .* {kwh:.3g} +{kwh * 0.2638:.3g} *$", doubled, re.M)
 
 
 def test_disable(pytester: pytest.Pytester) -> None:
     write_tiny(pytester)
-    result = pytester.runpytest("--irene-disable", "--irene-budget=1uJ", "-rs")
+    result = run(pytester, "--irene-disable", "--irene-budget=1uJ", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*irene: disabled (--irene-disable)*", "*pytest-irene is disabled*"])
     assert "irene energy summary" not in result.stdout.str()

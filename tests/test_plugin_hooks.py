@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from test_plugin import TINY, keep_heavy_modules, write_tiny  # noqa: F401 (autouse fixture)
+from test_plugin import TINY, keep_heavy_modules, run, write_tiny  # noqa: F401 (autouse fixture)
 
 pytest_plugins = ["pytester"]
 
@@ -28,7 +28,7 @@ def pytest_irene_session_records(config, records):
 '''
     )
     write_tiny(pytester)
-    pytester.runpytest().assert_outcomes(passed=1)
+    run(pytester).assert_outcomes(passed=1)
     data = json.loads((pytester.path / "session_records.json").read_text())
     assert data["records"] == [["test_tiny.py::test_tiny", "tiny"]]
     (seen,) = data["seen"]
@@ -38,9 +38,9 @@ def pytest_irene_session_records(config, records):
 
 def test_select_tolerance_hook(pytester: pytest.Pytester) -> None:
     write_tiny(pytester, width=64)
-    pytester.runpytest("--irene-save").assert_outcomes(passed=1)
+    run(pytester, "--irene-save").assert_outcomes(passed=1)
     write_tiny(pytester, width=512)
-    pytester.runpytest("--irene-min-delta=0J").assert_outcomes(failed=1)
+    run(pytester, "--irene-min-delta=0J").assert_outcomes(failed=1)
     pytester.makeconftest(
         '''
 def pytest_irene_select_tolerance(item, default):
@@ -48,7 +48,7 @@ def pytest_irene_select_tolerance(item, default):
     return 1000.0 if item.name == "test_tiny" else None
 '''
     )
-    result = pytester.runpytest("--irene-min-delta=0J", "--irene-json=r.json")
+    result = run(pytester, "--irene-min-delta=0J", "--irene-json=r.json")
     result.assert_outcomes(passed=1)
     record = json.loads((pytester.path / "r.json").read_text())["records"][0]
     assert record["extra"]["tolerance"] == 1000.0
@@ -68,7 +68,7 @@ def pytest_irene_select_profile(item, default):
 '''
     )
     write_tiny(pytester)
-    pytester.runpytest("--irene-json=r.json", "--irene-save").assert_outcomes(passed=1)
+    run(pytester, "--irene-json=r.json", "--irene-save").assert_outcomes(passed=1)
     record = json.loads((pytester.path / "r.json").read_text())["records"][0]
     assert record["profile"] == str(copy)
     entry = json.loads((pytester.path / ".irene" / "test_tiny.json").read_text())["tests"]["test_tiny.py::test_tiny"]
@@ -87,7 +87,7 @@ def pytest_irene_host_fingerprint(config):
 '''
     )
     write_tiny(pytester)
-    result = pytester.runpytest("--irene-features=auto")
+    result = run(pytester, "--irene-features=auto")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*feature mode: auto: this host differs from the calibration rig: CPU model ?Hooked CPU 9000?*"])
 
@@ -140,4 +140,4 @@ def test_custom_primitive(irene):
     assert conftest.CALLS == [1]  # registered once, before the first trace
 '''
     )
-    pytester.runpytest().assert_outcomes(passed=1)
+    run(pytester).assert_outcomes(passed=1)
