@@ -1,0 +1,162 @@
+"""End to end in a real headless browser: Debian's chromium driven by Playwright.
+
+Skips, saying why, when Playwright or the browser is missing. Install with
+``apt-get install -y chromium`` and ``pip install playwright`` (no
+``playwright install``: the system browser is used).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("IRENE_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)")
+if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install -y chromium, or set IRENE_CHROMIUM)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    for needed in ("pytest_irene.tracing", "pytest_irene.architectures", "pytest_irene.energy_model"):
+        pytest.importorskip(needed, reason=f"{needed} (tracer / energy model) is not available")
+    from werkzeug.serving import make_server
+
+    from pytest_irene.explorer.app import ServerConfig, create_app
+
+    app = create_app(ServerConfig(max_batch_size=16, max_seq_len=128))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as pw:
+        try:
+            b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        except Exception as exc:  # a broken browser install is an environment problem, not a failure
+            pytest.skip(f"chromium at {CHROMIUM} does not start under Playwright: {exc}")
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    ctx.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def test_pick_model_expand_hover_and_read_bottlenecks(page, server_url: str) -> None:
+    page.goto(server_url + "/")
+    page.wait_for_selector("#pick-model option[value='distilbert-base-uncased']", state="attached")
+    page.select_option("#pick-model", "distilbert-base-uncased")
+    page.fill("#pick-batch", "2")
+    page.fill("#pick-seq", "16")
+    page.click("#pick-go")
+    page.wait_for_selector("#tree-result .row[data-scope='']")
+    root = page.locator("#tree-result .row[data-scope='']")
+    assert "distilbert-base-uncased" in root.inner_text()
+
+    # the root is open, its children are visible but collapsed
+    transformer = page.locator("#tree-result .row[data-scope='transformer']")
+    assert transformer.is_visible()
+    assert transformer.get_attribute("aria-expanded") == "false"
+    layer0 = page.locator("#tree-result .row[data-scope='transformer.layer.0']")
+    assert not layer0.is_visible()
+    transformer.locator(".tog").click()
+    assert transformer.get_attribute("aria-expanded") == "true"
+    assert layer0.is_visible()
+
+    # hovering shows the node's features
+    layer0.hover()
+    tip = page.locator("#irene-tip")
+    tip.wait_for(state="visible")
+    text = tip.inner_text()
+    assert "transformer.layer.0" in text and "FLOPs" in text and "memory traffic" in text
+    assert "energy (predicted)" in text and "share of model" in text
+
+    # the operations list is sorted by energy and lists every leaf
+    rows = page.locator("#tree-result table.ops tbody tr")
+    energies = [float(e) for e in rows.evaluate_all("rs => rs.map(r => r.dataset.energy)")]
+    assert len(energies) > 20
+    assert energies == sorted(energies, reverse=True)
+    leaves = page.locator("#tree-result .row[data-level='ml']").count()
+    assert leaves == len(energies)
+
+    # clicking an operation reveals it in the tree; expand/collapse all
+    top = rows.first.get_attribute("data-scope")
+    rows.first.click()
+    assert page.locator(f"#tree-result .row[data-scope='{top}']").is_visible()
+    page.click("#tree-result .collapse-all")
+    assert not layer0.is_visible()
+    page.click("#tree-result .expand-all")
+    assert page.locator("#tree-result .row").count() == page.locator("#tree-result .row:visible").count()
+
+
+def test_bad_input_shows_the_servers_error(page, server_url: str) -> None:
+    page.goto(server_url + "/")
+    page.wait_for_selector("#pick-model option", state="attached")
+    page.evaluate("document.getElementById('pick-batch').removeAttribute('max')")
+    page.fill("#pick-batch", "999")
+    page.click("#pick-go")
+    alert = page.locator("#tree-result .error")
+    alert.wait_for()
+    assert "batch_size" in alert.inner_text() and "16" in alert.inner_text()
+
+
+def test_sweep_tab_draws_charts(page, server_url: str) -> None:
+    page.goto(server_url + "/")
+    page.wait_for_selector("#sweep-models option[value='distilgpt2']", state="attached")
+    page.click(".tab-sweep")
+    page.select_option("#sweep-models", ["distilgpt2", "distilbert-base-uncased"])
+    page.fill("#sweep-batch", "1,2")
+    page.fill("#sweep-seq", "8,16")
+    page.click("#sweep-go")
+    page.wait_for_selector("#sweep-result svg")
+    # one line per batch size in each architecture chart, one point per sequence length
+    assert page.locator("#sweep-result .per-model .chart").count() == 2
+    assert page.locator("#sweep-result .per-model circle").count() == 2 * 2 * 2
+    assert page.locator("#sweep-result .per-batch .chart").count() == 2
+    assert page.locator("#sweep-result .bars g.bar-stack").count() == 2 * 2
+
+
+def test_static_report_with_failing_module(page, tmp_path: Path) -> None:
+    from pytest_irene.comparison import CallRecord, Comparison, ModuleDelta
+    from pytest_irene.dataset import load_dataset
+    from pytest_irene.explorer.html import write_report
+
+    dataset = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
+    tree = next(t for t in load_dataset(dataset) if t.model_name == "distilbert-base-uncased")
+    for n in tree.walk():
+        n.predicted_energy = n.energy
+    failing = "transformer.layer.2.ffn"
+    node = tree[failing]
+    deltas = (ModuleDelta(failing, node.type, node.energy / 1.2, node.energy, True),)
+    record = CallRecord("tests/test_m.py::test_distil", "default", tree, "irene-pc1", "model",
+                        Comparison("fail", f"{failing} +20.0 %", deltas))
+    out = tmp_path / "report.html"
+    write_report(out, [record])
+    page.goto(out.as_uri())
+    row = page.locator(f".row.failed[data-scope='{failing}']")
+    assert row.is_visible(), "the path to a failing module is opened"
+    row.hover()
+    assert "fails the gate" in page.locator("#irene-tip").inner_text()
+    assert page.locator(".badge.fail").count() >= 1

@@ -1,0 +1,185 @@
+"""The explorer web app's JSON API, through Flask's test client, with the real tracer and energy model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("flask")
+for _needed in ("pytest_irene.tracing", "pytest_irene.architectures", "pytest_irene.energy_model"):
+    pytest.importorskip(_needed, reason=f"{_needed} (tracer / energy model) is not available")
+
+from pytest_irene.architectures import ARCHITECTURES  # noqa: E402
+from pytest_irene.explorer.app import ServerConfig, create_app  # noqa: E402
+from pytest_irene.profiles import bundled_profiles  # noqa: E402
+
+FACTORY_SRC = '''
+from transformers import BertConfig, BertModel
+
+def tiny_bert():
+    cfg = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2,
+                     intermediate_size=128, vocab_size=128, max_position_embeddings=512,
+                     attn_implementation="eager")
+    return BertModel(cfg)
+
+def not_a_model():
+    return 42
+'''
+
+
+@pytest.fixture(scope="module")
+def factory_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("factories") / "tiny_models.py"
+    path.write_text(FACTORY_SRC)
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(factory_file: Path):
+    app = create_app(
+        ServerConfig(
+            allowed_modules=(f"{factory_file}:tiny_bert", f"{factory_file}:not_a_model"),
+            max_batch_size=32,
+            max_seq_len=256,
+            max_sweep_points=6,
+            cache_size=8,
+        )
+    )
+    app.testing = True
+    return app.test_client()
+
+
+def test_models_lists_bundled_architectures_and_allowed_factories(client, factory_file: Path) -> None:
+    body = client.get("/api/models").get_json()
+    names = [m["name"] for m in body["models"]]
+    assert names[: len(ARCHITECTURES)] == list(ARCHITECTURES)
+    assert f"{factory_file}:tiny_bert" in names
+    assert {m["kind"] for m in body["models"]} == {"bundled", "factory"}
+
+
+def test_profiles(client) -> None:
+    body = client.get("/api/profiles").get_json()
+    assert body["profiles"] == list(bundled_profiles())
+    assert body["default"] in body["profiles"]
+
+
+def test_energy_returns_the_whole_predicted_tree(client) -> None:
+    profile = bundled_profiles()[0]
+    resp = client.get(f"/api/energy?model=bert-base-uncased&batch_size=2&seq_len=16&profile={profile}")
+    assert resp.status_code == 200, resp.get_json()
+    view = resp.get_json()
+    root = view["tree"]["root"]
+    assert root["type"] == "BertModel" and view["model_name"] == "bert-base-uncased"
+    assert (view["batch_size"], view["seq_len"], view["profile"]) == (2, 16, profile)
+
+    def walk(node):
+        yield node
+        for c in node["children"]:
+            yield from walk(c)
+
+    nodes = list(walk(root))
+    assert len(nodes) > 100, "every module and operation of BERT-base is in the tree"
+    assert all(n["predicted_energy_j"] is not None and n["predicted_energy_j"] >= 0 for n in nodes)
+    assert view["total_j"] == pytest.approx(root["predicted_energy_j"]) and view["total_j"] > 0
+    assert any(n["scope"] == "encoder.layer.11.attention.self.query" for n in nodes)
+    ops = view["operations"]
+    assert len(ops) == sum(1 for n in nodes if n["level"] == "ml")
+    assert [o["energy_j"] for o in ops] == sorted((o["energy_j"] for o in ops), reverse=True)
+    assert {row[0] for row in view["breakdown"]["module"]} >= {"BertLayer", "BertSelfAttention"}
+
+
+def test_energy_is_cached(client) -> None:
+    explorer = client.application.extensions["irene_explorer"]
+    url = "/api/energy?model=distilbert-base-uncased&batch_size=1&seq_len=8"
+    first = client.get(url)
+    assert first.status_code == 200 and first.headers["X-Irene-Cache"] == "miss"
+    hits = explorer.cache.hits
+    second = client.get(url)
+    assert second.headers["X-Irene-Cache"] == "hit" and explorer.cache.hits == hits + 1
+    assert second.get_json() == first.get_json()
+    other = client.get("/api/energy?model=distilbert-base-uncased&batch_size=1&seq_len=12")
+    assert other.headers["X-Irene-Cache"] == "miss"
+    assert other.get_json()["total_j"] > first.get_json()["total_j"], "longer sequences cost more"
+
+
+def test_allowed_factory_model(client, factory_file: Path) -> None:
+    resp = client.get(f"/api/energy?model={factory_file}:tiny_bert&batch_size=2&seq_len=8")
+    assert resp.status_code == 200, resp.get_json()
+    view = resp.get_json()
+    assert view["title"] == f"{factory_file}:tiny_bert"
+    assert len(view["tree"]["root"]["children"]) >= 2
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("batch_size=2&seq_len=8", "model"),
+        ("model=no-such-model&batch_size=2&seq_len=8", "model"),
+        ("model=os:system&batch_size=2&seq_len=8", "model"),
+        ("model=bert-base-uncased&batch_size=two&seq_len=8", "batch_size"),
+        ("model=bert-base-uncased&batch_size=0&seq_len=8", "batch_size"),
+        ("model=bert-base-uncased&batch_size=33&seq_len=8", "batch_size"),
+        ("model=bert-base-uncased&batch_size=2", "seq_len"),
+        ("model=bert-base-uncased&batch_size=2&seq_len=100000", "seq_len"),
+        ("model=bert-base-uncased&batch_size=2&seq_len=8&profile=../../etc/passwd", "profile"),
+        ("model=bert-base-uncased&batchsize=2&seq_len=8", "batchsize"),
+    ],
+)
+def test_bad_parameters_get_400_naming_the_parameter(client, query: str, parameter: str) -> None:
+    resp = client.get(f"/api/energy?{query}")
+    assert resp.status_code == 400
+    body = resp.get_json()
+    assert body["parameter"] == parameter
+    assert parameter in body["error"]
+
+
+def test_limits_are_enforced_before_any_work(client) -> None:
+    explorer = client.application.extensions["irene_explorer"]
+    before = (explorer.cache.hits, explorer.cache.misses)
+    resp = client.get("/api/energy?model=gpt2&batch_size=1000000&seq_len=1000000")
+    assert resp.status_code == 400 and "server limit" in resp.get_json()["error"]
+    assert (explorer.cache.hits, explorer.cache.misses) == before
+
+
+def test_factory_returning_no_module_is_an_error_not_a_crash(client, factory_file: Path) -> None:
+    resp = client.get(f"/api/energy?model={factory_file}:not_a_model&batch_size=1&seq_len=4")
+    assert resp.status_code == 422
+    assert "torch.nn.Module" in resp.get_json()["error"]
+
+
+def test_sweep_api(client) -> None:
+    resp = client.get("/api/sweep?model=distilgpt2&batch_sizes=1,2&seq_lens=8,16")
+    assert resp.status_code == 200, resp.get_json()
+    sweep = resp.get_json()
+    assert sweep["models"] == ["distilgpt2"] and sweep["batch_sizes"] == [1, 2] and sweep["seq_lens"] == [8, 16]
+    assert len(sweep["points"]) == 4
+    for p in sweep["points"]:
+        assert sum(p["parts"].values()) == pytest.approx(p["operations_j"])
+        assert set(p["parts"]) <= set(sweep["part_types"])
+    totals = {(p["batch_size"], p["seq_len"]): p["total_j"] for p in sweep["points"]}
+    assert totals[(2, 16)] > totals[(1, 8)]
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("batch_sizes=1&seq_lens=8", "model"),
+        ("model=gpt2&batch_sizes=1,x&seq_lens=8", "batch_sizes"),
+        ("model=gpt2&batch_sizes=1&seq_lens=8,9999", "seq_lens"),
+        ("model=gpt2&model=distilgpt2&batch_sizes=1,2&seq_lens=8,16", "seq_lens"),  # 8 > 6 points
+    ],
+)
+def test_sweep_bad_parameters(client, query: str, parameter: str) -> None:
+    resp = client.get(f"/api/sweep?{query}")
+    assert resp.status_code == 400
+    assert resp.get_json()["parameter"] == parameter
+
+
+def test_page_and_unknown_paths(client) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and b'"kind":"app"' in page.data
+    assert not re.search(rb"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page.data, re.I)
+    missing = client.get("/api/nothing")
+    assert missing.status_code == 404 and "error" in missing.get_json()

@@ -1,0 +1,106 @@
+"""Sweeps over architectures × batch sizes × sequence lengths: data, CSV, HTML, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+for _needed in ("pytest_irene.tracing", "pytest_irene.architectures", "pytest_irene.energy_model"):
+    pytest.importorskip(_needed, reason=f"{_needed} (tracer / energy model) is not available")
+
+from pytest_irene.cli import main  # noqa: E402
+from pytest_irene.explorer.models import compact_variants, resolve_model  # noqa: E402
+from pytest_irene.explorer.params import ParameterError  # noqa: E402
+from pytest_irene.explorer.sweep import run_sweep  # noqa: E402
+from pytest_irene.profiles import bundled_profiles  # noqa: E402
+
+FACTORY_SRC = '''
+from transformers import GPT2Config, GPT2Model
+
+def tiny_gpt2():
+    return GPT2Model(GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=128, n_positions=256,
+                                attn_implementation="eager"))
+'''
+
+
+@pytest.fixture(scope="module")
+def factory(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("sweepfactories") / "sweep_models.py"
+    path.write_text(FACTORY_SRC)
+    return f"{path}:tiny_gpt2"
+
+
+def test_compact_variant_names_resolve() -> None:
+    spec = resolve_model("bert-base-uncased[L=2,H=128]")
+    assert spec == compact_variants("bert-base-uncased", [2], [128])[0]
+    with pytest.raises(ParameterError, match="model"):
+        resolve_model("bert-base-uncased[L=two]")
+
+
+def test_run_sweep_grows_with_input_size_and_parts_add_up(factory: str) -> None:
+    profile = bundled_profiles()[0]
+    seen = []
+    sweep = run_sweep(
+        [resolve_model("bert-base-uncased[L=2,H=128]"), resolve_model(factory)], [1, 2], [8, 32], profile,
+        on_point=seen.append,
+    )
+    assert len(sweep.points) == len(seen) == 8
+    assert sweep.models == ["bert-base-uncased[L=2,H=128]", factory]
+    by_key = {(p.model, p.batch_size, p.seq_len): p for p in sweep.points}
+    for model in sweep.models:
+        assert by_key[(model, 2, 32)].total_j > by_key[(model, 1, 8)].total_j > 0
+    for p in sweep.points:
+        assert sum(p.parts.values()) == pytest.approx(p.operations_j)
+    assert "BertSelfAttention" in by_key[("bert-base-uncased[L=2,H=128]", 1, 8)].parts
+
+
+def test_sweep_cli_writes_csv_and_html(tmp_path: Path, factory: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out_csv, out_html = tmp_path / "sweep.csv", tmp_path / "sweep.html"
+    rc = main([
+        "sweep", "--model", "distilgpt2", "--module", factory,
+        "--batch-sizes", "1,2", "--seq-lens", "8,16", "--csv", str(out_csv), "--html", str(out_html),
+    ])
+    assert rc == 0
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 8
+    assert {r["model"] for r in rows} == {"distilgpt2", factory}
+    assert {(int(r["batch_size"]), int(r["seq_len"])) for r in rows} == {(1, 8), (1, 16), (2, 8), (2, 16)}
+    part_cols = [c for c in rows[0] if c.endswith("_j") and c not in ("energy_j", "operations_j")]
+    assert part_cols and all(float(r["energy_j"]) > 0 for r in rows)
+    for r in rows:
+        assert sum(float(r[c]) for c in part_cols) == pytest.approx(float(r["operations_j"]))
+    page = out_html.read_text()
+    data = json.loads(re.search(r'id="irene-data">(.*?)</script>', page, re.S).group(1))
+    assert len(data["sweep"]["points"]) == 8 and data["calls"] == []
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
+
+
+def test_sweep_cli_compact_variants(tmp_path: Path) -> None:
+    out_csv = tmp_path / "compact.csv"
+    rc = main([
+        "sweep", "--model", "bert-base-uncased", "--layers", "2,4", "--hidden", "128,256",
+        "--batch-sizes", "1", "--seq-lens", "8", "--csv", str(out_csv),
+    ])
+    assert rc == 0
+    rows = {r["model"]: float(r["energy_j"]) for r in csv.DictReader(out_csv.open())}
+    assert len(rows) == 4
+    assert rows["bert-base-uncased[L=4,H=256]"] > rows["bert-base-uncased[L=2,H=128]"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sweep", "--batch-sizes", "1", "--seq-lens", "8"], "--model"),
+        (["sweep", "--model", "nope", "--batch-sizes", "1", "--seq-lens", "8"], "--model"),
+        (["sweep", "--model", "gpt2", "--batch-sizes", "1,x", "--seq-lens", "8"], "--batch-sizes"),
+        (["sweep", "--model", "gpt2", "--layers", "2", "--batch-sizes", "1", "--seq-lens", "8"], "--hidden"),
+        (["sweep", "--module", "no_such_module_xyz:f", "--batch-sizes", "1", "--seq-lens", "8"], "no_such_module_xyz"),
+    ],
+)
+def test_sweep_cli_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
