@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -146,9 +147,16 @@ def test_refuses_to_start_above_the_rigs_idle_power(emonpi_emulator, emonpi_read
 
 
 def test_refuses_to_start_while_load_varies(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:
-    watts = iter([100.0] * 6 + [400.0] * 1000)  # a job starts during the idle window
-    emulator = emonpi_emulator("kv", power_fn=lambda: next(watts))
+    state = {"watts": 100.0}
+    emulator = emonpi_emulator("kv", power_fn=lambda: state["watts"])
+
+    def sleep(seconds: float) -> None:  # a job starts in the middle of the idle window
+        time.sleep(seconds / 2)
+        state["watts"] = 400.0
+        time.sleep(seconds / 2)
+
     with calibrator(emonpi_reader(emulator), tmp_path, idle_tolerance=0.1, idle_window_s=0.5) as cal:
+        cal._sleep = sleep
         with pytest.raises(CalibrationError, match="above the lowest report in the idle window"):
             cal.check_idle()
 

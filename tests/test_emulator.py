@@ -106,24 +106,30 @@ def test_dropped_messages_are_reported_as_msg_gaps(emonpi_emulator, emonpi_reade
     assert reader.missing_messages >= 2
 
 
+def wait_for(condition, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the emulator did not reach the fault"
+        time.sleep(0.01)
+
+
 def test_silence_is_an_error_and_the_earlier_measurement_stays(emonpi_emulator, emonpi_reader) -> None:
-    emulator = emonpi_emulator("json", fault="silence", fault_after=8, power_fn=steady(200.0))
+    emulator = emonpi_emulator("json", fault="silence", fault_after=12, power_fn=steady(200.0))
     reader = emonpi_reader(emulator)
     reader.wait_for_samples(1)
     first = measure(reader, 0.15)
-    time.sleep(0.3)
+    wait_for(lambda: len(emulator.log) > 12)
     with pytest.raises(MeterError, match="silent for .* measurements finished before are kept"):
         measure(reader, 0.1)
     assert first.power_w == pytest.approx(200.0, rel=1e-6)
 
 
 def test_vanished_port_is_an_error_and_the_earlier_measurement_stays(emonpi_emulator, emonpi_reader) -> None:
-    emulator = emonpi_emulator("kv", fault="vanish", fault_after=8, power_fn=steady(200.0))
+    emulator = emonpi_emulator("kv", fault="vanish", fault_after=12, power_fn=steady(200.0))
     reader = emonpi_reader(emulator)
     reader.wait_for_samples(1)
     first = measure(reader, 0.15)
-    time.sleep(0.4)
-    assert emulator.vanished
+    wait_for(lambda: emulator.vanished)
     with pytest.raises(MeterError, match="serial port vanished"):
         measure(reader, 0.1)
     assert first.energy_j == pytest.approx(200.0 * first.duration_s, rel=1e-6)
