@@ -38,6 +38,11 @@ def test_json_line() -> None:
     assert report.msg == 4 and report.power_w(("P1", "P2")) == 1197
 
 
+def test_json_non_numeric_fields_are_ignored() -> None:
+    report = parse_line('{"MSG":5,"Vrms":239.5,"P1":800,"T1":null,"status":"ok","E1":2}')
+    assert report is not None and report.power_w(("P1",)) == 800 and "T1" not in report.values
+
+
 def test_jeelib_line_little_endian_fields() -> None:
     report = parse_line(JEELIB_LINE)
     assert report is not None and report.firmware == "jeelib" and report.msg is None and report.node == 5

@@ -163,7 +163,11 @@ def _parse_json(text: str) -> EmonPiReport:
         raise MalformedLine(f"invalid JSON ({exc.msg})") from None
     if not isinstance(obj, dict):
         raise MalformedLine("JSON report is not an object")
-    values = {str(k): _finite(str(k), v) for k, v in obj.items()}
+    # non-numeric fields (a status string, null for an absent sensor) carry no power: skip them;
+    # a non-finite number is damage
+    values = {
+        str(k): _finite(str(k), v) for k, v in obj.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     return _with_counter(values, "json")
 
 
