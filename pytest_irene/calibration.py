@@ -392,7 +392,7 @@ class Calibrator:
         total = 0.0
         for p in prepared:
             total += s.rounds * p.windows_per_round * per_window + (s.rounds - 1) * s.cooldown_s
-            total += self.meter.period_s  # the meter reports past the last window
+            total += s.rounds * self.meter.period_s  # each round waits for a report past its last window
         idle = 0.0
         if include_idle and self.idle is None:
             idle = s.idle_window_s if s.idle_window_s is not None else window

@@ -95,7 +95,7 @@ def test_nodes_get_wall_energy_per_execution(emonpi_emulator, emonpi_reader, tmp
         prepared = hooked(Tiny(), torch.randn(4, 32))
         assert prepared.windows_per_round == 3  # model, a=b, c
         plan = cal.plan([prepared])
-        assert plan.total_s == pytest.approx(2 * 3 * 0.25 * 1.2 + 0.05 + emulator.period_s, rel=0.01)
+        assert plan.total_s == pytest.approx(2 * 3 * 0.25 * 1.2 + 0.05 + 2 * emulator.period_s, rel=0.01)
         assert "planned rig time" in plan.describe()
         tree = cal.measure(prepared)
     assert len(cal.windows) == 2 * 3
