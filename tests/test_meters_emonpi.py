@@ -171,6 +171,19 @@ def test_truncated_kv_line_is_rejected_once_the_full_field_set_is_known() -> Non
     assert any("MSG 1 -> 3" in m for m in messages)
 
 
+def test_line_noise_after_reports_is_reported() -> None:
+    reader = _reader()
+    reader.feed_line(kv(1, 90), 1.0)
+    reader.feed_line(b"\x93\x01\xfe\r\n", 1.5)
+    reader.feed_line(b"\xff\x13" + kv(2, 90).encode(), 2.0)
+    messages = [e.message for e in reader.events()]
+    assert messages == [
+        "skipped a line of noise (3 undecodable characters)",
+        "dropped 2 garbage character(s) in front of a report",
+    ]
+    assert reader.reports == 2
+
+
 def test_banner_lines_are_counted_as_skipped() -> None:
     reader = _reader()
     for line in ["", "emonPi V2.1.2", "|Settings", kv(1, 90)]:

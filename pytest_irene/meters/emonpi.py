@@ -308,14 +308,20 @@ class EmonPiReader(PowerMeter):
         Public so that recorded serial logs can be replayed through the same logic.
         """
         self.lines += 1
+        text = (line.decode("ascii", "replace") if isinstance(line, bytes) else line).strip("\r\n\x00 ")
         try:
-            report = parse_line(line, node=self.node)
+            report = parse_line(text, node=self.node)
             if report is None:
                 self.skipped += 1
-                text = (line.decode("ascii", "replace") if isinstance(line, bytes) else line).strip()
-                if text and text.isprintable():
-                    self.last_text_line = text[:60]
+                if text.isprintable():
+                    if text:
+                        self.last_text_line = text[:60]  # a banner or status line: normal
+                elif self.reports:
+                    self._noise(f"skipped a line of noise ({len(text)} undecodable characters)", t_s)
                 return
+            if not text.startswith(("MSG:", "{", "OK ")):
+                start = max(text.rfind("MSG:"), text.rfind('{"MSG"'), text.rfind("OK "))
+                self._noise(f"dropped {start} garbage character(s) in front of a report", t_s)
             if report.firmware != "jeelib":
                 keys = frozenset(report.values)
                 if self._keys and not self._keys <= keys:
