@@ -152,6 +152,8 @@ class Target:
     model_name: str | None = None
     batch_size: int | None = None
     seq_len: int | None = None
+    meta: dict[str, Any] | None = None
+    """Extra line-level information stored in the tree's ``meta`` (e.g. the test's node id)."""
 
 
 @dataclass
@@ -184,7 +186,7 @@ class CalibrationPlan:
         windows = sum(d for _, d, _ in self.targets)
         lines = [
             f"irene calibrate: {len(self.targets)} model call(s), {windows} distinct node(s) x {self.rounds} "
-            f"round(s) x {self.window_s:g} s windows (+{WARMUP_FRACTION:.0%} warm-up), "
+            f"round(s) x {self.window_s:.3g} s windows (+{WARMUP_FRACTION:.0%} warm-up), "
             f"cool-down {self.cooldown_s:g} s between rounds, idle {self.idle_s:g} s",
         ]
         for label, distinct, nodes in self.targets:
@@ -507,6 +509,7 @@ class Calibrator:
                 "measure_s": round(time.monotonic() - started, 3),
             },
             "host": self.hardware(),
+            **(prepared.target.meta or {}),
         }
         if few and min(few) < s.min_reports:
             notes.append(f"some windows saw only {min(few)} meter reports (wanted {s.min_reports})")

@@ -56,6 +56,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("irene-calibrate-idle-watts", "float", "the rig's known idle power in W (default: judged from the idle window)"),
     ("irene-calibrate-idle-cpu", "float", "refuse to start while the CPU is busier than this, %% (default 15)"),
     ("irene-calibrate-device", "str", "torch device the models are measured on (default: cpu)"),
+    ("irene-calibrate-no-train", "flag", "only measure and append to the dataset; do not train a model file"),
 )
 
 
@@ -129,7 +130,7 @@ class CalibrationRun:
         if not isinstance(label, str) or not label:
             raise UsageError(f"irene(..., label=...): expected a non-empty string, got {label!r}")
         cal = self._open()
-        target = Target(model, inputs, f"{item.nodeid}::{label}", **kwargs)
+        target = Target(model, inputs, f"{item.nodeid}::{label}", meta={"nodeid": item.nodeid}, **kwargs)
         with self._uncaptured():
             prepared = cal.prepare(target)
             self._print(cal.plan([prepared], include_idle=False).describe())
@@ -141,7 +142,6 @@ class CalibrationRun:
                     f"{len(cal.trees)} finished tree(s) are kept in {self.dataset}"
                 )
                 pytest.exit(self.error, returncode=pytest.ExitCode.INTERRUPTED)
-        tree.meta["nodeid"] = item.nodeid
         return tree
 
     # -- end of session ------------------------------------------------------------------
@@ -152,7 +152,7 @@ class CalibrationRun:
         if cal is None:
             return
         cal.close()
-        if not cal.trees:
+        if not cal.trees or self.config.getoption("irene_calibrate_no_train"):
             return
         from .calibration import train_rig_model
 

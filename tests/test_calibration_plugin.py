@@ -102,3 +102,66 @@ def test_calibrate_refuses_xdist(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(*plugin_args(), "--irene-calibrate", "--irene-meter=rapl", "-n", "2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*run it without -n*"])
+
+
+HAND_TRACED = """
+import pytest
+import torch
+
+from pytest_irene.calibration import Calibrator, Prepared
+from pytest_irene.runtime.runner import distinct_signatures
+from pytest_irene.tree import EnergyNode, EnergyTree
+
+
+@pytest.fixture(autouse=True)
+def hand_traced(monkeypatch):
+    # the tracer's capture=True output, built by hand: this session tests the plugin seam only
+    def prepare(self, target):
+        model, x = target.model, target.inputs
+        root = EnergyNode("", type(model).__name__, "model")
+        calls = {"": (model, (x,), {})}
+        for name, mod in model.named_children():
+            root.add_child(EnergyNode(name, type(mod).__name__, "ml"))
+            calls[name] = (mod, (x,), {})
+        tree = EnergyTree(root, model_name=target.model_name or "seq", batch_size=2, seq_len=1, calls=calls)
+        return Prepared(target, tree, distinct_signatures(tree))
+
+    monkeypatch.setattr(Calibrator, "prepare", prepare)
+
+
+def test_gate_fixture_measures(irene):
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
+    tree = irene(model, torch.randn(2, 8), label="seq")
+    assert tree.root.energy > 0 and tree["0"].energy > 0
+    assert tree.root.predicted_energy is None  # measured, not predicted
+    with pytest.raises(Exception, match="called twice"):
+        irene(model, torch.randn(2, 8), label="seq")
+
+
+def test_own_fixture_measures(irene_calibrate):
+    tree = irene_calibrate(torch.nn.Sequential(torch.nn.Linear(8, 4)), torch.randn(2, 8), label="small")
+    assert tree.meta["label"].endswith("test_own_fixture_measures::small")
+"""
+
+
+def test_both_fixtures_measure_in_calibrate_mode(pytester: pytest.Pytester, emonpi_emulator) -> None:
+    emulator = emonpi_emulator("json", power_fn=lambda: 150.0)
+    pytester.makepyfile(HAND_TRACED)
+    result = pytester.runpytest(
+        *plugin_args(), "--irene-calibrate", f"--irene-meter=emonpi:{emulator.path},115200,period=0.05",
+        "--irene-calibrate-window=0.1", "--irene-calibrate-rounds=1", "--irene-calibrate-min-reports=2",
+        "--irene-calibrate-cooldown=0", "--irene-calibrate-idle-cpu=100", "--irene-calibrate-no-train",
+        "--irene-calibrate-dataset=out/rig.jsonl",
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "*irene calibrate: idle power 150.0 W*",
+        "*planned rig time:*",
+        "*2 measured tree(s) appended to *rig.jsonl*",
+    ])
+    assert "energy model" not in result.stdout.str()
+    from pytest_irene.dataset import load_dataset
+
+    trees = load_dataset(pytester.path / "out" / "rig.jsonl")
+    assert [t.meta["nodeid"].split("::")[-1] for t in trees] == ["test_gate_fixture_measures", "test_own_fixture_measures"]
+    assert all(t.device == "irene-rig" and t.root.energy > 0 for t in trees)
