@@ -12,11 +12,28 @@ import pytest
 for _needed in ("pytest_irene.tracing", "pytest_irene.architectures", "pytest_irene.energy_model"):
     pytest.importorskip(_needed, reason=f"{_needed} (tracer / energy model) is not available")
 
-from pytest_irene.cli import main  # noqa: E402
 from pytest_irene.explorer.models import compact_variants, resolve_model  # noqa: E402
 from pytest_irene.explorer.params import ParameterError  # noqa: E402
 from pytest_irene.explorer.sweep import run_sweep  # noqa: E402
 from pytest_irene.profiles import bundled_profiles  # noqa: E402
+
+def main(argv: list[str]) -> int:
+    """``irene sweep ...`` through its own parser and the console script's error handling."""
+    import argparse
+    import sys
+
+    from pytest_irene.cli import sweep as sweep_cli
+    from pytest_irene.errors import IreneError
+
+    parser = argparse.ArgumentParser(prog="irene")
+    sweep_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except IreneError as exc:
+        print(f"irene sweep: error: {exc}", file=sys.stderr)
+        return 2
+
 
 FACTORY_SRC = '''
 from transformers import GPT2Config, GPT2Model
