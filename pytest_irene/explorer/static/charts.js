@@ -136,12 +136,13 @@
     });
     var types = sweep.part_types || [];
     var select = h("select", { cls: "sweep-batch", "aria-label": "batch size" }, sweep.batch_sizes.map(function (b) { return h("option", { value: String(b), text: "batch " + b }); }));
+    var shared = h("input", { type: "checkbox", cls: "sweep-shared", checked: sweep.models.length <= 6 });
     var bars = h("div", { cls: "charts bars" });
     function drawBars() {
       var b = Number(select.value);
       bars.textContent = "";
       var ymax = 0;
-      sweep.models.forEach(function (model) {
+      if (shared.checked) sweep.models.forEach(function (model) {
         pointsOf(sweep, model, b).forEach(function (p) {
           var t = 0; Object.keys(p.parts || {}).forEach(function (k) { t += p.parts[k]; }); if (t > ymax) ymax = t;
         });
@@ -149,7 +150,7 @@
       sweep.models.forEach(function (model) {
         var pts = pointsOf(sweep, model, b);
         bars.appendChild(Irene.stackedBars({
-          title: model + " — batch " + b, ymax: ymax,
+          title: model + " — batch " + b, ymax: ymax || null,
           categories: pts.map(function (p) { return p.seq_len; }),
           stacks: types.map(function (t, i) {
             return { name: t, color: Irene.color(i), values: pts.map(function (p) { return (p.parts || {})[t] || 0; }) };
@@ -158,6 +159,7 @@
       });
     }
     select.addEventListener("change", drawBars);
+    shared.addEventListener("change", drawBars);
 
     /* every architecture at one input size, cheapest first: the "which one to pick" view */
     var cmpBatch = h("select", { cls: "cmp-batch", "aria-label": "batch size" }, sweep.batch_sizes.map(function (b) { return h("option", { value: String(b), text: "batch " + b }); }));
@@ -193,7 +195,7 @@
     section.appendChild(cmp);
     drawCompare();
     section.appendChild(h("h3", { text: "Breakdown by module type (operations grouped by the module that runs them)" }));
-    section.appendChild(h("div", { cls: "toolbar" }, select));
+    section.appendChild(h("div", { cls: "toolbar" }, select, h("label", null, shared, " same energy scale for every architecture")));
     section.appendChild(bars);
     drawBars();
     return section;

@@ -36,7 +36,7 @@
     var a = Math.abs(value);
     if (a === 0) return "0 " + unit;
     for (var i = 0; i < prefixes.length; i++) {
-      if (a >= prefixes[i][0] * 0.9995) return (value / prefixes[i][0]).toPrecision(digits || 4).replace(/\.?0+$/, function (m) { return m.indexOf(".") === 0 ? "" : m; }) + " " + prefixes[i][1] + unit;
+      if (a >= prefixes[i][0] * 0.9995) return (value / prefixes[i][0]).toPrecision(digits || 4) + " " + prefixes[i][1] + unit;
     }
     return value.toExponential(2) + " " + unit;
   }
