@@ -366,6 +366,7 @@ def measure_tree(
     model_name: str | None = None,
     batch_size: int | None = None,
     seq_len: int | None = None,
+    min_executions: int = 3,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> EnergyTree:
     """Trace ``model`` on ``device`` with captured inputs and measure every node.
@@ -375,7 +376,9 @@ def measure_tree(
     with every replay). Each
     distinct signature runs once (:func:`run_call`) and its resource features
     (:data:`RUNTIME_FEATURES`, for one execution) go to every node sharing it;
-    the whole model is measured too. A node whose replay fails keeps its model
+    the whole model is measured too. Each window runs at least
+    ``min_executions`` times, so one disturbed execution of a slow node (the
+    whole model) cannot set its median. A node whose replay fails keeps its model
     features and gets ``notes["unmeasured"]`` with the error. ``sampler``: a
     running :class:`ResourceSampler` to reuse (one is started and stopped
     otherwise; it samples the GPU only on CUDA). ``progress(i, n, scope)`` is
@@ -414,7 +417,13 @@ def measure_tree(
             if progress is not None:
                 progress(i, len(groups), scopes[0])
             try:
-                window = run_call(tree.calls[scopes[0]], window_s=window_s, device=dev, mark=sampler.sample_now)
+                window = run_call(
+                    tree.calls[scopes[0]],
+                    window_s=window_s,
+                    device=dev,
+                    min_executions=min_executions,
+                    mark=sampler.sample_now,
+                )
             except Exception as exc:  # a node that cannot replay alone must not lose the others
                 for scope in scopes:
                     by_scope[scope].notes["unmeasured"] = f"{type(exc).__name__}: {exc}"
@@ -431,6 +440,7 @@ def measure_tree(
     tree.meta["runtime"] = {
         "device": str(dev),
         "window_s": window_s,
+        "min_executions": min_executions,
         "sampler_period_s": sampler.period_s,
         "distinct_nodes": len(groups),
         "nodes": len(tree),
