@@ -1,0 +1,422 @@
+"""Model features: flops and bytes moved, following the IrEne reference dataset.
+
+A regressor trained on ``irene-pc1`` only predicts well for a live model if the
+live model's features are counted *the same way* the dataset counted them
+(PyTorch 1.7 / transformers 4.2.2, a per-aten-op counter). The conventions
+below were reverse-engineered from the dataset numbers (see
+``calibration/datasets/FORMAT.md``); ``E`` is the number of elements of the
+result, ``u`` = ``E`` × element size (one result-sized transfer):
+
+========================  ===============================  ==========================================
+primitive                 flops                            mem_bytes
+========================  ===============================  ==========================================
+Linear, 2-D input         2·M·K·N (addmm: bias is free)    x + W + out
+Linear, 3-D+ input        2·M·K·N + M·N (bias add)         x + W·(batch items) + out + 2·out (add)
+Conv1D (transformers)     2·M·K·N (addmm)                  x + W + out
+MatMul / bmm / einsum     2·M·K·N per batch item           both operands at the broadcast batch + out
+Embedding                 0                                indices + out (the table is not read whole)
+LayerNorm                 8·E                              4·u
+RMSNorm-like              6·E                              4·u       (same spirit as LayerNorm)
+Softmax                   5·E                              3·u
+Tanh                      4·E                              1·u
+GELU (erf: nn.GELU,       6·E                              2·u
+GELUActivation)
+NewGELU (tanh approx.)    11·E                             19·u      (the 8 aten ops 4.2.2's gelu_new
+                                                                      decomposed into, as counted there)
+ReLU                      1·E                              2·u
+Sigmoid / SiLU            4·E / 5·E                        2·u
+Conv1d/2d/3d              2·out·(C_in/groups·kernel)+bias  x + W + out
+ScaledDotProductAttention the decomposition: two MatMuls, scale (1·E, 2·u), mask add when given
+                          (1·E, 2·u), Softmax (5·E, 3·u), with E the attention-score elements
+========================  ===============================  ==========================================
+
+Glue (aten ops a module runs itself, outside its children), as the dataset
+counted it: elementwise arithmetic (add, sub, mul, div, pow, ...) costs 1 flop
+per result element and ``2·u`` bytes, whatever the shapes of the operands
+(BERT's ``scores + mask`` with a ``(b, 1, 1, s)`` mask counts 2·u); activation
+ops cost what their primitive costs; matrix products and normalisations cost
+what their primitive costs; everything else (views, copies, ``contiguous``,
+``where``, ``masked_fill``, comparisons, casts, factories, indexing) is free.
+Examples: BERT query Linear at batch 8, seq 32 = 302,186,496 flops and
+22,020,096 bytes; its ``BertSelfAttention`` = 932,413,440 flops and 72,744,960
+bytes (3 Linear + 2 MatMul + Softmax + scale and mask add).
+
+Users add formulas for their own primitive module types with
+:func:`register_formula`; a module whose type has a formula becomes a leaf
+(level ``ml``) of the tree and its inner operations are not counted again.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+
+Formula = Callable[[Any, Sequence[Any], Any], dict[str, float]]
+"""``fn(module, inputs, output) -> {"flops": float, "mem_bytes": float}``.
+
+``module`` is the module instance (for a functional primitive, the torch
+function), ``inputs`` the positional arguments it was called with followed by
+the values of its keyword arguments, ``output`` what it returned. Tensors may
+live on the meta device: use shapes, dtypes and ``element_size()``, never values.
+Both numbers describe ONE execution of the module."""
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _tensors(values: Iterable[Any]) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            out.append(v)
+        elif isinstance(v, (tuple, list)):
+            out.extend(_tensors(v))
+    return out
+
+
+def nbytes(t: torch.Tensor) -> float:
+    """Bytes of a tensor's elements (its logical size, not its storage)."""
+    return float(t.numel() * t.element_size())
+
+
+def _first(values: Iterable[Any]) -> torch.Tensor | None:
+    ts = _tensors(values)
+    return ts[0] if ts else None
+
+
+def _out(output: Any) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    return _first(output if isinstance(output, (tuple, list)) else [])
+
+
+def _elementwise(flops_per_el: float, units: float) -> Formula:
+    """Formula for an elementwise primitive: ``flops_per_el·E`` flops and ``units·u`` bytes."""
+
+    def formula(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+        out = _out(output)
+        if out is None:
+            out = _first(inputs)
+        if out is None:
+            return {"flops": 0.0, "mem_bytes": 0.0}
+        return {"flops": flops_per_el * out.numel(), "mem_bytes": units * nbytes(out)}
+
+    formula.__doc__ = f"Elementwise: {flops_per_el:g} flops per element, {units:g} result-sized transfers."
+    return formula
+
+
+# -- matrix products -------------------------------------------------------------------
+
+
+def matmul_features(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> dict[str, float]:
+    """``a @ b`` as the dataset counts it: 2·M·K·N per batch item; operands at the broadcast batch.
+
+    An operand with fewer batch items than the result (a weight in ``x @ W``)
+    is read once per batch item, as PyTorch 1.7's broadcasting matmul did.
+    """
+    k = a.shape[-1] if a.dim() >= 1 else 1
+    flops = 2.0 * out.numel() * k
+    out_batch = math.prod(out.shape[:-2]) if out.dim() > 2 else 1
+
+    def read(t: torch.Tensor) -> float:
+        batch = math.prod(t.shape[:-2]) if t.dim() > 2 else 1
+        return nbytes(t) * max(out_batch // max(batch, 1), 1)
+
+    return {"flops": flops, "mem_bytes": read(a) + read(b) + nbytes(out)}
+
+
+def _linear(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    x = _first(inputs)
+    out = _out(output)
+    weight = getattr(module, "weight", None)
+    if x is None or out is None or not isinstance(weight, torch.Tensor):
+        return {"flops": 0.0, "mem_bytes": 0.0}
+    k = x.shape[-1]
+    n = out.shape[-1] if out.dim() else 1
+    m = out.numel() // max(n, 1)
+    flops = 2.0 * m * k * n
+    if x.dim() <= 2:  # addmm: the bias rides along for free
+        return {"flops": flops, "mem_bytes": nbytes(x) + nbytes(weight) + nbytes(out)}
+    batch_items = math.prod(x.shape[:-2])
+    mem = nbytes(x) + nbytes(weight) * batch_items + nbytes(out)
+    if getattr(module, "bias", None) is not None:  # matmul + add: the bias add is a glue op
+        flops += out.numel()
+        mem += 2.0 * nbytes(out)
+    return {"flops": flops, "mem_bytes": mem}
+
+
+def _conv1d_transformers(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    """transformers' ``Conv1D``: ``addmm(bias, x.view(-1, nx), W)``, a 2-D product whatever x's rank."""
+    x = _first(inputs)
+    out = _out(output)
+    weight = getattr(module, "weight", None)
+    if x is None or out is None or not isinstance(weight, torch.Tensor):
+        return {"flops": 0.0, "mem_bytes": 0.0}
+    k = x.shape[-1]
+    n = out.shape[-1]
+    m = out.numel() // max(n, 1)
+    return {"flops": 2.0 * m * k * n, "mem_bytes": nbytes(x) + nbytes(weight) + nbytes(out)}
+
+
+def _conv(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    x = _first(inputs)
+    out = _out(output)
+    weight = getattr(module, "weight", None)
+    if x is None or out is None or not isinstance(weight, torch.Tensor):
+        return {"flops": 0.0, "mem_bytes": 0.0}
+    per_out = math.prod(weight.shape[1:])  # C_in/groups · kernel
+    flops = 2.0 * out.numel() * per_out
+    if getattr(module, "bias", None) is not None:
+        flops += out.numel()
+    return {"flops": flops, "mem_bytes": nbytes(x) + nbytes(weight) + nbytes(out)}
+
+
+def _embedding(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    idx = _first(inputs)
+    out = _out(output)
+    mem = (nbytes(idx) if idx is not None else 0.0) + (nbytes(out) if out is not None else 0.0)
+    return {"flops": 0.0, "mem_bytes": mem}
+
+
+def _matmul_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    ts = _tensors(inputs)
+    out = _out(output)
+    if out is None or len(ts) < 2:
+        return {"flops": 0.0, "mem_bytes": 0.0}
+    if len(ts) >= 3 and getattr(fn, "__name__", "") in ("baddbmm", "addbmm", "addmm"):
+        ts = ts[1:]  # baddbmm(input, b1, b2): the product is b1 @ b2
+    return matmul_features(ts[0], ts[1], out)
+
+
+_EINSUM_LABELS = re.compile(r"[A-Za-z]")
+
+
+def _einsum_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    """einsum: 2 flops per (result element × contracted index combination); operands + result bytes."""
+    eq = next((v for v in inputs if isinstance(v, str)), None)
+    ts = _tensors(inputs)
+    out = _out(output)
+    if eq is None or out is None or not ts:
+        return {"flops": 0.0, "mem_bytes": 0.0}
+    lhs, _, rhs = eq.replace(" ", "").partition("->")
+    terms = lhs.split(",")
+    sizes: dict[str, int] = {}
+    for term, t in zip(terms, ts):
+        labels = term.replace("...", "")
+        # labels after an ellipsis align with the trailing dims
+        if "..." in term:
+            before, after = term.split("...")
+            dims = list(t.shape[: len(before)]) + list(t.shape[t.dim() - len(after) :])
+            labels = before + after
+        else:
+            dims = list(t.shape)
+        for label, d in zip(labels, dims):
+            sizes[label] = int(d)
+    if not _:
+        rhs = "".join(sorted(label for label in sizes if sum(term.count(label) for term in terms) == 1))
+    contracted = [label for label in sizes if label not in rhs]
+    k = math.prod(sizes[label] for label in contracted) if contracted else 1
+    return {"flops": 2.0 * out.numel() * k, "mem_bytes": sum(nbytes(t) for t in ts) + nbytes(out)}
+
+
+def _sdpa_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    """F.scaled_dot_product_attention counted as its eager decomposition (see the module docstring)."""
+    ts = _tensors(inputs)
+    out = _out(output)
+    if len(ts) < 3 or out is None:
+        return {"flops": 0.0, "mem_bytes": 0.0}
+    q, k, v = ts[0], ts[1], ts[2]
+    has_mask = len(ts) >= 4
+    batch = math.prod(q.shape[:-2]) if q.dim() > 2 else 1
+    n_q, e = q.shape[-2], q.shape[-1]
+    n_k, ev = k.shape[-2], v.shape[-1]
+    scores = batch * n_q * n_k
+    es = q.element_size()
+    flops = 2.0 * scores * e + 2.0 * scores * ev + (1 + 5 + (1 if has_mask else 0)) * scores
+    mem = nbytes(q) + nbytes(k) + scores * es  # matmul#0
+    mem += 2.0 * scores * es  # scale
+    if has_mask:
+        mem += 2.0 * scores * es
+    mem += 3.0 * scores * es  # softmax
+    mem += scores * es + nbytes(v) + nbytes(out)  # matmul#1
+    return {"flops": flops, "mem_bytes": mem}
+
+
+# -- the registry ------------------------------------------------------------------------
+
+_BUILTIN: dict[str, Formula] = {
+    "Linear": _linear,
+    "LazyLinear": _linear,
+    "NonDynamicallyQuantizableLinear": _linear,
+    "Conv1D": _conv1d_transformers,
+    "Conv1d": _conv,
+    "Conv2d": _conv,
+    "Conv3d": _conv,
+    "Embedding": _embedding,
+    "LayerNorm": _elementwise(8, 4),
+    "RMSNorm": _elementwise(6, 4),
+    "Softmax": _elementwise(5, 3),
+    "Tanh": _elementwise(4, 1),
+    "GELU": _elementwise(6, 2),
+    "GELUActivation": _elementwise(6, 2),
+    "NewGELUActivation": _elementwise(11, 19),
+    "GELUTanh": _elementwise(11, 19),
+    "FastGELUActivation": _elementwise(11, 19),
+    "QuickGELUActivation": _elementwise(6, 2),
+    "AccurateGELUActivation": _elementwise(11, 19),
+    "ReLU": _elementwise(1, 2),
+    "LeakyReLU": _elementwise(1, 2),
+    "ReLU6": _elementwise(1, 2),
+    "Sigmoid": _elementwise(4, 2),
+    "SiLU": _elementwise(5, 2),
+    "SiLUActivation": _elementwise(5, 2),
+    "Mish": _elementwise(9, 2),
+    "MishActivation": _elementwise(9, 2),
+    # functional primitives (the tracer names them; ``module`` is the torch function)
+    "MatMul": _matmul_fn,
+    "Einsum": _einsum_fn,
+    "ScaledDotProductAttention": _sdpa_fn,
+}
+#: Functional Softmax shares the module's convention.
+_BUILTIN["FunctionalSoftmax"] = _BUILTIN["Softmax"]
+
+_USER: dict[str, Formula] = {}
+
+
+def register_formula(type_name: str, fn: Formula) -> None:
+    """Register ``fn`` as the flops/bytes formula of module type ``type_name`` (its class name).
+
+    A module whose class name has a formula becomes a leaf (level ``ml``) of the
+    traced tree. ``fn(module, inputs, output)`` returns ``{"flops": ..., "mem_bytes": ...}``
+    for ONE execution (see :data:`Formula`). Registering a name again replaces the
+    earlier formula; user formulas take precedence over the built-in ones.
+    """
+    if not isinstance(type_name, str) or not type_name:
+        raise TypeError(f"register_formula: type_name must be a non-empty class name, got {type_name!r}")
+    if not callable(fn):
+        raise TypeError(f"register_formula: fn for {type_name!r} must be callable, got {fn!r}")
+    _USER[type_name] = fn
+
+
+def unregister_formula(type_name: str) -> None:
+    """Remove a user formula (tests, plugins that clean up); unknown names are ignored."""
+    _USER.pop(type_name, None)
+
+
+def registered_types() -> tuple[str, ...]:
+    """Every type name with a formula (built-in and user-registered)."""
+    return tuple(sorted(set(_BUILTIN) | set(_USER)))
+
+
+def _heuristic(name: str) -> Formula | None:
+    """Families recognised by name, so third-party norms and activations are leaves too."""
+    low = name.lower()
+    if low.endswith("rmsnorm") or low in ("t5layernorm",):
+        return _BUILTIN["RMSNorm"]
+    if low.endswith("layernorm"):
+        return _BUILTIN["LayerNorm"]
+    return None
+
+
+def formula_for(module: Any) -> Formula | None:
+    """The formula of a module instance (its class name, then its base classes), or ``None``."""
+    cls = type(module)
+    name = cls.__name__
+    if name in _USER:
+        return _USER[name]
+    if name in _BUILTIN:
+        return _BUILTIN[name]
+    guess = _heuristic(name)
+    if guess is not None:
+        return guess
+    for base in cls.__mro__[1:]:
+        if base.__module__.startswith("torch.nn") and base.__name__ in ("Module",):
+            break
+        if base.__name__ in _USER:
+            return _USER[base.__name__]
+        if base.__name__ in _BUILTIN:
+            return _BUILTIN[base.__name__]
+    return None
+
+
+def formula_by_name(type_name: str) -> Formula | None:
+    """The formula registered for a type name (user first), or ``None``."""
+    return _USER.get(type_name) or _BUILTIN.get(type_name)
+
+
+def leaf_features(module: Any, inputs: Sequence[Any], output: Any, formula: Formula, type_name: str) -> dict[str, float]:
+    """Call a formula and validate what it returns (a user formula's mistake is named)."""
+    result = formula(module, inputs, output)
+    try:
+        flops = float(result["flops"])
+        mem = float(result["mem_bytes"])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ValueError(
+            f"the formula for {type_name!r} must return {{'flops': number, 'mem_bytes': number}}, got {result!r}"
+        ) from exc
+    if not (math.isfinite(flops) and math.isfinite(mem)) or flops < 0 or mem < 0:
+        raise ValueError(f"the formula for {type_name!r} returned negative or non-finite values: {result!r}")
+    return {"flops": flops, "mem_bytes": mem}
+
+
+# -- glue: aten ops a module runs itself ------------------------------------------------
+
+#: aten op name -> (flops per result element, result-sized transfers).
+ELEMENTWISE_OPS: dict[str, tuple[float, float]] = {
+    **{op: (1.0, 2.0) for op in (
+        "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "pow", "pow_",
+        "sqrt", "rsqrt", "exp", "log", "abs", "reciprocal", "square", "maximum", "minimum",
+        "clamp", "clamp_", "clamp_min", "clamp_max", "addcmul", "addcdiv", "true_divide", "floor_divide",
+        "mean", "sum", "var", "std", "cumsum", "exp_", "sin", "cos", "erf", "lerp",
+    )},
+    "tanh": (4.0, 1.0),
+    "tanh_": (4.0, 1.0),
+    "gelu": (6.0, 2.0),
+    "gelu_": (6.0, 2.0),
+    "relu": (1.0, 2.0),
+    "relu_": (1.0, 2.0),
+    "sigmoid": (4.0, 2.0),
+    "silu": (5.0, 2.0),
+    "silu_": (5.0, 2.0),
+    "_softmax": (5.0, 3.0),
+    "softmax": (5.0, 3.0),
+    "native_layer_norm": (8.0, 4.0),
+    "_fused_rms_norm": (6.0, 4.0),
+}
+#: Reductions count the elements they read, not the (small) result.
+_READ_SIZED = {"mean", "sum", "var", "std"}
+_MATMUL_OPS = {"mm", "bmm", "matmul"}
+_ADDMM_OPS = {"addmm", "baddbmm", "addbmm"}
+
+
+def glue_op_features(op_name: str, args: Sequence[Any], out: Any) -> tuple[float, float] | None:
+    """(flops, mem_bytes) of one aten op run as module glue, or ``None`` when the op is free."""
+    rule = ELEMENTWISE_OPS.get(op_name)
+    if rule is not None:
+        res = _out(out)
+        if res is None:
+            return None
+        sized = res
+        if op_name in _READ_SIZED:
+            first = _first(args)
+            sized = first if first is not None else res
+        return rule[0] * sized.numel(), rule[1] * nbytes(sized)
+    if op_name in _MATMUL_OPS or op_name in _ADDMM_OPS:
+        ts = _tensors(args)
+        res = _out(out)
+        if res is None or len(ts) < 2:
+            return None
+        if op_name in _ADDMM_OPS and len(ts) >= 3:
+            ts = ts[1:]
+        f = matmul_features(ts[0], ts[1], res)
+        return f["flops"], f["mem_bytes"]
+    if op_name == "embedding":
+        ts = _tensors(args)
+        res = _out(out)
+        if res is None or len(ts) < 2:
+            return None
+        return 0.0, nbytes(ts[1]) + nbytes(res)
+    return None
