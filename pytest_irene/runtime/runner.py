@@ -212,7 +212,20 @@ def run_call(
         return _run_cpu(fn, args, kwargs, window_s, warmup_s, min_executions, max_executions, mark)
 
 
-def _run_cpu(fn, args, kwargs, window_s, warmup_s, min_executions, max_executions, mark) -> RunWindow:  # type: ignore[no-untyped-def]
+_Fn = Callable[..., Any]
+_Mark = Callable[[], Any] | None
+
+
+def _run_cpu(
+    fn: _Fn,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    window_s: float,
+    warmup_s: float,
+    min_executions: int,
+    max_executions: int,
+    mark: _Mark,
+) -> RunWindow:
     clock = time.perf_counter
     t0 = clock()
     warmup = 0
@@ -240,7 +253,17 @@ def _run_cpu(fn, args, kwargs, window_s, warmup_s, min_executions, max_execution
     return RunWindow(t_start, t_end, len(durations), statistics.median(durations), warmup)
 
 
-def _run_cuda(fn, args, kwargs, dev, window_s, warmup_s, min_executions, max_executions, mark) -> RunWindow:  # type: ignore[no-untyped-def]
+def _run_cuda(
+    fn: _Fn,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    dev: Any,
+    window_s: float,
+    warmup_s: float,
+    min_executions: int,
+    max_executions: int,
+    mark: _Mark,
+) -> RunWindow:
     import torch
 
     with torch.cuda.device(dev):
