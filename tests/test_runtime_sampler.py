@@ -144,6 +144,14 @@ def test_load_nvml_reasons_and_reference_counting():
     session.close()
     session.close()
     assert fake.init_count == 0
+    old_board = load_nvml(FakeNvml([FakeGpu(unsupported={"energy"})]))
+    gpu, fake_module = old_board.gpus[0], old_board.module
+    before = fake_module.calls
+    assert gpu.read().energy_j is None and fake_module.calls - before == 6
+    before = fake_module.calls
+    assert gpu.read().power_w == 250.0 and fake_module.calls - before == 5  # NotSupported is not asked again
+    assert gpu.unsupported == {"energy"}
+    old_board.close()
     with pytest.raises(NvmlUnavailable, match="no NVIDIA driver"):
         load_nvml(FakeNvml(init_error=NVMLError_DriverNotLoaded))
     with pytest.raises(ValueError, match="NVML index"):

@@ -47,26 +47,33 @@ class Gpu:
     def __init__(self, nvml: Any, index: int) -> None:
         self._nvml = nvml
         self.index = index
+        self.unsupported: set[str] = set()
+        """Quantities this board answered ``NVMLError_NotSupported`` for; not asked again."""
         self.handle = nvml.nvmlDeviceGetHandleByIndex(index)
         self.name = self._try(lambda: _text(nvml.nvmlDeviceGetName(self.handle))) or f"GPU {index}"
         self.uuid = self._try(lambda: _text(nvml.nvmlDeviceGetUUID(self.handle)))
         """The GPU's UUID (``GPU-...``), used to match CUDA devices to NVML devices."""
 
-    def _try(self, read: Any) -> Any:
+    def _try(self, read: Any, key: str = "") -> Any:
+        if key in self.unsupported:
+            return None
         try:
             return read()
-        except self._nvml.NVMLError:
+        except self._nvml.NVMLError as exc:
+            not_supported = getattr(self._nvml, "NVMLError_NotSupported", None)
+            if key and not_supported is not None and isinstance(exc, not_supported):
+                self.unsupported.add(key)  # permanent for this board: stop asking (keeps sampling cheap)
             return None
 
     def read(self) -> GpuReading:
         """Read every quantity once; unsupported ones are ``None``."""
         nvml, h = self._nvml, self.handle
-        util = self._try(lambda: nvml.nvmlDeviceGetUtilizationRates(h))
-        mem = self._try(lambda: nvml.nvmlDeviceGetMemoryInfo(h))
-        sm = self._try(lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM))
-        mclk = self._try(lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM))
-        power_mw = self._try(lambda: nvml.nvmlDeviceGetPowerUsage(h))
-        energy_mj = self._try(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(h))
+        util = self._try(lambda: nvml.nvmlDeviceGetUtilizationRates(h), "util")
+        mem = self._try(lambda: nvml.nvmlDeviceGetMemoryInfo(h), "memory")
+        sm = self._try(lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM), "sm_clock")
+        mclk = self._try(lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM), "mem_clock")
+        power_mw = self._try(lambda: nvml.nvmlDeviceGetPowerUsage(h), "power")
+        energy_mj = self._try(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(h), "energy")
         mem_pct = None
         if mem is not None and getattr(mem, "total", 0):
             mem_pct = 100.0 * float(mem.used) / float(mem.total)
