@@ -149,3 +149,16 @@ def test_measure_tree_fills_resource_features_on_every_node():
     assert layer0.features["latency_s"] == layer1.features["latency_s"]  # shared signature
     assert tree.root.features["latency_s"] > layer0.features["latency_s"]
     assert tree.meta["host"]["cpu_count"] >= 1
+
+
+def test_measure_tree_refuses_weights_without_values():
+    pytest.importorskip("pytest_irene.tracing", reason="the tracer is not merged yet")
+    from pytest_irene.errors import UsageError
+    from pytest_irene.runtime import measure_tree
+
+    with torch.device("meta"):
+        model = torch.nn.Linear(4, 4)
+    with pytest.raises(UsageError, match="meta device"):
+        measure_tree(model, torch.randn(2, 4))
+    with pytest.raises(UsageError, match="runs nothing"):
+        measure_tree(torch.nn.Linear(4, 4), torch.randn(2, 4), device="meta")

@@ -28,6 +28,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import UsageError
 from ..tree import EnergyNode, EnergyTree
 from .sampler import ResourceSampler
 
@@ -414,6 +415,13 @@ def measure_tree(
     from .fingerprint import host_fingerprint
 
     dev = torch.device(device)
+    if dev.type == "meta":
+        raise UsageError("measure_tree: device='meta' runs nothing; measure on 'cpu' or 'cuda'")
+    if any(p.is_meta for p in model.parameters()):
+        raise UsageError(
+            "measure_tree: the model's weights are on the meta device (no values to run with); "
+            "build it on a real device, e.g. build_model(name, device='cpu')"
+        )
     cuda = dev.type == "cuda"
     model = model.to(dev).eval()
     inputs = _without_cache(model, _to_device(inputs, dev))
