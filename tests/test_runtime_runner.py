@@ -162,3 +162,41 @@ def test_measure_tree_refuses_weights_without_values():
         measure_tree(model, torch.randn(2, 4))
     with pytest.raises(UsageError, match="runs nothing"):
         measure_tree(torch.nn.Linear(4, 4), torch.randn(2, 4), device="meta")
+
+
+class _HostEvent:
+    """A CUDA event stand-in for a device that runs synchronously (the host): it timestamps at record()."""
+
+    created = 0
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        assert enable_timing
+        type(self).created += 1
+        self.t = None
+
+    def record(self) -> None:
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, end: "_HostEvent") -> float:
+        return (end.t - self.t) * 1000.0  # ms, like torch.cuda.Event
+
+
+def test_cuda_window_is_event_timed_and_synchronised_once(monkeypatch):
+    import contextlib
+
+    syncs: list[float] = []
+    monkeypatch.setattr(torch.cuda, "Event", _HostEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: syncs.append(time.monotonic()))
+    monkeypatch.setattr(torch.cuda, "device", lambda dev: contextlib.nullcontext())
+    marks: list[float] = []
+    linear, x = torch.nn.Linear(8, 8), torch.randn(2, 8)
+    _HostEvent.created = 0
+    w = run_call((linear, (x,), {}), window_s=0.1, device="cuda:0", mark=lambda: marks.append(time.monotonic()))
+    inside = [t for t in syncs if marks[0] <= t <= marks[1]]
+    assert len(inside) == 1 and w.t_start_s < inside[0] <= w.t_end_s  # once per window, at its end
+    assert w.executions > 1000  # sized from the warm-up estimate to fill the window
+    assert _HostEvent.created <= 2 + 2 * 1000  # calls timed in groups beyond 1000 event pairs
+    assert 0 < w.latency_s < 0.1 / 1000 * 3 and 0.02 < w.duration_s < 1.0
+
+    slow = run_call((time.sleep, (0.01,), {}), window_s=0.03, device="cuda:0", min_executions=5)
+    assert slow.executions == 5 and slow.latency_s == pytest.approx(0.01, abs=0.008)
