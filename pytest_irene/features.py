@@ -280,8 +280,6 @@ _BUILTIN: dict[str, Formula] = {
     "Einsum": _einsum_fn,
     "ScaledDotProductAttention": _sdpa_fn,
 }
-#: Functional Softmax shares the module's convention.
-_BUILTIN["FunctionalSoftmax"] = _BUILTIN["Softmax"]
 
 _USER: dict[str, Formula] = {}
 

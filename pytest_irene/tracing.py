@@ -66,16 +66,20 @@ class NodeCall:
 _SKIPPED_TYPES: tuple[type, ...] = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
 
 
-def _functional_table() -> dict[Any, tuple[str, str]]:
-    """torch callables that are functional primitives -> (node type, scope suffix)."""
-    table: dict[Any, tuple[str, str]] = {}
+def _functional_table() -> dict[Any, tuple[str, str, str]]:
+    """torch callables that are functional primitives -> (node type, scope suffix, formula name).
+
+    ``einsum`` is a ``MatMul`` like the others (IrEne's primitive), counted with its own formula.
+    """
+    table: dict[Any, tuple[str, str, str]] = {}
     for fn in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,
                torch.bmm, torch.Tensor.bmm, torch.mm, torch.Tensor.mm, torch.baddbmm, torch.Tensor.baddbmm):
-        table[fn] = ("MatMul", "matmul")
-    table[torch.einsum] = ("Einsum", "einsum")
-    for fn in (torch.softmax, torch.nn.functional.softmax, torch.Tensor.softmax, torch._softmax):
-        table[fn] = ("Softmax", "softmax")
-    table[torch.nn.functional.scaled_dot_product_attention] = ("ScaledDotProductAttention", "scaled_dot_product_attention")
+        table[fn] = ("MatMul", "matmul", "MatMul")
+    table[torch.einsum] = ("MatMul", "matmul", "Einsum")
+    for fn in (torch.softmax, torch.nn.functional.softmax, torch.Tensor.softmax):
+        table[fn] = ("Softmax", "softmax", "Softmax")
+    sdpa = "ScaledDotProductAttention"
+    table[torch.nn.functional.scaled_dot_product_attention] = (sdpa, "scaled_dot_product_attention", sdpa)
     return table
 
 
@@ -176,9 +180,9 @@ class _Tracer:
         top = self.stack[-1] if self.stack else None
         if kind is None or top is None or top.skip or top.formula is not None or top.node is None:
             return func(*args, **kwargs)
-        type_name, suffix = kind
+        type_name, suffix, formula_name = kind
         scope = self.functional_scope(top, suffix)
-        formula = F_.formula_by_name(type_name)
+        formula = F_.formula_by_name(formula_name)
         node = top.node.add_child(EnergyNode(scope=scope, type=type_name, level="ml"))
         self.params[id(node)] = 0.0
         frame = _Frame(node, formula)
