@@ -143,15 +143,31 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     return [fmt(header), fmt(tuple("-" * w for w in widths)), *(fmt(r) for r in rows)]
 
 
+def innermost_modules(tree: EnergyTree, n: int) -> list:
+    """The ``n`` costliest modules that contain no other module (attention, feed-forward, ...).
+
+    Containers (the encoder, a layer) are always costlier than what they hold,
+    so ranking every module would only ever name the outermost ones; the
+    innermost modules say where the energy goes. Falls back to any node.
+    """
+    inner = [
+        x
+        for x in tree.walk()
+        if x.level == "module" and x.predicted_energy is not None and not any(c.level == "module" for c in x.children)
+    ]
+    inner.sort(key=lambda x: (-(x.predicted_energy or 0.0), x.scope))
+    return inner[:n] or tree.bottlenecks(n)
+
+
 def budget_text(record: CallRecord, n: int = 5) -> list[str]:
     """Lines explaining a budget failure: the total and the ``n`` costliest modules."""
     tree = record.tree
+    nodes = innermost_modules(tree, n)
     lines = [
         f"[{record.label}] predicted {format_energy(tree.total_j)} > budget {format_energy(record.budget_j)} "
         f"(profile {record.profile}, {record.features} features)",
-        f"the {n} costliest modules:",
+        f"the {len(nodes)} costliest module{'s' if len(nodes) != 1 else ''}:",
     ]
-    nodes = tree.bottlenecks(n, level="module") or tree.bottlenecks(n)
     rows = [
         (_scope_name(x.scope), x.type, format_energy(x.predicted_energy), f"{tree.share(x):.1%}") for x in nodes
     ]

@@ -132,8 +132,12 @@ def _model_device(model: Any) -> str:
 
 
 def sort_records(records: list[CallRecord]) -> list[CallRecord]:
-    """Records in a stable order (node id, then call order), whatever order workers finished in."""
-    return sorted(records, key=lambda r: (r.nodeid, r.extra.get("call_index", 0)))
+    """Records in collection order (then call order), whatever order xdist workers finished in.
+
+    Every xdist worker collects the same items in the same order, so the index
+    of a test in ``session.items`` is the same on every worker.
+    """
+    return sorted(records, key=lambda r: (r.extra.get("item_index", 0), r.nodeid, r.extra.get("call_index", 0)))
 
 
 class IreneFixture:
@@ -186,6 +190,7 @@ class IreneSession:
         self._marks: dict[str, IreneMark] = {}
         self._formulas_registered = False
         self._host: dict[str, Any] | None = None
+        self._item_order: dict[str, int] | None = None
 
     @property
     def is_worker(self) -> bool:
@@ -238,6 +243,11 @@ class IreneSession:
 
     # -- per test -----------------------------------------------------------------------------
 
+    def _item_index(self, item: pytest.Item) -> int:
+        if self._item_order is None:
+            self._item_order = {it.nodeid: i for i, it in enumerate(item.session.items)}
+        return self._item_order.get(item.nodeid, len(self._item_order))
+
     def mark(self, item: pytest.Item) -> IreneMark:
         if item.nodeid not in self._marks:
             self._marks[item.nodeid] = read_mark(item)
@@ -286,7 +296,9 @@ class IreneSession:
             device = _model_device(model)
             if device == "meta":
                 raise UsageError("--irene-features=all measures the model: it must be on a real device, not 'meta'")
-            tree = measure_tree(model, inputs, device=device)
+            tree = measure_tree(
+                model, inputs, device=device, model_name=model_name, batch_size=batch_size, seq_len=seq_len
+            )
         else:
             from .tracing import trace
 
@@ -321,6 +333,7 @@ class IreneSession:
             over_budget=budget.over,
             extra={
                 "call_index": len(mine),
+                "item_index": self._item_index(item),
                 "feature_mode_reason": why,
                 "tolerance": tolerance,
                 "min_delta_j": self.settings.min_delta_j,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 
 from .comparison import CallRecord
+from .gate import innermost_modules
 from .units import format_change, format_energy, kwh_per_million_calls, usd_per_million_calls
 
 _STATUS_STYLE = {"pass": "green", "fail": "bold red", "new": "cyan", "skipped": "yellow", "saved": "blue"}
@@ -37,8 +38,8 @@ def root_change(record: CallRecord) -> float | None:
 
 
 def costliest(record: CallRecord) -> str:
-    """``scope (share)`` of the costliest module, or the costliest node when there are no modules."""
-    nodes = record.tree.bottlenecks(1, level="module") or record.tree.bottlenecks(1)
+    """``scope (share)`` of the costliest innermost module (see :func:`~pytest_irene.gate.innermost_modules`)."""
+    nodes = innermost_modules(record.tree, 1)
     if not nodes:
         return "-"
     node = nodes[0]

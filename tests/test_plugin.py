@@ -126,7 +126,7 @@ def test_budget_failure_shows_total_and_costliest_modules(pytester: pytest.Pytes
     result = run(pytester, "--irene-budget=1uJ")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*[[]tiny[]] predicted * > budget 1 uJ*", "*the 5 costliest modules:*", "*module*type*energy*share*", "*block*"]
+        ["*[[]tiny[]] predicted * > budget 1 uJ*", "*the * costliest module*:*", "*module*type*energy*share*", "*block*"]
     )
     run(pytester, "--irene-budget=1 kWh").assert_outcomes(passed=1)
 

@@ -28,7 +28,12 @@ def pytest_irene_session_records(config, records):
 '''
     )
     write_tiny(pytester)
-    run(pytester).assert_outcomes(passed=1)
+    try:
+        run(pytester).assert_outcomes(passed=1)
+    finally:
+        from pytest_irene.features import unregister_formula
+
+        unregister_formula("SquarePlus")  # formulas are process-wide; leave none behind
     data = json.loads((pytester.path / "session_records.json").read_text())
     assert data["records"] == [["test_tiny.py::test_tiny", "tiny"]]
     (seen,) = data["seen"]
@@ -140,4 +145,9 @@ def test_custom_primitive(irene):
     assert conftest.CALLS == [1]  # registered once, before the first trace
 '''
     )
-    run(pytester).assert_outcomes(passed=1)
+    try:
+        run(pytester).assert_outcomes(passed=1)
+    finally:
+        from pytest_irene.features import unregister_formula
+
+        unregister_formula("SquarePlus")  # formulas are process-wide; leave none behind
