@@ -1,0 +1,385 @@
+"""ML-level regressors: one small linear model per primitive type, plus a generic one.
+
+Why linear: the energy of an ML primitive (``Linear``, ``MatMul``, ``Softmax``)
+is, to first order, proportional to the work it does (flops) and the bytes it
+moves; a linear model on a handful of features extrapolates to input sizes and
+widths the training data never had, where flexible learners memorise shapes.
+
+Everything stored is a plain list of floats (no pickle): a regressor is
+``to_json()``-able and re-created with :func:`regressor_from_json`, which
+validates shapes and rejects NaN/inf weights. Prediction is numpy only.
+
+Two kinds:
+
+- :class:`LinearRegressor`: standardised features, ordinary or weighted least
+  squares, optionally on ``log`` inputs and/or a ``log`` target. With
+  ``weighting="relative"`` each sample is weighted by ``1/y²`` so the fit
+  minimises *relative* error, which is what every reported error measures.
+- :class:`AnchoredRegressor`: a relative-error linear base in flops and bytes
+  (``E ≈ c0 + c1·flops + c2·bytes + c3·batch_seq``) times a log-space correction
+  ``exp(w·log(features))``; the base carries extrapolation, the correction the
+  curvature (small inputs under-using the GPU).
+
+:class:`LeafRegressors` bundles one regressor per type and the generic
+regressor used for types never seen in training (RMSNorm, SiLU, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelFileError
+
+#: Smallest energy used as a weight denominator / log argument, joules.
+_MIN_ENERGY_J = 1e-9
+#: Ridge penalty on standardised coefficients: keeps collinear features (flops vs
+#: batch·seq at fixed width) from exploding without visibly biasing the fit.
+_RIDGE = 1e-6
+
+
+def _check(cond: bool, what: str) -> None:
+    if not cond:
+        raise ModelFileError(what)
+
+
+def _floats(obj: Any, name: str, length: int | None = None) -> list[float]:
+    """Validate a list of finite floats (optionally of a given length)."""
+    _check(isinstance(obj, list), f"regressor field '{name}': expected a list of numbers, got {type(obj).__name__}")
+    out: list[float] = []
+    for v in obj:
+        _check(
+            isinstance(v, (int, float)) and not isinstance(v, bool),
+            f"regressor field '{name}': expected numbers, got {v!r}",
+        )
+        _check(math.isfinite(float(v)), f"regressor field '{name}': weight is NaN or infinite ({v!r})")
+        out.append(float(v))
+    if length is not None:
+        _check(len(out) == length, f"regressor field '{name}': expected {length} values, got {len(out)}")
+    return out
+
+
+def _finite(value: Any, name: str) -> float:
+    _check(
+        isinstance(value, (int, float)) and not isinstance(value, bool),
+        f"regressor field '{name}': expected a number, got {value!r}",
+    )
+    _check(math.isfinite(float(value)), f"regressor field '{name}': weight is NaN or infinite ({value!r})")
+    return float(value)
+
+
+def _require(obj: Any, keys: Sequence[str], what: str) -> dict[str, Any]:
+    _check(isinstance(obj, dict), f"{what}: expected an object, got {type(obj).__name__}")
+    for key in keys:
+        _check(key in obj, f"{what}: missing field '{key}'")
+    return obj
+
+
+def weighted_lstsq(X: np.ndarray, y: np.ndarray, w: np.ndarray | None, ridge: float = _RIDGE) -> np.ndarray:
+    """Solve ``min Σ w·(X·b − y)² + ridge·|b|²`` deterministically (normal equations).
+
+    ``X`` already holds any intercept column. Normal equations with a tiny ridge
+    are bit-reproducible and stable for the few, standardised columns used here.
+    """
+    if w is None:
+        w = np.ones(len(y))
+    Xw = X * w[:, None]
+    A = X.T @ Xw + ridge * np.eye(X.shape[1]) * max(float(np.sum(w)), 1.0)
+    rhs = Xw.T @ y
+    try:
+        return np.linalg.solve(A, rhs)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(A, rhs, rcond=None)[0]
+
+
+@dataclass
+class LinearRegressor:
+    """``y = intercept + coef · (t(x) − mean) / scale`` with optional log input/target.
+
+    ``t`` is the identity or ``log1p`` (``log_inputs``); with ``log_target`` the
+    model predicts ``log(y)`` and returns ``exp`` of it. Constant features get
+    scale 1 so they contribute nothing.
+    """
+
+    features: list[str]
+    log_inputs: bool = False
+    log_target: bool = False
+    weighting: str = "none"  # "none" | "relative"
+    intercept_: bool = True
+    mean: list[float] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)
+    coef: list[float] = field(default_factory=list)
+    intercept: float = 0.0
+
+    kind = "linear"
+
+    def _transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        return np.log1p(np.maximum(X, 0.0)) if self.log_inputs else X
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearRegressor:
+        Z = self._transform(X)
+        y = np.asarray(y, dtype=np.float64)
+        mean = Z.mean(axis=0) if len(Z) else np.zeros(Z.shape[1])
+        scale = Z.std(axis=0) if len(Z) else np.ones(Z.shape[1])
+        scale = np.where(scale > 1e-12 * np.maximum(np.abs(mean), 1.0), scale, 1.0)
+        S = (Z - mean) / scale
+        target = np.log(np.maximum(y, _MIN_ENERGY_J)) if self.log_target else y
+        w = None
+        if self.weighting == "relative" and not self.log_target:
+            w = 1.0 / np.maximum(y, _MIN_ENERGY_J) ** 2
+        cols = [np.ones((len(S), 1))] if self.intercept_ else []
+        design = np.hstack(cols + [S]) if len(S) else np.zeros((0, S.shape[1] + len(cols)))
+        if len(y) == 0:
+            beta = np.zeros(design.shape[1])
+        else:
+            beta = weighted_lstsq(design, target, w)
+        self.mean, self.scale = mean.tolist(), scale.tolist()
+        if self.intercept_:
+            self.intercept, self.coef = float(beta[0]), beta[1:].tolist()
+        else:
+            self.intercept, self.coef = 0.0, beta.tolist()
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        S = (self._transform(X) - np.asarray(self.mean)) / np.asarray(self.scale)
+        out = S @ np.asarray(self.coef) + self.intercept
+        return np.exp(np.clip(out, -50.0, 50.0)) if self.log_target else out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "features": list(self.features),
+            "log_inputs": self.log_inputs,
+            "log_target": self.log_target,
+            "weighting": self.weighting,
+            "fit_intercept": self.intercept_,
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+            "coef": list(self.coef),
+            "intercept": self.intercept,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> LinearRegressor:
+        obj = _require(
+            obj,
+            ("features", "log_inputs", "log_target", "weighting", "fit_intercept", "mean", "scale", "coef", "intercept"),
+            "linear regressor",
+        )
+        feats = obj["features"]
+        _check(
+            isinstance(feats, list) and all(isinstance(f, str) for f in feats),
+            "linear regressor field 'features': expected a list of names",
+        )
+        n = len(feats)
+        reg = cls(
+            features=list(feats),
+            log_inputs=bool(obj["log_inputs"]),
+            log_target=bool(obj["log_target"]),
+            weighting=str(obj["weighting"]),
+            intercept_=bool(obj["fit_intercept"]),
+        )
+        reg.mean = _floats(obj["mean"], "mean", n)
+        reg.scale = _floats(obj["scale"], "scale", n)
+        _check(all(s > 0 for s in reg.scale), "regressor field 'scale': expected positive values")
+        reg.coef = _floats(obj["coef"], "coef", n)
+        reg.intercept = _finite(obj["intercept"], "intercept")
+        return reg
+
+
+#: Inputs of the anchored regressor's linear base: what the work physically is.
+ANCHOR_BASE = ("flops", "mem_bytes", "batch_seq")
+#: Inputs of the anchored regressor's log-space correction.
+ANCHOR_CORRECTION = ("flops", "mem_bytes", "batch_seq", "seq_len", "batch_size")
+
+
+@dataclass
+class AnchoredRegressor:
+    """Relative-error linear base in work, times a log-space correction.
+
+    ``E = base(x) · exp(corr(log x))`` where ``base`` is a ``1/E²``-weighted
+    linear fit on :data:`ANCHOR_BASE` and ``corr`` a (ridge) linear fit of
+    ``log(E/base)`` on the logs of :data:`ANCHOR_CORRECTION`, clipped so it can
+    bend the base by at most a factor ``exp(±clip)``: far outside the training
+    range the physics of the base takes over.
+    """
+
+    base: LinearRegressor
+    correction: LinearRegressor
+    clip: float = 0.7
+
+    kind = "anchored"
+
+    @property
+    def features(self) -> list[str]:
+        return sorted(set(self.base.features) | set(self.correction.features))
+
+    @classmethod
+    def new(cls, available: Sequence[str]) -> AnchoredRegressor:
+        base = [f for f in ANCHOR_BASE if f in available]
+        corr = [f for f in ANCHOR_CORRECTION if f in available]
+        return cls(
+            base=LinearRegressor(base, weighting="relative"),
+            correction=LinearRegressor(corr, log_inputs=True),
+        )
+
+    def _cols(self, X: np.ndarray, names: Sequence[str], sub: Sequence[str]) -> np.ndarray:
+        idx = [list(names).index(f) for f in sub]
+        return np.asarray(X, dtype=np.float64)[:, idx]
+
+    def fit_named(self, X: np.ndarray, names: Sequence[str], y: np.ndarray) -> AnchoredRegressor:
+        y = np.asarray(y, dtype=np.float64)
+        self.base.fit(self._cols(X, names, self.base.features), y)
+        b = self._base(self._cols(X, names, self.base.features), y)
+        resid = np.log(np.maximum(y, _MIN_ENERGY_J)) - np.log(b)
+        self.correction.fit(self._cols(X, names, self.correction.features), resid)
+        return self
+
+    def _base(self, Xb: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        b = self.base.predict(Xb)
+        floor = _MIN_ENERGY_J if y is None else max(float(np.min(y)) * 0.05, _MIN_ENERGY_J)
+        return np.maximum(b, floor)
+
+    def predict_named(self, X: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        b = self._base(self._cols(X, names, self.base.features))
+        c = np.clip(self.correction.predict(self._cols(X, names, self.correction.features)), -self.clip, self.clip)
+        return b * np.exp(c)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "base": self.base.to_json(), "correction": self.correction.to_json(), "clip": self.clip}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> AnchoredRegressor:
+        obj = _require(obj, ("base", "correction", "clip"), "anchored regressor")
+        return cls(
+            base=LinearRegressor.from_json(obj["base"]),
+            correction=LinearRegressor.from_json(obj["correction"]),
+            clip=_finite(obj["clip"], "clip"),
+        )
+
+
+Regressor = LinearRegressor | AnchoredRegressor
+
+
+def regressor_from_json(obj: Any) -> Regressor:
+    """Re-create a regressor from :meth:`to_json` output; ``ModelFileError`` on bad content."""
+    _check(isinstance(obj, dict), f"regressor: expected an object, got {type(obj).__name__}")
+    kind = obj.get("kind")
+    if kind == LinearRegressor.kind:
+        return LinearRegressor.from_json(obj)
+    if kind == AnchoredRegressor.kind:
+        return AnchoredRegressor.from_json(obj)
+    raise ModelFileError(f"regressor: unknown kind {kind!r} (expected 'linear' or 'anchored')")
+
+
+def _fit(reg: Regressor, X: np.ndarray, names: Sequence[str], y: np.ndarray) -> Regressor:
+    if isinstance(reg, AnchoredRegressor):
+        return reg.fit_named(X, names, y)
+    idx = [list(names).index(f) for f in reg.features]
+    return reg.fit(X[:, idx], y)
+
+
+def _predict(reg: Regressor, X: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    if isinstance(reg, AnchoredRegressor):
+        return reg.predict_named(X, names)
+    idx = [list(names).index(f) for f in reg.features]
+    return reg.predict(X[:, idx])
+
+
+#: Leaf regressor flavours: ``paper`` = ordinary least squares on standardised
+#: features (IrEne); ``anchored`` = :class:`AnchoredRegressor`; ``relative`` =
+#: ``1/E²``-weighted least squares (used with resource features).
+LEAF_KINDS = ("paper", "anchored", "relative")
+
+
+def new_regressor(kind: str, features: Sequence[str]) -> Regressor:
+    if kind == "paper":
+        return LinearRegressor(list(features))
+    if kind == "relative":
+        return LinearRegressor(list(features), weighting="relative")
+    if kind == "anchored":
+        return AnchoredRegressor.new(features)
+    raise ValueError(f"unknown leaf regressor kind {kind!r}; expected one of {LEAF_KINDS}")
+
+
+@dataclass
+class LeafRegressors:
+    """One regressor per primitive type plus a generic one for unseen types.
+
+    ``features`` is the column order of the matrices passed to :meth:`fit` and
+    :meth:`predict`. Types with fewer than ``min_samples`` training nodes fall
+    back to the generic regressor too (a regressor fitted on two points is noise).
+    """
+
+    features: list[str]
+    kind: str = "paper"
+    min_samples: int = 4
+    per_type: dict[str, Regressor] = field(default_factory=dict)
+    generic: Regressor | None = None
+
+    def fit(self, types: Sequence[str], X: np.ndarray, y: np.ndarray) -> LeafRegressors:
+        types_arr = np.asarray(types, dtype=object)
+        y = np.asarray(y, dtype=np.float64)
+        X = np.asarray(X, dtype=np.float64)
+        self.per_type = {}
+        for t in sorted(set(types_arr.tolist())):
+            mask = types_arr == t
+            if int(mask.sum()) < self.min_samples:
+                continue
+            self.per_type[t] = _fit(new_regressor(self.kind, self.features), X[mask], self.features, y[mask])
+        generic_kind = "paper" if self.kind == "paper" else "relative"
+        self.generic = _fit(new_regressor(generic_kind, self.features), X, self.features, y)
+        return self
+
+    def predict(self, types: Sequence[str], X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted energies (J) and a boolean mask of rows the generic regressor predicted."""
+        if self.generic is None:
+            raise RuntimeError("LeafRegressors.predict called before fit")
+        types_arr = np.asarray(types, dtype=object)
+        X = np.asarray(X, dtype=np.float64)
+        out = np.zeros(len(types_arr))
+        generic = np.ones(len(types_arr), dtype=bool)
+        for t, reg in self.per_type.items():
+            mask = types_arr == t
+            if mask.any():
+                out[mask] = _predict(reg, X[mask], self.features)
+                generic[mask] = False
+        if generic.any():
+            out[generic] = _predict(self.generic, X[generic], self.features)
+        # Energy is positive; a linear fit can dip below zero far outside its range.
+        return np.maximum(out, _MIN_ENERGY_J), generic
+
+    def to_json(self) -> dict[str, Any]:
+        if self.generic is None:
+            raise RuntimeError("LeafRegressors.to_json called before fit")
+        return {
+            "features": list(self.features),
+            "kind": self.kind,
+            "min_samples": self.min_samples,
+            "per_type": {t: r.to_json() for t, r in sorted(self.per_type.items())},
+            "generic": self.generic.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> LeafRegressors:
+        obj = _require(obj, ("features", "kind", "min_samples", "per_type", "generic"), "leaf regressors")
+        feats = obj["features"]
+        _check(
+            isinstance(feats, list) and all(isinstance(f, str) for f in feats),
+            "leaf regressors field 'features': expected a list of names",
+        )
+        _check(obj["kind"] in LEAF_KINDS, f"leaf regressors field 'kind': expected one of {LEAF_KINDS}")
+        _check(isinstance(obj["per_type"], dict), "leaf regressors field 'per_type': expected an object")
+        out = cls(features=list(feats), kind=obj["kind"], min_samples=int(obj["min_samples"]))
+        for t, r in obj["per_type"].items():
+            reg = regressor_from_json(r)
+            _check(set(reg.features) <= set(feats), f"leaf regressor for {t!r} uses features not in {feats}")
+            out.per_type[str(t)] = reg
+        out.generic = regressor_from_json(obj["generic"])
+        _check(set(out.generic.features) <= set(feats), "generic leaf regressor uses unknown features")
+        return out

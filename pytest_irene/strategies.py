@@ -1,0 +1,758 @@
+"""Tree predictors: how leaf energies are combined into module and model energies.
+
+IrEne predicts every node of a model tree. Leaves (ML primitives) come from the
+per-type regressors of :mod:`pytest_irene.regressors`; what differs between
+strategies is how a module's energy follows from its children:
+
+- ``glue`` (the default, beyond the paper). With resource features (``all``) it is
+  the physics of wall energy, applied to every node at every level:
+  ``E ≈ a·gpu_energy_j + b·latency_s (+ c·cpu_energy_j)`` fitted without intercept by
+  ``1/E²``-weighted least squares (the GPU's own energy plus the rest of the
+  machine's power over the node's run time). With model features only, leaves
+  use anchored regressors (relative-error linear base in flops/bytes times a
+  clipped log-space correction) and a module is the sum of its children plus its
+  *glue*: the energy spent outside the children (reshapes, residual adds, masks,
+  copies), predicted from what the node does beyond its children.
+- ``end2end`` (the paper): ``E(n) = Σ_c α(c)·E(c)``, ``α(c) = 1 + tanh(W·φ(f(c)) + b)/τ``
+  with τ = 10 and φ polynomial features of the standardised node features,
+  trained end-to-end through the tree with loss ``Σ (P−G)²/G²`` (Adam 1e-3).
+- ``stepwise`` (paper ablation): the same α, trained one level at a time on the
+  ground-truth energies of the children.
+- ``predictedsum`` (paper ablation): a module is the sum of its predicted children.
+- ``unstructured`` (paper ablation): one regressor per node type at every level,
+  straight from the node's own features, ignoring the tree.
+
+Prediction is vectorised: the nodes of one or many trees are flattened into numpy
+arrays (:class:`Forest`), leaves are predicted per type in one call each, and the
+tree is then folded bottom-up one depth at a time with ``np.add.at``. Torch is
+only used to *train* End2End/StepWise.
+
+Everything is deterministic: types are processed in sorted order, training trees
+are sorted by (model, batch, sequence) before any seeded shuffling, so two fits on
+the same data give bit-identical predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations_with_replacement
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelFileError, UsageError
+from .regressors import (
+    LeafRegressors,
+    LinearRegressor,
+    _check,
+    _finite,
+    _floats,
+    _require,
+    weighted_lstsq,
+)
+from .tree import EnergyNode, EnergyTree
+
+#: Model features used by the predictors (``params`` is absent from the paper's data).
+MODEL_FEATURE_SET: tuple[str, ...] = ("batch_size", "seq_len", "batch_seq", "flops", "mem_bytes")
+#: Resource features added by ``all`` (``cpu_energy_j`` joins when every training node has it).
+RESOURCE_FEATURE_SET: tuple[str, ...] = (
+    "cpu",
+    "mem",
+    "gpu",
+    "gpu_mem",
+    "gpu_clk",
+    "gpu_mem_clk",
+    "latency_s",
+    "gpu_energy_j",
+)
+OPTIONAL_RESOURCE_FEATURES: tuple[str, ...] = ("cpu_energy_j",)
+FEATURE_SETS: tuple[str, ...] = ("model", "all")
+
+DEFAULT_STRATEGY = "glue"
+STRATEGIES: tuple[str, ...] = (DEFAULT_STRATEGY, "end2end", "stepwise", "predictedsum", "unstructured")
+
+#: JSON format tag of a serialised predictor.
+PREDICTOR_FORMAT = "irene-predictor/1"
+_MIN_J = 1e-9
+
+
+# -- flattening -----------------------------------------------------------------------
+
+
+@dataclass
+class Forest:
+    """The nodes of one or more trees as flat arrays (parents before children).
+
+    ``X`` holds ``feature_names`` columns; ``parent`` is ``-1`` for roots;
+    ``energy`` is NaN where not measured.
+    """
+
+    nodes: list[EnergyNode]
+    types: np.ndarray
+    levels: np.ndarray
+    X: np.ndarray
+    feature_names: list[str]
+    parent: np.ndarray
+    depth: np.ndarray
+    is_leaf: np.ndarray
+    energy: np.ndarray
+    tree_index: np.ndarray
+
+    @property
+    def max_depth(self) -> int:
+        return int(self.depth.max()) if len(self.depth) else 0
+
+    def col(self, name: str) -> np.ndarray:
+        return self.X[:, self.feature_names.index(name)]
+
+    def child_sum(self, values: np.ndarray) -> np.ndarray:
+        """Per node, the sum of ``values`` over its direct children (0 for leaves)."""
+        out = np.zeros(len(self.nodes))
+        has = self.parent >= 0
+        np.add.at(out, self.parent[has], values[has])
+        return out
+
+    def fold_with(self, leaf_values: np.ndarray, contrib, finish) -> np.ndarray:
+        """Bottom-up by depth: leaves keep ``leaf_values``; an internal node gets the sum of
+        ``contrib(child_idx, child_values)`` over its children, passed through
+        ``finish(node_idx, summed)`` when given (one vectorised step per depth)."""
+        values = np.where(self.is_leaf, leaf_values, 0.0).astype(np.float64)
+        for d in range(self.max_depth, 0, -1):
+            kids = np.nonzero(self.depth == d)[0]
+            if len(kids) == 0:
+                continue
+            parents = self.parent[kids]
+            acc = np.zeros(len(self.nodes))
+            np.add.at(acc, parents, contrib(kids, values[kids]))
+            targets = np.unique(parents)
+            targets = targets[~self.is_leaf[targets]]
+            summed = acc[targets]
+            values[targets] = finish(targets, summed) if finish is not None else summed
+        return values
+
+
+def flatten(trees: Sequence[EnergyTree], feature_names: Sequence[str]) -> Forest:
+    """Flatten trees into a :class:`Forest`; ``UsageError`` when a node lacks a feature."""
+    nodes: list[EnergyNode] = []
+    parent: list[int] = []
+    depth: list[int] = []
+    tree_index: list[int] = []
+    for ti, tree in enumerate(trees):
+        stack: list[tuple[EnergyNode, int, int]] = [(tree.root, -1, 0)]
+        while stack:
+            node, p, d = stack.pop()
+            idx = len(nodes)
+            nodes.append(node)
+            parent.append(p)
+            depth.append(d)
+            tree_index.append(ti)
+            for child in reversed(node.children):
+                stack.append((child, idx, d + 1))
+    names = list(feature_names)
+    X = np.empty((len(nodes), len(names)))
+    for i, node in enumerate(nodes):
+        feats = node.features
+        try:
+            X[i] = [feats[f] for f in names]
+        except KeyError as exc:
+            tree = trees[tree_index[i]]
+            missing = [f for f in names if f not in feats]
+            raise UsageError(
+                f"node {node.scope or '<root>'!r} of {tree.model_name or 'tree'} lacks feature(s) {missing} "
+                f"needed by this predictor; trees traced without measuring have model features only "
+                f"(use features='model')"
+            ) from exc
+    energy = np.array([np.nan if n.energy is None else float(n.energy) for n in nodes])
+    return Forest(
+        nodes=nodes,
+        types=np.array([n.type for n in nodes], dtype=object),
+        levels=np.array([n.level for n in nodes], dtype=object),
+        X=X,
+        feature_names=names,
+        parent=np.asarray(parent, dtype=np.int64),
+        depth=np.asarray(depth, dtype=np.int64),
+        is_leaf=np.array([not n.children for n in nodes], dtype=bool),
+        energy=energy,
+        tree_index=np.asarray(tree_index, dtype=np.int64),
+    )
+
+
+def sort_trees(trees: Sequence[EnergyTree]) -> list[EnergyTree]:
+    """Training order independent of file order: by (model, batch, sequence, root energy)."""
+    return sorted(trees, key=lambda t: (t.model_name, t.batch_size, t.seq_len, t.root.energy or 0.0))
+
+
+def feature_names_for(features: str, trees: Sequence[EnergyTree] | None = None) -> list[str]:
+    """Column names of a feature set; ``all`` adds ``cpu_energy_j`` when every node has it."""
+    if features == "model":
+        return list(MODEL_FEATURE_SET)
+    if features == "all":
+        names = list(MODEL_FEATURE_SET) + list(RESOURCE_FEATURE_SET)
+        if trees:
+            for opt in OPTIONAL_RESOURCE_FEATURES:
+                if all(opt in n.features for t in trees for n in t.walk()):
+                    names.append(opt)
+        return names
+    raise UsageError(f"unknown feature set {features!r}; expected one of {list(FEATURE_SETS)}")
+
+
+def _training_forest(trees: Sequence[EnergyTree], names: Sequence[str]) -> Forest:
+    if not trees:
+        raise UsageError("cannot fit a predictor on zero trees")
+    forest = flatten(sort_trees(trees), names)
+    if np.isnan(forest.energy).any():
+        bad = forest.nodes[int(np.nonzero(np.isnan(forest.energy))[0][0])]
+        raise UsageError(f"training tree node {bad.scope or '<root>'!r} has no measured energy (energy_j)")
+    return forest
+
+
+# -- base class -----------------------------------------------------------------------
+
+
+class Predictor:
+    """Predicts the energy of every node of a tree. Subclasses implement one strategy."""
+
+    strategy: str = ""
+
+    def __init__(self, features: str, seed: int = 0):
+        if features not in FEATURE_SETS:
+            raise UsageError(f"unknown feature set {features!r}; expected one of {list(FEATURE_SETS)}")
+        self.features = features
+        self.seed = int(seed)
+        self.feature_names: list[str] = []
+        self.leaves: LeafRegressors | None = None
+
+    # subclasses
+    def _fit(self, forest: Forest) -> None:
+        raise NotImplementedError
+
+    def _predict_forest(self, forest: Forest) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted energy per node and a mask of nodes predicted by a generic regressor."""
+        raise NotImplementedError
+
+    def _params_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _load_params(self, obj: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # public
+    @property
+    def fitted(self) -> bool:
+        return bool(self.feature_names)
+
+    def fit(self, trees: Sequence[EnergyTree]) -> Predictor:
+        """Fit on measured trees (every node needs ``energy``); returns ``self``."""
+        self.feature_names = feature_names_for(self.features, trees)
+        self._fit(_training_forest(trees, self.feature_names))
+        return self
+
+    def predict(self, tree: EnergyTree) -> None:
+        """Set ``predicted_energy`` (J) on every node of ``tree``."""
+        self.predict_many([tree])
+
+    def predict_many(self, trees: Sequence[EnergyTree]) -> None:
+        """:meth:`predict` for several trees in one vectorised pass."""
+        if not self.fitted:
+            raise UsageError(f"{type(self).__name__} must be fitted (or loaded) before predict")
+        if not trees:
+            return
+        forest = flatten(trees, self.feature_names)
+        values, generic = self._predict_forest(forest)
+        values = np.maximum(values, _MIN_J)
+        for node, value, gen in zip(forest.nodes, values.tolist(), generic.tolist(), strict=True):
+            node.predicted_energy = value
+            if gen:
+                node.notes["generic_regressor"] = True
+            else:
+                node.notes.pop("generic_regressor", None)
+
+    def to_json(self) -> dict[str, Any]:
+        if not self.fitted:
+            raise UsageError("cannot serialise a predictor that was never fitted")
+        return {
+            "format": PREDICTOR_FORMAT,
+            "strategy": self.strategy,
+            "features": self.features,
+            "feature_names": list(self.feature_names),
+            "seed": self.seed,
+            "params": self._params_json(),
+        }
+
+    # helpers shared by strategies
+    def _leaf_predictions(self, forest: Forest) -> tuple[np.ndarray, np.ndarray]:
+        assert self.leaves is not None
+        values = np.zeros(len(forest.nodes))
+        generic = np.zeros(len(forest.nodes), dtype=bool)
+        leaf = np.nonzero(forest.is_leaf)[0]
+        if len(leaf):
+            v, g = self.leaves.predict(forest.types[leaf], forest.X[leaf])
+            values[leaf], generic[leaf] = v, g
+        return values, generic
+
+    def _fit_leaves(self, forest: Forest, kind: str) -> None:
+        leaf = forest.is_leaf
+        self.leaves = LeafRegressors(list(self.feature_names), kind=kind).fit(
+            forest.types[leaf], forest.X[leaf], forest.energy[leaf]
+        )
+
+
+# -- PredictedSum ---------------------------------------------------------------------
+
+
+class PredictedSumPredictor(Predictor):
+    """Paper ablation: a module's energy is the sum of its children's predictions."""
+
+    strategy = "predictedsum"
+
+    def _fit(self, forest: Forest) -> None:
+        self._fit_leaves(forest, "paper")
+
+    def _predict_forest(self, forest: Forest) -> tuple[np.ndarray, np.ndarray]:
+        leaf, generic = self._leaf_predictions(forest)
+        return forest.fold_with(leaf, lambda idx, v: v, None), generic
+
+    def _params_json(self) -> dict[str, Any]:
+        assert self.leaves is not None
+        return {"leaves": self.leaves.to_json()}
+
+    def _load_params(self, obj: dict[str, Any]) -> None:
+        obj = _require(obj, ("leaves",), "predictor params")
+        self.leaves = LeafRegressors.from_json(obj["leaves"])
+
+
+# -- End2End / StepWise ---------------------------------------------------------------
+
+
+def _poly_index(n: int, degree: int) -> list[tuple[int, ...]]:
+    return [c for d in range(1, degree + 1) for c in combinations_with_replacement(range(n), d)]
+
+
+@dataclass
+class AlphaWeighting:
+    """``α = 1 + tanh(W·φ(f) + b)/τ`` with φ = standardised polynomial features.
+
+    Inputs are standardised, expanded to all monomials up to ``degree`` and the
+    monomials standardised again (so W starts on comparable scales).
+    """
+
+    degree: int
+    tau: float
+    mean: list[float]
+    scale: list[float]
+    poly_mean: list[float]
+    poly_scale: list[float]
+    W: list[float]
+    b: float
+
+    @classmethod
+    def init(cls, X: np.ndarray, degree: int, tau: float) -> AlphaWeighting:
+        mean = X.mean(axis=0)
+        scale = X.std(axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+        P = _poly(((X - mean) / scale), degree)
+        pm = P.mean(axis=0)
+        ps = P.std(axis=0)
+        ps = np.where(ps > 0, ps, 1.0)
+        return cls(degree, tau, mean.tolist(), scale.tolist(), pm.tolist(), ps.tolist(), [0.0] * P.shape[1], 0.0)
+
+    def phi(self, X: np.ndarray) -> np.ndarray:
+        S = (X - np.asarray(self.mean)) / np.asarray(self.scale)
+        return (_poly(S, self.degree) - np.asarray(self.poly_mean)) / np.asarray(self.poly_scale)
+
+    def alpha(self, X: np.ndarray) -> np.ndarray:
+        z = self.phi(X) @ np.asarray(self.W) + self.b
+        return 1.0 + np.tanh(z) / self.tau
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "degree": self.degree,
+            "tau": self.tau,
+            "mean": self.mean,
+            "scale": self.scale,
+            "poly_mean": self.poly_mean,
+            "poly_scale": self.poly_scale,
+            "W": self.W,
+            "b": self.b,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any, n_features: int) -> AlphaWeighting:
+        obj = _require(obj, ("degree", "tau", "mean", "scale", "poly_mean", "poly_scale", "W", "b"), "alpha weighting")
+        degree = obj["degree"]
+        _check(isinstance(degree, int) and 1 <= degree <= 3, "alpha weighting field 'degree': expected 1, 2 or 3")
+        n_poly = len(_poly_index(n_features, degree))
+        tau = _finite(obj["tau"], "tau")
+        _check(tau > 0, "alpha weighting field 'tau': expected > 0")
+        scale = _floats(obj["scale"], "scale", n_features)
+        poly_scale = _floats(obj["poly_scale"], "poly_scale", n_poly)
+        _check(all(s > 0 for s in scale + poly_scale), "alpha weighting: scales must be positive")
+        return cls(
+            degree=degree,
+            tau=tau,
+            mean=_floats(obj["mean"], "mean", n_features),
+            scale=scale,
+            poly_mean=_floats(obj["poly_mean"], "poly_mean", n_poly),
+            poly_scale=poly_scale,
+            W=_floats(obj["W"], "W", n_poly),
+            b=_finite(obj["b"], "b"),
+        )
+
+
+def _poly(S: np.ndarray, degree: int) -> np.ndarray:
+    cols = [np.prod(S[:, list(c)], axis=1) for c in _poly_index(S.shape[1], degree)]
+    return np.stack(cols, axis=1) if cols else np.zeros((len(S), 0))
+
+
+class _TreeBatch:
+    """Per-tree arrays for minibatch training (concatenated on demand)."""
+
+    def __init__(self, forest: Forest, phi: np.ndarray, leaf_pred: np.ndarray):
+        self.parts = []
+        n_trees = int(forest.tree_index.max()) + 1
+        starts = np.searchsorted(forest.tree_index, np.arange(n_trees + 1))
+        for t in range(n_trees):
+            a, b = int(starts[t]), int(starts[t + 1])
+            parent = forest.parent[a:b].copy()
+            parent[parent >= 0] -= a
+            self.parts.append(
+                (phi[a:b], leaf_pred[a:b], parent, forest.depth[a:b], forest.is_leaf[a:b], forest.energy[a:b])
+            )
+
+    def batch(self, ids: Sequence[int]):
+        phis, leafs, parents, depths, is_leaf, energy = [], [], [], [], [], []
+        offset = 0
+        for t in ids:
+            ph, lp, pa, de, il, en = self.parts[t]
+            phis.append(ph)
+            leafs.append(lp)
+            parents.append(np.where(pa >= 0, pa + offset, -1))
+            depths.append(de)
+            is_leaf.append(il)
+            energy.append(en)
+            offset += len(ph)
+        return (
+            np.concatenate(phis),
+            np.concatenate(leafs),
+            np.concatenate(parents),
+            np.concatenate(depths),
+            np.concatenate(is_leaf),
+            np.concatenate(energy),
+        )
+
+
+class AlphaPredictor(Predictor):
+    """Paper End2End (``teacher=False``) and StepWise (``teacher=True``)."""
+
+    strategy = "end2end"
+    teacher = False
+    tau = 10.0
+    epochs = 8
+    lr = 1e-3
+    trees_per_step = 4
+
+    def __init__(self, features: str, seed: int = 0):
+        super().__init__(features, seed)
+        self.alpha: AlphaWeighting | None = None
+
+    @property
+    def degree(self) -> int:
+        # degree 3 as in the paper for the five model features; degree 2 for the larger
+        # resource set (degree 3 over 13+ features is ~560 columns per node).
+        return 3 if self.features == "model" else 2
+
+    def _fit(self, forest: Forest) -> None:
+        import torch
+
+        self._fit_leaves(forest, "paper")
+        leaf_pred, _ = self._leaf_predictions(forest)
+        self.alpha = AlphaWeighting.init(forest.X, self.degree, self.tau)
+        phi = self.alpha.phi(forest.X)
+        batches = _TreeBatch(forest, phi, leaf_pred)
+        n_trees = len(batches.parts)
+        gen = torch.Generator().manual_seed(self.seed)
+        torch_state = torch.random.get_rng_state()
+        torch.manual_seed(self.seed)
+        W = torch.zeros(phi.shape[1], dtype=torch.float64, requires_grad=True)
+        b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        with torch.no_grad():
+            W.normal_(0.0, 0.01, generator=gen)
+        opt = torch.optim.Adam([W, b], lr=self.lr)
+        for _epoch in range(self.epochs):
+            order = torch.randperm(n_trees, generator=gen).tolist()
+            for s in range(0, n_trees, self.trees_per_step):
+                ph, lp, pa, de, il, en = batches.batch(order[s : s + self.trees_per_step])
+                loss = self._loss(torch, W, b, ph, lp, pa, de, il, en)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        torch.random.set_rng_state(torch_state)
+        self.alpha.W = W.detach().numpy().astype(float).tolist()
+        self.alpha.b = float(b.detach().numpy()[0])
+
+    def _loss(self, torch, W, b, ph, lp, pa, de, il, en):
+        phi = torch.from_numpy(ph)
+        alpha = 1.0 + torch.tanh(phi @ W + b) / self.tau
+        G = torch.from_numpy(en)
+        internal = torch.from_numpy(~il)
+        if self.teacher:
+            has = pa >= 0
+            idx = torch.from_numpy(pa[has])
+            contrib = alpha[torch.from_numpy(has)] * G[torch.from_numpy(has)]
+            pred = torch.zeros(len(en), dtype=torch.float64).index_add(0, idx, contrib)
+        else:
+            pred = torch.from_numpy(np.where(il, lp, 0.0))
+            for d in range(int(de.max()), 0, -1):
+                kids = np.nonzero(de == d)[0]
+                k = torch.from_numpy(kids)
+                contrib = alpha[k] * pred[k]
+                pred = pred.index_add(0, torch.from_numpy(pa[kids]), contrib)
+        rel = (pred - G) / G
+        return (rel[internal] ** 2).sum() / max(1, len(set(de.tolist())))
+
+    def _predict_forest(self, forest: Forest) -> tuple[np.ndarray, np.ndarray]:
+        assert self.alpha is not None
+        leaf, generic = self._leaf_predictions(forest)
+        alpha = self.alpha.alpha(forest.X)
+        return forest.fold_with(leaf, lambda idx, v: alpha[idx] * v, None), generic
+
+    def _params_json(self) -> dict[str, Any]:
+        assert self.leaves is not None and self.alpha is not None
+        return {"leaves": self.leaves.to_json(), "alpha": self.alpha.to_json()}
+
+    def _load_params(self, obj: dict[str, Any]) -> None:
+        obj = _require(obj, ("leaves", "alpha"), "predictor params")
+        self.leaves = LeafRegressors.from_json(obj["leaves"])
+        self.alpha = AlphaWeighting.from_json(obj["alpha"], len(self.feature_names))
+
+
+class End2EndPredictor(AlphaPredictor):
+    strategy = "end2end"
+    teacher = False
+
+
+class StepWisePredictor(AlphaPredictor):
+    strategy = "stepwise"
+    teacher = True
+
+
+# -- Unstructured ---------------------------------------------------------------------
+
+
+class UnstructuredPredictor(Predictor):
+    """Paper ablation: a regressor per node type at every level; the tree is ignored.
+
+    Types never seen in training use a generic regressor of their level.
+    """
+
+    strategy = "unstructured"
+
+    def __init__(self, features: str, seed: int = 0):
+        super().__init__(features, seed)
+        self.by_level: dict[str, LeafRegressors] = {}
+
+    def _fit(self, forest: Forest) -> None:
+        self.by_level = {}
+        for level in ("ml", "module", "model"):
+            mask = forest.levels == level
+            if mask.any():
+                self.by_level[level] = LeafRegressors(list(self.feature_names), kind="paper", min_samples=2).fit(
+                    forest.types[mask], forest.X[mask], forest.energy[mask]
+                )
+
+    def _predict_forest(self, forest: Forest) -> tuple[np.ndarray, np.ndarray]:
+        values = np.zeros(len(forest.nodes))
+        generic = np.zeros(len(forest.nodes), dtype=bool)
+        for level in ("ml", "module", "model"):
+            mask = np.nonzero(forest.levels == level)[0]
+            if len(mask) == 0:
+                continue
+            reg = self.by_level.get(level) or next(iter(self.by_level.values()))
+            v, g = reg.predict(forest.types[mask], forest.X[mask])
+            values[mask], generic[mask] = v, g
+        return values, generic
+
+    def _params_json(self) -> dict[str, Any]:
+        return {"levels": {k: v.to_json() for k, v in sorted(self.by_level.items())}}
+
+    def _load_params(self, obj: dict[str, Any]) -> None:
+        obj = _require(obj, ("levels",), "predictor params")
+        levels = obj["levels"]
+        _check(isinstance(levels, dict) and levels, "predictor params field 'levels': expected a non-empty object")
+        self.by_level = {}
+        for k, v in levels.items():
+            _check(k in ("ml", "module", "model"), f"predictor params: unknown level {k!r}")
+            self.by_level[k] = LeafRegressors.from_json(v)
+
+
+# -- Glue (default) -------------------------------------------------------------------
+
+#: Physics inputs of the default with resource features, in order of preference.
+PHYSICS_FEATURES: tuple[str, ...] = ("gpu_energy_j", "latency_s", "cpu_energy_j")
+
+
+class GluePredictor(Predictor):
+    """Default: physics with resource features; anchored leaves + glue with model features."""
+
+    strategy = "glue"
+
+    def __init__(self, features: str, seed: int = 0):
+        super().__init__(features, seed)
+        self.physics: dict[str, float] = {}
+        self.glue: LinearRegressor | None = None
+
+    # physics ---------------------------------------------------------------------
+    def _physics_names(self) -> list[str]:
+        return [f for f in PHYSICS_FEATURES if f in self.feature_names]
+
+    def _fit(self, forest: Forest) -> None:
+        if self.features == "all":
+            names = self._physics_names()
+            leaf = forest.is_leaf
+            X = np.stack([forest.col(f)[leaf] for f in names], axis=1)
+            y = forest.energy[leaf]
+            coef = weighted_lstsq(X, y, 1.0 / np.maximum(y, _MIN_J) ** 2, ridge=0.0)
+            self.physics = {f: float(c) for f, c in zip(names, coef, strict=True)}
+            self.leaves = None
+            return
+        self._fit_leaves(forest, "anchored")
+        self._fit_glue(forest)
+
+    # glue ------------------------------------------------------------------------
+    def _glue_design(self, forest: Forest) -> tuple[np.ndarray, list[str]]:
+        flops, mem, bs = forest.col("flops"), forest.col("mem_bytes"), forest.col("batch_seq")
+        extra_flops = np.maximum(flops - forest.child_sum(flops), 0.0)
+        extra_mem = np.maximum(mem - forest.child_sum(mem), 0.0)
+        n_children = forest.child_sum(np.ones(len(forest.nodes)))
+        cols = {
+            "extra_flops": extra_flops,
+            "extra_mem_bytes": extra_mem,
+            "batch_seq": bs,
+            "n_children": n_children,
+            "n_children_x_batch_seq": n_children * bs,
+        }
+        names = sorted(cols)
+        return np.stack([cols[n] for n in names], axis=1), names
+
+    def _fit_glue(self, forest: Forest) -> None:
+        internal = ~forest.is_leaf
+        D, names = self._glue_design(forest)
+        glue_j = forest.energy - forest.child_sum(forest.energy)
+        G = forest.energy
+        reg = LinearRegressor(names, weighting="none", intercept_=False)
+        # Relative error of the parent: weight by 1/G(parent)².
+        Z = D[internal]
+        w = 1.0 / np.maximum(G[internal], _MIN_J) ** 2
+        reg.mean = [0.0] * len(names)
+        scale = np.sqrt(np.average(Z**2, axis=0, weights=w))
+        scale = np.where(scale > 0, scale, 1.0)
+        reg.scale = scale.tolist()
+        beta = weighted_lstsq(Z / scale, glue_j[internal], w)
+        reg.coef, reg.intercept = beta.tolist(), 0.0
+        self.glue = reg
+
+    def _predict_forest(self, forest: Forest) -> tuple[np.ndarray, np.ndarray]:
+        if self.features == "all":
+            names = self._physics_names()
+            X = np.stack([forest.col(f) for f in names], axis=1)
+            coef = np.asarray([self.physics[f] for f in names])
+            return X @ coef, np.zeros(len(forest.nodes), dtype=bool)
+        assert self.glue is not None
+        leaf, generic = self._leaf_predictions(forest)
+        D, _ = self._glue_design(forest)
+        glue_j = self.glue.predict(D)
+        return forest.fold_with(leaf, lambda idx, v: v, lambda idx, s: s + glue_j[idx]), generic
+
+    def _params_json(self) -> dict[str, Any]:
+        if self.features == "all":
+            return {"physics": dict(self.physics)}
+        assert self.leaves is not None and self.glue is not None
+        return {"leaves": self.leaves.to_json(), "glue": self.glue.to_json()}
+
+    def _load_params(self, obj: dict[str, Any]) -> None:
+        if self.features == "all":
+            obj = _require(obj, ("physics",), "predictor params")
+            phys = obj["physics"]
+            _check(isinstance(phys, dict), "predictor params field 'physics': expected an object")
+            names = self._physics_names()
+            _check(set(phys) == set(names), f"predictor params field 'physics': expected coefficients for {names}")
+            self.physics = {f: _finite(phys[f], f"physics.{f}") for f in names}
+            return
+        obj = _require(obj, ("leaves", "glue"), "predictor params")
+        self.leaves = LeafRegressors.from_json(obj["leaves"])
+        glue = LinearRegressor.from_json(obj["glue"])
+        self.glue = glue
+
+
+# -- factory / loading ----------------------------------------------------------------
+
+_CLASSES: dict[str, type[Predictor]] = {
+    "glue": GluePredictor,
+    "end2end": End2EndPredictor,
+    "stepwise": StepWisePredictor,
+    "predictedsum": PredictedSumPredictor,
+    "unstructured": UnstructuredPredictor,
+}
+
+
+def make_predictor(strategy: str = DEFAULT_STRATEGY, features: str = "model", seed: int = 0) -> Predictor:
+    """A new, unfitted predictor; ``UsageError`` naming the valid choices on a bad name."""
+    if strategy not in _CLASSES:
+        raise UsageError(f"unknown strategy {strategy!r}; expected one of {list(STRATEGIES)}")
+    if features not in FEATURE_SETS:
+        raise UsageError(f"unknown feature set {features!r}; expected one of {list(FEATURE_SETS)}")
+    return _CLASSES[strategy](features, seed)
+
+
+def predictor_from_json(obj: Any) -> Predictor:
+    """Re-create a fitted predictor from :meth:`Predictor.to_json`; ``ModelFileError`` on bad content."""
+    obj = _require(obj, ("format", "strategy", "features", "feature_names", "seed", "params"), "predictor")
+    _check(obj["format"] == PREDICTOR_FORMAT, f"predictor: expected format {PREDICTOR_FORMAT!r}, got {obj['format']!r}")
+    _check(
+        obj["strategy"] in _CLASSES,
+        f"predictor: unknown strategy {obj['strategy']!r}; expected one of {list(STRATEGIES)}",
+    )
+    _check(
+        obj["features"] in FEATURE_SETS,
+        f"predictor: unknown feature set {obj['features']!r}; expected one of {list(FEATURE_SETS)}",
+    )
+    names = obj["feature_names"]
+    _check(
+        isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) > 0,
+        "predictor field 'feature_names': expected a non-empty list of names",
+    )
+    expected = feature_names_for(obj["features"])
+    _check(
+        names[: len(expected)] == expected
+        and all(n in OPTIONAL_RESOURCE_FEATURES for n in names[len(expected) :])
+        and len(set(names)) == len(names),
+        f"predictor field 'feature_names': expected {expected} (+ optional {list(OPTIONAL_RESOURCE_FEATURES)}) "
+        f"for feature set {obj['features']!r}, got {names}",
+    )
+    seed = obj["seed"]
+    _check(isinstance(seed, int) and not isinstance(seed, bool), "predictor field 'seed': expected an integer")
+    pred = _CLASSES[obj["strategy"]](obj["features"], seed)
+    pred.feature_names = list(names)
+    params = obj["params"]
+    _check(isinstance(params, dict), "predictor field 'params': expected an object")
+    try:
+        pred._load_params(params)
+    except ModelFileError:
+        raise
+    except (TypeError, ValueError, KeyError) as exc:  # malformed nested content
+        raise ModelFileError(f"predictor params: malformed content ({exc})") from exc
+    return pred
+
+
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "FEATURE_SETS",
+    "STRATEGIES",
+    "Forest",
+    "Predictor",
+    "feature_names_for",
+    "flatten",
+    "make_predictor",
+    "predictor_from_json",
+]

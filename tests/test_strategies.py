@@ -1,0 +1,153 @@
+"""Tree predictors: every strategy fits, predicts every node, round-trips through JSON."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from pytest_irene.dataset import load_dataset
+from pytest_irene.errors import ModelFileError, UsageError
+from pytest_irene.strategies import DEFAULT_STRATEGY, STRATEGIES, make_predictor, predictor_from_json
+from pytest_irene.tree import EnergyNode, EnergyTree
+
+REFERENCE = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
+
+
+@pytest.fixture(scope="module")
+def trees():
+    return load_dataset(REFERENCE)
+
+
+@pytest.fixture(scope="module")
+def small(trees):
+    """A few trees of three architectures (small inputs keep End2End training fast)."""
+    keep = {"bert-base-uncased", "gpt2", "sshleifer/tiny-ctrl"}
+    return [t for t in trees if t.model_name in keep and t.seq_len <= 96 and t.batch_size <= 16]
+
+
+def test_strategy_names():
+    assert STRATEGIES[0] == DEFAULT_STRATEGY
+    assert set(STRATEGIES[1:]) == {"end2end", "stepwise", "predictedsum", "unstructured"}
+
+
+@pytest.mark.parametrize("features", ["model", "all"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_fit_predict_round_trip(small, strategy, features):
+    pred = make_predictor(strategy, features, seed=0).fit(small)
+    tree = copy.deepcopy(small[0])
+    pred.predict(tree)
+    values = [n.predicted_energy for n in tree.walk()]
+    assert all(v is not None and math.isfinite(v) and v > 0 for v in values)
+    obj = json.loads(json.dumps(pred.to_json()))
+    assert obj["strategy"] == strategy and obj["features"] == features
+    again = predictor_from_json(obj)
+    other = copy.deepcopy(small[0])
+    again.predict(other)
+    assert [n.predicted_energy for n in other.walk()] == values
+
+
+@pytest.mark.parametrize("strategy", ["glue", "end2end"])
+def test_two_fits_are_bit_identical(small, strategy):
+    shuffled = list(reversed(small))  # file order must not matter
+    a = make_predictor(strategy, "model", seed=3).fit(small)
+    b = make_predictor(strategy, "model", seed=3).fit(shuffled)
+    t1, t2 = copy.deepcopy(small[-1]), copy.deepcopy(small[-1])
+    a.predict(t1)
+    b.predict(t2)
+    assert [n.predicted_energy for n in t1.walk()] == [n.predicted_energy for n in t2.walk()]
+
+
+def _unseen_tree() -> EnergyTree:
+    feats = {"flops": 1e6, "mem_bytes": 1e6}
+    root = EnergyNode("", "LlamaModel", "model", dict(flops=3e6, mem_bytes=3.5e6))
+    layer = root.add_child(EnergyNode("layers.0", "LlamaDecoderLayer", "module", dict(flops=3e6, mem_bytes=3e6)))
+    layer.add_child(EnergyNode("layers.0.proj", "Linear", "ml", dict(feats)))
+    layer.add_child(EnergyNode("layers.0.norm", "RMSNorm", "ml", dict(feats)))
+    layer.add_child(EnergyNode("layers.0.act", "SiLU", "ml", dict(feats)))
+    tree = EnergyTree(root, model_name="llama-tiny", batch_size=8, seq_len=32)
+    tree.set_tree_features()
+    return tree
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_unseen_leaf_types_are_flagged_generic(small, strategy):
+    pred = make_predictor(strategy, "model").fit(small)
+    tree = _unseen_tree()
+    pred.predict(tree)
+    assert tree["layers.0.norm"].notes.get("generic_regressor") is True
+    assert tree["layers.0.act"].notes.get("generic_regressor") is True
+    assert "generic_regressor" not in tree["layers.0.proj"].notes
+    assert all(n.predicted_energy and n.predicted_energy > 0 for n in tree.walk())
+
+
+def test_all_features_need_measured_resources(small):
+    pred = make_predictor(DEFAULT_STRATEGY, "all").fit(small)
+    with pytest.raises(UsageError, match="lacks feature"):
+        pred.predict(_unseen_tree())
+
+
+def test_default_module_level_beats_predicted_sum_on_held_out_model(trees):
+    """Behavioural check: the default must model the glue outside children."""
+    train = [t for t in trees if t.model_name not in ("roberta-base",) and t.batch_size <= 16]
+    test = [copy.deepcopy(t) for t in trees if t.model_name == "roberta-base" and t.batch_size == 16]
+    errs = {}
+    for strategy in ("glue", "predictedsum"):
+        pred = make_predictor(strategy, "model").fit(train)
+        pred.predict_many(test)
+        rel = [abs(t.root.predicted_energy - t.root.energy) / t.root.energy for t in test]
+        errs[strategy] = 100 * sum(rel) / len(rel)
+    assert errs["glue"] < 6.0
+    assert errs["glue"] < errs["predictedsum"] / 2
+
+
+def test_make_predictor_rejects_unknown_names():
+    with pytest.raises(UsageError, match="unknown strategy"):
+        make_predictor("magic", "model")
+    with pytest.raises(UsageError, match="unknown feature set"):
+        make_predictor("glue", "some")
+
+
+@pytest.fixture(scope="module")
+def saved(small):
+    return {s: make_predictor(s, "model").fit(small).to_json() for s in ("glue", "end2end", "unstructured")}
+
+
+def _bad(obj, path, value=None, delete=False):
+    obj = copy.deepcopy(obj)
+    cur = obj
+    for key in path[:-1]:
+        cur = cur[key]
+    if delete:
+        del cur[path[-1]]
+    else:
+        cur[path[-1]] = value
+    return obj
+
+
+@pytest.mark.parametrize(
+    "strategy, path, value, delete, message",
+    [
+        ("glue", ["strategy"], "magic", False, "unknown strategy 'magic'"),
+        ("glue", ["features"], "some", False, "unknown feature set 'some'"),
+        ("glue", ["params"], None, True, "missing field 'params'"),
+        ("glue", ["feature_names"], ["flops"], False, "feature_names"),
+        ("glue", ["params", "glue", "coef"], [float("nan")] * 5, False, "NaN"),
+        ("glue", ["params", "leaves", "generic", "coef"], [1.0], False, "expected 5 values"),
+        ("end2end", ["params", "alpha", "W"], [0.0, 1.0], False, "'W': expected"),
+        ("end2end", ["params", "alpha", "b"], float("inf"), False, "NaN or infinite"),
+        ("unstructured", ["params", "levels"], {}, False, "non-empty"),
+        ("glue", ["format"], "other/9", False, "expected format"),
+    ],
+)
+def test_predictor_from_json_validates(saved, strategy, path, value, delete, message):
+    with pytest.raises(ModelFileError, match=message):
+        predictor_from_json(_bad(saved[strategy], path, value, delete))
+
+
+def test_predictor_from_json_rejects_non_object():
+    with pytest.raises(ModelFileError):
+        predictor_from_json([1, 2])
