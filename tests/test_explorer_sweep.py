@@ -36,11 +36,31 @@ def main(argv: list[str]) -> int:
 
 
 FACTORY_SRC = '''
+import torch
 from transformers import GPT2Config, GPT2Model
 
 def tiny_gpt2():
     return GPT2Model(GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=128, n_positions=256,
-                                attn_implementation="eager"))
+                                bos_token_id=0, eos_token_id=0, attn_implementation="eager"))
+
+
+class Mixer(torch.nn.Module):
+    """Not a transformers model: it says itself what its inputs are."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(32, 128)
+        self.fc2 = torch.nn.Linear(128, 32)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+    def irene_inputs(self, batch_size, seq_len, device="meta"):
+        return torch.zeros(batch_size, seq_len, 32, device=device)
+
+
+def mixer():
+    return Mixer()
 '''
 
 
@@ -56,6 +76,14 @@ def test_compact_variant_names_resolve() -> None:
     assert spec == compact_variants("bert-base-uncased", [2], [128])[0]
     with pytest.raises(ParameterError, match="model"):
         resolve_model("bert-base-uncased[L=two]")
+
+
+def test_factory_model_with_its_own_inputs(factory: str) -> None:
+    ref = factory.replace(":tiny_gpt2", ":mixer")
+    sweep = run_sweep([resolve_model(ref)], [1], [8, 64], bundled_profiles()[0])
+    small, large = sweep.points
+    assert large.total_j > small.total_j > 0
+    assert set(small.parts) == {"Mixer"}
 
 
 def test_run_sweep_grows_with_input_size_and_parts_add_up(factory: str) -> None:

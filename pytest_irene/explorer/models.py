@@ -4,7 +4,9 @@ An explorer model is named either by a bundled architecture
 (``bert-base-uncased``), by a bundled architecture with config overrides (a
 compact BERT: ``bert-base-uncased[L=4,H=256]``) or by a ``module:factory``
 reference to user code (``mypkg.models:tiny_bert`` or ``path/to/file.py:make``)
-whose factory takes no arguments and returns a ``torch.nn.Module``. Models are
+whose factory takes no arguments and returns a ``torch.nn.Module``: a
+transformers model gets the tracer's example inputs; any other module must
+define ``irene_inputs(batch_size, seq_len, device)`` returning its inputs. Models are
 built and traced on the meta device, so predicting even a large model at a
 large input size takes no memory and well under a second.
 
@@ -80,7 +82,11 @@ class ModelSpec:
         from ..tracing import trace
 
         model = self.build()
-        inputs = example_inputs(model, batch_size, seq_len, device="meta")
+        custom = getattr(model, "irene_inputs", None)
+        if callable(custom):  # a factory's own model that is not a transformers model
+            inputs = custom(batch_size, seq_len, device="meta")
+        else:
+            inputs = example_inputs(model, batch_size, seq_len, device="meta")
         tree = trace(model, inputs, batch_size=batch_size, seq_len=seq_len, device="meta", model_name=self.name)
         tree.model_name = self.name
         return tree
