@@ -104,9 +104,11 @@ def example_inputs(
 ) -> dict[str, torch.Tensor]:
     """Inputs of shape ``(batch_size, seq_len)`` for a bundled architecture or a transformers model.
 
-    ``input_ids`` (token ids within the vocabulary) and an all-ones
-    ``attention_mask`` (as a tokenizer returns for unpadded text); BERT-like models
-    also get ``token_type_ids``. On the meta device the values are not materialised.
+    ``input_ids`` (token ids within the vocabulary, avoiding the padding id) and an
+    ``attention_mask`` of ones with the last position of the last row padded, as a
+    tokenizer returns for a batch of uneven texts: models then apply their mask on a
+    real device as they do in a meta trace. BERT-like models also get ``token_type_ids``.
+    On the meta device the values are not materialised.
     """
     if batch_size <= 0 or seq_len <= 0:
         raise UsageError(f"example_inputs: batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
@@ -117,10 +119,13 @@ def example_inputs(
     if dev.type != "meta" and cfg.get("pad_token_id") is not None:
         pad = int(cfg["pad_token_id"])
         ids = torch.where(ids == pad, torch.full_like(ids, (pad + 1) % vocab), ids)
-    inputs = {
-        "input_ids": ids.to(torch.long),
-        "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long, device=dev),
-    }
+    mask = torch.ones(batch_size, seq_len, dtype=torch.long, device=dev)
+    if seq_len > 1 and dev.type != "meta":
+        # One padded position (the last row is one token shorter), so a model decides to
+        # build and apply its attention mask on a real device exactly as the meta trace
+        # assumes (and as every model of the reference dataset did).
+        mask[-1, -1] = 0
+    inputs = {"input_ids": ids.to(torch.long), "attention_mask": mask}
     if model_type not in _NO_TOKEN_TYPES and int(cfg.get("type_vocab_size") or 0) > 0:
         inputs["token_type_ids"] = torch.zeros(batch_size, seq_len, dtype=torch.long, device=dev)
     return inputs

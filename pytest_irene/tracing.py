@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,7 +274,7 @@ def _to_device(value: Any, device: torch.device) -> Any:
         return tuple(_to_device(v, device) for v in value)
     if isinstance(value, list):
         return [_to_device(v, device) for v in value]
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # dict, transformers' BatchEncoding
         return {k: _to_device(v, device) for k, v in value.items()}
     return value
 
@@ -284,7 +284,7 @@ def _flat_tensors(value: Any) -> list[torch.Tensor]:
         return [value]
     if isinstance(value, (tuple, list)):
         return [t for v in value for t in _flat_tensors(v)]
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return [t for v in value.values() for t in _flat_tensors(v)]
     return []
 
@@ -326,7 +326,7 @@ def _meta_copy(model: nn.Module) -> nn.Module:
 
 
 def _call(model: nn.Module, inputs: Any) -> Any:
-    if isinstance(inputs, dict):
+    if isinstance(inputs, Mapping):
         return model(**inputs)
     if isinstance(inputs, (tuple, list)):
         return model(*inputs)

@@ -289,12 +289,28 @@ def test_capture_on_cpu_gives_replayable_calls() -> None:
     assert tree.calls["encoder.layer.0.attention.self.matmul#0"].fn in (torch.matmul, torch.Tensor.matmul)
 
 
-def test_meta_trace_of_a_model_without_data_dependent_issues_matches_cpu() -> None:
-    model = build_model("gpt2", device="cpu", n_layer=1, n_embd=32, n_head=2)
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("gpt2", {"n_layer": 1, "n_embd": 32, "n_head": 2}),
+        ("bert-base-uncased", {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}),
+    ],
+)
+def test_meta_and_cpu_traces_agree(name: str, overrides: dict) -> None:
+    """Data-dependent branches (is the batch padded?) go the same way on meta and on a real device."""
+    model = build_model(name, device="cpu", **overrides)
     inputs = example_inputs(model, 2, 6, device="cpu")
     meta = trace(model, inputs)
     cpu = trace(model, inputs, device="cpu")
     assert [(n.scope, n.features) for n in meta.walk()] == [(n.scope, n.features) for n in cpu.walk()]
+
+
+def test_batch_encoding_inputs() -> None:
+    from transformers import BatchEncoding
+
+    model = build_model("distilgpt2", n_layer=1)
+    tree = trace(model, BatchEncoding(example_inputs(model, 3, 4)))
+    assert (tree.batch_size, tree.seq_len) == (3, 4)
 
 
 # -- fidelity to the reference dataset ----------------------------------------------------
