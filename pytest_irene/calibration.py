@@ -196,7 +196,9 @@ class CalibrationPlan:
 
 
 def format_duration(seconds: float) -> str:
-    """``1 h 02 min``, ``3 min 20 s``, ``12.5 s``."""
+    """``1 h 02 min``, ``3 min 20 s``, ``12.5 s``, ``0.04 s``."""
+    if seconds < 10:
+        return f"{seconds:.2f} s"
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, sec = divmod(int(round(seconds)), 60)

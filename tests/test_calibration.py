@@ -84,6 +84,7 @@ def test_settings_are_validated() -> None:
 
 def test_format_duration() -> None:
     assert format_duration(12.46) == "12.5 s"
+    assert format_duration(0.04) == "0.04 s"
     assert format_duration(200) == "3 min 20 s"
     assert format_duration(3720) == "1 h 02 min"
 
