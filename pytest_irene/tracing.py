@@ -18,7 +18,12 @@ How it works, and why:
   adds, scalings and masks it runs itself (the dataset counted them that way).
 * **Meta device by default**: the model is copied with every parameter and
   buffer replaced by a meta tensor (no data copied), the inputs are converted to
-  meta, and nothing of the user's model is touched. On a real device the user's
+  meta, and nothing of the user's model is touched. Meta tensors have no values,
+  so a data-dependent check (``mask.all()``, ``bool(t)``) answers ``False`` for
+  booleans ("is every position unmasked?" -> no: the model applies its attention
+  mask, as every model of the reference dataset did) and ``1`` for numbers.
+  :func:`~pytest_irene.architectures.example_inputs` pads one position so a real
+  device takes the same branch. On a real device the user's
   model runs for real, and ``capture=True`` records each node's call so the
   runtime can replay nodes one by one.
 """
@@ -316,6 +321,10 @@ def _meta_copy(model: nn.Module) -> nn.Module:
         memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
     for b in model.buffers():
         memo[id(b)] = torch.empty_like(b, device="meta")
+    for m in model.modules():  # tensors kept as plain attributes (cached tables, masks)
+        for value in vars(m).values():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and id(value) not in memo:
+                memo[id(value)] = torch.empty_like(value, device="meta")
     try:
         return copy.deepcopy(model, memo)
     except Exception as exc:  # noqa: BLE001 - any attribute that refuses to copy

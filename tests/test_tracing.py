@@ -242,6 +242,23 @@ def test_meta_trace_leaves_the_model_untouched() -> None:
     assert all(p.device.type == "cpu" for p in model.parameters())
 
 
+def test_plain_tensor_attributes_follow_to_meta() -> None:
+    class Cached(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.table = torch.randn(16, 4)  # not a buffer
+
+        def forward(self, ids):
+            return self.fc(self.table[ids])
+
+    model = Cached()
+    table = model.table
+    tree = trace(model, torch.zeros(2, 3, dtype=torch.long))
+    assert tree["fc"].features["flops"] == 2 * 6 * 4 * 4 + 6 * 4
+    assert model.table is table and model.table.device.type == "cpu"
+
+
 def test_failing_forward_names_the_module_and_leaves_no_trace() -> None:
     model = Exploding()
     before = _snapshot(model)
