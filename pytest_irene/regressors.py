@@ -196,6 +196,8 @@ class LinearRegressor:
 ANCHOR_BASE = ("flops", "mem_bytes", "batch_seq")
 #: Inputs of the anchored regressor's log-space correction.
 ANCHOR_CORRECTION = ("flops", "mem_bytes", "batch_seq", "seq_len", "batch_size")
+#: Shape coordinates of the residual memory (log space).
+ANCHOR_MEMORY = ("flops", "mem_bytes", "batch_size", "seq_len")
 
 
 @dataclass
@@ -212,20 +214,24 @@ class AnchoredRegressor:
     base: LinearRegressor
     correction: LinearRegressor
     clip: float = 0.7
+    memory: ResidualMemory | None = None
 
     kind = "anchored"
 
     @property
     def features(self) -> list[str]:
-        return sorted(set(self.base.features) | set(self.correction.features))
+        mem = set(self.memory.features) if self.memory is not None else set()
+        return sorted(set(self.base.features) | set(self.correction.features) | mem)
 
     @classmethod
-    def new(cls, available: Sequence[str]) -> AnchoredRegressor:
+    def new(cls, available: Sequence[str], memory: bool = True) -> AnchoredRegressor:
         base = [f for f in ANCHOR_BASE if f in available]
         corr = [f for f in ANCHOR_CORRECTION if f in available]
+        mem = [f for f in ANCHOR_MEMORY if f in available]
         return cls(
             base=LinearRegressor(base, weighting="relative"),
             correction=LinearRegressor(corr, log_inputs=True),
+            memory=ResidualMemory(mem) if memory else None,
         )
 
     def _cols(self, X: np.ndarray, names: Sequence[str], sub: Sequence[str]) -> np.ndarray:
@@ -238,6 +244,11 @@ class AnchoredRegressor:
         b = self._base(self._cols(X, names, self.base.features), y)
         resid = np.log(np.maximum(y, _MIN_ENERGY_J)) - np.log(b)
         self.correction.fit(self._cols(X, names, self.correction.features), resid)
+        if self.memory is not None:
+            smooth = self._smooth(X, names)
+            self.memory.fit(
+                self._cols(X, names, self.memory.features), np.log(np.maximum(y, _MIN_ENERGY_J)) - np.log(smooth)
+            )
         return self
 
     def _base(self, Xb: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
@@ -245,22 +256,117 @@ class AnchoredRegressor:
         floor = _MIN_ENERGY_J if y is None else max(float(np.min(y)) * 0.05, _MIN_ENERGY_J)
         return np.maximum(b, floor)
 
-    def predict_named(self, X: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    def _smooth(self, X: np.ndarray, names: Sequence[str]) -> np.ndarray:
         b = self._base(self._cols(X, names, self.base.features))
         c = np.clip(self.correction.predict(self._cols(X, names, self.correction.features)), -self.clip, self.clip)
         return b * np.exp(c)
 
+    def predict_named(self, X: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        smooth = self._smooth(X, names)
+        if self.memory is None:
+            return smooth
+        return smooth * np.exp(self.memory.predict(self._cols(X, names, self.memory.features)))
+
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "base": self.base.to_json(), "correction": self.correction.to_json(), "clip": self.clip}
+        return {
+            "kind": self.kind,
+            "base": self.base.to_json(),
+            "correction": self.correction.to_json(),
+            "clip": self.clip,
+            "memory": None if self.memory is None else self.memory.to_json(),
+        }
 
     @classmethod
     def from_json(cls, obj: Any) -> AnchoredRegressor:
-        obj = _require(obj, ("base", "correction", "clip"), "anchored regressor")
+        obj = _require(obj, ("base", "correction", "clip", "memory"), "anchored regressor")
         return cls(
             base=LinearRegressor.from_json(obj["base"]),
             correction=LinearRegressor.from_json(obj["correction"]),
             clip=_finite(obj["clip"], "clip"),
+            memory=None if obj["memory"] is None else ResidualMemory.from_json(obj["memory"]),
         )
+
+
+@dataclass
+class ResidualMemory:
+    """Kernel-smoothed memory of log-residuals at the input shapes seen in training.
+
+    GPU kernels are not smooth in their shapes (a batched matmul at sequence 160
+    costs more than at 192; tiny matrices pay a fixed launch cost), so a smooth
+    model misses by 5-10 % on shapes it has *measured*. The memory stores, per
+    distinct shape (log features), the mean ``log(E/smooth)`` and returns the
+    Nadaraya-Watson average ``Σ kᵢ·nᵢ·rᵢ / (prior + Σ kᵢ·nᵢ)`` with a narrow Gaussian
+    kernel (``bandwidth`` in log units). Far from every stored shape the weights
+    vanish and the correction falls back to 0: new widths and longer inputs are
+    left to the physics of the smooth base.
+    """
+
+    features: list[str]
+    bandwidth: float = 0.05
+    prior: float = 0.25
+    points: list[list[float]] = field(default_factory=list)
+    residuals: list[float] = field(default_factory=list)
+    counts: list[float] = field(default_factory=list)
+
+    def _z(self, X: np.ndarray) -> np.ndarray:
+        return np.log1p(np.maximum(np.asarray(X, dtype=np.float64), 0.0))
+
+    def fit(self, X: np.ndarray, resid: np.ndarray) -> ResidualMemory:
+        Z = np.round(self._z(X), 9)
+        if len(Z) == 0:
+            self.points, self.residuals, self.counts = [], [], []
+            return self
+        uniq, inverse, counts = np.unique(Z, axis=0, return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(-1)
+        sums = np.zeros(len(uniq))
+        np.add.at(sums, inverse, np.asarray(resid, dtype=np.float64))
+        self.points = uniq.tolist()
+        self.residuals = (sums / counts).tolist()
+        self.counts = counts.astype(np.float64).tolist()
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        if not self.points or len(X) == 0:
+            return np.zeros(len(X))
+        Zq = self._z(X)
+        uq, inverse = np.unique(Zq, axis=0, return_inverse=True)
+        P = np.asarray(self.points)
+        r = np.asarray(self.residuals)
+        n = np.asarray(self.counts)
+        out = np.empty(len(uq))
+        for s in range(0, len(uq), 256):  # bounded memory: 256 × M × k
+            d2 = (((uq[s : s + 256, None, :] - P[None, :, :]) / self.bandwidth) ** 2).sum(axis=2)
+            k = np.exp(-0.5 * d2) * n
+            out[s : s + 256] = (k @ r) / (self.prior + k.sum(axis=1))
+        return out[inverse.reshape(-1)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "features": list(self.features),
+            "bandwidth": self.bandwidth,
+            "prior": self.prior,
+            "points": self.points,
+            "residuals": self.residuals,
+            "counts": self.counts,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ResidualMemory:
+        obj = _require(obj, ("features", "bandwidth", "prior", "points", "residuals", "counts"), "residual memory")
+        feats = obj["features"]
+        _check(
+            isinstance(feats, list) and all(isinstance(f, str) for f in feats),
+            "residual memory field 'features': expected a list of names",
+        )
+        _check(isinstance(obj["points"], list), "residual memory field 'points': expected a list")
+        points = [_floats(p, "points", len(feats)) for p in obj["points"]]
+        m = len(points)
+        mem = cls(list(feats), _finite(obj["bandwidth"], "bandwidth"), _finite(obj["prior"], "prior"))
+        _check(mem.bandwidth > 0 and mem.prior > 0, "residual memory: bandwidth and prior must be positive")
+        mem.points = points
+        mem.residuals = _floats(obj["residuals"], "residuals", m)
+        mem.counts = _floats(obj["counts"], "counts", m)
+        return mem
 
 
 Regressor = LinearRegressor | AnchoredRegressor

@@ -592,6 +592,101 @@ class UnstructuredPredictor(Predictor):
 PHYSICS_FEATURES: tuple[str, ...] = ("gpu_energy_j", "latency_s", "cpu_energy_j")
 
 
+@dataclass
+class GlueModel:
+    """Energy a module spends outside its children, from what it does beyond them.
+
+    Columns (all in joules or counts, no intercept): the children's energies summed
+    per child category (each leaf type seen in training, ``other`` leaves, child
+    ``modules``), the node's flops and bytes beyond its children's, its number of
+    children and its batch·sequence. A coefficient on a category is the share of
+    glue that kind of child drags along (a MatMul/Softmax child implies head
+    reshapes, scaling and masking of the same tensors; a child module implies
+    almost none; many child blocks overlap slightly, giving a small negative
+    share). Fitted by ``1/E(parent)²``-weighted ridge least squares on
+    ground-truth children, so the error minimised is the parent's relative error.
+    """
+
+    categories: list[str]
+    scale: list[float]
+    coef: list[float]
+
+    EXTRA = ("extra_flops", "extra_mem_bytes", "n_children", "batch_seq")
+
+    @property
+    def columns(self) -> list[str]:
+        return [f"energy:{c}" for c in self.categories] + list(self.EXTRA)
+
+    def category_of(self, forest: Forest) -> np.ndarray:
+        """Category index of every node as a child."""
+        lookup = {c: i for i, c in enumerate(self.categories)}
+        other, module = lookup["<other>"], lookup["<module>"]
+        return np.array(
+            [module if not leaf else lookup.get(t, other) for t, leaf in zip(forest.types, forest.is_leaf, strict=True)],
+            dtype=np.int64,
+        )
+
+    def extra(self, forest: Forest) -> np.ndarray:
+        flops, mem = forest.col("flops"), forest.col("mem_bytes")
+        return np.stack(
+            [
+                np.maximum(flops - forest.child_sum(flops), 0.0),
+                np.maximum(mem - forest.child_sum(mem), 0.0),
+                forest.child_sum(np.ones(len(forest.nodes))),
+                forest.col("batch_seq"),
+            ],
+            axis=1,
+        )
+
+    def category_sums(self, forest: Forest, values: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(forest.nodes), len(self.categories)))
+        has = forest.parent >= 0
+        np.add.at(out, (forest.parent[has], cat[has]), values[has])
+        return out
+
+    @classmethod
+    def fit(cls, forest: Forest, min_count: int = 20) -> GlueModel:
+        child = forest.parent >= 0
+        leaf_child_types = forest.types[child & forest.is_leaf]
+        names, counts = np.unique(leaf_child_types.astype(str), return_counts=True)
+        cats = sorted(str(n) for n, c in zip(names, counts, strict=True) if c >= min_count)
+        model = cls(categories=cats + ["<other>", "<module>"], scale=[], coef=[])
+        internal = ~forest.is_leaf
+        cat = model.category_of(forest)
+        D = np.hstack([model.category_sums(forest, forest.energy, cat), model.extra(forest)])[internal]
+        G = forest.energy[internal]
+        glue = G - forest.child_sum(forest.energy)[internal]
+        w = 1.0 / np.maximum(G, _MIN_J) ** 2
+        scale = np.sqrt(np.average(D**2, axis=0, weights=w))
+        scale = np.where(scale > 0, scale, 1.0)
+        beta = weighted_lstsq(D / scale, glue, w, ridge=1e-4)
+        model.scale, model.coef = scale.tolist(), beta.tolist()
+        return model
+
+    def glue_j(self, category_sums: np.ndarray, extra: np.ndarray) -> np.ndarray:
+        D = np.hstack([category_sums, extra])
+        return (D / np.asarray(self.scale)) @ np.asarray(self.coef)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"categories": list(self.categories), "scale": list(self.scale), "coef": list(self.coef)}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> GlueModel:
+        obj = _require(obj, ("categories", "scale", "coef"), "glue model")
+        cats = obj["categories"]
+        _check(
+            isinstance(cats, list)
+            and all(isinstance(c, str) for c in cats)
+            and "<other>" in cats
+            and "<module>" in cats,
+            "glue model field 'categories': expected a list of names including '<other>' and '<module>'",
+        )
+        n = len(cats) + len(cls.EXTRA)
+        scale = _floats(obj["scale"], "scale", n)
+        _check(all(v > 0 for v in scale), "glue model field 'scale': expected positive values")
+        return cls(list(cats), scale, _floats(obj["coef"], "coef", n))
+
+
 class GluePredictor(Predictor):
     """Default: physics with resource features; anchored leaves + glue with model features."""
 
@@ -600,9 +695,8 @@ class GluePredictor(Predictor):
     def __init__(self, features: str, seed: int = 0):
         super().__init__(features, seed)
         self.physics: dict[str, float] = {}
-        self.glue: LinearRegressor | None = None
+        self.glue: GlueModel | None = None
 
-    # physics ---------------------------------------------------------------------
     def _physics_names(self) -> list[str]:
         return [f for f in PHYSICS_FEATURES if f in self.feature_names]
 
@@ -617,40 +711,7 @@ class GluePredictor(Predictor):
             self.leaves = None
             return
         self._fit_leaves(forest, "anchored")
-        self._fit_glue(forest)
-
-    # glue ------------------------------------------------------------------------
-    def _glue_design(self, forest: Forest) -> tuple[np.ndarray, list[str]]:
-        flops, mem, bs = forest.col("flops"), forest.col("mem_bytes"), forest.col("batch_seq")
-        extra_flops = np.maximum(flops - forest.child_sum(flops), 0.0)
-        extra_mem = np.maximum(mem - forest.child_sum(mem), 0.0)
-        n_children = forest.child_sum(np.ones(len(forest.nodes)))
-        cols = {
-            "extra_flops": extra_flops,
-            "extra_mem_bytes": extra_mem,
-            "batch_seq": bs,
-            "n_children": n_children,
-            "n_children_x_batch_seq": n_children * bs,
-        }
-        names = sorted(cols)
-        return np.stack([cols[n] for n in names], axis=1), names
-
-    def _fit_glue(self, forest: Forest) -> None:
-        internal = ~forest.is_leaf
-        D, names = self._glue_design(forest)
-        glue_j = forest.energy - forest.child_sum(forest.energy)
-        G = forest.energy
-        reg = LinearRegressor(names, weighting="none", intercept_=False)
-        # Relative error of the parent: weight by 1/G(parent)².
-        Z = D[internal]
-        w = 1.0 / np.maximum(G[internal], _MIN_J) ** 2
-        reg.mean = [0.0] * len(names)
-        scale = np.sqrt(np.average(Z**2, axis=0, weights=w))
-        scale = np.where(scale > 0, scale, 1.0)
-        reg.scale = scale.tolist()
-        beta = weighted_lstsq(Z / scale, glue_j[internal], w)
-        reg.coef, reg.intercept = beta.tolist(), 0.0
-        self.glue = reg
+        self.glue = GlueModel.fit(forest)
 
     def _predict_forest(self, forest: Forest) -> tuple[np.ndarray, np.ndarray]:
         if self.features == "all":
@@ -658,11 +719,22 @@ class GluePredictor(Predictor):
             X = np.stack([forest.col(f) for f in names], axis=1)
             coef = np.asarray([self.physics[f] for f in names])
             return X @ coef, np.zeros(len(forest.nodes), dtype=bool)
-        assert self.glue is not None
+        glue = self.glue
+        assert glue is not None
         leaf, generic = self._leaf_predictions(forest)
-        D, _ = self._glue_design(forest)
-        glue_j = self.glue.predict(D)
-        return forest.fold_with(leaf, lambda idx, v: v, lambda idx, s: s + glue_j[idx]), generic
+        cat = glue.category_of(forest)
+        extra = glue.extra(forest)
+        values = np.where(forest.is_leaf, leaf, 0.0)
+        for d in range(forest.max_depth, 0, -1):
+            kids = np.nonzero(forest.depth == d)[0]
+            parents = forest.parent[kids]
+            sums = np.zeros((len(forest.nodes), len(glue.categories)))
+            np.add.at(sums, (parents, cat[kids]), values[kids])
+            targets = np.unique(parents)
+            targets = targets[~forest.is_leaf[targets]]
+            child_total = sums[targets].sum(axis=1)
+            values[targets] = child_total + glue.glue_j(sums[targets], extra[targets])
+        return values, generic
 
     def _params_json(self) -> dict[str, Any]:
         if self.features == "all":
@@ -681,8 +753,7 @@ class GluePredictor(Predictor):
             return
         obj = _require(obj, ("leaves", "glue"), "predictor params")
         self.leaves = LeafRegressors.from_json(obj["leaves"])
-        glue = LinearRegressor.from_json(obj["glue"])
-        self.glue = glue
+        self.glue = GlueModel.from_json(obj["glue"])
 
 
 # -- factory / loading ----------------------------------------------------------------
