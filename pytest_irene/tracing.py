@@ -408,6 +408,8 @@ def trace(
     training = {m: m.training for m in target.modules()}
     try:
         for m in names:
+            if isinstance(m, torch.jit.ScriptModule):
+                continue  # compiled: no hooks; its ops are charged to its caller
             handles.append(m.register_forward_pre_hook(tracer.pre_hook, with_kwargs=True))
             handles.append(m.register_forward_hook(tracer.post_hook, with_kwargs=True))
         target.eval()
