@@ -94,7 +94,7 @@ _FUNCTIONAL = _functional_table()
 class _Frame:
     """One active node during the forward call."""
 
-    __slots__ = ("node", "formula", "counts", "flops", "mem", "skip", "suffixes")
+    __slots__ = ("node", "formula", "flops", "mem", "skip", "suffixes")
 
     def __init__(self, node: EnergyNode | None, formula: Any = None, skip: bool = False):
         self.node = node
