@@ -110,20 +110,35 @@ class LinearRegressor:
     log_target: bool = False
     weighting: str = "none"  # "none" | "relative"
     intercept_: bool = True
+    nonneg: bool = False
+    clip_inputs: bool = False
     mean: list[float] = field(default_factory=list)
     scale: list[float] = field(default_factory=list)
     coef: list[float] = field(default_factory=list)
     intercept: float = 0.0
+    lo: list[float] = field(default_factory=list)
+    hi: list[float] = field(default_factory=list)
 
     kind = "linear"
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
-        return np.log1p(np.maximum(X, 0.0)) if self.log_inputs else X
+        Z = np.log1p(np.maximum(X, 0.0)) if self.log_inputs else X
+        if self.clip_inputs and self.lo:
+            # Outside the training range the model holds its edge value instead of
+            # extrapolating a fitted curvature (used for corrections, not for physics).
+            Z = np.clip(Z, np.asarray(self.lo), np.asarray(self.hi))
+        return Z
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> LinearRegressor:
+        self.lo, self.hi = [], []
         Z = self._transform(X)
         y = np.asarray(y, dtype=np.float64)
+        if self.clip_inputs:
+            self.lo = (Z.min(axis=0) if len(Z) else np.zeros(Z.shape[1])).tolist()
+            self.hi = (Z.max(axis=0) if len(Z) else np.zeros(Z.shape[1])).tolist()
+        if self.nonneg:
+            return self._fit_nonneg(Z, y)
         mean = Z.mean(axis=0) if len(Z) else np.zeros(Z.shape[1])
         scale = Z.std(axis=0) if len(Z) else np.ones(Z.shape[1])
         scale = np.where(scale > 1e-12 * np.maximum(np.abs(mean), 1.0), scale, 1.0)
@@ -145,6 +160,28 @@ class LinearRegressor:
             self.intercept, self.coef = 0.0, beta.tolist()
         return self
 
+    def _fit_nonneg(self, Z: np.ndarray, y: np.ndarray) -> LinearRegressor:
+        """Non-negative (relative-)weighted least squares on RMS-scaled, uncentred inputs.
+
+        Energy is a sum of non-negative costs (a launch floor, per flop, per byte):
+        forcing the signs keeps a fit on large shapes sane on tiny ones.
+        """
+        from scipy.optimize import nnls
+
+        scale = np.sqrt(np.mean(Z**2, axis=0)) if len(Z) else np.ones(Z.shape[1])
+        scale = np.where(scale > 0, scale, 1.0)
+        cols = [np.ones((len(Z), 1))] if self.intercept_ else []
+        A = np.hstack(cols + [Z / scale])
+        w = np.ones(len(y)) if self.weighting != "relative" else 1.0 / np.maximum(y, _MIN_ENERGY_J) ** 2
+        sw = np.sqrt(w)
+        beta = nnls(A * sw[:, None], y * sw)[0] if len(y) else np.zeros(A.shape[1])
+        self.mean, self.scale = [0.0] * Z.shape[1], scale.tolist()
+        if self.intercept_:
+            self.intercept, self.coef = float(beta[0]), beta[1:].tolist()
+        else:
+            self.intercept, self.coef = 0.0, beta.tolist()
+        return self
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         S = (self._transform(X) - np.asarray(self.mean)) / np.asarray(self.scale)
         out = S @ np.asarray(self.coef) + self.intercept
@@ -158,6 +195,10 @@ class LinearRegressor:
             "log_target": self.log_target,
             "weighting": self.weighting,
             "fit_intercept": self.intercept_,
+            "nonneg": self.nonneg,
+            "clip_inputs": self.clip_inputs,
+            "lo": list(self.lo),
+            "hi": list(self.hi),
             "mean": list(self.mean),
             "scale": list(self.scale),
             "coef": list(self.coef),
@@ -168,7 +209,21 @@ class LinearRegressor:
     def from_json(cls, obj: Any) -> LinearRegressor:
         obj = _require(
             obj,
-            ("features", "log_inputs", "log_target", "weighting", "fit_intercept", "mean", "scale", "coef", "intercept"),
+            (
+                "features",
+                "log_inputs",
+                "log_target",
+                "weighting",
+                "fit_intercept",
+                "nonneg",
+                "clip_inputs",
+                "lo",
+                "hi",
+                "mean",
+                "scale",
+                "coef",
+                "intercept",
+            ),
             "linear regressor",
         )
         feats = obj["features"]
@@ -183,7 +238,12 @@ class LinearRegressor:
             log_target=bool(obj["log_target"]),
             weighting=str(obj["weighting"]),
             intercept_=bool(obj["fit_intercept"]),
+            nonneg=bool(obj["nonneg"]),
+            clip_inputs=bool(obj["clip_inputs"]),
         )
+        if reg.clip_inputs:
+            reg.lo = _floats(obj["lo"], "lo", n)
+            reg.hi = _floats(obj["hi"], "hi", n)
         reg.mean = _floats(obj["mean"], "mean", n)
         reg.scale = _floats(obj["scale"], "scale", n)
         _check(all(s > 0 for s in reg.scale), "regressor field 'scale': expected positive values")
@@ -193,7 +253,7 @@ class LinearRegressor:
 
 
 #: Inputs of the anchored regressor's linear base: what the work physically is.
-ANCHOR_BASE = ("flops", "mem_bytes", "batch_seq")
+ANCHOR_BASE = ("flops", "mem_bytes")
 #: Inputs of the anchored regressor's log-space correction.
 ANCHOR_CORRECTION = ("flops", "mem_bytes", "batch_seq", "seq_len", "batch_size")
 #: Shape coordinates of the residual memory (log space).
@@ -229,8 +289,8 @@ class AnchoredRegressor:
         corr = [f for f in ANCHOR_CORRECTION if f in available]
         mem = [f for f in ANCHOR_MEMORY if f in available]
         return cls(
-            base=LinearRegressor(base, weighting="relative"),
-            correction=LinearRegressor(corr, log_inputs=True),
+            base=LinearRegressor(base, weighting="relative", nonneg=True),
+            correction=LinearRegressor(corr, log_inputs=True, clip_inputs=False),
             memory=ResidualMemory(mem) if memory else None,
         )
 

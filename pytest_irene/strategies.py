@@ -589,7 +589,32 @@ class UnstructuredPredictor(Predictor):
 # -- Glue (default) -------------------------------------------------------------------
 
 #: Physics inputs of the default with resource features, in order of preference.
-PHYSICS_FEATURES: tuple[str, ...] = ("gpu_energy_j", "latency_s", "cpu_energy_j")
+PHYSICS_TERMS: tuple[str, ...] = ("gpu_energy_j", "latency_s", "latency_s*gpu", "cpu_energy_j")
+
+
+def physics_terms(forest: Forest, terms: Sequence[str]) -> np.ndarray:
+    """Columns of the wall-energy model: the GPU's own energy, the rest of the machine's
+    power over the run time (``latency_s``), the part of it that scales with how busy
+    the GPU is (``latency_s·gpu/100``: host-side work that feeds the GPU) and, where
+    RAPL was readable, the CPU package energy."""
+    cols = []
+    for term in terms:
+        if term == "latency_s*gpu":
+            cols.append(forest.col("latency_s") * forest.col("gpu") / 100.0)
+        else:
+            cols.append(forest.col(term))
+    return np.stack(cols, axis=1)
+
+
+def fit_relative_l1(A: np.ndarray, y: np.ndarray, iterations: int = 30) -> np.ndarray:
+    """Minimise the mean *absolute relative* error ``Σ |A·c − y| / y`` (the reported
+    metric) by iteratively reweighted least squares, started from the ``1/y²`` fit."""
+    w = 1.0 / np.maximum(y, _MIN_J) ** 2
+    coef = weighted_lstsq(A, y, w, ridge=0.0)
+    for _ in range(iterations):
+        rel = np.abs(A @ coef - y) / np.maximum(y, _MIN_J)
+        coef = weighted_lstsq(A, y, w / np.maximum(rel, 1e-4), ridge=0.0)
+    return coef
 
 
 @dataclass
@@ -611,11 +636,11 @@ class GlueModel:
     scale: list[float]
     coef: list[float]
 
-    EXTRA = ("extra_flops", "extra_mem_bytes", "n_children", "batch_seq")
+    EXTRA = ("extra_flops", "extra_mem_bytes", "batch_seq")
 
     @property
     def columns(self) -> list[str]:
-        return [f"energy:{c}" for c in self.categories] + list(self.EXTRA)
+        return [f"energy:{c}" for c in self.categories] + [f"count:{c}" for c in self.categories] + list(self.EXTRA)
 
     def category_of(self, forest: Forest) -> np.ndarray:
         """Category index of every node as a child."""
@@ -632,7 +657,6 @@ class GlueModel:
             [
                 np.maximum(flops - forest.child_sum(flops), 0.0),
                 np.maximum(mem - forest.child_sum(mem), 0.0),
-                forest.child_sum(np.ones(len(forest.nodes))),
                 forest.col("batch_seq"),
             ],
             axis=1,
@@ -653,7 +677,14 @@ class GlueModel:
         model = cls(categories=cats + ["<other>", "<module>"], scale=[], coef=[])
         internal = ~forest.is_leaf
         cat = model.category_of(forest)
-        D = np.hstack([model.category_sums(forest, forest.energy, cat), model.extra(forest)])[internal]
+        ones = np.ones(len(forest.nodes))
+        D = np.hstack(
+            [
+                model.category_sums(forest, forest.energy, cat),
+                model.category_sums(forest, ones, cat),
+                model.extra(forest),
+            ]
+        )[internal]
         G = forest.energy[internal]
         glue = G - forest.child_sum(forest.energy)[internal]
         w = 1.0 / np.maximum(G, _MIN_J) ** 2
@@ -663,8 +694,8 @@ class GlueModel:
         model.scale, model.coef = scale.tolist(), beta.tolist()
         return model
 
-    def glue_j(self, category_sums: np.ndarray, extra: np.ndarray) -> np.ndarray:
-        D = np.hstack([category_sums, extra])
+    def glue_j(self, category_sums: np.ndarray, category_counts: np.ndarray, extra: np.ndarray) -> np.ndarray:
+        D = np.hstack([category_sums, category_counts, extra])
         return (D / np.asarray(self.scale)) @ np.asarray(self.coef)
 
     def to_json(self) -> dict[str, Any]:
@@ -681,7 +712,7 @@ class GlueModel:
             and "<module>" in cats,
             "glue model field 'categories': expected a list of names including '<other>' and '<module>'",
         )
-        n = len(cats) + len(cls.EXTRA)
+        n = 2 * len(cats) + len(cls.EXTRA)
         scale = _floats(obj["scale"], "scale", n)
         _check(all(v > 0 for v in scale), "glue model field 'scale': expected positive values")
         return cls(list(cats), scale, _floats(obj["coef"], "coef", n))
@@ -698,15 +729,13 @@ class GluePredictor(Predictor):
         self.glue: GlueModel | None = None
 
     def _physics_names(self) -> list[str]:
-        return [f for f in PHYSICS_FEATURES if f in self.feature_names]
+        return [t for t in PHYSICS_TERMS if t.split("*")[0] in self.feature_names]
 
     def _fit(self, forest: Forest) -> None:
         if self.features == "all":
+            # One model for every node at every level: wall energy is physics, not structure.
             names = self._physics_names()
-            leaf = forest.is_leaf
-            X = np.stack([forest.col(f)[leaf] for f in names], axis=1)
-            y = forest.energy[leaf]
-            coef = weighted_lstsq(X, y, 1.0 / np.maximum(y, _MIN_J) ** 2, ridge=0.0)
+            coef = fit_relative_l1(physics_terms(forest, names), forest.energy)
             self.physics = {f: float(c) for f, c in zip(names, coef, strict=True)}
             self.leaves = None
             return
@@ -716,14 +745,14 @@ class GluePredictor(Predictor):
     def _predict_forest(self, forest: Forest) -> tuple[np.ndarray, np.ndarray]:
         if self.features == "all":
             names = self._physics_names()
-            X = np.stack([forest.col(f) for f in names], axis=1)
             coef = np.asarray([self.physics[f] for f in names])
-            return X @ coef, np.zeros(len(forest.nodes), dtype=bool)
+            return physics_terms(forest, names) @ coef, np.zeros(len(forest.nodes), dtype=bool)
         glue = self.glue
         assert glue is not None
         leaf, generic = self._leaf_predictions(forest)
         cat = glue.category_of(forest)
         extra = glue.extra(forest)
+        counts = glue.category_sums(forest, np.ones(len(forest.nodes)), cat)
         values = np.where(forest.is_leaf, leaf, 0.0)
         for d in range(forest.max_depth, 0, -1):
             kids = np.nonzero(forest.depth == d)[0]
@@ -733,7 +762,7 @@ class GluePredictor(Predictor):
             targets = np.unique(parents)
             targets = targets[~forest.is_leaf[targets]]
             child_total = sums[targets].sum(axis=1)
-            values[targets] = child_total + glue.glue_j(sums[targets], extra[targets])
+            values[targets] = child_total + glue.glue_j(sums[targets], counts[targets], extra[targets])
         return values, generic
 
     def _params_json(self) -> dict[str, Any]:
