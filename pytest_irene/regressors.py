@@ -258,6 +258,11 @@ ANCHOR_BASE = ("flops", "mem_bytes")
 ANCHOR_CORRECTION = ("flops", "mem_bytes", "batch_seq", "seq_len", "batch_size")
 #: Shape coordinates of the residual memory (log space).
 ANCHOR_MEMORY = ("flops", "mem_bytes", "batch_size", "seq_len")
+#: Kernel bandwidth of the memory in log units: 5 % apart is "another shape".
+MEMORY_BANDWIDTH = 0.05
+#: Bandwidth along log(batch): efficiency of a per-item shape changes slowly with the batch.
+MEMORY_BATCH_BANDWIDTH = 0.3
+_EXTENSIVE = frozenset({"flops", "mem_bytes", "batch_seq", "params"})
 
 
 @dataclass
@@ -274,13 +279,13 @@ class AnchoredRegressor:
     base: LinearRegressor
     correction: LinearRegressor
     clip: float = 0.7
-    memory: ResidualMemory | None = None
+    memories: list[ResidualMemory] = field(default_factory=list)
 
     kind = "anchored"
 
     @property
     def features(self) -> list[str]:
-        mem = set(self.memory.features) if self.memory is not None else set()
+        mem = {f for m in self.memories for f in m.features}
         return sorted(set(self.base.features) | set(self.correction.features) | mem)
 
     @classmethod
@@ -291,7 +296,15 @@ class AnchoredRegressor:
         return cls(
             base=LinearRegressor(base, weighting="relative", nonneg=True),
             correction=LinearRegressor(corr, log_inputs=True, clip_inputs=False),
-            memory=ResidualMemory(mem) if memory else None,
+            # Coarse then fine: the first memory shares a per-item shape's residual
+            # across neighbouring batch sizes (reaches batch 32 from 24); the second,
+            # fitted on what is left, pins shapes measured exactly.
+            memories=[
+                ResidualMemory(mem, [MEMORY_BATCH_BANDWIDTH if f == "batch_size" else MEMORY_BANDWIDTH for f in mem]),
+                ResidualMemory(mem, [MEMORY_BANDWIDTH for _ in mem]),
+            ]
+            if memory
+            else [],
         )
 
     def _cols(self, X: np.ndarray, names: Sequence[str], sub: Sequence[str]) -> np.ndarray:
@@ -304,11 +317,11 @@ class AnchoredRegressor:
         b = self._base(self._cols(X, names, self.base.features), y)
         resid = np.log(np.maximum(y, _MIN_ENERGY_J)) - np.log(b)
         self.correction.fit(self._cols(X, names, self.correction.features), resid)
-        if self.memory is not None:
-            smooth = self._smooth(X, names)
-            self.memory.fit(
-                self._cols(X, names, self.memory.features), np.log(np.maximum(y, _MIN_ENERGY_J)) - np.log(smooth)
-            )
+        resid = np.log(np.maximum(y, _MIN_ENERGY_J)) - np.log(self._smooth(X, names))
+        for mem in self.memories:
+            Xm = self._cols(X, names, mem.features)
+            mem.fit(Xm, resid)
+            resid = resid - mem.predict(Xm)
         return self
 
     def _base(self, Xb: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
@@ -322,10 +335,10 @@ class AnchoredRegressor:
         return b * np.exp(c)
 
     def predict_named(self, X: np.ndarray, names: Sequence[str]) -> np.ndarray:
-        smooth = self._smooth(X, names)
-        if self.memory is None:
-            return smooth
-        return smooth * np.exp(self.memory.predict(self._cols(X, names, self.memory.features)))
+        log_corr = np.zeros(len(X))
+        for mem in self.memories:
+            log_corr += mem.predict(self._cols(X, names, mem.features))
+        return self._smooth(X, names) * np.exp(log_corr)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -333,17 +346,18 @@ class AnchoredRegressor:
             "base": self.base.to_json(),
             "correction": self.correction.to_json(),
             "clip": self.clip,
-            "memory": None if self.memory is None else self.memory.to_json(),
+            "memories": [m.to_json() for m in self.memories],
         }
 
     @classmethod
     def from_json(cls, obj: Any) -> AnchoredRegressor:
-        obj = _require(obj, ("base", "correction", "clip", "memory"), "anchored regressor")
+        obj = _require(obj, ("base", "correction", "clip", "memories"), "anchored regressor")
+        _check(isinstance(obj["memories"], list), "anchored regressor field 'memories': expected a list")
         return cls(
             base=LinearRegressor.from_json(obj["base"]),
             correction=LinearRegressor.from_json(obj["correction"]),
             clip=_finite(obj["clip"], "clip"),
-            memory=None if obj["memory"] is None else ResidualMemory.from_json(obj["memory"]),
+            memories=[ResidualMemory.from_json(m) for m in obj["memories"]],
         )
 
 
@@ -362,20 +376,38 @@ class ResidualMemory:
     """
 
     features: list[str]
-    bandwidth: float = 0.05
+    bandwidth: list[float] = field(default_factory=list)
     prior: float = 0.25
     points: list[list[float]] = field(default_factory=list)
     residuals: list[float] = field(default_factory=list)
     counts: list[float] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if not self.bandwidth:
+            self.bandwidth = [MEMORY_BATCH_BANDWIDTH if f == "batch_size" else MEMORY_BANDWIDTH for f in self.features]
+
     def _z(self, X: np.ndarray) -> np.ndarray:
-        return np.log1p(np.maximum(np.asarray(X, dtype=np.float64), 0.0))
+        """Log coordinates; extensive features are taken *per batch item* so that a
+        shape measured at batch 24 informs batch 32 (work scales with the batch,
+        kernel efficiency with the per-item shape), through a wider batch bandwidth."""
+        X = np.maximum(np.asarray(X, dtype=np.float64), 0.0)
+        if "batch_size" in self.features:
+            b = np.maximum(X[:, self.features.index("batch_size")], 1.0)
+            X = X.copy()
+            for i, f in enumerate(self.features):
+                if f in _EXTENSIVE:
+                    X[:, i] = X[:, i] / b
+        return np.log1p(X)
 
     def fit(self, X: np.ndarray, resid: np.ndarray) -> ResidualMemory:
         Z = np.round(self._z(X), 9)
         if len(Z) == 0:
             self.points, self.residuals, self.counts = [], [], []
             return self
+        # Identical layers of one run share one measurement: count distinct measurements,
+        # not nodes, so twelve copies of a layer do not pose as twelve observations.
+        rows = np.unique(np.hstack([Z, np.round(np.asarray(resid, dtype=np.float64), 12)[:, None]]), axis=0)
+        Z, resid = rows[:, :-1], rows[:, -1]
         uniq, inverse, counts = np.unique(Z, axis=0, return_inverse=True, return_counts=True)
         inverse = inverse.reshape(-1)
         sums = np.zeros(len(uniq))
@@ -395,7 +427,7 @@ class ResidualMemory:
         n = np.asarray(self.counts)
         out = np.empty(len(uq))
         for s in range(0, len(uq), 256):  # bounded memory: 256 × M × k
-            d2 = (((uq[s : s + 256, None, :] - P[None, :, :]) / self.bandwidth) ** 2).sum(axis=2)
+            d2 = (((uq[s : s + 256, None, :] - P[None, :, :]) / np.asarray(self.bandwidth)) ** 2).sum(axis=2)
             k = np.exp(-0.5 * d2) * n
             out[s : s + 256] = (k @ r) / (self.prior + k.sum(axis=1))
         return out[inverse.reshape(-1)]
@@ -421,8 +453,11 @@ class ResidualMemory:
         _check(isinstance(obj["points"], list), "residual memory field 'points': expected a list")
         points = [_floats(p, "points", len(feats)) for p in obj["points"]]
         m = len(points)
-        mem = cls(list(feats), _finite(obj["bandwidth"], "bandwidth"), _finite(obj["prior"], "prior"))
-        _check(mem.bandwidth > 0 and mem.prior > 0, "residual memory: bandwidth and prior must be positive")
+        mem = cls(list(feats), _floats(obj["bandwidth"], "bandwidth", len(feats)), _finite(obj["prior"], "prior"))
+        _check(
+            all(b > 0 for b in mem.bandwidth) and mem.prior > 0,
+            "residual memory: bandwidth and prior must be positive",
+        )
         mem.points = points
         mem.residuals = _floats(obj["residuals"], "residuals", m)
         mem.counts = _floats(obj["counts"], "counts", m)
