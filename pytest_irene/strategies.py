@@ -43,7 +43,10 @@ import numpy as np
 
 from .errors import ModelFileError, UsageError
 from .regressors import (
+    MEMORY_BANDWIDTH,
+    MEMORY_BATCH_BANDWIDTH,
     LeafRegressors,
+    ResidualMemory,
     LinearRegressor,
     _check,
     _finite,
@@ -723,10 +726,19 @@ class GluePredictor(Predictor):
 
     strategy = "glue"
 
+    #: Module-shape coordinates of the module-level residual memories.
+    MEMORY_FEATURES = ("flops", "mem_bytes", "batch_size", "seq_len", "n_children")
+
     def __init__(self, features: str, seed: int = 0):
         super().__init__(features, seed)
         self.physics: dict[str, float] = {}
         self.glue: GlueModel | None = None
+        self.memories: list[ResidualMemory] = []
+
+    def _memory_inputs(self, forest: Forest) -> np.ndarray:
+        n_children = forest.child_sum(np.ones(len(forest.nodes)))
+        cols = [n_children if f == "n_children" else forest.col(f) for f in self.MEMORY_FEATURES]
+        return np.stack(cols, axis=1)
 
     def _physics_names(self) -> list[str]:
         return [t for t in PHYSICS_TERMS if t.split("*")[0] in self.feature_names]
@@ -740,7 +752,27 @@ class GluePredictor(Predictor):
             self.leaves = None
             return
         self._fit_leaves(forest, "anchored")
-        self.glue = GlueModel.fit(forest)
+        glue = self.glue = GlueModel.fit(forest)
+        # Module-level memories of what the smooth glue model still misses on module
+        # shapes measured in training (same idea as the leaves' memories; far from
+        # every measured shape they vanish and the glue model alone predicts).
+        internal = ~forest.is_leaf
+        cat = glue.category_of(forest)
+        ones = np.ones(len(forest.nodes))
+        smooth = forest.child_sum(forest.energy) + glue.glue_j(
+            glue.category_sums(forest, forest.energy, cat), glue.category_sums(forest, ones, cat), glue.extra(forest)
+        )
+        ok = internal & (smooth > 0)
+        resid = np.log(forest.energy[ok]) - np.log(smooth[ok])
+        Xm = self._memory_inputs(forest)[ok]
+        names = list(self.MEMORY_FEATURES)
+        self.memories = [
+            ResidualMemory(names, [MEMORY_BATCH_BANDWIDTH if f == "batch_size" else MEMORY_BANDWIDTH for f in names]),
+            ResidualMemory(names, [MEMORY_BANDWIDTH for _ in names]),
+        ]
+        for mem in self.memories:
+            mem.fit(Xm, resid)
+            resid = resid - mem.predict(Xm)
 
     def _predict_forest(self, forest: Forest) -> tuple[np.ndarray, np.ndarray]:
         if self.features == "all":
@@ -753,6 +785,11 @@ class GluePredictor(Predictor):
         cat = glue.category_of(forest)
         extra = glue.extra(forest)
         counts = glue.category_sums(forest, np.ones(len(forest.nodes)), cat)
+        log_corr = np.zeros(len(forest.nodes))
+        internal = np.nonzero(~forest.is_leaf)[0]
+        Xm = self._memory_inputs(forest)[internal]
+        for mem in self.memories:
+            log_corr[internal] += mem.predict(Xm)
         values = np.where(forest.is_leaf, leaf, 0.0)
         for d in range(forest.max_depth, 0, -1):
             kids = np.nonzero(forest.depth == d)[0]
@@ -762,14 +799,19 @@ class GluePredictor(Predictor):
             targets = np.unique(parents)
             targets = targets[~forest.is_leaf[targets]]
             child_total = sums[targets].sum(axis=1)
-            values[targets] = child_total + glue.glue_j(sums[targets], counts[targets], extra[targets])
+            smooth = child_total + glue.glue_j(sums[targets], counts[targets], extra[targets])
+            values[targets] = np.maximum(smooth, _MIN_J) * np.exp(log_corr[targets])
         return values, generic
 
     def _params_json(self) -> dict[str, Any]:
         if self.features == "all":
             return {"physics": dict(self.physics)}
         assert self.leaves is not None and self.glue is not None
-        return {"leaves": self.leaves.to_json(), "glue": self.glue.to_json()}
+        return {
+            "leaves": self.leaves.to_json(),
+            "glue": self.glue.to_json(),
+            "memories": [m.to_json() for m in self.memories],
+        }
 
     def _load_params(self, obj: dict[str, Any]) -> None:
         if self.features == "all":
@@ -780,9 +822,16 @@ class GluePredictor(Predictor):
             _check(set(phys) == set(names), f"predictor params field 'physics': expected coefficients for {names}")
             self.physics = {f: _finite(phys[f], f"physics.{f}") for f in names}
             return
-        obj = _require(obj, ("leaves", "glue"), "predictor params")
+        obj = _require(obj, ("leaves", "glue", "memories"), "predictor params")
         self.leaves = LeafRegressors.from_json(obj["leaves"])
         self.glue = GlueModel.from_json(obj["glue"])
+        _check(isinstance(obj["memories"], list), "predictor params field 'memories': expected a list")
+        self.memories = [ResidualMemory.from_json(m) for m in obj["memories"]]
+        for mem in self.memories:
+            _check(
+                mem.features == list(self.MEMORY_FEATURES),
+                f"predictor params: module memory features must be {list(self.MEMORY_FEATURES)}",
+            )
 
 
 # -- factory / loading ----------------------------------------------------------------
