@@ -113,7 +113,7 @@ class EnergyModel:
                 f"(it has {list(self.feature_sets)}); predict with one of those"
             )
         if features == "all":
-            missing = [f for f in RESOURCE_FEATURES if f not in tree.root.features]
+            missing = [f for f in predictor.feature_names if f not in tree.root.features]
             if missing:
                 raise UsageError(
                     f"features='all' needs resource features measured on this host, but the tree of "

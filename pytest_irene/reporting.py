@@ -57,8 +57,12 @@ def innermost_modules(tree: EnergyTree) -> list[EnergyNode]:
 def bottlenecks(
     tree: EnergyTree, n: int = 10, source: Source = "predicted", *, innermost: bool = True
 ) -> list[EnergyNode]:
-    """The ``n`` costliest modules (innermost by default), energy descending, then scope."""
-    nodes = innermost_modules(tree) if innermost else tree.modules()
+    """The ``n`` costliest modules (innermost by default), energy descending, then scope.
+
+    A model made of primitives only (no module between the root and its leaves)
+    lists its primitives instead.
+    """
+    nodes = (innermost_modules(tree) if innermost else tree.modules()) or tree.leaves()
     nodes = [x for x in nodes if x.energy_of(source) is not None]
     return sorted(nodes, key=lambda x: (-(x.energy_of(source) or 0.0), x.scope))[:n]
 
@@ -124,7 +128,8 @@ def tree_view(
 
 def bottlenecks_table(tree: EnergyTree, n: int = 10, source: Source = "predicted") -> Table:
     """The ``n`` costliest innermost modules: rank, scope, type, energy, share of the root."""
-    table = Table(title=f"Top {n} bottleneck modules", title_justify="left")
+    title = f"Top {n} bottleneck modules" if tree.modules() else f"Top {n} bottleneck primitives"
+    table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right", style="dim")
     table.add_column("module")
     table.add_column("type", style="green")

@@ -1,0 +1,62 @@
+"""Helpers shared by the ``train``/``predict``/``crossvalidate``/``evaluate`` commands."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+from ..errors import UsageError
+
+FEATURE_CHOICES: tuple[str, ...] = ("model", "all")
+
+
+def check_choice(option: str, value: str, choices: tuple[str, ...] | list[str]) -> str:
+    """``value`` when it is one of ``choices``, else a :class:`UsageError` naming ``option``."""
+    if value not in choices:
+        raise UsageError(f"{option}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def check_strategy(value: str | None) -> str:
+    """The strategy named by ``--strategy`` (the predictor's default when not given)."""
+    from ..strategies import DEFAULT_STRATEGY, STRATEGIES
+
+    return check_choice("--strategy", value or DEFAULT_STRATEGY, list(STRATEGIES))
+
+
+def positive_int(option: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{option}: expected a positive integer, got {value!r}") from None
+    if number <= 0 or str(number) != str(value).strip().lstrip("+"):
+        raise UsageError(f"{option}: expected a positive integer, got {value!r}")
+    return number
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN/inf (a level without any node) become ``null`` so the output is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    """Exactly one JSON object on stdout, nothing else."""
+    sys.stdout.write(json.dumps(json_safe(obj), allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    out = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not out.is_terminal:  # piped or captured: do not cut module scopes at 80 columns
+        out = Console(stderr=stderr, highlight=False, soft_wrap=False, width=160)
+    return out

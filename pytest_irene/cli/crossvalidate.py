@@ -1,0 +1,44 @@
+"""``irene crossvalidate``: how accurate is a strategy on a dataset (percent error per level)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "crossvalidate",
+        help="cross-validated percent errors of a strategy on measured datasets",
+        description=(
+            "lomo (default): leave one model out over the six paper models (others only train); "
+            "seq: train on all but each model's two longest sequence lengths, test on those; "
+            "batch: likewise with the largest batch size. Errors are mean percent errors per level "
+            "(ml, module, model), per held-out model and on average."
+        ),
+        epilog="Example: irene crossvalidate calibration/datasets/irene-pc1.jsonl.gz --features all --json",
+    )
+    p.add_argument("datasets", nargs="+", metavar="DATASET", help="irene-tree/1 dataset file(s)")
+    p.add_argument("--features", default="model", metavar="model|all", help="feature set (default: model)")
+    p.add_argument("--strategy", default=None, help="tree strategy (default: the predictor's default)")
+    p.add_argument("--split", default="lomo", metavar="lomo|seq|batch", help="how to split train and test (default: lomo)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the strategies that shuffle (default 0)")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..crossval import SPLITS, crossvalidate
+    from ..dataset import load_dataset
+    from ..reporting import errors_table
+    from ._common import FEATURE_CHOICES, check_choice, check_strategy, console, print_json
+
+    features = check_choice("--features", args.features, FEATURE_CHOICES)
+    split = check_choice("--split", args.split, SPLITS)
+    strategy = check_strategy(args.strategy)
+    trees = load_dataset(*args.datasets)
+    result = crossvalidate(trees, features=features, strategy=strategy, split=split, seed=args.seed)
+    if args.json:
+        print_json({"features": features, "strategy": strategy, "split": split, "levels": result["levels"]})
+        return 0
+    console().print(errors_table(result, title=f"{strategy}, {features} features, {split} split: percent error"))
+    return 0

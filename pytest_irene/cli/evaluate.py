@@ -1,0 +1,60 @@
+"""``irene evaluate``: errors of an existing energy model on a measured dataset."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import ModelFileError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="percent errors of an energy model (profile or file) on a measured dataset",
+        description=(
+            "Predict every tree of the dataset with the energy model and report the mean percent "
+            "error per level (ml, module, model) and model. Evaluating on the model's own training "
+            "data measures the fit, not generalisation: the command says so."
+        ),
+        epilog="Example: irene evaluate my-rig.jsonl.gz --profile irene-pc1 --json",
+    )
+    p.add_argument("datasets", nargs="+", metavar="DATASET", help="irene-tree/1 dataset file(s)")
+    p.add_argument("--profile", required=True, metavar="P", help="bundled profile name or energy model file")
+    p.add_argument("--features", default="model", metavar="model|all", help="feature set (default: model)")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..crossval import node_errors, summarise
+    from ..dataset import dataset_hash, load_dataset
+    from ..energy_model import EnergyModel
+    from ..reporting import errors_table
+    from ._common import FEATURE_CHOICES, check_choice, console, print_json
+
+    features = check_choice("--features", args.features, FEATURE_CHOICES)
+    try:
+        model = EnergyModel.load(args.profile)
+    except ModelFileError as exc:
+        raise ModelFileError(f"--profile: {exc}") from None
+    trees = load_dataset(*args.datasets)
+    model.predict_many(trees, features=features)
+    levels = summarise(node_errors(trees))
+    own_data = dataset_hash(*args.datasets) == model.dataset_hash
+    if args.json:
+        print_json(
+            {
+                "profile": model.profile,
+                "features": features,
+                "strategy": model.strategy,
+                "trees": len(trees),
+                "training_data": own_data,
+                "levels": levels,
+            }
+        )
+        return 0
+    out = console()
+    out.print(errors_table({"levels": levels}, title=f"{model.describe()}, {features} features: percent error"))
+    if own_data:
+        out.print("note: this is the model's own training data (fit error, not a held-out error)", style="yellow")
+    return 0

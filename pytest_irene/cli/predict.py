@@ -1,0 +1,176 @@
+"""``irene predict``: the predicted energy tree of a model at one input size.
+
+The model is a bundled architecture (``--model bert-base-uncased``) or user code
+(``--module path/to/file.py:make`` or ``--module pkg.mod:make``). The factory
+returns a ``torch.nn.Module`` or a ``(module, inputs)`` pair; it may take
+``batch_size`` and ``seq_len`` keyword arguments to build inputs of the requested
+size. A module returned alone gets the tracer's example inputs when it is a
+transformers model, or its own ``irene_inputs(batch_size, seq_len, device)``.
+
+With model features (default) everything happens on the meta device: no weights
+are allocated, so even a large model predicts in well under a second.
+``--features all`` measures the resource features of every node on this host
+(:func:`pytest_irene.runtime.measure_tree`), which is only meaningful on the rig
+the profile was calibrated on, so a different host is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from typing import Any
+
+from ..errors import ModelFileError, UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="predict the energy of every module of a model at one input size",
+        description=(
+            "Trace the model, predict every node with an energy model and print the tree with "
+            "energies and shares of the total, the top bottleneck modules and (--breakdown) the "
+            "energy by module type."
+        ),
+        epilog="Example: irene predict --model bert-base-uncased --batch-size 32 --seq-len 256 --breakdown",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", metavar="NAME", help="bundled architecture, e.g. bert-base-uncased")
+    which.add_argument(
+        "--module", metavar="PYTHON_PATH:FACTORY", help="factory returning a torch.nn.Module or (module, inputs)"
+    )
+    p.add_argument("--batch-size", type=int, required=True, metavar="B", help="batch size of the inputs")
+    p.add_argument("--seq-len", type=int, required=True, metavar="S", help="sequence length of the inputs")
+    p.add_argument("--profile", default="irene-pc1", metavar="P", help="bundled profile or energy model file (default: irene-pc1)")
+    p.add_argument("--features", default="model", metavar="model|all", help="feature set (default: model; all measures this host)")
+    p.add_argument("--device", default=None, help="with --features all: device to measure on (default: cuda if available, else cpu)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (tree, bottlenecks, breakdown) instead of tables")
+    p.add_argument("--breakdown", action="store_true", help="also show the energy by module type (paper Tables 10/12)")
+    p.add_argument("--top", type=int, default=10, metavar="N", help="number of bottleneck modules shown (default 10)")
+    p.add_argument("--depth", type=int, default=None, metavar="D", help="show the tree down to this depth (default: all)")
+    p.set_defaults(func=run)
+
+
+def _call_factory(factory: Any, ref: str, batch_size: int, seq_len: int) -> Any:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    kwargs = {k: v for k, v in (("batch_size", batch_size), ("seq_len", seq_len)) if k in params}
+    try:
+        return factory(**kwargs)
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"--module {ref}: the factory raised {type(exc).__name__}: {exc}") from exc
+
+
+def build(args: argparse.Namespace, device: str) -> tuple[Any, Any, str | None]:
+    """(model, inputs, model name) for ``--model``/``--module`` on ``device``."""
+    import torch
+
+    from ..architectures import ARCHITECTURES, build_model, example_inputs
+
+    if args.model is not None:
+        if args.model not in ARCHITECTURES:
+            raise UsageError(f"--model: unknown architecture {args.model!r}; expected one of {', '.join(ARCHITECTURES)}")
+        model = build_model(args.model, device=device)
+        return model, example_inputs(args.model, args.batch_size, args.seq_len, device=device), args.model
+
+    from ..explorer.models import load_factory
+
+    ref = args.module
+    try:
+        factory = load_factory(ref)
+    except UsageError as exc:
+        raise UsageError(f"--module: {exc}") from None
+    with torch.device(device):  # on meta, parameters created by the factory allocate nothing
+        result = _call_factory(factory, ref, args.batch_size, args.seq_len)
+    inputs = None
+    if isinstance(result, (tuple, list)) and len(result) == 2 and isinstance(result[0], torch.nn.Module):
+        result, inputs = result
+    if not isinstance(result, torch.nn.Module):
+        raise UsageError(
+            f"--module {ref}: the factory returned {type(result).__name__}; expected a torch.nn.Module "
+            "or a (module, inputs) pair"
+        )
+    model = result.to(device)
+    if inputs is None:
+        custom = getattr(model, "irene_inputs", None)
+        if callable(custom):
+            inputs = custom(args.batch_size, args.seq_len, device=device)
+        elif getattr(model, "config", None) is not None:
+            inputs = example_inputs(model, args.batch_size, args.seq_len, device=device)
+        else:
+            raise UsageError(
+                f"--module {ref}: the factory returned a {type(model).__name__} without inputs; return "
+                "(module, inputs) or give the module an irene_inputs(batch_size, seq_len, device) method"
+            )
+    return model, inputs, None
+
+
+def _measure_device(requested: str | None) -> str:
+    import torch
+
+    if requested:
+        if torch.device(requested).type == "meta":
+            raise UsageError("--device: 'meta' runs nothing; --features all needs cpu or cuda")
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..energy_model import EnergyModel
+    from ..reporting import report, report_json
+    from ._common import FEATURE_CHOICES, check_choice, console, positive_int, print_json
+
+    batch_size = positive_int("--batch-size", args.batch_size)
+    seq_len = positive_int("--seq-len", args.seq_len)
+    features = check_choice("--features", args.features, FEATURE_CHOICES)
+    if args.top < 0:
+        raise UsageError(f"--top: expected a number >= 0, got {args.top}")
+    if args.depth is not None and args.depth < 0:
+        raise UsageError(f"--depth: expected a number >= 0, got {args.depth}")
+    args.batch_size, args.seq_len = batch_size, seq_len
+    try:
+        energy_model = EnergyModel.load(args.profile)
+    except ModelFileError as exc:
+        raise ModelFileError(f"--profile: {exc}") from None
+
+    if features == "all":
+        tree = _measured_tree(args, energy_model)
+    else:
+        from ..tracing import trace
+
+        model, inputs, name = build(args, "meta")
+        tree = trace(model, inputs, batch_size=batch_size, seq_len=seq_len, device="meta", model_name=name)
+    energy_model.predict(tree, features=features)
+    if args.json:
+        print_json(report_json(tree, top=args.top))
+    else:
+        console().print(report(tree, breakdown=args.breakdown, top=args.top, max_depth=args.depth))
+    return 0
+
+
+def _measured_tree(args: argparse.Namespace, energy_model: Any) -> Any:
+    try:
+        from ..runtime import fingerprint_differences, host_fingerprint, measure_tree
+    except ImportError as exc:
+        raise UsageError(f"--features all needs pytest_irene.runtime, which cannot be imported: {exc}") from None
+    if "all" not in energy_model.feature_sets:
+        raise UsageError(f"--features all: energy model {energy_model.describe()} has no resource-feature regressors")
+    rig = dict(energy_model.hardware or {})
+    if not rig:
+        raise UsageError(f"--features all: energy model {energy_model.describe()} records no hardware fingerprint")
+    diffs = fingerprint_differences(host_fingerprint(), rig)
+    if diffs:
+        raise UsageError(
+            f"--features all: this host is not the rig profile {energy_model.profile} was calibrated on "
+            f"({'; '.join(diffs)}); resource features measured here would give wrong energies. "
+            "Use --features model, or a profile trained on this host (irene calibrate, irene train)"
+        )
+    device = _measure_device(args.device)
+    model, inputs, name = build(args, device)
+    return measure_tree(
+        model, inputs, device=device, model_name=name, batch_size=args.batch_size, seq_len=args.seq_len
+    )

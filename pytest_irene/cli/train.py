@@ -1,0 +1,89 @@
+"""``irene train``: fit an energy model file on measured datasets."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train an energy model file on measured datasets",
+        description=(
+            "Fit the regressors of one or both feature sets on irene-tree/1 datasets, cross-validate "
+            "them (errors are stored in the file) and write a versioned JSON energy model that "
+            "--irene-profile, --profile and EnergyModel.load accept as a path."
+        ),
+        epilog="Example: irene train calibration/datasets/my-rig.jsonl.gz -o models/my-rig.json",
+    )
+    p.add_argument("datasets", nargs="+", metavar="DATASET", help="irene-tree/1 dataset file(s) (.jsonl or .jsonl.gz)")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.json", help="energy model file to write (atomically)")
+    p.add_argument(
+        "--features",
+        default=None,
+        metavar="model|all",
+        help="train only this feature set (default: both when the data has resource features, else model)",
+    )
+    p.add_argument("--strategy", default=None, help="tree strategy (default: the most accurate, see crossvalidate)")
+    p.add_argument("--profile", default=None, metavar="NAME", help="profile name stored in the file (default: the output file's name)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the strategies that train with random order (default 0)")
+    p.add_argument("--no-crossvalidate", action="store_true", help="skip the cross-validation whose errors the file records")
+    p.set_defaults(func=run)
+
+
+def _feature_sets(option: str | None, dataset_paths: list[str]) -> tuple[str, ...]:
+    from ..dataset import load_dataset
+    from ..tree import RESOURCE_FEATURES
+    from ._common import FEATURE_CHOICES, check_choice
+
+    if option is not None:
+        return (check_choice("--features", option, FEATURE_CHOICES),)
+    trees = load_dataset(*dataset_paths)
+    has_resources = bool(trees) and all(all(f in t.root.features for f in RESOURCE_FEATURES) for t in trees)
+    return ("model", "all") if has_resources else ("model",)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..energy_model import train_energy_model
+    from ..reporting import errors_table
+    from ._common import check_strategy, console
+
+    strategy = check_strategy(args.strategy)
+    output = Path(args.output)
+    if output.exists() and output.is_dir():
+        raise UsageError(f"-o/--output: {output} is a directory; expected a file name such as my-rig.json")
+    profile = args.profile or output.stem
+    if not profile:
+        raise UsageError("--profile: expected a non-empty name")
+    sets = _feature_sets(args.features, args.datasets)
+    try:
+        model = train_energy_model(
+            args.datasets,
+            profile=profile,
+            feature_sets=sets,
+            strategy=strategy,
+            seed=args.seed,
+            crossvalidate=not args.no_crossvalidate,
+        )
+    except UsageError as exc:
+        raise UsageError(f"{exc}") from None
+    try:
+        model.save(output)
+    except OSError as exc:
+        raise UsageError(f"-o/--output: cannot write {output}: {exc.strerror or exc}") from None
+    out = console()
+    for name in model.feature_sets:
+        cv = model.cv_errors.get(name)
+        if cv and cv.get("levels"):
+            out.print(errors_table(cv, title=f"{name} features: {cv['split']} cross-validation, percent error"))
+        elif cv:
+            out.print(f"{name} features: {cv.get('note', 'no cross-validation')}")
+    out.print(
+        f"wrote {output}: profile {model.profile}, strategy {model.strategy}, "
+        f"feature sets {', '.join(model.feature_sets)}, {model.dataset_info.get('trees')} trees ({model.dataset_hash[:19]}...)"
+    )
+    return 0
