@@ -92,14 +92,14 @@ def test_energy_returns_the_whole_predicted_tree(client) -> None:
 
 def test_energy_is_cached(client) -> None:
     explorer = client.application.extensions["irene_explorer"]
-    url = "/api/energy?model=distilbert-base-uncased&batch_size=1&seq_len=8"
+    url = "/api/energy?model=distilbert-base-uncased&batch_size=8&seq_len=32"
     first = client.get(url)
     assert first.status_code == 200 and first.headers["X-Irene-Cache"] == "miss"
     hits = explorer.cache.hits
     second = client.get(url)
     assert second.headers["X-Irene-Cache"] == "hit" and explorer.cache.hits == hits + 1
     assert second.get_json() == first.get_json()
-    other = client.get("/api/energy?model=distilbert-base-uncased&batch_size=1&seq_len=12")
+    other = client.get("/api/energy?model=distilbert-base-uncased&batch_size=8&seq_len=128")
     assert other.headers["X-Irene-Cache"] == "miss"
     assert other.get_json()["total_j"] > first.get_json()["total_j"], "longer sequences cost more"
 

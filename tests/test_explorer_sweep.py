@@ -12,7 +12,7 @@ import pytest
 for _needed in ("pytest_irene.tracing", "pytest_irene.architectures", "pytest_irene.energy_model"):
     pytest.importorskip(_needed, reason=f"{_needed} (tracer / energy model) is not available")
 
-from pytest_irene.explorer.models import compact_variants, resolve_model  # noqa: E402
+from pytest_irene.explorer.models import compact_variants, predict_tree, resolve_model  # noqa: E402
 from pytest_irene.explorer.params import ParameterError  # noqa: E402
 from pytest_irene.explorer.sweep import run_sweep  # noqa: E402
 from pytest_irene.profiles import bundled_profiles  # noqa: E402
@@ -81,26 +81,38 @@ def test_compact_variant_names_resolve() -> None:
 def test_factory_model_with_its_own_inputs(factory: str) -> None:
     ref = factory.replace(":tiny_gpt2", ":mixer")
     sweep = run_sweep([resolve_model(ref)], [1], [8, 64], bundled_profiles()[0])
-    small, large = sweep.points
-    assert large.total_j > small.total_j > 0
-    assert set(small.parts) == {"Mixer"}
+    assert [p.seq_len for p in sweep.points] == [8, 64]
+    for p in sweep.points:
+        assert p.total_j > 0 and set(p.parts) == {"Mixer"}
 
 
-def test_run_sweep_grows_with_input_size_and_parts_add_up(factory: str) -> None:
+def test_run_sweep_covers_the_grid_with_the_real_predictions(factory: str) -> None:
     profile = bundled_profiles()[0]
+    specs = [resolve_model("bert-base-uncased[L=2,H=128]"), resolve_model(factory)]
     seen = []
-    sweep = run_sweep(
-        [resolve_model("bert-base-uncased[L=2,H=128]"), resolve_model(factory)], [1, 2], [8, 32], profile,
-        on_point=seen.append,
-    )
+    sweep = run_sweep(specs, [2, 1], [32, 8], profile, on_point=seen.append)
     assert len(sweep.points) == len(seen) == 8
     assert sweep.models == ["bert-base-uncased[L=2,H=128]", factory]
+    assert (sweep.batch_sizes, sweep.seq_lens) == ([1, 2], [8, 32])
     by_key = {(p.model, p.batch_size, p.seq_len): p for p in sweep.points}
-    for model in sweep.models:
-        assert by_key[(model, 2, 32)].total_j > by_key[(model, 1, 8)].total_j > 0
+    assert len(by_key) == 8
+    for spec in specs:
+        direct = predict_tree(spec, 2, 32, profile)
+        assert by_key[(spec.name, 2, 32)].total_j == pytest.approx(direct.total_j)
     for p in sweep.points:
+        assert p.total_j > 0
         assert sum(p.parts.values()) == pytest.approx(p.operations_j)
     assert "BertSelfAttention" in by_key[("bert-base-uncased[L=2,H=128]", 1, 8)].parts
+    assert set(sweep.part_types) == {t for p in sweep.points for t in p.parts}
+
+
+def test_energy_grows_with_input_size_in_the_training_range() -> None:
+    """Integration sanity: the bundled profile was fitted on batch 8-32 x seq 32-256."""
+    profile = bundled_profiles()[0]
+    sweep = run_sweep([resolve_model("distilgpt2")], [8, 16], [32, 128], profile)
+    totals = {(p.batch_size, p.seq_len): p.total_j for p in sweep.points}
+    assert totals[(16, 128)] > totals[(8, 128)] > totals[(8, 32)]
+    assert totals[(16, 128)] > totals[(16, 32)] > totals[(8, 32)]
 
 
 def test_sweep_cli_writes_csv_and_html(tmp_path: Path, factory: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -128,11 +140,14 @@ def test_sweep_cli_compact_variants(tmp_path: Path) -> None:
     out_csv = tmp_path / "compact.csv"
     rc = main([
         "sweep", "--model", "bert-base-uncased", "--layers", "2,4", "--hidden", "128,256",
-        "--batch-sizes", "1", "--seq-lens", "8", "--csv", str(out_csv),
+        "--batch-sizes", "8", "--seq-lens", "64", "--csv", str(out_csv),
     ])
     assert rc == 0
     rows = {r["model"]: float(r["energy_j"]) for r in csv.DictReader(out_csv.open())}
-    assert len(rows) == 4
+    assert sorted(rows) == [
+        "bert-base-uncased[L=2,H=128]", "bert-base-uncased[L=2,H=256]",
+        "bert-base-uncased[L=4,H=128]", "bert-base-uncased[L=4,H=256]",
+    ]
     assert rows["bert-base-uncased[L=4,H=256]"] > rows["bert-base-uncased[L=2,H=128]"]
 
 
