@@ -160,7 +160,7 @@
     var deltaEl = null;
     if (d) {
       if (d.baseline_j === null || d.baseline_j === undefined) deltaEl = h("span", { cls: "delta up", text: "new" });
-      else if (d.change !== null && d.change !== undefined) deltaEl = h("span", { cls: "delta " + (d.change > 0 ? "up" : "down"), text: fmtChange(d.change) });
+      else if (d.change !== null && d.change !== undefined) deltaEl = h("span", { cls: "delta " + (Math.abs(d.change) < 5e-4 ? "same" : d.change > 0 ? "up" : "down"), text: fmtChange(d.change) });
     }
     var row = h("div", {
       cls: "row" + (d && d.failed ? " failed" : ""), tabindex: "0", role: "treeitem",
