@@ -85,3 +85,46 @@ def test_bad_regressor_content_raises_model_file_error(mutate, message):
     mutate(obj)
     with pytest.raises(ModelFileError, match=message):
         regressor_from_json(obj)
+
+
+def test_nonneg_regressor_keeps_costs_positive():
+    X, y = synthetic(60)
+    reg = LinearRegressor(["flops", "mem_bytes"], weighting="relative", nonneg=True).fit(X[:, 3:], y)
+    assert reg.intercept >= 0 and all(c >= 0 for c in reg.coef)
+    np.testing.assert_allclose(reg.predict(X[:, 3:]), y, rtol=1e-3)
+
+
+def test_residual_memory_recalls_measured_shapes_and_forgets_far_ones():
+    from pytest_irene.regressors import ResidualMemory
+
+    names = ["flops", "mem_bytes", "batch_size", "seq_len"]
+    X = np.array([[1e9, 1e7, 8, 128], [1e9, 1e7, 8, 128], [4e9, 3e7, 8, 256]])
+    mem = ResidualMemory(names, [0.05, 0.05, 0.3, 0.05], prior=0.25).fit(X, np.array([0.1, 0.2, -0.3]))
+    near, far, other_width = mem.predict(np.array([[1e9, 1e7, 8, 128], [4e9, 3e7, 8, 256], [1e6, 1e5, 8, 128]]))
+    assert near == pytest.approx(0.15 * 2 / 2.25, rel=1e-3)  # two distinct measurements, mean 0.15
+    assert far == pytest.approx(-0.3 / 1.25, rel=1e-3)
+    assert other_width == pytest.approx(0.0, abs=1e-9)
+    # Same per-item shape at batch 16: the wide batch coordinate carries the residual over.
+    batch16 = mem.predict(np.array([[2e9, 2e7, 16, 128]]))[0]
+    assert 0.0 < batch16 < near
+    again = ResidualMemory.from_json(json.loads(json.dumps(mem.to_json())))
+    assert np.array_equal(again.predict(X), mem.predict(X))
+
+
+@pytest.mark.parametrize(
+    "field_name, value, message",
+    [
+        ("bandwidth", [0.05], "expected 4 values"),
+        ("residuals", [float("nan")], "NaN"),
+        ("prior", 0.0, "must be positive"),
+    ],
+)
+def test_residual_memory_validation(field_name, value, message):
+    from pytest_irene.regressors import ResidualMemory
+
+    names = ["flops", "mem_bytes", "batch_size", "seq_len"]
+    mem = ResidualMemory(names).fit(np.array([[1e9, 1e7, 8, 128]]), np.array([0.1]))
+    obj = mem.to_json()
+    obj[field_name] = value
+    with pytest.raises(ModelFileError, match=message):
+        ResidualMemory.from_json(obj)

@@ -113,7 +113,9 @@ def test_make_predictor_rejects_unknown_names():
 
 @pytest.fixture(scope="module")
 def saved(small):
-    return {s: make_predictor(s, "model").fit(small).to_json() for s in ("glue", "end2end", "unstructured")}
+    out = {s: make_predictor(s, "model").fit(small).to_json() for s in ("glue", "end2end", "unstructured")}
+    out["glue-all"] = make_predictor("glue", "all").fit(small).to_json()
+    return out
 
 
 def _bad(obj, path, value=None, delete=False):
@@ -141,6 +143,12 @@ def _bad(obj, path, value=None, delete=False):
         ("end2end", ["params", "alpha", "b"], float("inf"), False, "NaN or infinite"),
         ("unstructured", ["params", "levels"], {}, False, "non-empty"),
         ("glue", ["format"], "other/9", False, "expected format"),
+        ("glue", ["params", "glue", "categories"], ["Linear"], False, "<other>"),
+        ("glue", ["params", "memories", 0, "features"], ["flops", "mem_bytes", "batch_size", "seq_len"], False, "bandwidth|memory features"),
+        ("glue", ["params", "memories", 1, "residuals", 0], float("nan"), False, "NaN"),
+        ("glue", ["params", "leaves", "per_type", "Linear", "memories"], None, False, "expected a list"),
+        ("glue-all", ["params", "physics", "latency_s"], float("nan"), False, "NaN"),
+        ("glue-all", ["params", "physics"], {"gpu_energy_j": 1.0}, False, "expected coefficients"),
     ],
 )
 def test_predictor_from_json_validates(saved, strategy, path, value, delete, message):
