@@ -381,6 +381,10 @@ def _crossvalidate_any(trees: Sequence[EnergyTree], features: str, strategy: str
         except UsageError as exc:
             problems.append(f"{split}: {exc}")
             continue
+        averages = [row.get("average") for row in result["levels"].values()]
+        if not any(isinstance(a, float) and math.isfinite(a) for a in averages):
+            problems.append(f"{split}: no held-out tree to test on")
+            continue
         return {"split": split, "levels": result["levels"]}
     return {"split": None, "levels": {}, "note": "no cross-validation split applies: " + "; ".join(problems)}
 
