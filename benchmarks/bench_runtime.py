@@ -93,9 +93,17 @@ def bench_bert(window_s: float, threads: int, batch: int, seq: int) -> list[tupl
         "input_ids": torch.randint(0, 30522, (batch, seq)),
         "attention_mask": torch.ones(batch, seq, dtype=torch.long),
     }
+    import resource
+
+    load0 = os.getloadavg()[0]
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
     tree = measure_tree(model, inputs, device="cpu", window_s=window_s, model_name="bert-base-uncased")
     elapsed = time.monotonic() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    print(f"process CPU time {cpu_s:.1f} s over {elapsed:.1f} s wall ({cpu_s / elapsed:.2f} cores busy); "
+          f"1-min load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after (other processes slow this down)")
     info = tree.meta["runtime"]
     measured = sum(1 for n in tree.walk() if "latency_s" in n.features)
     print(f"bert-base b{batch} s{seq}, {threads} threads, window {window_s} s: {info['nodes']} nodes, "
