@@ -85,6 +85,11 @@ def test_non_finite_numbers_become_null() -> None:
     assert data["calls"][0]["tree"]["root"]["children"][0]["features"]["latency_s"] is None
 
 
+def test_profile_hint_labels_plain_trees() -> None:
+    data = embedded_data(render_report([small_tree()], profile="irene-pc1"))
+    assert data["calls"][0]["profile"] == "irene-pc1"
+
+
 def test_measured_trees_are_shown_with_measured_energy() -> None:
     tree = next(iter(load_dataset(DATASET)))
     view = call_view(tree)

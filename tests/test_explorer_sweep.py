@@ -14,6 +14,7 @@ for _needed in ("pytest_irene.tracing", "pytest_irene.architectures", "pytest_ir
 
 from pytest_irene.explorer.models import compact_variants, predict_tree, resolve_model  # noqa: E402
 from pytest_irene.explorer.params import ParameterError  # noqa: E402
+from pytest_irene.errors import UsageError  # noqa: E402
 from pytest_irene.explorer.sweep import run_sweep  # noqa: E402
 from pytest_irene.profiles import bundled_profiles  # noqa: E402
 
@@ -61,6 +62,16 @@ class Mixer(torch.nn.Module):
 
 def mixer():
     return Mixer()
+
+
+def mixer_with_inputs(batch_size, seq_len):
+    """The irene predict convention: a (module, inputs) pair built for the input size."""
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16))
+    return model, torch.zeros(batch_size, seq_len, 16, device="meta")
+
+
+def no_inputs():
+    return torch.nn.Linear(4, 4)
 '''
 
 
@@ -84,6 +95,14 @@ def test_factory_model_with_its_own_inputs(factory: str) -> None:
     assert [p.seq_len for p in sweep.points] == [8, 64]
     for p in sweep.points:
         assert p.total_j > 0 and set(p.parts) == {"Mixer"}
+
+
+def test_factory_returning_module_and_inputs(factory: str) -> None:
+    ref = factory.replace(":tiny_gpt2", ":mixer_with_inputs")
+    sweep = run_sweep([resolve_model(ref)], [2], [8, 16], bundled_profiles()[0])
+    assert [(p.batch_size, p.seq_len) for p in sweep.points] == [(2, 8), (2, 16)]
+    with pytest.raises(UsageError, match="irene_inputs"):
+        resolve_model(factory.replace(":tiny_gpt2", ":no_inputs")).trace(1, 4)
 
 
 def test_run_sweep_covers_the_grid_with_the_real_predictions(factory: str) -> None:

@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", default=[], metavar="NAME",
                    help="bundled architecture (repeatable); ARCH[L=4,H=256] for one compact variant")
     p.add_argument("--module", action="append", default=[], metavar="PATH:FACTORY",
-                   help="model factory taking no arguments and returning a torch.nn.Module (repeatable)")
+                   help="model factory, as for irene predict: returns a torch.nn.Module or (module, inputs), "
+                   "may take batch_size/seq_len keyword arguments (repeatable)")
     p.add_argument("--batch-sizes", required=True, metavar="LIST", help="comma-separated batch sizes, e.g. 8,16,32")
     p.add_argument("--seq-lens", required=True, metavar="LIST", help="comma-separated sequence lengths, e.g. 32,64,128,256")
     p.add_argument("--layers", metavar="LIST", help="with --hidden: compact variants of each --model (layers, e.g. 2,4,6)")

@@ -81,9 +81,15 @@ def report_data(
     items: Iterable[EnergyTree | CallRecord] | EnergyTree | CallRecord,
     *,
     sweep: dict[str, Any] | None = None,
+    profile: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON block of a report: call views (and optionally a sweep)."""
+    """The JSON block of a report: call views (and optionally a sweep).
+
+    ``profile`` names the energy model for trees that do not say which one predicted them."""
     views = call_views(items if not isinstance(items, (EnergyTree, CallRecord)) else [items])
+    for view in views:
+        if view["profile"] is None:
+            view["profile"] = profile
     return {
         "kind": "report",
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -97,9 +103,10 @@ def render_report(
     *,
     title: str = "pytest-irene energy report",
     sweep: dict[str, Any] | None = None,
+    profile: str | None = None,
 ) -> str:
     """The report page for trees and/or call records (and optionally a sweep)."""
-    return render_page(report_data(items, sweep=sweep), title)
+    return render_page(report_data(items, sweep=sweep, profile=profile), title)
 
 
 def write_report(
@@ -108,6 +115,11 @@ def write_report(
     *,
     title: str = "pytest-irene energy report",
     sweep: dict[str, Any] | None = None,
+    profile: str | None = None,
 ) -> None:
-    """Write the report atomically: a reader sees the previous page or the new one, never half."""
-    atomic_write_text(path, render_report(trees_or_records, title=title, sweep=sweep))
+    """Write the report atomically: a reader sees the previous page or the new one, never half.
+
+    ``trees_or_records``: predicted :class:`EnergyTree` objects (``irene predict --html``),
+    :class:`CallRecord` objects (``--irene-html``) or a mix; ``profile`` labels trees that
+    do not carry their profile in ``tree.meta``."""
+    atomic_write_text(path, render_report(trees_or_records, title=title, sweep=sweep, profile=profile))

@@ -4,9 +4,11 @@ An explorer model is named either by a bundled architecture
 (``bert-base-uncased``), by a bundled architecture with config overrides (a
 compact BERT: ``bert-base-uncased[L=4,H=256]``) or by a ``module:factory``
 reference to user code (``mypkg.models:tiny_bert`` or ``path/to/file.py:make``)
-whose factory takes no arguments and returns a ``torch.nn.Module``: a
-transformers model gets the tracer's example inputs; any other module must
-define ``irene_inputs(batch_size, seq_len, device)`` returning its inputs. Models are
+whose factory follows the same convention as ``irene predict --module``: it
+returns a ``torch.nn.Module`` or a ``(module, inputs)`` pair and may take
+``batch_size``/``seq_len`` keyword arguments; a module returned alone gets the
+tracer's example inputs when it is a transformers model, or its own
+``irene_inputs(batch_size, seq_len, device)``. Models are
 built and traced on the meta device, so predicting even a large model at a
 large input size takes no memory and well under a second.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -59,34 +62,56 @@ class ModelSpec:
     def kind(self) -> str:
         return "factory" if self.factory else "bundled"
 
-    def build(self) -> Any:
-        """The model, on the meta device (no weights allocated)."""
+    def build(self, batch_size: int | None = None, seq_len: int | None = None) -> tuple[Any, Any]:
+        """``(model, inputs)`` on the meta device (no weights allocated); ``inputs`` is
+        ``None`` when the caller should make them for the input size."""
         if self.architecture is not None:
             from ..architectures import build_model
 
-            return build_model(self.architecture, device="meta", **dict(self.overrides))
+            return build_model(self.architecture, device="meta", **dict(self.overrides)), None
         assert self.factory is not None
-        factory = load_factory(self.factory)
         import torch
 
+        factory = load_factory(self.factory)
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            params = {}  # type: ignore[assignment]
+        kwargs = {k: v for k, v in (("batch_size", batch_size), ("seq_len", seq_len)) if k in params and v is not None}
         with torch.device("meta"):  # parameters created inside the factory allocate nothing
-            model = factory()
-
-        if not isinstance(model, torch.nn.Module):
-            raise UsageError(f"{self.factory}: the factory returned {type(model).__name__}, expected a torch.nn.Module")
-        return model.to("meta")
+            try:
+                result = factory(**kwargs)
+            except UsageError:
+                raise
+            except Exception as exc:
+                raise UsageError(f"{self.factory}: the factory raised {type(exc).__name__}: {exc}") from exc
+        inputs = None
+        if isinstance(result, (tuple, list)) and len(result) == 2 and isinstance(result[0], torch.nn.Module):
+            result, inputs = result
+        if not isinstance(result, torch.nn.Module):
+            raise UsageError(
+                f"{self.factory}: the factory returned {type(result).__name__}; expected a torch.nn.Module "
+                "or a (module, inputs) pair"
+            )
+        return result.to("meta"), inputs
 
     def trace(self, batch_size: int, seq_len: int) -> EnergyTree:
         """The model tree with model features at this input size (not yet predicted)."""
         from ..architectures import example_inputs
         from ..tracing import trace
 
-        model = self.build()
-        custom = getattr(model, "irene_inputs", None)
-        if callable(custom):  # a factory's own model that is not a transformers model
-            inputs = custom(batch_size, seq_len, device="meta")
-        else:
-            inputs = example_inputs(model, batch_size, seq_len, device="meta")
+        model, inputs = self.build(batch_size, seq_len)
+        if inputs is None:
+            custom = getattr(model, "irene_inputs", None)
+            if callable(custom):  # a factory's own model that is not a transformers model
+                inputs = custom(batch_size, seq_len, device="meta")
+            elif getattr(model, "config", None) is not None:
+                inputs = example_inputs(model, batch_size, seq_len, device="meta")
+            else:
+                raise UsageError(
+                    f"{self.factory}: the factory returned a {type(model).__name__} without inputs; return "
+                    "(module, inputs) or give the module an irene_inputs(batch_size, seq_len, device) method"
+                )
         tree = trace(model, inputs, batch_size=batch_size, seq_len=seq_len, device="meta", model_name=self.name)
         tree.model_name = self.name
         return tree
