@@ -144,7 +144,7 @@ def _bad(obj, path, value=None, delete=False):
         ("unstructured", ["params", "levels"], {}, False, "non-empty"),
         ("glue", ["format"], "other/9", False, "expected format"),
         ("glue", ["params", "glue", "categories"], ["Linear"], False, "<other>"),
-        ("glue", ["params", "memories", 0, "features"], ["flops", "mem_bytes", "batch_size", "seq_len"], False, "bandwidth|memory features"),
+        ("glue", ["params", "memories", 0, "features"], ["flops", "mem_bytes", "batch_size", "seq_len"], False, "expected 4 values"),
         ("glue", ["params", "memories", 1, "residuals", 0], float("nan"), False, "NaN"),
         ("glue", ["params", "leaves", "per_type", "Linear", "memories"], None, False, "expected a list"),
         ("glue-all", ["params", "physics", "latency_s"], float("nan"), False, "NaN"),
