@@ -397,17 +397,19 @@ def measure_tree(
 
     Moves ``model`` (put in eval mode) and ``inputs`` to ``device``; dict
     inputs get ``use_cache=False`` when the model takes it (a cache would grow
-    with every replay). Each
-    distinct signature runs once (:func:`run_call`) and its resource features
-    (:data:`RUNTIME_FEATURES`, for one execution) go to every node sharing it;
-    the whole model is measured too. Each window runs at least
-    ``min_executions`` times, so one disturbed execution of a slow node (the
-    whole model) cannot set its median. A node whose replay fails keeps its model
-    features and gets ``notes["unmeasured"]`` with the error. ``sampler``: a
-    running :class:`ResourceSampler` to reuse (one is started and stopped
-    otherwise; it samples the GPU only on CUDA). ``progress(i, n, scope)`` is
-    called before each distinct node. Run information goes to
-    ``tree.meta["runtime"]``, the host fingerprint to ``tree.meta["host"]``.
+    with every replay). Each distinct signature runs once (:func:`run_call`)
+    and its resource features (:data:`RUNTIME_FEATURES`, for one execution) go
+    to every node sharing it; the whole model is measured too. Each window runs
+    at least ``min_executions`` times, so one disturbed execution of a slow
+    node (the whole model) cannot set its median. A node whose replay fails
+    keeps its model features and gets ``notes["unmeasured"]`` with the error.
+
+    ``sampler``: a :class:`ResourceSampler` to use; a running one is left
+    running, otherwise it is started and stopped here (a new one samples the
+    GPU only on CUDA). ``progress(i, n, scope)`` is called before each
+    distinct node. Run information goes to ``tree.meta["runtime"]``, the host
+    fingerprint to ``tree.meta["host"]``; ``tree.calls`` keeps the captured
+    calls (for a power meter over the same windows).
     """
     import torch
 
@@ -434,10 +436,10 @@ def measure_tree(
     if "" not in tree.calls:
         tree.calls[""] = _root_call(model, inputs)
 
-    own = sampler is None
     if sampler is None:
         sampler = ResourceSampler(gpus="auto" if cuda else None)
-    if not sampler.running:
+    own = not sampler.running  # started here, so stopped here
+    if own:
         sampler.start()
     started = time.monotonic()
     try:
