@@ -28,6 +28,7 @@ import fcntl
 import json
 import math
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -203,7 +204,14 @@ def dumps_baselines(tests: dict[str, dict[str, BaselineEntry]]) -> str:
         "format": FORMAT,
         "tests": {nodeid: {label: e.to_dict() for label, e in labels.items()} for nodeid, labels in tests.items()},
     }
-    return json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    text = json.dumps(doc, indent=1, sort_keys=True, allow_nan=False)
+    # one line per module ({"energy_j": ..., "type": ...}): a changed module is a one-line diff
+    return _INNERMOST_OBJECT.sub(lambda m: "{" + _WS.sub(" ", m.group(1)).strip() + "}", text) + "\n"
+
+
+#: A JSON object holding no object or array (JSON strings never contain raw newlines).
+_INNERMOST_OBJECT = re.compile(r"\{\n([^{}\[\]]*?)\n\s*\}")
+_WS = re.compile(r"\n\s*")
 
 
 @contextmanager

@@ -290,10 +290,15 @@ class IreneSession:
         energy_model = self.energy_model(profile)
         features, why = self.feature_mode(profile)
         self._register_formulas()
+        device = _model_device(model)
+        rig_gpus = list(dict(energy_model.hardware or {}).get("gpus") or [])
+        if features == "all" and self.settings.features == "auto" and rig_gpus and not device.startswith("cuda"):
+            # the rig's resource features include GPU counters: a model on the CPU has none to measure
+            features = "model"
+            why = f"{why}, but the model is on {device} and the profile's resource features need its GPU; model features are used"
         if features == "all":
             from .runtime import measure_tree
 
-            device = _model_device(model)
             if device == "meta":
                 raise UsageError("--irene-features=all measures the model: it must be on a real device, not 'meta'")
             tree = measure_tree(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 
 from .comparison import CallRecord
-from .gate import innermost_modules
+from .gate import culprits, innermost_modules
 from .units import format_change, format_energy, kwh_per_million_calls, usd_per_million_calls
 
 _STATUS_STYLE = {"pass": "green", "fail": "bold red", "new": "cyan", "skipped": "yellow", "saved": "blue"}
@@ -62,7 +62,11 @@ def one_line(records: list[CallRecord]) -> str:
 
 
 def failing_module_lines(records: list[CallRecord]) -> list[str]:
-    """One line per failing call and the modules that made it fail."""
+    """One line per failing call and the innermost modules that made it fail.
+
+    Enclosing modules (the layer, the encoder, the model) moved because their
+    children did; they are counted, not listed, so the culprit stands out.
+    """
     lines: list[str] = []
     for record in records:
         if not record.failed:
@@ -74,9 +78,10 @@ def failing_module_lines(records: list[CallRecord]) -> list[str]:
             )
         comp = record.comparison
         if comp is not None and comp.status == "fail":
-            mods = comp.failed_modules
+            mods = culprits(comp.failed_modules)
             if not mods:
                 lines.append(f"{head}: {comp.reason}")
+            enclosing = len(comp.failed_modules) - len(mods)
             for d in mods:
                 if d.baseline_j is None:
                     what = f"added, {format_energy(d.now_j)}"
@@ -85,6 +90,8 @@ def failing_module_lines(records: list[CallRecord]) -> list[str]:
                 else:
                     what = f"{format_energy(d.baseline_j)} -> {format_energy(d.now_j)} ({format_change(d.change)})"
                 lines.append(f"{head}: {d.scope or '<model>'} ({d.type}) {what}")
+            if enclosing and mods:
+                lines.append(f"{head}: ... and {enclosing} enclosing module(s) that moved with them")
     return lines
 
 

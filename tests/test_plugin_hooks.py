@@ -151,3 +151,24 @@ def test_custom_primitive(irene):
         from pytest_irene.features import unregister_formula
 
         unregister_formula("SquarePlus")  # formulas are process-wide; leave none behind
+
+
+def test_host_fingerprint_hook_matching_the_profile_on_a_cpu_model(pytester: pytest.Pytester) -> None:
+    """A host that matches the rig switches auto mode towards resource features; a model on the
+    CPU cannot give the rig's GPU counters, so auto says so and keeps model features."""
+    from pytest_irene.energy_model import EnergyModel
+
+    hardware = dict(EnergyModel.load("irene-pc1").hardware)
+    pytester.makeconftest(
+        f'''
+def pytest_irene_host_fingerprint(config):
+    return {hardware!r}
+'''
+    )
+    write_tiny(pytester)
+    result = run(pytester, "--irene-json=r.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*feature mode: auto: host matches the calibration rig*but the model is on cpu*model features are used*"]
+    )
+    assert json.loads((pytester.path / "r.json").read_text())["records"][0]["features"] == "model"

@@ -66,7 +66,7 @@ import json, sys
 HEAVY = ["torch", "transformers", "sklearn", "pytest_irene.tracing", "pytest_irene.energy_model",
          "pytest_irene.regressors", "pytest_irene.strategies"]
 
-def pytest_collection_finish(session):
+def pytest_unconfigure(config):  # the very end: after the header, collection and the summary
     with open("modules.json", "w") as handle:
         json.dump({name: name in sys.modules for name in HEAVY}, handle)
 '''
