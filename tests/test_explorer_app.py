@@ -183,3 +183,25 @@ def test_page_and_unknown_paths(client) -> None:
     assert not re.search(rb"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page.data, re.I)
     missing = client.get("/api/nothing")
     assert missing.status_code == 404 and "error" in missing.get_json()
+
+
+def test_serve_refuses_an_unknown_profile_before_listening(tmp_path: Path) -> None:
+    import argparse
+
+    from pytest_irene.cli import serve
+    from pytest_irene.errors import IreneError
+
+    parser = argparse.ArgumentParser(prog="irene")
+    serve.register(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--port", "0", "--profile", str(tmp_path / "missing.json")])
+    with pytest.raises(IreneError, match="missing.json"):
+        args.func(args)
+
+
+def test_a_model_file_as_default_profile_is_listed(tmp_path: Path) -> None:
+    from pytest_irene.profiles import resolve_profile
+
+    path = str(resolve_profile(bundled_profiles()[0]))
+    app = create_app(ServerConfig(default_profile=path))
+    body = app.test_client().get("/api/profiles").get_json()
+    assert body["default"] == path and body["profiles"][0] == path

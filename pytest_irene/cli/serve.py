@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch-size", type=int, default=256, metavar="N", help="largest batch size a request may ask for (256)")
     p.add_argument("--max-seq-len", type=int, default=2048, metavar="N", help="largest sequence length a request may ask for (2048)")
     p.add_argument("--max-sweep-points", type=int, default=64, metavar="N", help="largest number of combinations in one sweep (64)")
-    p.add_argument("--profile", default=None, help="default energy model profile (the first bundled one)")
+    p.add_argument("--profile", default=None,
+                   help="default energy model: bundled profile or model file (default: the first bundled profile)")
     p.set_defaults(func=run)
 
 
@@ -47,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--port: expected 0-65535, got {args.port}")
     for ref in args.allow_module:
         load_factory(ref)  # fail at start-up, not on the first request
+    if args.profile is not None:
+        from ..explorer.models import energy_model
+
+        energy_model(args.profile)  # ModelFileError names a bad profile before listening
     config = ServerConfig(
         allowed_modules=tuple(args.allow_module),
         max_batch_size=args.max_batch_size,

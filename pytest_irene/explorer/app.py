@@ -117,7 +117,10 @@ class Explorer:
     def profiles(self) -> list[str]:
         from .models import bundled_profiles
 
-        return bundled_profiles()
+        profiles = bundled_profiles()
+        if self.config.default_profile and self.config.default_profile not in profiles:
+            profiles.insert(0, self.config.default_profile)  # a model file the operator chose
+        return profiles
 
     def default_profile(self) -> str:
         if self.config.default_profile:
