@@ -112,6 +112,7 @@ class LinearRegressor:
     intercept_: bool = True
     nonneg: bool = False
     clip_inputs: bool = False
+    ridge: float = _RIDGE
     mean: list[float] = field(default_factory=list)
     scale: list[float] = field(default_factory=list)
     coef: list[float] = field(default_factory=list)
@@ -152,7 +153,7 @@ class LinearRegressor:
         if len(y) == 0:
             beta = np.zeros(design.shape[1])
         else:
-            beta = weighted_lstsq(design, target, w)
+            beta = weighted_lstsq(design, target, w, ridge=self.ridge)
         self.mean, self.scale = mean.tolist(), scale.tolist()
         if self.intercept_:
             self.intercept, self.coef = float(beta[0]), beta[1:].tolist()
@@ -197,6 +198,7 @@ class LinearRegressor:
             "fit_intercept": self.intercept_,
             "nonneg": self.nonneg,
             "clip_inputs": self.clip_inputs,
+            "ridge": self.ridge,
             "lo": list(self.lo),
             "hi": list(self.hi),
             "mean": list(self.mean),
@@ -217,6 +219,7 @@ class LinearRegressor:
                 "fit_intercept",
                 "nonneg",
                 "clip_inputs",
+                "ridge",
                 "lo",
                 "hi",
                 "mean",
@@ -240,6 +243,7 @@ class LinearRegressor:
             intercept_=bool(obj["fit_intercept"]),
             nonneg=bool(obj["nonneg"]),
             clip_inputs=bool(obj["clip_inputs"]),
+            ridge=_finite(obj["ridge"], "ridge"),
         )
         if reg.clip_inputs:
             reg.lo = _floats(obj["lo"], "lo", n)
@@ -256,6 +260,10 @@ class LinearRegressor:
 ANCHOR_BASE = ("flops", "mem_bytes")
 #: Inputs of the anchored regressor's log-space correction.
 ANCHOR_CORRECTION = ("flops", "mem_bytes", "batch_seq", "seq_len", "batch_size")
+#: Ridge of the log-space correction (relative to the sample count, on standardised
+#: log features): shrinks directions the data cannot separate (at one width, flops,
+#: bytes and batch·seq move together) so they do not extrapolate.
+CORRECTION_RIDGE = 0.03
 #: Shape coordinates of the residual memory (log space).
 ANCHOR_MEMORY = ("flops", "mem_bytes", "batch_size", "seq_len")
 #: Kernel bandwidth of the memory in log units: 5 % apart is "another shape".
@@ -295,7 +303,7 @@ class AnchoredRegressor:
         mem = [f for f in ANCHOR_MEMORY if f in available]
         return cls(
             base=LinearRegressor(base, weighting="relative", nonneg=True),
-            correction=LinearRegressor(corr, log_inputs=True, clip_inputs=False),
+            correction=LinearRegressor(corr, log_inputs=True, ridge=CORRECTION_RIDGE),
             # Coarse then fine: the first memory shares a per-item shape's residual
             # across neighbouring batch sizes (reaches batch 32 from 24); the second,
             # fitted on what is left, pins shapes measured exactly.
