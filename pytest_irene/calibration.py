@@ -603,12 +603,43 @@ def train_rig_model(
     profile: str,
     hardware: dict[str, Any] | None = None,
 ) -> Any:
-    """Retrain the regressors on the rig's dataset(s) and save an energy model file; returns it."""
-    from .energy_model import train_energy_model
+    """Retrain the regressors on the rig's dataset(s) and save an energy model file; returns it.
 
-    model = train_energy_model([str(p) for p in dataset_paths], profile=profile, hardware=hardware)
+    The ``all`` feature set (model + resource features) is trained only when every
+    tree carries every resource feature: a CPU-only rig has no GPU features, so
+    its model predicts from model features (and says so in its ``feature_sets``).
+    """
+    from .dataset import load_dataset
+    from .energy_model import train_energy_model
+    from .tree import RESOURCE_FEATURES
+
+    paths = [str(p) for p in dataset_paths]
+    trees = load_dataset(*paths)
+    complete = bool(trees) and all(all(f in t.root.features for f in RESOURCE_FEATURES) for t in trees)
+    feature_sets = ("model", "all") if complete else ("model",)
+    model = train_energy_model(paths, profile=profile, hardware=hardware, feature_sets=feature_sets)
     model.save(output)
     return model
+
+
+def cv_summary(model: Any) -> list[str]:
+    """One line per feature set with the model file's cross-validation errors (average %, per level)."""
+    lines = []
+    for name, result in (getattr(model, "cv_errors", None) or {}).items():
+        if not isinstance(result, dict):
+            continue
+        levels = result.get("levels") or {}
+        parts = []
+        for level in ("ml", "module", "model"):
+            row = levels.get(level)
+            value = row.get("average") if isinstance(row, dict) else None
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                parts.append(f"{level} {value:.2f} %")
+        if parts:
+            lines.append(f"cross-validation ({name} features, {result.get('split')} split): " + ", ".join(parts))
+        elif result.get("note"):
+            lines.append(f"cross-validation ({name} features): {result['note']}")
+    return lines
 
 
 def settings_dict(settings: CalibrationSettings) -> dict[str, Any]:
@@ -627,4 +658,5 @@ __all__ = [
     "WindowRecord",
     "format_duration",
     "train_rig_model",
+    "cv_summary",
 ]

@@ -173,17 +173,10 @@ class CalibrationRun:
         if self.error:
             lines.append(self.error)
         if self.trained is not None:
+            from .calibration import cv_summary
+
             lines.append(f"energy model for profile {self.settings.profile!r} written to {self.output}")
-            cv = getattr(self.trained, "cv_errors", None) or {}
-            levels = cv.get("levels") if isinstance(cv, dict) else None
-            if isinstance(levels, dict):
-                parts = []
-                for level in ("ml", "module", "model"):
-                    value = (levels.get(level) or {}).get("average") if isinstance(levels.get(level), dict) else None
-                    if isinstance(value, (int, float)):
-                        parts.append(f"{level} {value:.2f} %")
-                if parts:
-                    lines.append("cross-validation error: " + ", ".join(parts))
+            lines.extend(cv_summary(self.trained))
         elif self.train_error:
             lines.append(f"no energy model trained: {self.train_error}")
         return [line for line in lines if line]

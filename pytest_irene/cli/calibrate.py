@@ -73,7 +73,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..calibration import CalibrationSettings, Calibrator, Target, format_duration, train_rig_model
+    from ..calibration import CalibrationSettings, Calibrator, Target, cv_summary, format_duration, train_rig_model
     from ..meters import parse_meter_spec
 
     dataset = Path(args.dataset)
@@ -120,13 +120,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     model_file = train_rig_model([dataset], output, profile=profile, hardware=hardware)
     print(f"irene calibrate: energy model for profile {profile!r} written to {output}")
-    levels = (getattr(model_file, "cv_errors", None) or {}).get("levels")
-    if isinstance(levels, dict):
-        parts = [
-            f"{lvl} {levels[lvl]['average']:.2f} %"
-            for lvl in ("ml", "module", "model")
-            if isinstance(levels.get(lvl), dict) and isinstance(levels[lvl].get("average"), (int, float))
-        ]
-        if parts:
-            print("irene calibrate: cross-validation error: " + ", ".join(parts))
+    for line in cv_summary(model_file):
+        print(f"irene calibrate: {line}")
     return 0
