@@ -172,7 +172,7 @@ def test_misclocked_bytes_are_what_a_uart_would_see() -> None:
 
 def test_cli_prints_the_device_path_first_and_serves(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest_irene.cli.emulator", "--format", "json", "--period", "0.05",
+        [sys.executable, "-m", "pytest_irene.cli", "emonpi-emulator", "--format", "json", "--period", "0.05",
          "--idle-watts", "80", "--watts-per-util", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1],
     )
