@@ -9,16 +9,20 @@ Everything stored is a plain list of floats (no pickle): a regressor is
 ``to_json()``-able and re-created with :func:`regressor_from_json`, which
 validates shapes and rejects NaN/inf weights. Prediction is numpy only.
 
-Two kinds:
+Building blocks:
 
 - :class:`LinearRegressor`: standardised features, ordinary or weighted least
-  squares, optionally on ``log`` inputs and/or a ``log`` target. With
-  ``weighting="relative"`` each sample is weighted by ``1/y²`` so the fit
-  minimises *relative* error, which is what every reported error measures.
-- :class:`AnchoredRegressor`: a relative-error linear base in flops and bytes
-  (``E ≈ c0 + c1·flops + c2·bytes + c3·batch_seq``) times a log-space correction
-  ``exp(w·log(features))``; the base carries extrapolation, the correction the
-  curvature (small inputs under-using the GPU).
+  squares (optionally non-negative, ridge-shrunk, on ``log`` inputs and/or a ``log``
+  target). With ``weighting="relative"`` each sample is weighted by ``1/y²`` so the
+  fit minimises *relative* error, which is what every reported error measures.
+- :class:`AnchoredRegressor` (model features): a non-negative, relative-error
+  linear base in work (``E ≈ e0 + c1·flops + c2·bytes``: a launch floor plus
+  costs per flop and per byte, which extrapolates sanely to longer inputs and
+  other widths), times a ridge-shrunk log-space correction (the curvature: small
+  inputs under-use the GPU), times two :class:`ResidualMemory` corrections for
+  shapes that were measured (GPU kernels are not smooth in their shapes).
+- :class:`ResidualMemory`: kernel-smoothed log-residuals at measured shapes; it
+  vanishes away from them, so extrapolation is left to the base.
 
 :class:`LeafRegressors` bundles one regressor per type and the generic
 regressor used for types never seen in training (RMSNorm, SiLU, ...).
@@ -275,19 +279,21 @@ _EXTENSIVE = frozenset({"flops", "mem_bytes", "batch_seq", "params"})
 
 @dataclass
 class AnchoredRegressor:
-    """Relative-error linear base in work, times a log-space correction.
+    """Relative-error linear base in work, times a log-space correction and memories.
 
-    ``E = base(x) · exp(corr(log x))`` where ``base`` is a ``1/E²``-weighted
-    linear fit on :data:`ANCHOR_BASE` and ``corr`` a (ridge) linear fit of
-    ``log(E/base)`` on the logs of :data:`ANCHOR_CORRECTION`, clipped so it can
-    bend the base by at most a factor ``exp(±clip)``: far outside the training
-    range the physics of the base takes over.
+    ``E = base(x) · exp(corr(log x) + Σ memory(x))`` where ``base`` is a non-negative
+    ``1/E²``-weighted linear fit on :data:`ANCHOR_BASE`, ``corr`` a ridge-shrunk
+    linear fit of ``log(E/base)`` on the logs of :data:`ANCHOR_CORRECTION`, clipped so
+    it bends the base by at most ``exp(±clip)``, and the memories recall what is
+    left at measured shapes (coarse across batch sizes, then exact).
     """
 
     base: LinearRegressor
     correction: LinearRegressor
     clip: float = 0.7
     memories: list[ResidualMemory] = field(default_factory=list)
+    floor_j: float = _MIN_ENERGY_J
+    """Smallest base value (5 % of the smallest training energy): keeps ``log(E/base)`` finite."""
 
     kind = "anchored"
 
@@ -322,7 +328,8 @@ class AnchoredRegressor:
     def fit_named(self, X: np.ndarray, names: Sequence[str], y: np.ndarray) -> AnchoredRegressor:
         y = np.asarray(y, dtype=np.float64)
         self.base.fit(self._cols(X, names, self.base.features), y)
-        b = self._base(self._cols(X, names, self.base.features), y)
+        self.floor_j = max(float(np.min(y)) * 0.05, _MIN_ENERGY_J) if len(y) else _MIN_ENERGY_J
+        b = self._base(self._cols(X, names, self.base.features))
         resid = np.log(np.maximum(y, _MIN_ENERGY_J)) - np.log(b)
         self.correction.fit(self._cols(X, names, self.correction.features), resid)
         resid = np.log(np.maximum(y, _MIN_ENERGY_J)) - np.log(self._smooth(X, names))
@@ -332,10 +339,8 @@ class AnchoredRegressor:
             resid = resid - mem.predict(Xm)
         return self
 
-    def _base(self, Xb: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
-        b = self.base.predict(Xb)
-        floor = _MIN_ENERGY_J if y is None else max(float(np.min(y)) * 0.05, _MIN_ENERGY_J)
-        return np.maximum(b, floor)
+    def _base(self, Xb: np.ndarray) -> np.ndarray:
+        return np.maximum(self.base.predict(Xb), self.floor_j)
 
     def _smooth(self, X: np.ndarray, names: Sequence[str]) -> np.ndarray:
         b = self._base(self._cols(X, names, self.base.features))
@@ -354,18 +359,20 @@ class AnchoredRegressor:
             "base": self.base.to_json(),
             "correction": self.correction.to_json(),
             "clip": self.clip,
+            "floor_j": self.floor_j,
             "memories": [m.to_json() for m in self.memories],
         }
 
     @classmethod
     def from_json(cls, obj: Any) -> AnchoredRegressor:
-        obj = _require(obj, ("base", "correction", "clip", "memories"), "anchored regressor")
+        obj = _require(obj, ("base", "correction", "clip", "floor_j", "memories"), "anchored regressor")
         _check(isinstance(obj["memories"], list), "anchored regressor field 'memories': expected a list")
         return cls(
             base=LinearRegressor.from_json(obj["base"]),
             correction=LinearRegressor.from_json(obj["correction"]),
             clip=_finite(obj["clip"], "clip"),
             memories=[ResidualMemory.from_json(m) for m in obj["memories"]],
+            floor_j=_finite(obj["floor_j"], "floor_j"),
         )
 
 

@@ -6,13 +6,15 @@ strategies is how a module's energy follows from its children:
 
 - ``glue`` (the default, beyond the paper). With resource features (``all``) it is
   the physics of wall energy, applied to every node at every level:
-  ``E ≈ a·gpu_energy_j + b·latency_s (+ c·cpu_energy_j)`` fitted without intercept by
-  ``1/E²``-weighted least squares (the GPU's own energy plus the rest of the
-  machine's power over the node's run time). With model features only, leaves
-  use anchored regressors (relative-error linear base in flops/bytes times a
-  clipped log-space correction) and a module is the sum of its children plus its
-  *glue*: the energy spent outside the children (reshapes, residual adds, masks,
-  copies), predicted from what the node does beyond its children.
+  ``E ≈ a·gpu_energy_j + b·latency_s + c·latency_s·gpu/100 (+ d·cpu_energy_j)``, no
+  intercept, fitted to minimise the mean relative error over all training nodes
+  (the GPU's own energy plus the rest of the machine's power over the node's run
+  time). With model features only, leaves use anchored regressors (see
+  :mod:`pytest_irene.regressors`) and a module is the sum of its predicted children
+  plus its *glue*, the energy spent outside the children (reshapes, residual adds,
+  masks, copies), predicted by :class:`GlueModel` from what the node does beyond
+  its children; module-level residual memories then recall module shapes that were
+  measured in training.
 - ``end2end`` (the paper): ``E(n) = Σ_c α(c)·E(c)``, ``α(c) = 1 + tanh(W·φ(f(c)) + b)/τ``
   with τ = 10 and φ polynomial features of the standardised node features,
   trained end-to-end through the tree with loss ``Σ (P−G)²/G²`` (Adam 1e-3).
@@ -719,7 +721,12 @@ class GlueModel:
 
 
 class GluePredictor(Predictor):
-    """Default: physics with resource features; anchored leaves + glue with model features."""
+    """The default strategy (see the module docstring): physics with resource features;
+    anchored leaves, glue and module memories with model features.
+
+    Only leaves of a type never seen in training are flagged ``generic_regressor``;
+    with resource features the physics model is the same for every type, so nothing
+    is generic there."""
 
     strategy = "glue"
 
