@@ -1,0 +1,115 @@
+"""Prediction speed: what a test pays per ``irene(...)`` call with model features.
+
+Targets (issue 2, section 8, on 2 CPU cores): trace (meta) + predict of
+bert-base at batch 32, sequence 256 under 1 s; predict alone under 50 ms.
+Also reported: loading the bundled model file (cold, and the cached load the
+plugin does for every test) and peak memory.
+
+Run from the repository root::
+
+    python benchmarks/bench_predict.py               # plain table
+    python benchmarks/bench_predict.py --markdown    # as in RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from pytest_irene.architectures import build_model, example_inputs  # noqa: E402
+from pytest_irene.energy_model import EnergyModel, clear_cache  # noqa: E402
+from pytest_irene.tracing import trace  # noqa: E402
+
+
+def table(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+
+
+def timed(fn, repeat: int) -> tuple[float, list[float]]:
+    """(first call s, later calls s)."""
+    times = []
+    for _ in range(repeat + 1):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times[0], times[1:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="bert-base-uncased")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--profile", default="irene-pc1")
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args(argv)
+
+    clear_cache()
+    t0 = time.perf_counter()
+    energy_model = EnergyModel.load(args.profile)
+    load_cold = time.perf_counter() - t0
+    _, cached = timed(lambda: EnergyModel.load(args.profile), args.repeat)
+
+    model = build_model(args.model)
+    inputs = example_inputs(args.model, args.batch_size, args.seq_len)
+
+    def trace_predict():
+        tree = trace(model, inputs)
+        energy_model.predict(tree)
+        return tree
+
+    first_tp, rest_tp = timed(trace_predict, args.repeat)
+    tree = trace(model, inputs)
+    nodes = len(tree)
+    first_p, rest_p = timed(lambda: energy_model.predict(tree), args.repeat)
+
+    # peak Python allocations in separate runs: tracemalloc slows every allocation down
+    gc.collect()
+    tracemalloc.start()
+    trace_predict()
+    _, peak_tp = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    tracemalloc.start()
+    energy_model.predict(tree)
+    _, peak_p = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    ms = lambda s: f"{s * 1e3:.1f}"  # noqa: E731
+    rows = [
+        ["trace (meta) + predict", ms(first_tp), ms(statistics.median(rest_tp)), ms(max(rest_tp)), "< 1000",
+         "yes" if statistics.median(rest_tp) < 1.0 and first_tp < 1.0 else "NO", f"{peak_tp / 2**20:.1f}"],
+        ["predict alone", ms(first_p), ms(statistics.median(rest_p)), ms(max(rest_p)), "< 50",
+         "yes" if statistics.median(rest_p) < 0.05 else "NO", f"{peak_p / 2**20:.1f}"],
+        ["EnergyModel.load (cold)", ms(load_cold), "", "", "", "", ""],
+        ["EnergyModel.load (cached)", "", ms(statistics.median(cached)), ms(max(cached)), "", "", ""],
+    ]
+    print(
+        f"{args.model}, batch {args.batch_size}, seq {args.seq_len}: {nodes} nodes, profile {args.profile}; "
+        f"torch threads {torch.get_num_threads()}, {args.repeat} repeats after the first; "
+        f"process peak RSS {rss_mib:.0f} MiB (includes torch + transformers)\n"
+    )
+    print(table(["step", "first ms", "median ms", "max ms", "target ms", "met", "peak py MiB"], rows, args.markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
