@@ -238,6 +238,25 @@ def _mean_features(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def _powers_in(samples: Sequence[Any], t0: float, t1: float, *, kind: str, parts: int = 10) -> list[float]:
+    """The power readings inside ``[t0, t1]``, W: the reports of a power meter, or the mean
+    power over about ``parts`` sub-intervals of a counter meter's readings."""
+    inside = [x for x in samples if t0 <= x.t_s <= t1]
+    if kind == "power":
+        return [x.power_w for x in inside if x.power_w is not None]
+    powers, last = [], None
+    step = (t1 - t0) / parts
+    for x in inside:
+        if x.energy_j is None:
+            continue
+        if last is not None and x.t_s - last.t_s >= step:
+            powers.append((x.energy_j - last.energy_j) / (x.t_s - last.t_s))
+            last = x
+        elif last is None:
+            last = x
+    return powers
+
+
 class Calibrator:
     """Runs calibration against one meter and appends finished trees to a dataset.
 
@@ -325,9 +344,7 @@ class Calibrator:
         t1 = time.monotonic()
         self._sampler.sample_now()
         m = self.meter.energy_between(t0, t1)
-        powers = [x.power_w for x in self.meter.samples() if t0 < x.t_s <= t1 and x.power_w is not None]
-        if self.meter.kind != "power" or not powers:
-            powers = [m.power_w]
+        powers = _powers_in(self.meter.samples(), t0, t1, kind=self.meter.kind) or [m.power_w]
         cpu = self._sampler.window(t0, t1).get("cpu")
         reference = s.idle_power_w if s.idle_power_w is not None else min(powers)
         report = IdleReport(
