@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTION = "## bench_plugin"
+SECTION = "## Plugin (`benchmarks/bench_plugin.py`)"
 
 INNER = textwrap.dedent(
     '''

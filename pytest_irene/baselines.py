@@ -134,7 +134,8 @@ def _module_energy(obj: Any, path: Path, where: str) -> ModuleEnergy:
     return ModuleEnergy(type=obj["type"], energy_j=float(energy))
 
 
-def _entry_from_dict(obj: Any, path: Path, where: str) -> BaselineEntry:
+def entry_from_dict(obj: Any, path: Path, where: str) -> BaselineEntry:
+    """Validate one stored entry; :class:`BaselineError` names ``path`` and the field ``where``."""
     if not isinstance(obj, dict):
         raise BaselineError(f"{path}: {where}: expected an object, got {type(obj).__name__}")
     for key in ("profile", "features", "model_name"):
@@ -193,7 +194,7 @@ def read_baseline_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Base
         if not isinstance(labels, dict):
             raise BaselineError(f"{p}: tests[{nodeid!r}]: expected an object of labels, got {labels!r}")
         out[nodeid] = {
-            label: _entry_from_dict(entry, p, f"tests[{nodeid!r}][{label!r}]") for label, entry in labels.items()
+            label: entry_from_dict(entry, p, f"tests[{nodeid!r}][{label!r}]") for label, entry in labels.items()
         }
     return out
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .atomic import atomic_write_text
-from .baselines import BaselineEntry, BaselineError, BaselineStore, entry_from_tree, _entry_from_dict
+from .baselines import BaselineEntry, BaselineError, BaselineStore, entry_from_tree, entry_from_dict
 from .comparison import CallRecord, Comparison, ModuleDelta
 from .errors import IreneError, UsageError
 from .gate import check_budget, compare, failure_text
@@ -395,7 +395,7 @@ class IreneSession:
             self.item_records.setdefault(record.nodeid, []).append(record)
         for obj in data.get("save", []):
             where = Path(f"<worker entry {obj['nodeid']}>")
-            self.to_save[(obj["nodeid"], obj["label"])] = _entry_from_dict(obj["entry"], where, obj["label"])
+            self.to_save[(obj["nodeid"], obj["label"])] = entry_from_dict(obj["entry"], where, obj["label"])
 
     # -- end of session ---------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """pytest-xdist (workers predict, the controller saves and reports) and ``--collect-only`` (loads nothing).
 
-These inner sessions run in subprocesses: xdist needs real processes, and a
-fresh interpreter is the only honest place to see which modules got imported.
+The xdist and collect-only sessions run in subprocesses: xdist needs real
+processes, and a fresh interpreter is the only honest place to see which
+modules got imported.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from test_plugin import keep_heavy_modules, run  # noqa: F401 (autouse fixture)
 
 pytest_plugins = ["pytester"]
 
@@ -51,7 +54,7 @@ def test_xdist_saves_every_entry_and_prints_one_merged_summary(pytester: pytest.
     assert len(records) == 8
 
     # the same suite in one process predicts bit-identical trees, and passes against the xdist baselines
-    single = pytester.runpytest_subprocess("-p", "no:xdist", "--irene-strict", "--irene-json=single.json")
+    single = run(pytester, "-p", "no:xdist", "--irene-strict", "--irene-json=single.json")
     single.assert_outcomes(passed=4)
     records_single = json.loads((pytester.path / "single.json").read_text())["records"]
     assert [r["tree"] for r in records_single] == [r["tree"] for r in records]
