@@ -131,6 +131,7 @@ def test_energy_follows_the_power_the_node_draws(emonpi_emulator, emonpi_reader,
         low = cal.measure(hooked(Tiny(), torch.randn(4, 32)))
         emulator._power_fn = lambda: 300.0
         high = cal.measure(hooked(Tiny(), torch.randn(4, 32)))
+    assert low.root.energy is not None and high.root.energy is not None
     low_w, high_w = cal.windows[: len(cal.windows) // 2], cal.windows[len(cal.windows) // 2 :]
     assert sum(w.energy_j for w in low_w) / sum(w.duration_s for w in low_w) == pytest.approx(100.0, rel=0.02)
     assert sum(w.energy_j for w in high_w) / sum(w.duration_s for w in high_w) == pytest.approx(300.0, rel=0.02)
