@@ -12,7 +12,7 @@ Layout (``irene-baselines/1``)::
      "tests": {"<node id>": {"<label>": {
          "profile": "irene-pc1", "features": "model",
          "inputs": {"batch_size": 8, "seq_len": 64},
-         "model_name": "BertModel",
+         "model_name": "BertModel", "energy_model": "3f2a9c01b7de",
          "root": {"type": "BertModel", "energy_j": 1.23},
          "modules": {"<scope>": {"type": "BertLayer", "energy_j": 0.4}, ...}}}}}
 
@@ -25,6 +25,7 @@ format is reported and never overwritten.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -72,6 +73,9 @@ class BaselineEntry:
     """The whole model."""
     modules: dict[str, ModuleEnergy] = field(default_factory=dict)
     """Every non-leaf, non-root node keyed by scope (repeated scopes get ``#2``, ``#3``...)."""
+    energy_model: str = ""
+    """Version of the energy model file (first 12 hex digits of its SHA-256): a retrained
+    model predicts differently, so its baselines are not compared; ``""`` when unknown."""
 
     def energies(self) -> dict[str, ModuleEnergy]:
         """Root (scope ``""``) and modules in one mapping, the shape :func:`tree_energies` returns."""
@@ -85,7 +89,13 @@ class BaselineEntry:
             "model_name": self.model_name,
             "root": {"type": self.root.type, "energy_j": self.root.energy_j},
             "modules": {s: {"type": m.type, "energy_j": m.energy_j} for s, m in self.modules.items()},
+            "energy_model": self.energy_model,
         }
+
+
+def energy_model_version(path: str | os.PathLike[str]) -> str:
+    """The version stored with baselines: first 12 hex digits of the model file's SHA-256."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
 def tree_energies(tree: EnergyTree) -> dict[str, ModuleEnergy]:
@@ -108,7 +118,7 @@ def tree_energies(tree: EnergyTree) -> dict[str, ModuleEnergy]:
     return out
 
 
-def entry_from_tree(tree: EnergyTree, *, profile: str, features: str) -> BaselineEntry:
+def entry_from_tree(tree: EnergyTree, *, profile: str, features: str, energy_model: str = "") -> BaselineEntry:
     """The baseline entry a predicted tree would be stored as."""
     energies = tree_energies(tree)
     root = energies.pop("")
@@ -119,6 +129,7 @@ def entry_from_tree(tree: EnergyTree, *, profile: str, features: str) -> Baselin
         model_name=tree.model_name,
         root=root,
         modules=energies,
+        energy_model=energy_model,
     )
 
 
@@ -146,6 +157,9 @@ def entry_from_dict(obj: Any, path: Path, where: str) -> BaselineEntry:
         isinstance(v, int) and not isinstance(v, bool) for v in inputs.values()
     ):
         raise BaselineError(f"{path}: {where}.inputs: expected an object of integers, got {inputs!r}")
+    version = obj.get("energy_model", "")
+    if not isinstance(version, str):
+        raise BaselineError(f"{path}: {where}.energy_model: expected a string, got {version!r}")
     modules = obj.get("modules")
     if not isinstance(modules, dict):
         raise BaselineError(f"{path}: {where}.modules: expected an object, got {modules!r}")
@@ -156,6 +170,7 @@ def entry_from_dict(obj: Any, path: Path, where: str) -> BaselineEntry:
         model_name=obj["model_name"],
         root=_module_energy(obj.get("root"), path, f"{where}.root"),
         modules={str(s): _module_energy(m, path, f"{where}.modules[{s!r}]") for s, m in modules.items()},
+        energy_model=version,
     )
 
 

@@ -20,10 +20,17 @@ DEFAULT_TOLERANCE = 0.05
 DEFAULT_MIN_DELTA_J = 0.001
 
 
-def _mismatch(entry: BaselineEntry, tree: EnergyTree, profile: str | None, features: str | None) -> str:
+def _mismatch(
+    entry: BaselineEntry, tree: EnergyTree, profile: str | None, features: str | None, energy_model: str | None
+) -> str:
     """Why a baseline cannot be compared with this tree, ``""`` if it can."""
     if profile is not None and entry.profile != profile:
         return f"baseline was made with profile {entry.profile!r}, this run uses {profile!r}"
+    if energy_model and entry.energy_model and entry.energy_model != energy_model:
+        return (
+            f"baseline was made with another version of energy model {entry.profile!r} "
+            f"({entry.energy_model}, now {energy_model}); refresh it with --irene-save"
+        )
     if features is not None and entry.features != features:
         return f"baseline was made with {entry.features!r} features, this run uses {features!r}"
     now = {"batch_size": int(tree.batch_size), "seq_len": int(tree.seq_len)}
@@ -43,6 +50,7 @@ def compare(
     profile: str | None = None,
     features: str | None = None,
     strict: bool = False,
+    energy_model: str | None = None,
 ) -> Comparison:
     """Compare every module of ``tree`` with the baseline.
 
@@ -53,14 +61,14 @@ def compare(
     ``""``) is compared like any module.
 
     Without a baseline the status is ``new``; with a baseline made for another
-    ``profile``, feature set or input size it is ``skipped``. Both pass, and
+    ``profile``, ``energy_model`` version, feature set or input size it is ``skipped``. Both pass, and
     both fail when ``strict``.
     """
     if baseline_entry is None:
         if strict:
             return Comparison("fail", "no baseline for this call and --irene-strict is set (run with --irene-save)")
         return Comparison("new", "no baseline yet; run with --irene-save to record one")
-    why = _mismatch(baseline_entry, tree, profile, features)
+    why = _mismatch(baseline_entry, tree, profile, features, energy_model)
     if why:
         if strict:
             return Comparison("fail", f"not compared: {why}, and --irene-strict is set")

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .atomic import atomic_write_text
-from .baselines import BaselineEntry, BaselineError, BaselineStore, entry_from_tree, entry_from_dict
+from .baselines import (
+    BaselineEntry,
+    BaselineError,
+    BaselineStore,
+    energy_model_version,
+    entry_from_dict,
+    entry_from_tree,
+)
 from .comparison import CallRecord, Comparison, ModuleDelta
 from .errors import IreneError, UsageError
 from .gate import check_budget, compare, failure_text
@@ -191,6 +198,7 @@ class IreneSession:
         self._formulas_registered = False
         self._host: dict[str, Any] | None = None
         self._item_order: dict[str, int] | None = None
+        self._versions: dict[str, str] = {}
 
     @property
     def is_worker(self) -> bool:
@@ -205,6 +213,14 @@ class IreneSession:
 
             self._models[profile] = EnergyModel.load(profile)
         return self._models[profile]
+
+    def energy_model_version(self, profile: str) -> str:
+        """Version (file hash) of the energy model behind ``profile``, computed once."""
+        if profile not in self._versions:
+            from .profiles import resolve_profile
+
+            self._versions[profile] = energy_model_version(resolve_profile(profile))
+        return self._versions[profile]
 
     def host_fingerprint(self) -> dict[str, Any]:
         """This machine's fingerprint: the ``pytest_irene_host_fingerprint`` hook, else the runtime's."""
@@ -311,7 +327,8 @@ class IreneSession:
         predicted = energy_model.predict(tree, features=features)
         tree = predicted if predicted is not None else tree
 
-        entry = entry_from_tree(tree, profile=profile, features=features)
+        version = self.energy_model_version(profile)
+        entry = entry_from_tree(tree, profile=profile, features=features, energy_model=version)
         comparison: Comparison | None = None
         if self.settings.save:
             self.to_save[(item.nodeid, label)] = entry
@@ -325,6 +342,7 @@ class IreneSession:
                 profile=profile,
                 features=features,
                 strict=self.settings.strict,
+                energy_model=version,
             )
         budget = check_budget(tree, budget_j)
         record = CallRecord(
@@ -343,6 +361,7 @@ class IreneSession:
                 "tolerance": tolerance,
                 "min_delta_j": self.settings.min_delta_j,
                 "hardware": describe_hardware(dict(energy_model.hardware)),
+                "energy_model": version,
                 "baseline_file": str(self.store.path_for(item.nodeid)),
                 "saved": self.settings.save,
                 "price_cents_per_kwh": self.settings.price_cents_per_kwh,

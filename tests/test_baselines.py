@@ -195,3 +195,14 @@ def test_concurrent_saves_lose_nothing(tmp_path: Path) -> None:
     with multiprocessing.get_context("fork").Pool(4) as pool:
         pool.map(_save_one, [(str(tmp_path), i) for i in range(16)])
     assert len(read_baseline_file(tmp_path / "m.json")) == 16
+
+
+def test_another_energy_model_version_is_not_compared(tmp_path: Path) -> None:
+    entry = entry_from_tree(make_tree(), profile="p", features="model", energy_model="aaaaaaaaaaaa")
+    same = compare(entry, make_tree(), profile="p", features="model", energy_model="aaaaaaaaaaaa")
+    assert same.status == "pass"
+    other = compare(entry, make_tree(), profile="p", features="model", energy_model="bbbbbbbbbbbb")
+    assert other.status == "skipped" and "another version of energy model 'p'" in other.reason
+    store = BaselineStore(tmp_path)
+    store.save({("m.py::a", "default"): entry})
+    assert BaselineStore(tmp_path).get("m.py::a", "default").energy_model == "aaaaaaaaaaaa"

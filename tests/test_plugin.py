@@ -319,3 +319,17 @@ def test_disable(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*irene: disabled (--irene-disable)*", "*pytest-irene is disabled*"])
     assert "irene energy summary" not in result.stdout.str()
+
+
+def test_retrained_energy_model_is_not_compared(pytester: pytest.Pytester) -> None:
+    from pytest_irene.profiles import resolve_profile
+
+    model_file = pytester.path / "rig.json"
+    model_file.write_bytes(resolve_profile("irene-pc1").read_bytes())
+    write_tiny(pytester)
+    run(pytester, "--irene-save", f"--irene-profile={model_file}").assert_outcomes(passed=1)
+    run(pytester, f"--irene-profile={model_file}", "--irene-strict").assert_outcomes(passed=1)
+    model_file.write_text(model_file.read_text() + "\n")  # same profile, another file version
+    result = run(pytester, "-rP", f"--irene-profile={model_file}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*not compared: baseline was made with another version of energy model*"])
