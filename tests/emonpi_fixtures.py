@@ -1,4 +1,4 @@
-"""Fixtures for tests that need an emonPi: the emulator on a real pty, and a reader on it.
+"""Fixtures for calibration tests: the emonPi emulator on a real pty, a reader on it, inner pytest sessions.
 
 Import the fixtures into a test module (``from emonpi_fixtures import emonpi_emulator``);
 the lead owns ``conftest.py``.
@@ -7,6 +7,7 @@ the lead owns ``conftest.py``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
 
 import pytest
 
@@ -47,3 +48,26 @@ def emonpi_reader() -> Iterator[Callable[..., EmonPiReader]]:
     yield open_reader
     for reader in opened:
         reader.close()
+
+
+HEAVY_MODULES = ("torch", "transformers", "sklearn", "numpy", "scipy", "safetensors", "tokenizers", "pytest_irene")
+
+
+def plugin_args() -> list[str]:
+    """Load the calibration plugin unless its entry point is installed (then pytest loads it)."""
+    installed = any(ep.value == "pytest_irene.calibration_plugin" for ep in entry_points(group="pytest11"))
+    return [] if installed else ["-p", "pytest_irene.calibration_plugin"]
+
+
+@pytest.fixture(autouse=True)
+def keep_heavy_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process inner sessions must not unload torch & co. (re-importing torch crashes)."""
+    import _pytest.pytester as pytester_module
+
+    base = pytester_module.SysModulesSnapshot
+
+    class KeepHeavy(base):  # type: ignore[misc, valid-type]
+        def __init__(self, preserve=None):  # type: ignore[no-untyped-def]
+            super().__init__(preserve=lambda name: name.startswith(HEAVY_MODULES) or bool(preserve and preserve(name)))
+
+    monkeypatch.setattr(pytester_module, "SysModulesSnapshot", KeepHeavy)

@@ -17,8 +17,7 @@ pytest.importorskip("torch")
 pytest.importorskip("pytest_irene.tracing", reason="the tracer is not merged yet")
 pytest.importorskip("pytest_irene.energy_model", reason="the energy model is not merged yet")
 
-from emonpi_fixtures import emonpi_emulator  # noqa: E402,F401  (fixture)
-from test_calibration_plugin import keep_heavy_modules, plugin_args  # noqa: E402,F401
+from emonpi_fixtures import emonpi_emulator, keep_heavy_modules, plugin_args  # noqa: E402,F401  (fixtures)
 
 from pytest_irene.dataset import load_dataset  # noqa: E402
 

@@ -6,36 +6,11 @@ The end-to-end runs (tracer, node runner, emulator, dataset, training) are in
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
-
 import pytest
 
-from emonpi_fixtures import emonpi_emulator  # noqa: F401  (fixture)
+from emonpi_fixtures import emonpi_emulator, keep_heavy_modules, plugin_args  # noqa: F401  (fixtures)
 
 pytest_plugins = ["pytester"]
-
-HEAVY_MODULES = ("torch", "transformers", "sklearn", "numpy", "scipy", "safetensors", "tokenizers", "pytest_irene")
-
-
-def plugin_args() -> list[str]:
-    """Load the calibration plugin unless its entry point is installed (then pytest loads it)."""
-    installed = any(ep.value == "pytest_irene.calibration_plugin" for ep in entry_points(group="pytest11"))
-    return [] if installed else ["-p", "pytest_irene.calibration_plugin"]
-
-
-@pytest.fixture(autouse=True)
-def keep_heavy_modules(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process inner sessions must not unload torch & co. (re-importing torch crashes)."""
-    import _pytest.pytester as pytester_module
-
-    base = pytester_module.SysModulesSnapshot
-
-    class KeepHeavy(base):  # type: ignore[misc, valid-type]
-        def __init__(self, preserve=None):  # type: ignore[no-untyped-def]
-            super().__init__(preserve=lambda name: name.startswith(HEAVY_MODULES) or bool(preserve and preserve(name)))
-
-    monkeypatch.setattr(pytester_module, "SysModulesSnapshot", KeepHeavy)
-
 
 SUITE = """
 import torch
