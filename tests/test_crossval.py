@@ -98,3 +98,19 @@ def test_crossvalidate_all_features_uses_physics(trees):
     out = crossvalidate(trees, features="all", split="batch")
     assert out["levels"]["model"]["average"] < 1.5
     assert out["levels"]["module"]["average"] < 1.5
+
+
+def test_level_errors_accepts_predict_only_objects():
+    class PerTree:
+        def predict(self, tree):
+            for node in tree.walk():
+                node.predicted_energy = node.energy * 1.02
+
+    out = level_errors([hand_tree("a", scale=3.0)], PerTree())
+    assert all(out[level]["a"] == pytest.approx(2.0) for level in ("ml", "module", "model"))
+
+
+def test_seq_and_batch_report_only_paper_models(trees):
+    subset = [t for t in trees if t.model_name in ("gpt2", "sshleifer/tiny-ctrl") and t.batch_size <= 16]
+    out = crossvalidate(subset, features="all", split="seq")
+    assert set(out["levels"]["model"]) == {"gpt2", "average"}
