@@ -267,7 +267,8 @@ class Calibrator:
             trees = cal.run([Target(model, inputs, "bert")])
 
     ``say`` prints one line for humans (plans, idle, warnings); ``progress``
-    (default: a rich progress bar on stderr) can be turned off.
+    (default: a rich progress bar on stderr) can be turned off; ``fingerprint``
+    replaces :func:`~pytest_irene.runtime.host_fingerprint` (a pinned rig identity).
     """
 
     def __init__(
@@ -281,6 +282,7 @@ class Calibrator:
         progress: bool = True,
         console: Any = None,
         sleep: Callable[[float], None] = time.sleep,
+        fingerprint: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.meter = meter
         self.settings = settings
@@ -291,6 +293,7 @@ class Calibrator:
         self._progress_enabled = progress
         self._console = console
         self._sleep = sleep
+        self._fingerprint = fingerprint
         self.idle: IdleReport | None = None
         self.trees: list[EnergyTree] = []
         """Trees finished and appended to the dataset in this run."""
@@ -578,7 +581,7 @@ class Calibrator:
         """The rig's hardware fingerprint plus the meter and idle power (recorded in model files)."""
         from .runtime.fingerprint import host_fingerprint
 
-        fp = host_fingerprint()
+        fp = dict(self._fingerprint() if self._fingerprint is not None else host_fingerprint())
         fp["meter"] = self.meter.name
         if self.idle is not None:
             fp["idle_power_w"] = round(self.idle.power_w, 3)

@@ -101,6 +101,17 @@ class CalibrationRun:
         with capman.global_and_fixture_disabled():
             yield
 
+    def _fingerprint(self) -> dict[str, Any]:
+        """The rig's identity: what ``pytest_irene_host_fingerprint`` pins (the gate decides its feature
+        mode with the same hook, so the trained model matches the gate), else the measured host."""
+        hook = getattr(self.config.hook, "pytest_irene_host_fingerprint", None)
+        pinned = hook(config=self.config) if hook is not None else None
+        if isinstance(pinned, dict):
+            return dict(pinned)
+        from .runtime.fingerprint import host_fingerprint
+
+        return host_fingerprint()
+
     def _open(self) -> Any:
         from .calibration import CalibrationError, Calibrator
         from .meters import parse_meter_spec
@@ -110,7 +121,9 @@ class CalibrationRun:
         if self.calibrator is None:
             meter = parse_meter_spec(self.meter_spec)
             tw = self.config.get_terminal_writer()
-            cal = Calibrator(meter, self.settings, self.dataset, say=self._print, progress=tw.hasmarkup)
+            cal = Calibrator(
+                meter, self.settings, self.dataset, say=self._print, progress=tw.hasmarkup, fingerprint=self._fingerprint
+            )
             try:
                 with self._uncaptured():
                     cal.open()

@@ -122,6 +122,10 @@ def test_own_fixture_measures(irene_calibrate):
 def test_both_fixtures_measure_in_calibrate_mode(pytester: pytest.Pytester, emonpi_emulator) -> None:
     emulator = emonpi_emulator("json", power_fn=lambda: 150.0)
     pytester.makepyfile(HAND_TRACED)
+    pytester.makeconftest(
+        "def pytest_irene_host_fingerprint(config):\n"
+        "    return {'cpu_model': 'Pinned Rig CPU', 'cpu_count': 64, 'gpus': []}\n"
+    )
     result = pytester.runpytest(
         *plugin_args(), "--irene-calibrate", f"--irene-meter=emonpi:{emulator.path},115200,period=0.05",
         "--irene-calibrate-window=0.1", "--irene-calibrate-rounds=1", "--irene-calibrate-min-reports=2",
@@ -140,3 +144,5 @@ def test_both_fixtures_measure_in_calibrate_mode(pytester: pytest.Pytester, emon
     trees = load_dataset(pytester.path / "out" / "rig.jsonl")
     assert [t.meta["nodeid"].split("::")[-1] for t in trees] == ["test_gate_fixture_measures", "test_own_fixture_measures"]
     assert all(t.device == "irene-rig" and t.root.energy > 0 for t in trees)
+    # the rig identity pinned with the gate's hook is what the trees (and the model file) record
+    assert trees[0].meta["host"]["cpu_model"] == "Pinned Rig CPU"
