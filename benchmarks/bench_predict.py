@@ -17,6 +17,7 @@ import argparse
 import gc
 import resource
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -50,6 +51,20 @@ def timed(fn, repeat: int) -> tuple[float, list[float]]:
         fn()
         times.append(time.perf_counter() - t0)
     return times[0], times[1:]
+
+
+def cold_process(args: argparse.Namespace) -> float:
+    """Wall time of a fresh interpreter doing everything once (what the first test of a session pays)."""
+    code = (
+        "import pytest_irene as irene\n"
+        "from pytest_irene.architectures import example_inputs\n"
+        f"m = irene.build_model({args.model!r})\n"
+        f"t = irene.predict(m, example_inputs({args.model!r}, {args.batch_size}, {args.seq_len}), profile={args.profile!r})\n"
+        "assert t.total_j > 0\n"
+    )
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     tracemalloc.stop()
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+    cold_s = cold_process(args)
     ms = lambda s: f"{s * 1e3:.1f}"  # noqa: E731
     rows = [
         ["trace (meta) + predict", ms(first_tp), ms(statistics.median(rest_tp)), ms(max(rest_tp)), "< 1000",
@@ -100,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         ["predict alone", ms(first_p), ms(statistics.median(rest_p)), ms(max(rest_p)), "< 50",
          "yes" if statistics.median(rest_p) < 0.05 else "NO", f"{peak_p / 2**20:.1f}"],
         ["EnergyModel.load (cold)", ms(load_cold), "", "", "", "", ""],
+        ["new process: import + load + build + trace + predict", ms(cold_s), "", "", "", "", ""],
         ["EnergyModel.load (cached)", "", ms(statistics.median(cached)), ms(max(cached)), "", "", ""],
     ]
     print(
