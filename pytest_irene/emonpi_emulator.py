@@ -124,6 +124,8 @@ class Emitted:
     """Machine power it reported (P1), W: the average since the previous report."""
     delivered: bool
     """False when a fault dropped, truncated or garbled it."""
+    start_s: float = 0.0
+    """Start of the period it averages (the previous report's time), monotonic s."""
 
 
 class EmonPiEmulator:
@@ -247,12 +249,16 @@ class EmonPiEmulator:
             pass
 
     def _serve(self) -> None:
-        start = time.monotonic()
+        # like the microcontroller: one report a period after the previous one; a late thread
+        # (a loaded host) makes that period longer, never sends a burst to catch up
+        last = time.monotonic()
         msg = 0
-        while not self._stop.wait(max(0.0, start + (msg + 1) * self.period_s - time.monotonic())):
+        while not self._stop.wait(max(0.0, last + self.period_s - time.monotonic())):
             msg += 1
+            now = time.monotonic()
             power = self.power_w()
-            self._energy_wh += power * self.period_s / 3600.0
+            self._energy_wh += power * (now - last) / 3600.0
+            begun, last = last, now
             line = self.format_report(msg, power)
             if msg == 1:  # the microcontroller boots during the first period and prints its banner
                 self._write(("\r\n".join(BANNERS[self.fmt]) + "\r\n").encode())
@@ -263,7 +269,7 @@ class EmonPiEmulator:
                 self._close()
                 return
             if faulty and self.fault == "silence":
-                self.log.append(Emitted(time.monotonic(), msg, power, False))
+                self.log.append(Emitted(time.monotonic(), msg, power, False, begun))
                 continue
             if faulty and self.fault == "drop" and msg % 3 == 0:
                 delivered = False
@@ -280,16 +286,16 @@ class EmonPiEmulator:
                 other = encode_jeelib({"P1": 42, "Vrms": 240}, node=10, rssi=67)
                 data += (other + "\r\n").encode()
             self._write(data)
-            self.log.append(Emitted(time.monotonic(), msg, power, delivered))
+            self.log.append(Emitted(time.monotonic(), msg, power, delivered, begun))
 
     def true_energy_j(self, t0: float, t1: float) -> float:
         """The energy the emulator really reported between monotonic times ``t0`` and ``t1``, J.
 
-        Every report, delivered or not, holds its power over the period before it.
+        Every report, delivered or not, holds its power over the period it averages.
         """
         energy = 0.0
         for e in self.log:
-            lo, hi = max(e.t_s - self.period_s, t0), min(e.t_s, t1)
+            lo, hi = max(e.start_s, t0), min(e.t_s, t1)
             if hi > lo:
                 energy += e.power_w * (hi - lo)
         return energy

@@ -112,7 +112,6 @@ def test_nodes_get_wall_energy_per_execution(emonpi_emulator, emonpi_reader, tmp
         assert node.energy >= 120.0 * node.features["latency_s"] * 0.9
         assert "cpu" in node.features and "mem" in node.features and "latency_s" in node.features
     assert tree["a"].energy == tree["b"].energy  # identical signatures share one measurement
-    assert tree.root.energy > tree["a"].energy
     meta = tree.meta["calibration"]
     assert meta["rounds"] == 2 and meta["distinct_nodes"] == 3 and meta["idle_power_w"] == pytest.approx(120.0)
     assert meta["min_reports_per_window"] >= 4
