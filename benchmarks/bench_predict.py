@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         ["predict alone", ms(first_p), ms(statistics.median(rest_p)), ms(max(rest_p)), "< 50",
          "yes" if statistics.median(rest_p) < 0.05 else "NO", f"{peak_p / 2**20:.1f}"],
         ["EnergyModel.load (cold)", ms(load_cold), "", "", "", "", ""],
-        ["new process: import + load + build + trace + predict", ms(cold_s), "", "", "", "", ""],
         ["EnergyModel.load (cached)", "", ms(statistics.median(cached)), ms(max(cached)), "", "", ""],
+        ["new process: import + load + build + trace + predict", ms(cold_s), "", "", "", "", ""],
     ]
     print(
         f"{args.model}, batch {args.batch_size}, seq {args.seq_len}: {nodes} nodes, profile {args.profile}; "

@@ -104,6 +104,22 @@ class EnergyModel:
         every node, see :func:`pytest_irene.runtime.measure_tree`); a traced tree
         only has model features.
         """
+        self.predict_many([tree], features)
+        return tree
+
+    def predict_many(self, trees: Sequence[EnergyTree], features: str = "model") -> list[EnergyTree]:
+        """:meth:`predict` for several trees in one vectorised pass."""
+        trees = list(trees)
+        predictor = self._predictor(features)
+        for tree in trees:
+            self._check_features(tree, predictor, features)
+        predictor.predict_many(trees)
+        for tree in trees:
+            tree.meta["profile"] = self.profile
+            tree.meta["features"] = features
+        return trees
+
+    def _predictor(self, features: str) -> Any:
         if features not in FEATURE_SET_NAMES:
             raise UsageError(f"features: expected one of {list(FEATURE_SET_NAMES)}, got {features!r}")
         predictor = self.predictors.get(features)
@@ -112,29 +128,20 @@ class EnergyModel:
                 f"energy model {self.describe()} has no {features!r} feature set "
                 f"(it has {list(self.feature_sets)}); predict with one of those"
             )
-        if features == "all":
-            missing = [f for f in predictor.feature_names if f not in tree.root.features]
-            if missing:
-                raise UsageError(
-                    f"features='all' needs resource features measured on this host, but the tree of "
-                    f"{tree.model_name or 'the model'} lacks {missing}: a traced tree only has model features. "
-                    "Measure it with pytest_irene.runtime.measure_tree(...) or use features='model'"
-                )
-        predictor.predict(tree)
-        tree.meta["profile"] = self.profile
-        tree.meta["features"] = features
-        return tree
+        return predictor
 
-    def predict_many(self, trees: Sequence[EnergyTree], features: str = "model") -> list[EnergyTree]:
-        """:meth:`predict` for several trees in one vectorised pass."""
-        trees = list(trees)
-        if trees:
-            self.predict(trees[0], features)  # validates features and the feature set
-            self.predictors[features].predict_many(trees[1:])
-            for tree in trees[1:]:
-                tree.meta["profile"] = self.profile
-                tree.meta["features"] = features
-        return trees
+    @staticmethod
+    def _check_features(tree: EnergyTree, predictor: Any, features: str) -> None:
+        """A clear message before the predictor's generic one when resource features are absent."""
+        if features != "all":
+            return
+        missing = [f for f in predictor.feature_names if f not in tree.root.features]
+        if missing:
+            raise UsageError(
+                f"features='all' needs resource features measured on this host, but the tree of "
+                f"{tree.model_name or 'the model'} lacks {missing}: a traced tree only has model features. "
+                "Measure it with pytest_irene.runtime.measure_tree(...) or use features='model'"
+            )
 
     # -- (de)serialisation ----------------------------------------------------------------
 

@@ -60,17 +60,14 @@ def run(args: argparse.Namespace) -> int:
     if not profile:
         raise UsageError("--profile: expected a non-empty name")
     sets = _feature_sets(args.features, args.datasets)
-    try:
-        model = train_energy_model(
-            args.datasets,
-            profile=profile,
-            feature_sets=sets,
-            strategy=strategy,
-            seed=args.seed,
-            crossvalidate=not args.no_crossvalidate,
-        )
-    except UsageError as exc:
-        raise UsageError(f"{exc}") from None
+    model = train_energy_model(
+        args.datasets,
+        profile=profile,
+        feature_sets=sets,
+        strategy=strategy,
+        seed=args.seed,
+        crossvalidate=not args.no_crossvalidate,
+    )
     try:
         model.save(output)
     except OSError as exc:
