@@ -103,7 +103,7 @@ def test_nodes_get_wall_energy_per_execution(emonpi_emulator, emonpi_reader, tmp
     assert len(cal.windows) == 2 * 3
     for w in cal.windows:  # a steady 120 W integrated over each window
         assert w.energy_j == pytest.approx(120.0 * w.duration_s, rel=1e-6)
-        assert w.duration_s >= 0.25 and w.reports >= 4
+        assert w.duration_s >= 0.25 and w.reports >= 3
     for node in tree.walk():
         # one execution costs 120 W x (window / executions), averaged over rounds
         runs = [w for w in cal.windows if w.scope == ("a" if node.scope == "b" else node.scope)]
@@ -114,7 +114,7 @@ def test_nodes_get_wall_energy_per_execution(emonpi_emulator, emonpi_reader, tmp
     assert tree["a"].energy == tree["b"].energy  # identical signatures share one measurement
     meta = tree.meta["calibration"]
     assert meta["rounds"] == 2 and meta["distinct_nodes"] == 3 and meta["idle_power_w"] == pytest.approx(120.0)
-    assert meta["min_reports_per_window"] >= 4
+    assert meta["min_reports_per_window"] >= 3
     assert tree.device == "rig" and tree.meta["host"]["meter"].startswith("emonPi on /dev/pts/")
     stored = load_dataset(tmp_path / "rig.jsonl.gz")
     assert len(stored) == 1
