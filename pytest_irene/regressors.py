@@ -223,7 +223,6 @@ class LinearRegressor:
                 "fit_intercept",
                 "nonneg",
                 "clip_inputs",
-                "ridge",
                 "lo",
                 "hi",
                 "mean",
@@ -247,7 +246,8 @@ class LinearRegressor:
             intercept_=bool(obj["fit_intercept"]),
             nonneg=bool(obj["nonneg"]),
             clip_inputs=bool(obj["clip_inputs"]),
-            ridge=_finite(obj["ridge"], "ridge"),
+            # A fitting hyper-parameter only (prediction does not use it); older files lack it.
+            ridge=_finite(obj.get("ridge", _RIDGE), "ridge"),
         )
         if reg.clip_inputs:
             reg.lo = _floats(obj["lo"], "lo", n)
@@ -365,14 +365,15 @@ class AnchoredRegressor:
 
     @classmethod
     def from_json(cls, obj: Any) -> AnchoredRegressor:
-        obj = _require(obj, ("base", "correction", "clip", "floor_j", "memories"), "anchored regressor")
+        obj = _require(obj, ("base", "correction", "clip", "memories"), "anchored regressor")
         _check(isinstance(obj["memories"], list), "anchored regressor field 'memories': expected a list")
         return cls(
             base=LinearRegressor.from_json(obj["base"]),
             correction=LinearRegressor.from_json(obj["correction"]),
             clip=_finite(obj["clip"], "clip"),
             memories=[ResidualMemory.from_json(m) for m in obj["memories"]],
-            floor_j=_finite(obj["floor_j"], "floor_j"),
+            # Files written before ``floor_j`` existed predicted with the minimal floor.
+            floor_j=_finite(obj.get("floor_j", _MIN_ENERGY_J), "floor_j"),
         )
 
 
