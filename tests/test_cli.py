@@ -329,3 +329,31 @@ def test_predict_all_features_measures_on_the_rig(capsys, subset: Path, factory_
     assert code == 2
     assert "features='all' needs resource features measured on this host" in err
     assert "gpu_energy_j" in err
+
+
+def test_train_without_resource_features_trains_model_features_only(capsys, subset: Path, tmp_path: Path):
+    from pytest_irene.tree import RESOURCE_FEATURES
+
+    trees = load_dataset(subset)
+    for tree in trees:
+        for node in tree.walk():
+            for name in RESOURCE_FEATURES:
+                node.features.pop(name, None)
+    stripped = tmp_path / "cpu-rig.jsonl"
+    write_dataset(stripped, trees)
+    code, _, err = run(capsys, "train", stripped, "-o", tmp_path / "cpu.json", "--no-crossvalidate")
+    assert code == 0, err
+    assert EnergyModel.load(tmp_path / "cpu.json").feature_sets == ("model",)
+    code, err = exit_code_of(capsys, "train", stripped, "-o", tmp_path / "x.json", "--features", "all")
+    assert code == 2 and "resource features" in err and not (tmp_path / "x.json").exists()
+
+
+def test_predict_with_a_model_file_path(capsys, subset: Path, tmp_path: Path):
+    model_file = tmp_path / "mine.json"
+    assert run(capsys, "train", subset, "-o", model_file, "--features", "model", "--no-crossvalidate")[0] == 0
+    code, out, err = run(
+        capsys, "predict", "--model", "bert-base-uncased", "--batch-size", "8", "--seq-len", "32",
+        "--profile", model_file, "--json",
+    )
+    assert code == 0, err
+    assert json.loads(out)["profile"] == "mine"
