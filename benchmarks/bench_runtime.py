@@ -28,6 +28,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+START, END = "<!-- bench_runtime:start -->", "<!-- bench_runtime:end -->"
+_lines: list[str] = []
+
+
+def say(text: str = "") -> None:
+    """Print and keep the line for ``--write-results``."""
+    print(text)
+    _lines.append(text)
+
 _PROBE = r"""
 import json, os, resource, sys, time
 sys.path.insert(0, {root!r})
@@ -71,7 +80,7 @@ def bench_overhead(duration: float, period: float) -> list[tuple[str, str, str, 
     cpu_pct = 100.0 * (busy["cpu_s"] - idle["cpu_s"]) / busy["wall_s"]
     mem_mb = busy["rss1_mb"] - busy["rss0_mb"]
     expected = int(busy["wall_s"] / period)
-    print(f"sampler: {busy['samples']} samples in {busy['wall_s']:.1f} s (period {period} s, ~{expected} expected); "
+    say(f"sampler: {busy['samples']} samples in {busy['wall_s']:.1f} s (period {period} s, ~{expected} expected); "
           f"GPU: {busy['gpu_reason'] or 'sampled'}; RAPL: {busy['rapl_reason'] or 'read'}")
     return [
         ("sampler start-up, one-time (CPU ms)", f"{busy['start_cpu_s'] * 1000:.1f}", "-", True),
@@ -102,23 +111,55 @@ def bench_bert(window_s: float, threads: int, batch: int, seq: int) -> list[tupl
     elapsed = time.monotonic() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    print(f"process CPU time {cpu_s:.1f} s over {elapsed:.1f} s wall ({cpu_s / elapsed:.2f} cores busy); "
+    say(f"process CPU time {cpu_s:.1f} s over {elapsed:.1f} s wall ({cpu_s / elapsed:.2f} cores busy); "
           f"1-min load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after (other processes slow this down)")
     info = tree.meta["runtime"]
     measured = sum(1 for n in tree.walk() if "latency_s" in n.features)
-    print(f"bert-base b{batch} s{seq}, {threads} threads, window {window_s} s: {info['nodes']} nodes, "
+    say(f"bert-base b{batch} s{seq}, {threads} threads, window {window_s} s: {info['nodes']} nodes, "
           f"{info['distinct_nodes']} distinct, {measured} measured, {elapsed:.1f} s in all "
           f"({info['measure_s']:.1f} s running nodes)")
     rows = sorted(tree.walk(), key=lambda n: -n.features.get("latency_s", 0.0))[:6]
     for node in rows:
         f = node.features
-        print(f"  {node.scope or '<model>':45s} {node.type:22s} latency {f.get('latency_s', 0) * 1000:9.2f} ms "
+        say(f"    {node.scope or '<model>':45s} {node.type:22s} latency {f.get('latency_s', 0) * 1000:9.2f} ms "
               f"cpu {f.get('cpu', float('nan')):5.1f} %  mem {f.get('mem', float('nan')):4.1f} %")
     return [
         (f"resource features, every node of bert-base b{batch} s{seq}, {threads} cores (s)", f"{elapsed:.1f}",
          "< 60", elapsed < 60),
         ("nodes measured / nodes", f"{measured}/{info['nodes']}", "all", measured == info["nodes"]),
     ]
+
+
+def write_results(args: argparse.Namespace) -> None:
+    from pytest_irene.atomic import atomic_write_text
+    from pytest_irene.runtime import describe, host_fingerprint
+
+    results_md = ROOT / "benchmarks" / "RESULTS.md"
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    # Indented lines (the per-node listing) become a code block so Markdown keeps them aligned.
+    text, in_code = [], False
+    for line in _lines:
+        code = line.startswith("    ")
+        if code != in_code:
+            text.append("```")
+            in_code = code
+        text.append(line[4:] if code else line)
+    if in_code:
+        text.append("```")
+    section = (
+        f"{START}\n## Runtime: sampler overhead and node runner (`benchmarks/bench_runtime.py`)\n\n"
+        f"`python benchmarks/bench_runtime.py --write-results` ({stamp}, {describe(host_fingerprint())}).\n\n"
+        + "\n".join(text)
+        + f"\n{END}"
+    )
+    current = results_md.read_text(encoding="utf-8") if results_md.exists() else "# Benchmark results\n"
+    if START in current and END in current:
+        head, rest = current.split(START, 1)
+        _, tail = rest.split(END, 1)
+        new = head + section + tail
+    else:
+        new = current.rstrip("\n") + "\n\n" + section + "\n"
+    atomic_write_text(results_md, new)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,17 +171,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--write-results", action="store_true", help="replace this script's section of RESULTS.md")
     args = parser.parse_args(argv)
     rows = []
     if args.only in (None, "overhead"):
         rows += bench_overhead(args.duration, args.period)
     if args.only in (None, "bert"):
         rows += bench_bert(args.window, args.threads, args.batch, args.seq)
-    print()
-    print(f"| metric | value | target | ok |\n|---|---|---|---|")
+    say()
+    say("| metric | value | target | ok |")
+    say("|---|---|---|---|")
     for name, value, target, ok in rows:
-        print(f"| {name} | {value} | {target} | {'yes' if ok else 'NO'} |")
-    print(f"\nhost: {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+        say(f"| {name} | {value} | {target} | {'yes' if ok else 'NO'} |")
+    say()
+    say(f"host: {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    say()
+    say("How measured: sampler overhead = CPU time of a process sampling for the whole run minus an idle twin "
+        "process, as % of one core; memory = RSS growth from before `start()` to after `stop()` (includes "
+        "importing pynvml). bert-base = wall time of `measure_tree` (trace with captured inputs, then every "
+        "distinct node alone: warm-up, then >= 0.25 s and >= 3 executions, median latency) on the shared team "
+        "box; the load average shows how much other jobs took. No GPU here: `benchmarks/gpu_check.py` "
+        "exercises sampler + runner + fingerprint on CUDA with real NVML.")
+    if args.write_results:
+        write_results(args)
     return 0 if all(r[3] for r in rows) else 1
 
 
