@@ -38,6 +38,9 @@ _LAZY: dict[str, str] = {
     "RunWindow": "pytest_irene.runtime.runner",
     "distinct_signatures": "pytest_irene.runtime.runner",
     "signature": "pytest_irene.runtime.runner",
+    "attribute": "pytest_irene.runtime.runner",
+    "gpu_position": "pytest_irene.runtime.runner",
+    "RUNTIME_FEATURES": "pytest_irene.runtime.runner",
 }
 
 __all__ = sorted(_LAZY)

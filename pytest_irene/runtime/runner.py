@@ -343,8 +343,12 @@ def _root_call(model: Any, inputs: Any) -> _Call:
     return _Call(model, (inputs,), {})
 
 
-def _gpu_position(sampler: ResourceSampler, dev: Any) -> int | None:
-    """Position of CUDA device ``dev`` among the sampler's GPUs (NVML order may differ)."""
+def gpu_position(sampler: ResourceSampler, dev: Any) -> int | None:
+    """Position of CUDA device ``dev`` among the sampler's GPUs (NVML order may differ).
+
+    Matched by UUID; by index when ``CUDA_VISIBLE_DEVICES`` does not renumber
+    devices; ``None`` when the device is not among the sampled GPUs.
+    """
     import torch
 
     if not sampler.gpu_names:
@@ -360,6 +364,9 @@ def _gpu_position(sampler: ResourceSampler, dev: Any) -> int | None:
     if "CUDA_VISIBLE_DEVICES" not in os.environ and index < len(sampler.gpu_names):
         return index
     return None
+
+
+_gpu_position = gpu_position  # the name calibration imported first
 
 
 def attribute(
@@ -443,7 +450,7 @@ def measure_tree(
         sampler.start()
     started = time.monotonic()
     try:
-        gpu_pos = _gpu_position(sampler, dev) if cuda else None
+        gpu_pos = gpu_position(sampler, dev) if cuda else None
         by_scope: dict[str, EnergyNode] = {n.scope: n for n in tree.walk()}
         groups = distinct_signatures(tree)
         for i, scopes in enumerate(groups.values()):
