@@ -200,3 +200,28 @@ def test_cuda_window_is_event_timed_and_synchronised_once(monkeypatch):
 
     slow = run_call((time.sleep, (0.01,), {}), window_s=0.03, device="cuda:0", min_executions=5)
     assert slow.executions == 5 and slow.latency_s == pytest.approx(0.01, abs=0.008)
+
+
+def test_cuda_devices_are_matched_to_nvml_gpus_by_uuid(monkeypatch):
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fakes.fake_nvml import FakeGpu, FakeNvml
+
+    from pytest_irene.runtime.runner import gpu_position
+
+    fake = FakeNvml([FakeGpu(uuid="GPU-aaaa"), FakeGpu(name="B", uuid="GPU-bbbb")])
+    sampler = ResourceSampler(nvml_module=fake, rapl_root=None).start()
+    try:
+        # CUDA device 0 is NVML's second board (CUDA orders fastest first, NVML by PCI bus)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid="bbbb"))
+        assert gpu_position(sampler, torch.device("cuda:0")) == 1
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid="cccc"))
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        assert gpu_position(sampler, torch.device("cuda:1")) == 1  # no UUID match: same index
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+        assert gpu_position(sampler, torch.device("cuda:0")) is None  # renumbered: do not guess
+    finally:
+        sampler.stop()
