@@ -357,3 +357,21 @@ def test_predict_with_a_model_file_path(capsys, subset: Path, tmp_path: Path):
     )
     assert code == 0, err
     assert json.loads(out)["profile"] == "mine"
+
+
+def test_predict_module_by_import_path_from_the_project_directory(
+    capsys, factory_file: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import sys
+
+    monkeypatch.chdir(factory_file.parent)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(factory_file.parent))])
+    monkeypatch.delitem(sys.modules, "my_models", raising=False)
+    try:
+        code, out, err = run(
+            capsys, "predict", "--module", "my_models:with_inputs", "--batch-size", "2", "--seq-len", "8", "--json"
+        )
+    finally:
+        sys.modules.pop("my_models", None)
+    assert code == 0, err
+    assert json.loads(out)["model_name"] == "Net"

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
+import sys
 from typing import Any
 
 from ..errors import ModelFileError, UsageError
@@ -80,6 +82,8 @@ def build(args: argparse.Namespace, device: str) -> tuple[Any, Any, str | None]:
     from ..explorer.models import load_factory
 
     ref = args.module
+    if os.getcwd() not in sys.path:  # the ``irene`` script does not put the project on sys.path
+        sys.path.insert(0, os.getcwd())
     try:
         factory = load_factory(ref)
     except UsageError as exc:
