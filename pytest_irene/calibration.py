@@ -515,7 +515,7 @@ class Calibrator:
             statistics.pstdev(e) / statistics.fmean(e) for e in energies.values() if len(e) > 1 and statistics.fmean(e) > 0
         ]
         tree.device = s.profile
-        tree.meta = {
+        tree.meta.update({
             "label": prepared.target.label,
             "calibration": {
                 "meter": self.meter.name,
@@ -532,7 +532,7 @@ class Calibrator:
             },
             "host": self.hardware(),
             **(prepared.target.meta or {}),
-        }
+        })
         if few and min(few) < s.min_reports:
             notes.append(f"some windows saw only {min(few)} meter reports (wanted {s.min_reports})")
         for note in notes:
