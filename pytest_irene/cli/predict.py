@@ -117,7 +117,11 @@ def _measure_device(requested: str | None) -> str:
     import torch
 
     if requested:
-        if torch.device(requested).type == "meta":
+        try:
+            kind = torch.device(requested).type
+        except RuntimeError:
+            raise UsageError(f"--device: expected a torch device such as cpu or cuda:0, got {requested!r}") from None
+        if kind == "meta":
             raise UsageError("--device: 'meta' runs nothing; --features all needs cpu or cuda")
         return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
