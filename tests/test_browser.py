@@ -58,10 +58,14 @@ def page(browser):
     ctx = browser.new_context(viewport={"width": 1300, "height": 900})
     pg = ctx.new_page()
     errors: list[str] = []
+    requests: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("request", lambda req: requests.append(req.url))
     yield pg
     ctx.close()
     assert not errors, f"JavaScript errors: {errors}"
+    outside = [u for u in requests if not u.startswith(("http://127.0.0.1:", "file://", "data:", "about:"))]
+    assert not outside, f"the page reached out of this machine: {outside}"
 
 
 def test_pick_model_expand_hover_and_read_bottlenecks(page, server_url: str) -> None:
