@@ -42,6 +42,18 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+METAVARS: dict[str, str] = {
+    "irene-budget": "ENERGY",
+    "irene-tolerance": "PERCENT",
+    "irene-min-delta": "ENERGY",
+    "irene-profile": "NAME|PATH",
+    "irene-features": "auto|model|all",
+    "irene-baselines": "DIR",
+    "irene-json": "PATH",
+    "irene-price": "PRICE",
+}
+
+
 def add_options(parser: pytest.Parser) -> None:
     """Declare every option on the command line and in the ini file."""
     group = parser.getgroup("irene", "energy gate (pytest-irene)")
@@ -51,7 +63,8 @@ def add_options(parser: pytest.Parser) -> None:
             group.addoption(f"--{name}", action="store_true", default=None, dest=dest, help=help_text)
             parser.addini(dest, help_text.replace("%%", "%"), type="bool", default=False)
         else:
-            group.addoption(f"--{name}", action="store", default=None, dest=dest, metavar="VALUE", help=help_text)
+            metavar = METAVARS.get(name, "VALUE")
+            group.addoption(f"--{name}", action="store", default=None, dest=dest, metavar=metavar, help=help_text)
             parser.addini(dest, help_text.replace("%%", "%"), default=None)
 
 
