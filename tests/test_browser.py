@@ -164,3 +164,24 @@ def test_static_report_with_failing_module(page, tmp_path: Path) -> None:
     row.hover()
     assert "fails the gate" in page.locator("#irene-tip").inner_text()
     assert page.locator(".badge.fail").count() >= 1
+
+
+def test_large_reports_draw_trees_on_demand(page, tmp_path: Path) -> None:
+    from pytest_irene.explorer.html import write_report
+    from pytest_irene.tree import EnergyNode, EnergyTree
+
+    def tree(i: int) -> EnergyTree:
+        root = EnergyNode("", "Tiny", "model", {"flops": 3.0}, predicted_energy=1.0 + i)
+        root.add_child(EnergyNode("fc", "Linear", "ml", {"flops": 2.0}, predicted_energy=0.7 + i))
+        root.add_child(EnergyNode("act", "GELU", "ml", {"flops": 1.0}, predicted_energy=0.3))
+        return EnergyTree(root, model_name=f"tiny-{i}", batch_size=1, seq_len=4)
+
+    out = tmp_path / "many.html"
+    write_report(out, [tree(i) for i in range(20)])
+    page.goto(out.as_uri())
+    assert page.locator("section.call").count() == 20
+    assert page.locator("section.call.pending").count() == 20, "no tree drawn before it is asked for"
+    page.locator("#call-3 .show-call").click()
+    assert page.locator("#call-3 .row[data-scope='fc']").is_visible()
+    page.goto(out.as_uri() + "#call-7")  # a link to a call draws it
+    assert page.locator("#call-7 .row[data-scope='act']").is_visible()

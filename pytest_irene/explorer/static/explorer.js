@@ -293,6 +293,27 @@
       })));
   }
 
+  var EAGER_CALLS = 12;
+
+  function placeholder(call) {
+    var section = h("section", { cls: "call pending", id: call.id, "data-model": call.model_name });
+    function draw() { section.replaceWith(renderCall(call)); }
+    section.appendChild(h("div", { cls: "call-head" },
+      h("h2", { text: call.title }), statusBadge(call.status),
+      h("span", { cls: "total" }, h("strong", { text: fmtJ(call.total_j) }), " " + call.source),
+      h("span", { cls: "call-meta", text: [call.model_name, "batch " + call.batch_size, "seq " + call.seq_len].join(" · ") }),
+      h("button", { type: "button", cls: "show-call", onclick: draw, text: "Show tree" })));
+    section.ireneDraw = draw;
+    return section;
+  }
+
+  function showFromHash() {
+    var id = decodeURIComponent((location.hash || "").slice(1));
+    var el = id && document.getElementById(id);
+    if (el && el.ireneDraw) { el.ireneDraw(); el = document.getElementById(id); }
+    if (el) el.scrollIntoView();
+  }
+
   function bootReport(data, root) {
     var calls = data.calls || [];
     var sub = document.getElementById("irene-sub");
@@ -301,7 +322,12 @@
     if (sub) sub.textContent = what + (data.generated ? " · generated " + data.generated : "");
     if (data.sweep && Irene.renderSweep) root.appendChild(Irene.renderSweep(data.sweep));
     if (calls.length > 1) root.appendChild(renderIndex(calls));
-    calls.forEach(function (c) { root.appendChild(renderCall(c)); });
+    /* Large suites: draw failing calls at once and the others when asked (or linked to),
+     * so a report of hundreds of calls opens instantly. */
+    var lazy = calls.length > EAGER_CALLS;
+    calls.forEach(function (c) { root.appendChild(lazy && !c.failed ? placeholder(c) : renderCall(c)); });
+    window.addEventListener("hashchange", function () { showFromHash(); });
+    showFromHash();
     if (!calls.length && !data.sweep) root.appendChild(h("p", { text: "No wrapped calls were recorded in this session." }));
   }
 
