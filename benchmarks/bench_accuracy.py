@@ -222,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"{t['peak_mib']:.0f} | {t['before_mib']:.0f} |"
                 )
         say("")
-        say("Target: whole-file crossvalidate of the default < 60 s on 2 cores. The process peak is reached while")
-        say("loading the dataset (193 trees as Python objects); crossvalidate itself adds the traced peak.")
+        say("Target: whole-file crossvalidate of the default < 60 s on 2 cores. Wall times depend on the load")
+        say("of the shared box. End2End/StepWise import torch (process peak); the traced column is the")
+        say("Python/numpy peak of crossvalidate itself.")
 
     text = "\n".join(out)
     print(text)
