@@ -111,6 +111,11 @@ def test_pick_model_expand_hover_and_read_bottlenecks(page, server_url: str) -> 
     assert page.locator(f"#tree-result .row[data-scope='{top}']").is_visible()
     page.click("#tree-result .collapse-all")
     assert not layer0.is_visible()
+    # finding nodes by type opens their path
+    page.fill("#tree-result input.find", "softmax")
+    matches = page.locator("#tree-result .row.match")
+    assert matches.count() >= 6 and matches.first.is_visible()
+    assert "match" in page.locator("#tree-result .find-count").inner_text()
     page.click("#tree-result .expand-all")
     assert page.locator("#tree-result .row").count() == page.locator("#tree-result .row:visible").count()
 

@@ -255,9 +255,26 @@
       tree.querySelectorAll("li.node").forEach(function (li) { setOpen(li, open); });
       if (!open) setOpen(built.li, true);
     }
+    var count = h("span", { cls: "find-count" });
+    var find = h("input", { type: "search", cls: "find", placeholder: "find scope or type", "aria-label": "find nodes by scope or type" });
+    find.addEventListener("input", function () {
+      var q = find.value.trim().toLowerCase(), n = 0;
+      Object.keys(ctx.byScope).forEach(function (scope) {
+        var entry = ctx.byScope[scope], row = entry.li.querySelector(":scope > .row");
+        var hit = !!q && (scope.toLowerCase().indexOf(q) >= 0 || entry.node.type.toLowerCase().indexOf(q) >= 0);
+        row.classList.toggle("match", hit);
+        if (hit) {
+          n++;
+          var li = entry.li.parentElement && entry.li.parentElement.closest("li.node");
+          while (li) { setOpen(li, true); li = li.parentElement && li.parentElement.closest("li.node"); }
+        }
+      });
+      count.textContent = q ? n + " match" + (n === 1 ? "" : "es") : "";
+    });
     var toolbar = h("div", { cls: "toolbar" },
       h("button", { type: "button", cls: "expand-all", onclick: function () { all(true); }, text: "Expand all" }),
       h("button", { type: "button", cls: "collapse-all", onclick: function () { all(false); }, text: "Collapse all" }),
+      find, count,
       h("span", { cls: "legend" }, "share of model energy: 0 %", h("span", { cls: "ramp" }), "100 %"));
 
     var ops = call.operations || [];
