@@ -205,3 +205,34 @@ def test_a_model_file_as_default_profile_is_listed(tmp_path: Path) -> None:
     app = create_app(ServerConfig(default_profile=path))
     body = app.test_client().get("/api/profiles").get_json()
     assert body["default"] == path and body["profiles"][0] == path
+
+
+def test_irene_serve_serves_the_api(tmp_path: Path) -> None:
+    """The real console entry point: start ``irene serve --port 0``, ask the API, stop it."""
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest_irene.cli", "serve", "--port", "0", "--max-batch-size", "4"],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+        base = f"http://127.0.0.1:{match.group(1)}"
+        with urllib.request.urlopen(base + "/api/models", timeout=30) as resp:
+            assert "gpt2" in [m["name"] for m in json.load(resp)["models"]]
+        try:
+            urllib.request.urlopen(base + "/api/energy?model=gpt2&batch_size=5&seq_len=8", timeout=30)
+            raise AssertionError("the limit was not applied")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 400 and json.load(exc)["parameter"] == "batch_size"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
