@@ -653,12 +653,14 @@ class GlueModel:
             dtype=np.int64,
         )
 
-    def extra(self, forest: Forest) -> np.ndarray:
+    def extra(self, forest: Forest, member: np.ndarray | None = None) -> np.ndarray:
+        """Work beyond the children; children outside ``member`` count as the node's own work."""
         flops, mem = forest.col("flops"), forest.col("mem_bytes")
+        keep = np.ones(len(forest.nodes), dtype=bool) if member is None else member
         return np.stack(
             [
-                np.maximum(flops - forest.child_sum(flops), 0.0),
-                np.maximum(mem - forest.child_sum(mem), 0.0),
+                np.maximum(flops - forest.child_sum(np.where(keep, flops, 0.0)), 0.0),
+                np.maximum(mem - forest.child_sum(np.where(keep, mem, 0.0)), 0.0),
                 forest.col("batch_seq"),
             ],
             axis=1,
@@ -739,8 +741,9 @@ class GluePredictor(Predictor):
         self.glue: GlueModel | None = None
         self.memories: list[ResidualMemory] = []
 
-    def _memory_inputs(self, forest: Forest) -> np.ndarray:
-        n_children = forest.child_sum(np.ones(len(forest.nodes)))
+    def _memory_inputs(self, forest: Forest, member: np.ndarray | None = None) -> np.ndarray:
+        keep = np.ones(len(forest.nodes), dtype=bool) if member is None else member
+        n_children = forest.child_sum(keep.astype(np.float64))
         cols = [n_children if f == "n_children" else forest.col(f) for f in self.MEMORY_FEATURES]
         return np.stack(cols, axis=1)
 
@@ -786,12 +789,18 @@ class GluePredictor(Predictor):
         glue = self.glue
         assert glue is not None
         leaf, generic = self._leaf_predictions(forest)
+        # A leaf of a type never seen in training (e.g. the activation modules of recent
+        # transformers, which were plain functions inside their parent in the training
+        # data) is predicted for display, but its parent treats its work as its own
+        # glue work, priced like the glue it learned; such a parent never costs less
+        # than all its children together.
+        member = ~generic
         cat = glue.category_of(forest)
-        extra = glue.extra(forest)
-        counts = glue.category_sums(forest, np.ones(len(forest.nodes)), cat)
+        extra = glue.extra(forest, member)
+        counts = glue.category_sums(forest, member.astype(np.float64), cat)
         log_corr = np.zeros(len(forest.nodes))
         internal = np.nonzero(~forest.is_leaf)[0]
-        Xm = self._memory_inputs(forest)[internal]
+        Xm = self._memory_inputs(forest, member)[internal]
         for mem in self.memories:
             log_corr[internal] += mem.predict(Xm)
         values = np.where(forest.is_leaf, leaf, 0.0)
@@ -799,12 +808,17 @@ class GluePredictor(Predictor):
             kids = np.nonzero(forest.depth == d)[0]
             parents = forest.parent[kids]
             sums = np.zeros((len(forest.nodes), len(glue.categories)))
-            np.add.at(sums, (parents, cat[kids]), values[kids])
+            np.add.at(sums, (parents, cat[kids]), np.where(member[kids], values[kids], 0.0))
+            everything = np.zeros(len(forest.nodes))
+            np.add.at(everything, parents, values[kids])
             targets = np.unique(parents)
             targets = targets[~forest.is_leaf[targets]]
             child_total = sums[targets].sum(axis=1)
             smooth = child_total + glue.glue_j(sums[targets], counts[targets], extra[targets])
-            values[targets] = np.maximum(smooth, _MIN_J) * np.exp(log_corr[targets])
+            value = np.maximum(smooth, _MIN_J) * np.exp(log_corr[targets])
+            has_generic = np.zeros(len(forest.nodes), dtype=bool)
+            has_generic[parents[~member[kids]]] = True
+            values[targets] = np.where(has_generic[targets], np.maximum(value, everything[targets]), value)
         return values, generic
 
     def _params_json(self) -> dict[str, Any]:

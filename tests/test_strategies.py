@@ -175,3 +175,23 @@ def test_generic_regressor_is_physically_sane_on_a_renamed_type(trees):
     assert norms and all(n.notes.get("generic_regressor") for n in norms)
     rel = [abs(n.predicted_energy - n.energy) / n.energy for n in norms]
     assert sum(rel) / len(rel) < 0.4  # ~0.21 measured; a wrong-signed or unbounded fit is far off
+
+
+def test_unseen_leaf_inside_a_module_is_priced_as_the_module_glue(trees, small):
+    """Recent transformers trace activations as modules; the training data saw them as
+    work inside their parent. Adding such a leaf must not double count its energy."""
+    pred = make_predictor("glue", "model").fit(small)
+    tree = copy.deepcopy(next(t for t in small if t.model_name == "gpt2"))
+    pred.predict(tree)
+    before = {n.scope: n.predicted_energy for n in tree.walk()}
+    mlps = [n for n in tree.walk() if n.type == "MLP"]
+    for mlp in mlps:
+        extra = {k: v for k, v in mlp.children[0].features.items()}
+        extra["flops"] = extra["mem_bytes"] = mlp.features["flops"] * 0.01
+        mlp.add_child(EnergyNode(mlp.scope + ".act", "NewGELUActivation", "ml", extra))
+    pred.predict(tree)
+    for mlp in mlps:
+        act = mlp.children[-1]
+        assert act.notes.get("generic_regressor") is True and act.predicted_energy > 0
+        assert mlp.predicted_energy == pytest.approx(before[mlp.scope], rel=0.01)
+    assert tree.root.predicted_energy == pytest.approx(before[""], rel=0.01)
