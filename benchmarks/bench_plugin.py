@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Plugin (`benchmarks/bench_plugin.py`)"
+START, END = "<!-- bench_plugin:start -->", "<!-- bench_plugin:end -->"
 
 INNER = textwrap.dedent(
     '''
@@ -122,12 +123,16 @@ def main() -> int:
             f"{SECTION}\n\n`python benchmarks/bench_plugin.py --write-results` on this host "
             f"({os.cpu_count()} CPUs, torch threads {args.threads}); model-features mode.\n\n{table}\n"
         )
-        if SECTION in text:
+        block = f"{START}\n{section}{END}\n"
+        if START in text and END in text:
+            head, rest = text.split(START, 1)
+            text = head + block + "\n" + rest.split(END, 1)[1].lstrip("\n")
+        elif SECTION in text:  # written before the markers existed: up to the next section or marker
             head, rest = text.split(SECTION, 1)
-            nxt = rest.find("\n## ")
-            text = head + section + (rest[nxt + 1 :] if nxt >= 0 else "")
+            ends = [i for i in (rest.find("\n## "), rest.find("\n<!-- ")) if i >= 0]
+            text = head + block + ("\n" + rest[min(ends) + 1 :] if ends else "")
         else:
-            text = text.rstrip("\n") + "\n\n" + section
+            text = text.rstrip("\n") + "\n\n" + block
         results.write_text(text)
     return 0
 
