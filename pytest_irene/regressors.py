@@ -110,19 +110,33 @@ class LinearRegressor:
     """
 
     features: list[str]
+    """Input columns, in order (node feature names)."""
     log_inputs: bool = False
+    """Fit on ``log1p`` of the inputs."""
     log_target: bool = False
-    weighting: str = "none"  # "none" | "relative"
+    """Fit ``log(y)`` and predict ``exp`` of the linear model."""
+    weighting: str = "none"
+    """``none`` (ordinary least squares) or ``relative`` (weights ``1/y²``)."""
     intercept_: bool = True
+    """Fit an intercept (stored as ``fit_intercept``)."""
     nonneg: bool = False
+    """Constrain intercept and coefficients to be >= 0 (inputs RMS-scaled, not centred)."""
     clip_inputs: bool = False
+    """Clip (transformed) inputs to the training range ``[lo, hi]`` before predicting."""
     ridge: float = _RIDGE
+    """Ridge penalty on the standardised coefficients, relative to the total weight."""
     mean: list[float] = field(default_factory=list)
+    """Per-input centring (fitted)."""
     scale: list[float] = field(default_factory=list)
+    """Per-input scale (fitted, > 0)."""
     coef: list[float] = field(default_factory=list)
+    """Coefficients on the standardised inputs (fitted)."""
     intercept: float = 0.0
+    """Intercept (fitted)."""
     lo: list[float] = field(default_factory=list)
+    """Training minimum of each transformed input (only with ``clip_inputs``)."""
     hi: list[float] = field(default_factory=list)
+    """Training maximum of each transformed input (only with ``clip_inputs``)."""
 
     kind = "linear"
 
@@ -392,11 +406,17 @@ class ResidualMemory:
     """
 
     features: list[str]
+    """Shape features (extensive ones are divided by ``batch_size`` when it is present)."""
     bandwidth: list[float] = field(default_factory=list)
+    """Gaussian kernel width per coordinate, in log units."""
     prior: float = 0.25
+    """Pseudo-count of the zero-correction prior: one exact match of weight 1 gets 80 %."""
     points: list[list[float]] = field(default_factory=list)
+    """Distinct training shapes (log coordinates)."""
     residuals: list[float] = field(default_factory=list)
+    """Mean log-residual at each point."""
     counts: list[float] = field(default_factory=list)
+    """Number of distinct measurements merged into each point."""
 
     def __post_init__(self) -> None:
         if not self.bandwidth:
