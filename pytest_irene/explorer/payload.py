@@ -11,7 +11,7 @@ agree with the terminal report. Pure data: no torch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from ..comparison import CallRecord
@@ -132,11 +132,3 @@ def call_views(items: Iterable[EnergyTree | CallRecord] | EnergyTree | CallRecor
         else:
             raise TypeError(f"expected EnergyTree or CallRecord, got {type(item).__name__}")
     return views
-
-
-def summary_rows(views: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One line per call for the report's index (title, total, status)."""
-    return [
-        {"id": v["id"], "title": v["title"], "total_j": v["total_j"], "status": v["status"], "failed": v["failed"]}
-        for v in views
-    ]
