@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from test_plugin import TINY, keep_heavy_modules, run, write_tiny  # noqa: F401 (autouse fixture)
+from test_plugin import keep_heavy_modules, run, write_tiny  # noqa: F401 (autouse fixture)
 
 pytest_plugins = ["pytester"]
 
