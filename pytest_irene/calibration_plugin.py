@@ -15,6 +15,13 @@ between the two plugins):
   measured tree (``tree.measured_total_j``; the gate does not run, there is no
   prediction to gate).
 
+The ``irene`` wrap relies on pytest's ``FixtureDef.cached_result`` (the value
+a test receives). A cleaner seam, if the gate plugin adds it, is a hookspec
+``pytest_irene_call(item, model, inputs, label, options) -> EnergyTree | None``
+(firstresult) called by ``IreneSession.wrapped_call`` before tracing, whose
+non-``None`` result replaces the prediction; this plugin would implement it
+instead of wrapping the fixture.
+
 The first measured call opens the meter and checks that the machine is idle
 (the session stops with the reason if not). Each call's plan (rig time) is
 printed before it runs, with a rich progress bar while it runs; each finished
