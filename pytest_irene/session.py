@@ -436,13 +436,29 @@ class IreneSession:
     # -- header -----------------------------------------------------------------------------
 
     def header_lines(self) -> list[str]:
-        """``pytest_report_header``: profile, hardware, feature mode, baseline dir. Loads no model."""
+        """``pytest_report_header``: profile, hardware, feature mode, baseline dir. Loads no model.
+
+        The profile's hardware and feature sets are read from its JSON without
+        building a regressor (``--collect-only`` loads none); a model on the CPU
+        with a GPU profile may still fall back to model features at the call.
+        """
         s = self.settings
-        hardware = _peek_profile_hardware(s.profile)
+        peek = _peek_profile(s.profile)
+        hardware = peek.get("hardware") if isinstance(peek.get("hardware"), dict) else None
         hw = f" (stands for {describe_hardware(hardware)})" if hardware else ""
         mode = s.features
         if s.features == "auto":
-            mode = "auto (resource features only on the profile's own hardware; decided at the first wrapped call)"
+            mode = "auto (decided at the first wrapped call)"
+            if hardware is not None:
+                try:
+                    from .runtime.fingerprint import choose_features
+
+                    sets = peek.get("feature_sets")
+                    available = tuple(sets) if isinstance(sets, (dict, list)) else ("model",)
+                    chosen = choose_features("auto", hardware, host=self.host_fingerprint(), available=available)
+                    mode = f"{chosen.features} (auto: {chosen.reason.split('; ')[0]})"
+                except Exception:  # noqa: BLE001 - the header is informative only
+                    pass
         baselines = s.baseline_dir
         try:
             baselines = s.baseline_dir.relative_to(self.config.rootpath)
@@ -453,24 +469,22 @@ class IreneSession:
         return [f"irene: profile {s.profile}{hw}, features {mode}, baselines {baselines}/{extra}"]
 
 
-def _peek_profile_hardware(profile: str) -> dict[str, Any] | None:
-    """The ``hardware`` of a profile read straight from its JSON, without building any regressor.
+def _peek_profile(profile: str) -> dict[str, Any]:
+    """The top-level fields of a profile's JSON (``hardware``, ``feature_sets``), without building any regressor.
 
     The header must not load an energy model (``--collect-only`` loads none), so
-    this only parses the file; any problem just leaves the hardware out of the
-    header (the first wrapped call reports it properly).
+    this only parses the file; any problem gives ``{}`` and the header leaves the
+    hardware out (the first wrapped call reports a bad profile properly).
     """
     try:
         import gzip
 
         from .profiles import resolve_profile
 
-        path = Path(resolve_profile(profile))
-        raw = path.read_bytes()
+        raw = Path(resolve_profile(profile)).read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
         doc = json.loads(raw)
-        hardware = doc.get("hardware") if isinstance(doc, dict) else None
-        return hardware if isinstance(hardware, dict) else None
+        return doc if isinstance(doc, dict) else {}
     except Exception:  # noqa: BLE001 - the header is informative only
-        return None
+        return {}

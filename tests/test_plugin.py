@@ -84,7 +84,13 @@ def test_new_then_save_then_pass(pytester: pytest.Pytester) -> None:
     write_tiny(pytester)
     result = run(pytester, "-rP")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*irene: profile irene-pc1*baselines .irene/*", "*irene energy summary*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*irene: profile irene-pc1 (stands for IrEne PC1*), features model (auto: this host differs*), "
+            "baselines .irene/",
+            "*irene energy summary*",
+        ]
+    )
     assert re.search(r"test_tiny.py::test_tiny\s.*tiny.*new", result.stdout.str())
     assert "no baseline yet; run with --irene-save" in result.stdout.str()
     assert not baseline_file(pytester).exists()  # nothing is written without --irene-save
