@@ -83,16 +83,20 @@ def _require(obj: Any, keys: Sequence[str], what: str) -> dict[str, Any]:
     return obj
 
 
-def weighted_lstsq(X: np.ndarray, y: np.ndarray, w: np.ndarray | None, ridge: float = _RIDGE) -> np.ndarray:
-    """Solve ``min Σ w·(X·b − y)² + ridge·|b|²`` deterministically (normal equations).
+def weighted_lstsq(
+    X: np.ndarray, y: np.ndarray, w: np.ndarray | None, ridge: float | np.ndarray = _RIDGE
+) -> np.ndarray:
+    """Solve ``min Σ w·(X·b − y)² + Σ ridge·b²`` deterministically (normal equations).
 
-    ``X`` already holds any intercept column. Normal equations with a tiny ridge
-    are bit-reproducible and stable for the few, standardised columns used here.
+    ``X`` already holds any intercept column; ``ridge`` is a scalar or one value per
+    column, relative to the total weight. Normal equations with a small ridge are
+    bit-reproducible and stable for the few, standardised columns used here.
     """
     if w is None:
         w = np.ones(len(y))
     Xw = X * w[:, None]
-    A = X.T @ Xw + ridge * np.eye(X.shape[1]) * max(float(np.sum(w)), 1.0)
+    penalty = np.broadcast_to(np.asarray(ridge, dtype=np.float64), (X.shape[1],))
+    A = X.T @ Xw + np.diag(penalty) * max(float(np.sum(w)), 1.0)
     rhs = Xw.T @ y
     try:
         return np.linalg.solve(A, rhs)

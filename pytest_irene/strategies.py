@@ -591,6 +591,8 @@ class UnstructuredPredictor(Predictor):
 # -- Glue (default) -------------------------------------------------------------------
 
 #: Physics inputs of the default with resource features, in order of preference.
+#: Ridge on the per-category glue shares (deviations from the common share).
+GLUE_RIDGE = 1e-3
 PHYSICS_TERMS: tuple[str, ...] = ("gpu_energy_j", "latency_s", "latency_s*gpu", "cpu_energy_j")
 
 
@@ -694,8 +696,24 @@ class GlueModel:
         w = 1.0 / np.maximum(G, _MIN_J) ** 2
         scale = np.sqrt(np.average(D**2, axis=0, weights=w))
         scale = np.where(scale > 0, scale, 1.0)
-        beta = weighted_lstsq(D / scale, glue, w, ridge=1e-4)
-        model.scale, model.coef = scale.tolist(), beta.tolist()
+        # Shares shrink toward a common share rather than toward zero: the design gets
+        # a "all children" energy column and an "all children" count column, and the
+        # per-category columns only carry (ridge-penalised) deviations from them. With
+        # few training architectures the per-category shares stay near the common one,
+        # and a category never seen (``<other>``) gets the common share.
+        k = len(model.categories)
+        common = np.stack([D[:, :k].sum(axis=1), D[:, k : 2 * k].sum(axis=1)], axis=1)
+        cscale = np.sqrt(np.average(common**2, axis=0, weights=w))
+        cscale = np.where(cscale > 0, cscale, 1.0)
+        X = np.hstack([common / cscale, D / scale])
+        ridge = np.full(X.shape[1], GLUE_RIDGE)
+        ridge[:2] = 1e-6
+        ridge[2 + 2 * k :] = 1e-6  # extra work: physical costs, lightly shrunk
+        beta = weighted_lstsq(X, glue, w, ridge=ridge)
+        raw = beta[2:] / scale
+        raw[:k] += beta[0] / cscale[0]
+        raw[k : 2 * k] += beta[1] / cscale[1]
+        model.scale, model.coef = scale.tolist(), (raw * scale).tolist()
         return model
 
     def glue_j(self, category_sums: np.ndarray, category_counts: np.ndarray, extra: np.ndarray) -> np.ndarray:
@@ -789,36 +807,48 @@ class GluePredictor(Predictor):
         glue = self.glue
         assert glue is not None
         leaf, generic = self._leaf_predictions(forest)
-        # A leaf of a type never seen in training (e.g. the activation modules of recent
-        # transformers, which were plain functions inside their parent in the training
-        # data) is predicted for display, but its parent treats its work as its own
-        # glue work, priced like the glue it learned; such a parent never costs less
-        # than all its children together.
-        member = ~generic
+        # A leaf of a type never seen in training is predicted for display, but how
+        # its parent accounts for it is ambiguous: the activation modules of recent
+        # transformers were plain functions inside their parent in the training data
+        # (their work is glue the parent already prices), while a genuinely new heavy
+        # primitive is not. The parent is therefore estimated both ways: "folded" (the
+        # unseen child's work counted as the parent's own glue work) and "standard"
+        # (the child summed like any other); the folded estimate is used, bounded
+        # below by the sum of all children and above by the standard estimate.
         cat = glue.category_of(forest)
-        extra = glue.extra(forest, member)
-        counts = glue.category_sums(forest, member.astype(np.float64), cat)
-        log_corr = np.zeros(len(forest.nodes))
-        internal = np.nonzero(~forest.is_leaf)[0]
-        Xm = self._memory_inputs(forest, member)[internal]
-        for mem in self.memories:
-            log_corr[internal] += mem.predict(Xm)
+        everyone = np.ones(len(forest.nodes), dtype=bool)
+        member = ~generic
         values = np.where(forest.is_leaf, leaf, 0.0)
+        parts = {}
+        for name, mask in (("standard", everyone), ("folded", member)):
+            log_corr = np.zeros(len(forest.nodes))
+            internal = np.nonzero(~forest.is_leaf)[0]
+            Xm = self._memory_inputs(forest, mask)[internal]
+            for mem in self.memories:
+                log_corr[internal] += mem.predict(Xm)
+            parts[name] = (
+                glue.extra(forest, mask),
+                glue.category_sums(forest, mask.astype(np.float64), cat),
+                log_corr,
+                mask,
+            )
+        has_generic = np.zeros(len(forest.nodes), dtype=bool)
+        has_generic[forest.parent[generic & (forest.parent >= 0)]] = True
         for d in range(forest.max_depth, 0, -1):
             kids = np.nonzero(forest.depth == d)[0]
             parents = forest.parent[kids]
-            sums = np.zeros((len(forest.nodes), len(glue.categories)))
-            np.add.at(sums, (parents, cat[kids]), np.where(member[kids], values[kids], 0.0))
-            everything = np.zeros(len(forest.nodes))
-            np.add.at(everything, parents, values[kids])
             targets = np.unique(parents)
             targets = targets[~forest.is_leaf[targets]]
-            child_total = sums[targets].sum(axis=1)
-            smooth = child_total + glue.glue_j(sums[targets], counts[targets], extra[targets])
-            value = np.maximum(smooth, _MIN_J) * np.exp(log_corr[targets])
-            has_generic = np.zeros(len(forest.nodes), dtype=bool)
-            has_generic[parents[~member[kids]]] = True
-            values[targets] = np.where(has_generic[targets], np.maximum(value, everything[targets]), value)
+            everything = np.zeros(len(forest.nodes))
+            np.add.at(everything, parents, values[kids])
+            estimate = {}
+            for name, (extra, counts, log_corr, mask) in parts.items():
+                sums = np.zeros((len(forest.nodes), len(glue.categories)))
+                np.add.at(sums, (parents, cat[kids]), np.where(mask[kids], values[kids], 0.0))
+                smooth = sums[targets].sum(axis=1) + glue.glue_j(sums[targets], counts[targets], extra[targets])
+                estimate[name] = np.maximum(smooth, _MIN_J) * np.exp(log_corr[targets])
+            folded = np.minimum(np.maximum(estimate["folded"], everything[targets]), estimate["standard"])
+            values[targets] = np.where(has_generic[targets], folded, estimate["standard"])
         return values, generic
 
     def _params_json(self) -> dict[str, Any]:
