@@ -485,6 +485,8 @@ class AlphaPredictor(Predictor):
             order = torch.randperm(n_trees, generator=gen).tolist()
             for s in range(0, n_trees, self.trees_per_step):
                 ph, lp, pa, de, il, en = batches.batch(order[s : s + self.trees_per_step])
+                if il.all():  # no module in these trees: nothing to weight
+                    continue
                 loss = self._loss(torch, W, b, ph, lp, pa, de, il, en)
                 opt.zero_grad()
                 loss.backward()
@@ -682,6 +684,10 @@ class GlueModel:
         cats = sorted(str(n) for n, c in zip(names, counts, strict=True) if c >= min_count)
         model = cls(categories=cats + ["<other>", "<module>"], scale=[], coef=[])
         internal = ~forest.is_leaf
+        n_columns = len(model.columns)
+        if not internal.any():  # flat data (roots without children): nothing to learn
+            model.scale, model.coef = [1.0] * n_columns, [0.0] * n_columns
+            return model
         cat = model.category_of(forest)
         ones = np.ones(len(forest.nodes))
         D = np.hstack(

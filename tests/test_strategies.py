@@ -195,3 +195,23 @@ def test_unseen_leaf_inside_a_module_is_priced_as_the_module_glue(trees, small):
         assert act.notes.get("generic_regressor") is True and act.predicted_energy > 0
         assert mlp.predicted_energy == pytest.approx(before[mlp.scope], rel=0.01)
     assert tree.root.predicted_energy == pytest.approx(before[""], rel=0.01)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_trees_without_modules_fit_and_predict(strategy):
+    """A dataset of single-node trees (a model measured as one block) is valid input."""
+
+    def single(i: int) -> EnergyTree:
+        root = EnergyNode("", "Net", "model", {"flops": 1e6 * (i + 1), "mem_bytes": 1e5 * (i + 1)}, energy=0.01 * (i + 1))
+        tree = EnergyTree(root, model_name="net", batch_size=8, seq_len=32 * (i + 1))
+        tree.set_tree_features()
+        return tree
+
+    pred = make_predictor(strategy, "model").fit([single(i) for i in range(6)])
+    tree = single(7)
+    pred.predict(tree)
+    assert tree.root.predicted_energy == pytest.approx(0.08, rel=0.05)
+    again = predictor_from_json(json.loads(json.dumps(pred.to_json())))
+    other = single(7)
+    again.predict(other)
+    assert other.root.predicted_energy == tree.root.predicted_energy
