@@ -25,7 +25,11 @@ _LAZY: dict[str, str] = {
     "write_dataset": "pytest_irene.dataset",
     "IreneError": "pytest_irene.errors",
     "trace": "pytest_irene.tracing",
+    "NodeCall": "pytest_irene.tracing",
+    "register_formula": "pytest_irene.features",
+    "ARCHITECTURES": "pytest_irene.architectures",
     "build_model": "pytest_irene.architectures",
+    "example_inputs": "pytest_irene.architectures",
     "EnergyModel": "pytest_irene.energy_model",
     "predict": "pytest_irene.energy_model",
 }
