@@ -28,10 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_irene.atomic import atomic_write_text  # noqa: E402
-from pytest_irene.crossval import PAPER_MODELS, crossvalidate, node_errors, summarise  # noqa: E402
-from pytest_irene.dataset import load_dataset  # noqa: E402
-from pytest_irene.strategies import DEFAULT_STRATEGY, STRATEGIES, make_predictor  # noqa: E402
+from pytest_irene.atomic import atomic_write_text
+from pytest_irene.crossval import PAPER_MODELS, crossvalidate, node_errors, summarise
+from pytest_irene.dataset import load_dataset
+from pytest_irene.strategies import DEFAULT_STRATEGY, STRATEGIES, make_predictor
 
 DEFAULT_DATASET = ROOT / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
 START, END = "<!-- bench_accuracy:start -->", "<!-- bench_accuracy:end -->"

@@ -49,7 +49,6 @@ from .regressors import (
     MEMORY_BATCH_BANDWIDTH,
     LeafRegressors,
     ResidualMemory,
-    LinearRegressor,
     _check,
     _finite,
     _floats,

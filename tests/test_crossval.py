@@ -9,14 +9,13 @@ import pytest
 from pytest_irene.crossval import PAPER_MODELS, crossvalidate, level_errors, split_trees
 from pytest_irene.dataset import load_dataset
 from pytest_irene.errors import UsageError
-from pytest_irene.strategies import make_predictor
 from pytest_irene.tree import EnergyNode, EnergyTree
 
 REFERENCE = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
 
 
 def hand_tree(model: str, scale: float = 1.0, batch: int = 8, seq: int = 32) -> EnergyTree:
-    f = lambda flops: {"flops": flops, "mem_bytes": flops / 2}  # noqa: E731
+    f = lambda flops: {"flops": flops, "mem_bytes": flops / 2}
     root = EnergyNode("", "Net", "model", f(30.0 * scale), energy=10.0 * scale)
     block = root.add_child(EnergyNode("block", "Block", "module", f(20.0 * scale), energy=6.0 * scale))
     block.add_child(EnergyNode("block.fc", "Linear", "ml", f(15.0 * scale), energy=4.0 * scale))

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from pytest_irene.errors import ModelFileError
-from pytest_irene.regressors import AnchoredRegressor, LeafRegressors, LinearRegressor, regressor_from_json
+from pytest_irene.regressors import (
+    AnchoredRegressor,
+    LeafRegressors,
+    LinearRegressor,
+    regressor_from_json,
+)
 
 NAMES = ["batch_size", "seq_len", "batch_seq", "flops", "mem_bytes"]
 
@@ -36,7 +41,7 @@ def test_relative_weighting_minimises_relative_error_on_small_nodes():
     plain = LinearRegressor(NAMES).fit(X, noisy)
     rel = LinearRegressor(NAMES, weighting="relative").fit(X, noisy)
     small = X[:, 3] == X[:, 3].min()
-    err = lambda p: np.mean(np.abs(p[small] - y[small]) / y[small])  # noqa: E731
+    err = lambda p: np.mean(np.abs(p[small] - y[small]) / y[small])
     assert err(rel.predict(X)) <= err(plain.predict(X)) + 1e-12
 
 

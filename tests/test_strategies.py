@@ -11,7 +11,12 @@ import pytest
 
 from pytest_irene.dataset import load_dataset
 from pytest_irene.errors import ModelFileError, UsageError
-from pytest_irene.strategies import DEFAULT_STRATEGY, STRATEGIES, make_predictor, predictor_from_json
+from pytest_irene.strategies import (
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+    make_predictor,
+    predictor_from_json,
+)
 from pytest_irene.tree import EnergyNode, EnergyTree
 
 REFERENCE = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
@@ -63,8 +68,8 @@ def test_two_fits_are_bit_identical(small, strategy):
 
 def _unseen_tree() -> EnergyTree:
     feats = {"flops": 1e6, "mem_bytes": 1e6}
-    root = EnergyNode("", "LlamaModel", "model", dict(flops=3e6, mem_bytes=3.5e6))
-    layer = root.add_child(EnergyNode("layers.0", "LlamaDecoderLayer", "module", dict(flops=3e6, mem_bytes=3e6)))
+    root = EnergyNode("", "LlamaModel", "model", {"flops": 3e6, "mem_bytes": 3.5e6})
+    layer = root.add_child(EnergyNode("layers.0", "LlamaDecoderLayer", "module", {"flops": 3e6, "mem_bytes": 3e6}))
     layer.add_child(EnergyNode("layers.0.proj", "Linear", "ml", dict(feats)))
     layer.add_child(EnergyNode("layers.0.norm", "RMSNorm", "ml", dict(feats)))
     layer.add_child(EnergyNode("layers.0.act", "SiLU", "ml", dict(feats)))
