@@ -624,9 +624,15 @@ class LeafRegressors:
         _check(isinstance(obj["per_type"], dict), "leaf regressors field 'per_type': expected an object")
         out = cls(features=list(feats), kind=obj["kind"], min_samples=int(obj["min_samples"]))
         for t, r in obj["per_type"].items():
-            reg = regressor_from_json(r)
+            try:
+                reg = regressor_from_json(r)
+            except ModelFileError as exc:
+                raise ModelFileError(f"leaf regressor for type {t!r}: {exc}") from None
             _check(set(reg.features) <= set(feats), f"leaf regressor for {t!r} uses features not in {feats}")
             out.per_type[str(t)] = reg
-        out.generic = regressor_from_json(obj["generic"])
+        try:
+            out.generic = regressor_from_json(obj["generic"])
+        except ModelFileError as exc:
+            raise ModelFileError(f"generic leaf regressor: {exc}") from None
         _check(set(out.generic.features) <= set(feats), "generic leaf regressor uses unknown features")
         return out
