@@ -55,21 +55,12 @@ from .regressors import (
     _require,
     weighted_lstsq,
 )
-from .tree import EnergyNode, EnergyTree
+from .tree import RESOURCE_FEATURES, EnergyNode, EnergyTree
 
 #: Model features used by the predictors (``params`` is absent from the paper's data).
 MODEL_FEATURE_SET: tuple[str, ...] = ("batch_size", "seq_len", "batch_seq", "flops", "mem_bytes")
 #: Resource features added by ``all`` (``cpu_energy_j`` joins when every training node has it).
-RESOURCE_FEATURE_SET: tuple[str, ...] = (
-    "cpu",
-    "mem",
-    "gpu",
-    "gpu_mem",
-    "gpu_clk",
-    "gpu_mem_clk",
-    "latency_s",
-    "gpu_energy_j",
-)
+RESOURCE_FEATURE_SET: tuple[str, ...] = RESOURCE_FEATURES
 OPTIONAL_RESOURCE_FEATURES: tuple[str, ...] = ("cpu_energy_j",)
 FEATURE_SETS: tuple[str, ...] = ("model", "all")
 
