@@ -187,6 +187,8 @@ def comparison_text(record: CallRecord) -> list[str]:
     """Lines explaining a failed comparison: the changed, added and removed modules."""
     comp = record.comparison
     assert comp is not None
+    if not comp.deltas:  # --irene-strict without a comparable baseline: nothing was compared
+        return [f"[{record.label}] {comp.reason}"]
     lines = [f"[{record.label}] energy regression against the baseline: {comp.reason}"]
     changed = [d for d in comp.failed_modules if d.baseline_j is not None and d.now_j is not None]
     if changed:
