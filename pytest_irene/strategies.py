@@ -55,13 +55,12 @@ from .regressors import (
     _require,
     weighted_lstsq,
 )
-from .tree import RESOURCE_FEATURES, EnergyNode, EnergyTree
+from .tree import OPTIONAL_RESOURCE_FEATURES, RESOURCE_FEATURES, EnergyNode, EnergyTree
 
 #: Model features used by the predictors (``params`` is absent from the paper's data).
 MODEL_FEATURE_SET: tuple[str, ...] = ("batch_size", "seq_len", "batch_seq", "flops", "mem_bytes")
 #: Resource features added by ``all`` (``cpu_energy_j`` joins when every training node has it).
 RESOURCE_FEATURE_SET: tuple[str, ...] = RESOURCE_FEATURES
-OPTIONAL_RESOURCE_FEATURES: tuple[str, ...] = ("cpu_energy_j",)
 FEATURE_SETS: tuple[str, ...] = ("model", "all")
 
 DEFAULT_STRATEGY = "glue"

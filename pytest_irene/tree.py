@@ -32,6 +32,8 @@ RESOURCE_FEATURES: tuple[str, ...] = (
     "latency_s",
     "gpu_energy_j",
 )
+#: Resource features only some rigs can measure (RAPL); omitted, never zero, where absent.
+OPTIONAL_RESOURCE_FEATURES: tuple[str, ...] = ("cpu_energy_j",)
 #: Features that live on the tree line rather than on each node in the dataset format.
 TREE_LEVEL_FEATURES: tuple[str, ...] = ("batch_size", "seq_len", "batch_seq")
 

@@ -29,23 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
-from ..tree import EnergyNode, EnergyTree
+from ..tree import OPTIONAL_RESOURCE_FEATURES, RESOURCE_FEATURES, EnergyNode, EnergyTree
 from .sampler import ResourceSampler
 
 #: Default length of the timed window per distinct node, s.
 DEFAULT_WINDOW_S = 0.25
 #: Node features the runner writes (the dataset's resource features plus RAPL).
-RUNTIME_FEATURES: tuple[str, ...] = (
-    "cpu",
-    "mem",
-    "gpu",
-    "gpu_mem",
-    "gpu_clk",
-    "gpu_mem_clk",
-    "latency_s",
-    "gpu_energy_j",
-    "cpu_energy_j",
-)
+RUNTIME_FEATURES: tuple[str, ...] = RESOURCE_FEATURES + OPTIONAL_RESOURCE_FEATURES
 #: Up to this many CUDA event pairs per window; beyond it calls are timed in groups.
 _MAX_EVENT_PAIRS = 1000
 
