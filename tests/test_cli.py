@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -200,6 +201,23 @@ def test_predict_json_is_one_object_consistent_with_the_api(capsys):
 
     tree = predict(build_model("gpt2"), example_inputs("gpt2", 8, 64))
     assert tree.total_j == pytest.approx(obj["total_j"], rel=1e-12)
+
+
+def test_predict_html_writes_the_explorer_page_of_the_printed_tree(capsys, tmp_path: Path):
+    page = tmp_path / "bert.html"
+    code, out, err = run(
+        capsys, "predict", "--model", "distilbert-base-uncased", "--batch-size", "4", "--seq-len", "32",
+        "--json", "--html", str(page),
+    )
+    assert code == 0, err
+    printed = json.loads(out)
+    match = re.search(r'<script type="application/json" id="irene-data">(.*?)</script>', page.read_text(), re.S)
+    assert match, "the page carries its data"
+    (call,) = json.loads(match.group(1))["calls"]
+    assert (call["model_name"], call["batch_size"], call["seq_len"]) == ("distilbert-base-uncased", 4, 32)
+    assert call["profile"] == printed["profile"] == "irene-pc1" and call["status"] is None
+    assert call["total_j"] == pytest.approx(printed["total_j"], rel=1e-12)
+    assert call["tree"] == printed["tree"]
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ the profile was calibrated on, so a different host is refused.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 from typing import Any
@@ -49,28 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (tree, bottlenecks, breakdown) instead of tables")
     p.add_argument("--breakdown", action="store_true", help="also show the energy by module type (paper Tables 10/12)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="number of bottleneck modules shown (default 10)")
+    p.add_argument("--html", metavar="PATH", help="also write the interactive HTML report of the tree to PATH")
     p.add_argument("--depth", type=int, default=None, metavar="D", help="show the tree down to this depth (default: all)")
     p.set_defaults(func=run)
 
 
-def _call_factory(factory: Any, ref: str, batch_size: int, seq_len: int) -> Any:
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        params = {}
-    kwargs = {k: v for k, v in (("batch_size", batch_size), ("seq_len", seq_len)) if k in params}
-    try:
-        return factory(**kwargs)
-    except UsageError:
-        raise
-    except Exception as exc:
-        raise UsageError(f"--module {ref}: the factory raised {type(exc).__name__}: {exc}") from exc
-
-
 def build(args: argparse.Namespace, device: str) -> tuple[Any, Any, str | None]:
     """(model, inputs, model name) for ``--model``/``--module`` on ``device``."""
-    import torch
-
     from ..architectures import ARCHITECTURES, build_model, example_inputs
 
     if args.model is not None:
@@ -79,37 +63,14 @@ def build(args: argparse.Namespace, device: str) -> tuple[Any, Any, str | None]:
         model = build_model(args.model, device=device)
         return model, example_inputs(args.model, args.batch_size, args.seq_len, device=device), args.model
 
-    from ..explorer.models import load_factory
+    from ..factories import build_from_factory
 
-    ref = args.module
     if os.getcwd() not in sys.path:  # the ``irene`` script does not put the project on sys.path
         sys.path.insert(0, os.getcwd())
     try:
-        factory = load_factory(ref)
+        model, inputs = build_from_factory(args.module, args.batch_size, args.seq_len, device=device)
     except UsageError as exc:
-        raise UsageError(f"--module: {exc}") from None
-    with torch.device(device):  # on meta, parameters created by the factory allocate nothing
-        result = _call_factory(factory, ref, args.batch_size, args.seq_len)
-    inputs = None
-    if isinstance(result, (tuple, list)) and len(result) == 2 and isinstance(result[0], torch.nn.Module):
-        result, inputs = result
-    if not isinstance(result, torch.nn.Module):
-        raise UsageError(
-            f"--module {ref}: the factory returned {type(result).__name__}; expected a torch.nn.Module "
-            "or a (module, inputs) pair"
-        )
-    model = result.to(device)
-    if inputs is None:
-        custom = getattr(model, "irene_inputs", None)
-        if callable(custom):
-            inputs = custom(args.batch_size, args.seq_len, device=device)
-        elif getattr(model, "config", None) is not None:
-            inputs = example_inputs(model, args.batch_size, args.seq_len, device=device)
-        else:
-            raise UsageError(
-                f"--module {ref}: the factory returned a {type(model).__name__} without inputs; return "
-                "(module, inputs) or give the module an irene_inputs(batch_size, seq_len, device) method"
-            )
+        raise UsageError(f"--module {exc}") from None
     return model, inputs, None
 
 
@@ -153,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
         model, inputs, name = build(args, "meta")
         tree = trace(model, inputs, batch_size=batch_size, seq_len=seq_len, device="meta", model_name=name)
     energy_model.predict(tree, features=features)
+    if args.html:
+        from ..explorer.html import write_report
+
+        write_report(args.html, [tree], title=f"pytest-irene: {tree.model_name}", profile=energy_model.profile)
     if args.json:
         print_json(report_json(tree, top=args.top))
     else:

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from werkzeug.serving import make_server
 
     from ..explorer.app import ServerConfig, create_app
-    from ..explorer.models import load_factory
+    from ..factories import load_factory
 
     for name, value in (("--max-batch-size", args.max_batch_size), ("--max-seq-len", args.max_seq_len),
                         ("--max-sweep-points", args.max_sweep_points)):

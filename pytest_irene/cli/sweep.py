@@ -71,9 +71,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..explorer.html import write_report
-    from ..explorer.models import bundled_profiles, load_factory
+    from ..explorer.models import bundled_profiles
     from ..explorer.params import ParameterError, parse_int_list
     from ..explorer.sweep import run_sweep
+    from ..factories import load_factory
 
     try:
         batch_sizes = parse_int_list(args.batch_sizes, "--batch-sizes", maximum=65536)

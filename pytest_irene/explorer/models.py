@@ -4,11 +4,8 @@ An explorer model is named either by a bundled architecture
 (``bert-base-uncased``), by a bundled architecture with config overrides (a
 compact BERT: ``bert-base-uncased[L=4,H=256]``) or by a ``module:factory``
 reference to user code (``mypkg.models:tiny_bert`` or ``path/to/file.py:make``)
-whose factory follows the same convention as ``irene predict --module``: it
-returns a ``torch.nn.Module`` or a ``(module, inputs)`` pair and may take
-``batch_size``/``seq_len`` keyword arguments; a module returned alone gets the
-tracer's example inputs when it is a transformers model, or its own
-``irene_inputs(batch_size, seq_len, device)``. Models are
+whose factory follows the convention of :mod:`pytest_irene.factories` (the same
+as ``irene predict --module``). Models are
 built and traced on the meta device, so predicting even a large model at a
 large input size takes no memory and well under a second.
 
@@ -18,18 +15,12 @@ HTML report must stay importable without them.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
-import inspect
-import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..factories import build_from_factory
 from ..tree import EnergyTree
 from .params import ParameterError
 
@@ -62,98 +53,21 @@ class ModelSpec:
     def kind(self) -> str:
         return "factory" if self.factory else "bundled"
 
-    def build(self, batch_size: int | None = None, seq_len: int | None = None) -> tuple[Any, Any]:
-        """``(model, inputs)`` on the meta device (no weights allocated); ``inputs`` is
-        ``None`` when the caller should make them for the input size."""
-        if self.architecture is not None:
-            from ..architectures import build_model
-
-            return build_model(self.architecture, device="meta", **dict(self.overrides)), None
-        assert self.factory is not None
-        import torch
-
-        factory = load_factory(self.factory)
-        try:
-            params = inspect.signature(factory).parameters
-        except (TypeError, ValueError):
-            params = {}  # type: ignore[assignment]
-        kwargs = {k: v for k, v in (("batch_size", batch_size), ("seq_len", seq_len)) if k in params and v is not None}
-        with torch.device("meta"):  # parameters created inside the factory allocate nothing
-            try:
-                result = factory(**kwargs)
-            except UsageError:
-                raise
-            except Exception as exc:
-                raise UsageError(f"{self.factory}: the factory raised {type(exc).__name__}: {exc}") from exc
-        inputs = None
-        if isinstance(result, (tuple, list)) and len(result) == 2 and isinstance(result[0], torch.nn.Module):
-            result, inputs = result
-        if not isinstance(result, torch.nn.Module):
-            raise UsageError(
-                f"{self.factory}: the factory returned {type(result).__name__}; expected a torch.nn.Module "
-                "or a (module, inputs) pair"
-            )
-        return result.to("meta"), inputs
-
     def trace(self, batch_size: int, seq_len: int) -> EnergyTree:
         """The model tree with model features at this input size (not yet predicted)."""
-        from ..architectures import example_inputs
         from ..tracing import trace
 
-        model, inputs = self.build(batch_size, seq_len)
-        if inputs is None:
-            custom = getattr(model, "irene_inputs", None)
-            if callable(custom):  # a factory's own model that is not a transformers model
-                inputs = custom(batch_size, seq_len, device="meta")
-            elif getattr(model, "config", None) is not None:
-                inputs = example_inputs(model, batch_size, seq_len, device="meta")
-            else:
-                raise UsageError(
-                    f"{self.factory}: the factory returned a {type(model).__name__} without inputs; return "
-                    "(module, inputs) or give the module an irene_inputs(batch_size, seq_len, device) method"
-                )
+        if self.architecture is not None:
+            from ..architectures import build_model, example_inputs
+
+            model = build_model(self.architecture, device="meta", **dict(self.overrides))
+            inputs = example_inputs(model, batch_size, seq_len, device="meta")
+        else:
+            assert self.factory is not None
+            model, inputs = build_from_factory(self.factory, batch_size, seq_len, device="meta")
         tree = trace(model, inputs, batch_size=batch_size, seq_len=seq_len, device="meta", model_name=self.name)
         tree.model_name = self.name
         return tree
-
-
-_FACTORY_LOCK = threading.Lock()
-
-
-def load_factory(ref: str) -> Callable[[], Any]:
-    """Import ``module:attr`` or ``path/to/file.py:attr`` and return the callable."""
-    if ":" not in ref:
-        raise UsageError(f"{ref!r}: expected MODULE:FACTORY or FILE.py:FACTORY")
-    where, _, attr = ref.rpartition(":")
-    if not where or not attr.isidentifier():
-        raise UsageError(f"{ref!r}: expected MODULE:FACTORY or FILE.py:FACTORY")
-    with _FACTORY_LOCK:
-        if where.endswith(".py") or "/" in where or "\\" in where:
-            path = Path(where).expanduser().resolve()
-            if not path.is_file():
-                raise UsageError(f"{ref!r}: no such file {path}")
-            mod_name = "_irene_factory_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
-            module = sys.modules.get(mod_name)
-            if module is None:
-                spec = importlib.util.spec_from_file_location(mod_name, path)
-                if spec is None or spec.loader is None:
-                    raise UsageError(f"{ref!r}: cannot import {path}")
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[mod_name] = module
-                try:
-                    spec.loader.exec_module(module)
-                except BaseException:
-                    del sys.modules[mod_name]
-                    raise
-        else:
-            try:
-                module = importlib.import_module(where)
-            except ImportError as exc:
-                raise UsageError(f"{ref!r}: cannot import module {where!r} ({exc})") from exc
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise UsageError(f"{ref!r}: {where} has no callable {attr!r}")
-    return factory
 
 
 def compact_name(architecture: str, layers: int, hidden: int) -> str:
