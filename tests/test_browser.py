@@ -27,8 +27,6 @@ if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
 
 @pytest.fixture(scope="module")
 def server_url():
-    for needed in ("pytest_irene.tracing", "pytest_irene.architectures", "pytest_irene.energy_model"):
-        pytest.importorskip(needed, reason=f"{needed} (tracer / energy model) is not available")
     from werkzeug.serving import make_server
 
     from pytest_irene.explorer.app import ServerConfig, create_app

@@ -16,7 +16,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from emonpi_fixtures import emonpi_emulator, emonpi_reader  # noqa: E402,F401  (fixtures)
 from pytest_irene.calibration import (  # noqa: E402
     CalibrationError,
     _powers_in,

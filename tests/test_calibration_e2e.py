@@ -13,15 +13,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("pytest_irene.tracing", reason="the tracer is not merged yet")
-pytest.importorskip("pytest_irene.energy_model", reason="the energy model is not merged yet")
+from inner import run
 
-from emonpi_fixtures import emonpi_emulator, keep_heavy_modules, plugin_args  # noqa: E402,F401  (fixtures)
-
-from pytest_irene.dataset import load_dataset  # noqa: E402
-
-pytest_plugins = ["pytester"]
+from pytest_irene.dataset import load_dataset
 
 PERIOD_S = 0.02
 SHORT = [
@@ -104,8 +98,8 @@ def check_model(path: Path, profile: str) -> None:
 def test_pytest_irene_calibrate_end_to_end(pytester: pytest.Pytester, emonpi_emulator) -> None:
     emulator = emonpi_emulator("kv", period_s=PERIOD_S)  # power follows this host's CPU load
     pytester.makepyfile(SUITE)
-    result = pytester.runpytest(
-        *plugin_args(), "--irene-calibrate", f"--irene-meter=emonpi:{emulator.path},115200,period={PERIOD_S}",
+    result = run(
+        pytester, "--irene-calibrate", f"--irene-meter=emonpi:{emulator.path},115200,period={PERIOD_S}",
         "--irene-calibrate-dataset=rig.jsonl.gz", "--irene-calibrate-output=models/rig.json", *SHORT,
     )
     result.assert_outcomes(passed=2)

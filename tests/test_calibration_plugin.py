@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from emonpi_fixtures import emonpi_emulator, keep_heavy_modules, plugin_args  # noqa: F401  (fixtures)
-
-pytest_plugins = ["pytester"]
+from inner import run
 
 SUITE = """
 import torch
@@ -22,7 +20,7 @@ def test_measured(irene_calibrate):
 
 
 def test_options_are_in_the_irene_group(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest(*plugin_args(), "--help")
+    result = run(pytester, "--help")
     text = result.stdout.str()
     for option in ("--irene-calibrate ", "--irene-meter=", "--irene-calibrate-dataset=", "--irene-calibrate-output=",
                    "--irene-calibrate-window=", "--irene-calibrate-rounds="):
@@ -31,7 +29,7 @@ def test_options_are_in_the_irene_group(pytester: pytest.Pytester) -> None:
 
 def test_calibrate_needs_a_meter(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(SUITE)
-    result = pytester.runpytest(*plugin_args(), "--irene-calibrate")
+    result = run(pytester, "--irene-calibrate")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--irene-calibrate needs --irene-meter=SPEC*"])
 
@@ -47,14 +45,14 @@ def test_calibrate_needs_a_meter(pytester: pytest.Pytester) -> None:
 )
 def test_bad_options_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
     pytester.makepyfile(SUITE)
-    result = pytester.runpytest(*plugin_args(), "--irene-calibrate", *args)
+    result = run(pytester, "--irene-calibrate", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
 
 
 def test_without_calibrate_the_fixture_skips(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(SUITE)
-    result = pytester.runpytest(*plugin_args(), "-rs")
+    result = run(pytester, "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*measures only with --irene-calibrate*"])
 
@@ -62,8 +60,8 @@ def test_without_calibrate_the_fixture_skips(pytester: pytest.Pytester) -> None:
 def test_refuses_to_start_when_not_idle(pytester: pytest.Pytester, emonpi_emulator) -> None:
     emulator = emonpi_emulator("kv", power_fn=lambda: 250.0)
     pytester.makepyfile(SUITE)
-    result = pytester.runpytest(
-        *plugin_args(), "--irene-calibrate", f"--irene-meter=emonpi:{emulator.path},115200,period=0.05",
+    result = run(
+        pytester, "--irene-calibrate", f"--irene-meter=emonpi:{emulator.path},115200,period=0.05",
         "--irene-calibrate-idle-watts=100", "--irene-calibrate-window=0.2", "--irene-calibrate-min-reports=3",
     )
     assert result.ret == pytest.ExitCode.INTERRUPTED
@@ -72,9 +70,8 @@ def test_refuses_to_start_when_not_idle(pytester: pytest.Pytester, emonpi_emulat
 
 
 def test_calibrate_refuses_xdist(pytester: pytest.Pytester) -> None:
-    pytest.importorskip("xdist")
     pytester.makepyfile(SUITE)
-    result = pytester.runpytest(*plugin_args(), "--irene-calibrate", "--irene-meter=rapl", "-n", "2")
+    result = run(pytester, "--irene-calibrate", "--irene-meter=rapl", "-n", "2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*run it without -n*"])
 
@@ -126,8 +123,8 @@ def test_both_fixtures_measure_in_calibrate_mode(pytester: pytest.Pytester, emon
         "def pytest_irene_host_fingerprint(config):\n"
         "    return {'cpu_model': 'Pinned Rig CPU', 'cpu_count': 64, 'gpus': []}\n"
     )
-    result = pytester.runpytest(
-        *plugin_args(), "--irene-calibrate", f"--irene-meter=emonpi:{emulator.path},115200,period=0.05",
+    result = run(
+        pytester, "--irene-calibrate", f"--irene-meter=emonpi:{emulator.path},115200,period=0.05",
         "--irene-calibrate-window=0.1", "--irene-calibrate-rounds=1", "--irene-calibrate-min-reports=2",
         "--irene-calibrate-cooldown=0", "--irene-calibrate-idle-cpu=100", "--irene-calibrate-no-train",
         "--irene-calibrate-dataset=out/rig.jsonl",

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from emonpi_fixtures import emonpi_emulator, emonpi_reader  # noqa: F401  (fixtures)
 from pytest_irene.emonpi_emulator import CpuUtilisation, EmonPiEmulator, misclock
 from pytest_irene.meters import MeterError, MeterWarning
 from pytest_irene.meters.emonpi import parse_line

@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("flask")
-for _needed in ("pytest_irene.tracing", "pytest_irene.architectures", "pytest_irene.energy_model"):
-    pytest.importorskip(_needed, reason=f"{_needed} (tracer / energy model) is not available")
-
-from pytest_irene.architectures import ARCHITECTURES  # noqa: E402
-from pytest_irene.explorer.app import ServerConfig, create_app  # noqa: E402
-from pytest_irene.profiles import bundled_profiles  # noqa: E402
+from pytest_irene.architectures import ARCHITECTURES
+from pytest_irene.explorer.app import ServerConfig, create_app
+from pytest_irene.profiles import bundled_profiles
 
 FACTORY_SRC = '''
 from transformers import BertConfig, BertModel

@@ -9,14 +9,11 @@ from pathlib import Path
 
 import pytest
 
-for _needed in ("pytest_irene.tracing", "pytest_irene.architectures", "pytest_irene.energy_model"):
-    pytest.importorskip(_needed, reason=f"{_needed} (tracer / energy model) is not available")
-
-from pytest_irene.explorer.models import compact_variants, predict_tree, resolve_model  # noqa: E402
-from pytest_irene.explorer.params import ParameterError  # noqa: E402
-from pytest_irene.errors import UsageError  # noqa: E402
-from pytest_irene.explorer.sweep import run_sweep  # noqa: E402
-from pytest_irene.profiles import bundled_profiles  # noqa: E402
+from pytest_irene.explorer.models import compact_variants, predict_tree, resolve_model
+from pytest_irene.explorer.params import ParameterError
+from pytest_irene.errors import UsageError
+from pytest_irene.explorer.sweep import run_sweep
+from pytest_irene.profiles import bundled_profiles
 
 def main(argv: list[str]) -> int:
     """``irene sweep ...`` through its own parser and the console script's error handling."""

@@ -12,29 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
-#: Modules that in-process inner sessions must not unload: pytester removes every
-#: module an inner run imported; re-importing torch's extension modules crashes,
-#: and re-importing (and assertion-rewriting) the installed pytest plugins costs seconds.
-HEAVY_MODULES = (
-    "torch", "transformers", "sklearn", "numpy", "scipy", "safetensors", "tokenizers", "pytest_irene",
-    "hypothesis", "_hypothesis", "pytest_benchmark", "anyio", "xdist", "execnet",
-)
-
-
-@pytest.fixture(autouse=True)
-def keep_heavy_modules(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Let pytester's sys.modules snapshots keep torch & co. loaded between inner sessions."""
-    import _pytest.pytester as pytester_module
-
-    base = pytester_module.SysModulesSnapshot
-
-    class KeepHeavy(base):  # type: ignore[misc, valid-type]
-        def __init__(self, preserve=None):  # type: ignore[no-untyped-def]
-            super().__init__(preserve=lambda name: name.startswith(HEAVY_MODULES) or bool(preserve and preserve(name)))
-
-    monkeypatch.setattr(pytester_module, "SysModulesSnapshot", KeepHeavy)
+from inner import run
 
 TINY = '''
 import pytest
@@ -60,12 +38,6 @@ def test_tiny(irene):
     assert tree.total_j > 0
     assert tree["block"].predicted_energy > 0
 '''
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    """An in-process inner session. pytest's unraisable-exception plugin runs five full
-    garbage collections per session, which with torch loaded costs ~0.5 s: skip it."""
-    return pytester.runpytest("-p", "no:unraisableexception", *args)
 
 
 def write_tiny(pytester: pytest.Pytester, width: int = 64, name: str = "test_tiny") -> Path:

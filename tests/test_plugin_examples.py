@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from test_plugin import keep_heavy_modules, run  # noqa: F401 (autouse fixture)
+from inner import run
 
-pytest_plugins = ["pytester"]
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from test_plugin import keep_heavy_modules, run, write_tiny  # noqa: F401 (autouse fixture)
+from inner import run
+from test_plugin import write_tiny
 
-pytest_plugins = ["pytester"]
 
 
 def test_tree_predicted_and_session_records_hooks(pytester: pytest.Pytester) -> None:

@@ -11,9 +11,8 @@ import json
 
 import pytest
 
-from test_plugin import keep_heavy_modules, run  # noqa: F401 (autouse fixture)
+from inner import run
 
-pytest_plugins = ["pytester"]
 
 PARAM_TESTS = '''
 import pytest

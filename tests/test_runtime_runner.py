@@ -128,7 +128,6 @@ def test_attribute_gives_features_of_one_execution():
 
 
 def test_measure_tree_fills_resource_features_on_every_node():
-    pytest.importorskip("pytest_irene.tracing", reason="the tracer is not merged yet")
     from pytest_irene.runtime import measure_tree
 
     torch.set_num_threads(1)
@@ -152,7 +151,6 @@ def test_measure_tree_fills_resource_features_on_every_node():
 
 
 def test_measure_tree_refuses_weights_without_values():
-    pytest.importorskip("pytest_irene.tracing", reason="the tracer is not merged yet")
     from pytest_irene.errors import UsageError
     from pytest_irene.runtime import measure_tree
 
