@@ -128,12 +128,21 @@ def matmul_features(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> dict
     return {"flops": flops, "mem_bytes": read(a) + read(b) + nbytes(out)}
 
 
-def _linear(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+def _weighted_io(module: Any, inputs: Sequence[Any], output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(input, weight, output) of a module that multiplies by its ``weight``; ``None`` when one is missing."""
     x = _first(inputs)
     out = _out(output)
     weight = getattr(module, "weight", None)
     if x is None or out is None or not isinstance(weight, torch.Tensor):
+        return None
+    return x, weight, out
+
+
+def _linear(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    io = _weighted_io(module, inputs, output)
+    if io is None:
         return {"flops": 0.0, "mem_bytes": 0.0}
+    x, weight, out = io
     k = x.shape[-1]
     n = out.shape[-1] if out.dim() else 1
     m = out.numel() // max(n, 1)
@@ -150,11 +159,10 @@ def _linear(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]
 
 def _conv1d_transformers(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
     """transformers' ``Conv1D``: ``addmm(bias, x.view(-1, nx), W)``, a 2-D product whatever x's rank."""
-    x = _first(inputs)
-    out = _out(output)
-    weight = getattr(module, "weight", None)
-    if x is None or out is None or not isinstance(weight, torch.Tensor):
+    io = _weighted_io(module, inputs, output)
+    if io is None:
         return {"flops": 0.0, "mem_bytes": 0.0}
+    x, weight, out = io
     k = x.shape[-1]
     n = out.shape[-1]
     m = out.numel() // max(n, 1)
@@ -162,11 +170,10 @@ def _conv1d_transformers(module: Any, inputs: Sequence[Any], output: Any) -> dic
 
 
 def _conv(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
-    x = _first(inputs)
-    out = _out(output)
-    weight = getattr(module, "weight", None)
-    if x is None or out is None or not isinstance(weight, torch.Tensor):
+    io = _weighted_io(module, inputs, output)
+    if io is None:
         return {"flops": 0.0, "mem_bytes": 0.0}
+    x, weight, out = io
     per_out = math.prod(weight.shape[1:])  # C_in/groups · kernel
     flops = 2.0 * out.numel() * per_out
     if getattr(module, "bias", None) is not None:
