@@ -573,9 +573,9 @@ class Calibrator:
             return None
         import torch
 
-        from .runtime.runner import _gpu_position
+        from .runtime.runner import gpu_position
 
-        return _gpu_position(self._sampler, torch.device(self.settings.device))
+        return gpu_position(self._sampler, torch.device(self.settings.device))
 
     def hardware(self) -> dict[str, Any]:
         """The rig's hardware fingerprint plus the meter and idle power (recorded in model files)."""

@@ -356,9 +356,6 @@ def gpu_position(sampler: ResourceSampler, dev: Any) -> int | None:
     return None
 
 
-_gpu_position = gpu_position  # the name calibration imported first
-
-
 def attribute(
     sampler: ResourceSampler, window: RunWindow, *, gpu: int | None = 0
 ) -> dict[str, float]:
