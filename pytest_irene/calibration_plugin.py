@@ -8,19 +8,12 @@ between the two plugins):
   with ``--irene-calibrate`` it measures the call on the rig and returns the
   measured :class:`~pytest_irene.tree.EnergyTree`; without it the test is
   skipped. It needs nothing from the gate plugin.
-* With ``--irene-calibrate``, the gate's ``irene`` fixture is wrapped too
-  (a ``pytest_fixture_setup`` wrapper replaces its value), so an existing
-  energy-gated suite is calibrated unchanged: every ``irene(model, inputs,
-  label=...)`` call is *measured instead of predicted* and returns the
+* With ``--irene-calibrate``, the gate's ``irene`` fixture measures too
+  (this plugin implements the gate's ``pytest_irene_fixture`` hook), so an
+  existing energy-gated suite is calibrated unchanged: every ``irene(model,
+  inputs, label=...)`` call is *measured instead of predicted* and returns the
   measured tree (``tree.measured_total_j``; the gate does not run, there is no
   prediction to gate).
-
-The ``irene`` wrap relies on pytest's ``FixtureDef.cached_result`` (the value
-a test receives). A cleaner seam, if the gate plugin adds it, is a hookspec
-``pytest_irene_call(item, model, inputs, label, options) -> EnergyTree | None``
-(firstresult) called by ``IreneSession.wrapped_call`` before tracing, whose
-non-``None`` result replaces the prediction; this plugin would implement it
-instead of wrapping the fixture.
 
 The first measured call opens the meter and checks that the machine is idle
 (the session stops with the reason if not). Each call's plan (rig time) is
@@ -316,18 +309,11 @@ def irene_calibrate(request: pytest.FixtureRequest) -> Any:
     return CalibratingCall(run, request.node)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Generator[None, Any, Any]:
+@pytest.hookimpl(optionalhook=True)  # the gate plugin, which defines the hook, may be disabled
+def pytest_irene_fixture(request: pytest.FixtureRequest) -> Any | None:
     """In calibrate mode, the gate's ``irene`` fixture measures instead of predicting."""
-    value = yield
     run = _run(request.config)
-    if run is None or fixturedef.argname != "irene":
-        return value
-    wrapped = CalibratingCall(run, request.node)
-    cached = getattr(fixturedef, "cached_result", None)
-    if isinstance(cached, tuple) and len(cached) == 3:
-        fixturedef.cached_result = (wrapped, cached[1], cached[2])
-    return wrapped
+    return None if run is None else CalibratingCall(run, request.node)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -28,6 +28,18 @@ def pytest_irene_host_fingerprint(config: pytest.Config) -> dict[str, Any] | Non
 
 
 @pytest.hookspec(firstresult=True)
+def pytest_irene_fixture(request: pytest.FixtureRequest) -> Any | None:
+    """Replace what the ``irene`` fixture gives a test: a callable taking ``(model, inputs, **options)``.
+
+    Return ``None`` to keep the gate (trace, predict, compare, budget). The
+    calibration plugin implements it under ``--irene-calibrate`` so that every
+    ``irene(model, inputs, label=...)`` call of an existing suite is measured
+    on the rig instead of predicted. Implementations in plugins that may run
+    without pytest-irene's gate should be marked ``@pytest.hookimpl(optionalhook=True)``.
+    """
+
+
+@pytest.hookspec(firstresult=True)
 def pytest_irene_select_profile(item: pytest.Item, default: str) -> str | None:
     """Choose the energy model profile (bundled name or a path) for one test.
 

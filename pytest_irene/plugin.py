@@ -62,8 +62,12 @@ def irene(request: pytest.FixtureRequest) -> Any:
     ``tree["encoder.layer.0"]``, ``tree.breakdown()``). The call is compared with
     its baseline and held to the budget; a failure fails this test. Several
     calls per test are told apart by ``label``. With ``--irene-disable`` a call
-    skips the test.
+    skips the test. A ``pytest_irene_fixture`` hook may provide another callable
+    (``--irene-calibrate`` measures the calls instead).
     """
+    replacement = request.config.hook.pytest_irene_fixture(request=request)
+    if replacement is not None:
+        return replacement
     manager = _manager(request.config)
     if manager is None:
 

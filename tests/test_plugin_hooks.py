@@ -172,3 +172,20 @@ def pytest_irene_host_fingerprint(config):
         ["*feature mode: auto: host matches the calibration rig*but the model is on cpu*model features are used*"]
     )
     assert json.loads((pytester.path / "r.json").read_text())["records"][0]["features"] == "model"
+
+
+def test_fixture_hook_replaces_the_gate(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+def pytest_irene_fixture(request):
+    return lambda model, inputs, **options: ("replaced", request.node.name, options)
+"""
+    )
+    pytester.makepyfile(
+        test_swap="""
+def test_swapped(irene):
+    assert irene(object(), None, label="x") == ("replaced", "test_swapped", {"label": "x"})
+"""
+    )
+    result = run(pytester, "--irene-budget=1uJ")  # the gate would fail any real call at this budget
+    result.assert_outcomes(passed=1)
