@@ -20,6 +20,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -32,7 +33,10 @@ _IMPORT_LOCK = threading.Lock()  # the web app may load factories from several r
 
 
 def load_factory(ref: str) -> Callable[..., Any]:
-    """Import ``module:attr`` or ``path/to/file.py:attr`` and return the callable."""
+    """Import ``module:attr`` or ``path/to/file.py:attr`` and return the callable.
+
+    A module name is also looked up in the current directory, as ``python -m``
+    does, so ``--module mypkg.models:make`` works from the project's root."""
     if ":" not in ref:
         raise UsageError(f"{ref!r}: expected MODULE:FACTORY or FILE.py:FACTORY")
     where, _, attr = ref.rpartition(":")
@@ -42,6 +46,8 @@ def load_factory(ref: str) -> Callable[..., Any]:
         if where.endswith(".py") or "/" in where or "\\" in where:
             module = _import_file(ref, Path(where).expanduser().resolve())
         else:
+            if os.getcwd() not in sys.path:  # as ``python -m``: the ``irene`` script does not add the project
+                sys.path.insert(0, os.getcwd())
             try:
                 module = importlib.import_module(where)
             except ImportError as exc:

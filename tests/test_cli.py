@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
@@ -277,6 +279,18 @@ def test_predict_module_factory(capsys, factory_file: Path, factory: str):
     scopes = {n["scope"] for n in obj["tree"]["root"]["children"]}
     assert scopes == {"block", "norm"}
     assert obj["total_j"] > 0
+
+
+def test_predict_module_by_name_from_the_current_directory(capsys, factory_file: Path, monkeypatch):
+    """``irene`` does not put the project on sys.path; a dotted reference is found in the cwd, as ``python -m``."""
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(factory_file.parent))])
+    monkeypatch.chdir(factory_file.parent)
+    name = f"my_models_{uuid.uuid4().hex[:8]}"
+    factory_file.rename(factory_file.with_name(f"{name}.py"))
+    code, out, err = run(capsys, "predict", "--module", f"{name}:plain", "--batch-size", "2", "--seq-len", "8", "--json")
+    assert code == 0, err
+    assert json.loads(out)["model_name"] == "Net"
+    monkeypatch.delitem(sys.modules, name)
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,6 @@ the profile was calibrated on, so a different host is refused.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from typing import Any
 
 from ..errors import ModelFileError, UsageError
@@ -65,8 +63,6 @@ def build(args: argparse.Namespace, device: str) -> tuple[Any, Any, str | None]:
 
     from ..factories import build_from_factory
 
-    if os.getcwd() not in sys.path:  # the ``irene`` script does not put the project on sys.path
-        sys.path.insert(0, os.getcwd())
     try:
         model, inputs = build_from_factory(args.module, args.batch_size, args.seq_len, device=device)
     except UsageError as exc:
