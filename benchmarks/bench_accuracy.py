@@ -25,16 +25,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import DATASET, ROOT, write_results_section
 
-from pytest_irene.atomic import atomic_write_text
 from pytest_irene.crossval import PAPER_MODELS, crossvalidate, node_errors, summarise
 from pytest_irene.dataset import load_dataset
 from pytest_irene.strategies import DEFAULT_STRATEGY, STRATEGIES, make_predictor
 
-DEFAULT_DATASET = ROOT / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
-START, END = "<!-- bench_accuracy:start -->", "<!-- bench_accuracy:end -->"
 LEVELS = ("ml", "module", "model")
 #: REFERENCE.md "Our targets": (ML, module, model, worst held-out model at model level).
 TARGETS = {"all": (0.5, 0.6, 0.6, 1.0), "model": (2.0, 2.5, 2.0, 5.0)}
@@ -130,7 +126,7 @@ def timing(path: Path, features: str, strategy: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", nargs="?", default=str(DEFAULT_DATASET))
+    parser.add_argument("dataset", nargs="?", default=str(DATASET))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--no-timing", action="store_true", help="skip the wall time / memory runs")
     parser.add_argument("--write-results", action="store_true", help="replace this script's section of RESULTS.md")
@@ -259,20 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(out)
     print(text)
     if args.write_results:
-        results_md = ROOT / "benchmarks" / "RESULTS.md"
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        section = (
-            f"{START}\n## Predictor accuracy (`benchmarks/bench_accuracy.py`)\n\n"
-            f"`python benchmarks/bench_accuracy.py --write-results` ({stamp}, 2-core team box).\n\n{text}\n{END}"
+        write_results_section(
+            "accuracy",
+            "## Predictor accuracy (`benchmarks/bench_accuracy.py`)\n\n"
+            f"`python benchmarks/bench_accuracy.py --write-results` ({stamp}, 2-core team box).\n\n{text}",
         )
-        current = results_md.read_text(encoding="utf-8") if results_md.exists() else "# Benchmark results\n"
-        if START in current and END in current:
-            head, rest = current.split(START, 1)
-            _, tail = rest.split(END, 1)
-            new = head + section + tail
-        else:
-            new = current.rstrip("\n") + "\n\n" + section + "\n"
-        atomic_write_text(results_md, new)
     return 0
 
 

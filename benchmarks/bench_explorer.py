@@ -18,32 +18,14 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import DATASET, table, timed
 
-from pytest_irene.architectures import ARCHITECTURES  # noqa: E402
-from pytest_irene.dataset import load_dataset  # noqa: E402
-from pytest_irene.explorer.app import ServerConfig, create_app  # noqa: E402
-from pytest_irene.explorer.html import write_report  # noqa: E402
-
-
-def table(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
-
-
-def timed(fn):  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
+from pytest_irene.architectures import ARCHITECTURES
+from pytest_irene.dataset import load_dataset
+from pytest_irene.explorer.app import ServerConfig, create_app
+from pytest_irene.explorer.html import write_report
 
 
 def main() -> int:
@@ -72,7 +54,7 @@ def main() -> int:
     points = len(sweep.get_json()["points"])
     _, t_again = timed(lambda: big.get("/api/sweep?" + query))
 
-    trees = load_dataset(ROOT / "calibration" / "datasets" / "irene-pc1.jsonl.gz")
+    trees = load_dataset(DATASET)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report.html"
         _, t_report = timed(lambda: write_report(out, trees))
@@ -88,6 +70,7 @@ def main() -> int:
             [f"write_report of {len(trees)} dataset trees", f"{t_report:.2f} s, {size_mib:.1f} MiB"],
         ],
         args.markdown,
+        left=2,
     ))
     return 0
 

@@ -32,30 +32,18 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import DATASET, table
 
-from pytest_irene.architectures import ARCHITECTURES, build_model, example_inputs  # noqa: E402
-from pytest_irene.dataset import load_dataset  # noqa: E402
-from pytest_irene.energy_model import EnergyModel  # noqa: E402
-from pytest_irene.strategies import make_predictor  # noqa: E402
-from pytest_irene.tracing import trace  # noqa: E402
-from pytest_irene.tree import EnergyTree  # noqa: E402
+from pytest_irene.architectures import ARCHITECTURES, build_model, example_inputs
+from pytest_irene.dataset import load_dataset
+from pytest_irene.energy_model import EnergyModel
+from pytest_irene.strategies import make_predictor
+from pytest_irene.tracing import trace
+from pytest_irene.tree import EnergyTree
 
-DATASET = ROOT / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
 PAPER_MODELS = ARCHITECTURES[:6]
 LEVELS = ("ml", "module", "model")
-
-
-def table(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    fmt = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
 
 
 def errors(predicted: EnergyTree, measured: EnergyTree) -> tuple[dict[str, float], int, int]:
@@ -131,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Live trace (meta) + predict with {energy_model.profile} ({energy_model.strategy}, model features) "
         f"vs. measured PC1 energy; {time.perf_counter() - t_start:.1f} s in all\n"
     )
-    print(table(headers, rows, args.markdown))
+    print(table(headers, rows, args.markdown, left=2))
     worst = sorted(shifts.items(), key=lambda kv: -statistics.fmean(kv[1]))[: args.top_types]
     print("\nWhere the live path moves the prediction: |live - dataset-tree prediction| / measured, mean over nodes\n")
     print(
@@ -139,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             ["model", "type (dataset name)", "nodes", "mean shift %", "max shift %"],
             [[m, t, str(len(v)), f"{statistics.fmean(v):.2f}", f"{max(v):.2f}"] for (m, t), v in worst],
             args.markdown,
+            left=2,
         )
     )
     return 0

@@ -17,16 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SECTION = "## Plugin (`benchmarks/bench_plugin.py`)"
-START, END = "<!-- bench_plugin:start -->", "<!-- bench_plugin:end -->"
+from common import ROOT, table, timed, write_results_section
 
 INNER = textwrap.dedent(
     '''
@@ -76,17 +74,9 @@ def measure_overhead(calls: int, threads: int) -> dict:
 
 def measure_examples() -> tuple[float, str]:
     cmd = [sys.executable, "-m", "pytest", "examples", "--irene-budget=12J", "-q", "-p", "no:cacheprovider"]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    proc, wall = timed(lambda: subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True))
     last = [line for line in proc.stdout.splitlines() if line.strip()][-1:] or ["?"]
     return wall, last[0].strip("= ")
-
-
-def median(values: list[float]) -> float:
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def main() -> int:
@@ -97,43 +87,28 @@ def main() -> int:
     args = parser.parse_args()
 
     timings = measure_overhead(args.calls, args.threads)
-    forward = median(timings["forward_s"])
-    call = median(timings["call_s"])
+    forward = statistics.median(timings["forward_s"])
+    call = statistics.median(timings["call_s"])
     ratio = call / forward
     examples_wall, examples_result = measure_examples()
 
     rows = [
-        ("CPU forward pass, bert-base b16 s128 (median of 3)", f"{forward:.3f} s", ""),
-        (f"wrapped call overhead (median of {args.calls})", f"{call:.3f} s", "< 1 s: " + ("met" if call < 1 else "MISSED")),
-        ("overhead / forward pass", f"{ratio:.3f}", "< 0.25: " + ("met" if ratio < 0.25 else "MISSED")),
-        ("first call (loads the energy model)", f"{timings['first_call_s']:.3f} s", ""),
-        ("nodes per tree", str(timings["nodes"]), ""),
-        ("`pytest examples --irene-budget=12J` wall time", f"{examples_wall:.1f} s", examples_result),
+        ["CPU forward pass, bert-base b16 s128 (median of 3)", f"{forward:.3f} s", ""],
+        [f"wrapped call overhead (median of {args.calls})", f"{call:.3f} s", "< 1 s: " + ("met" if call < 1 else "MISSED")],
+        ["overhead / forward pass", f"{ratio:.3f}", "< 0.25: " + ("met" if ratio < 0.25 else "MISSED")],
+        ["first call (loads the energy model)", f"{timings['first_call_s']:.3f} s", ""],
+        ["nodes per tree", str(timings["nodes"]), ""],
+        ["`pytest examples --irene-budget=12J` wall time", f"{examples_wall:.1f} s", examples_result],
     ]
-    width = max(len(r[0]) for r in rows)
-    lines = [f"| {'measure'.ljust(width)} | value | target |", f"|{'-' * (width + 2)}|---|---|"]
-    lines += [f"| {name.ljust(width)} | {value} | {target} |" for name, value, target in rows]
-    table = "\n".join(lines)
-    print(table)
+    results = table(["measure", "value", "target"], rows, markdown=True)
+    print(results)
 
     if args.write_results:
-        results = ROOT / "benchmarks" / "RESULTS.md"
-        text = results.read_text() if results.exists() else "# Benchmark results\n"
-        section = (
-            f"{SECTION}\n\n`python benchmarks/bench_plugin.py --write-results` on this host "
-            f"({os.cpu_count()} CPUs, torch threads {args.threads}); model-features mode.\n\n{table}\n"
+        write_results_section(
+            "plugin",
+            "## Plugin (`benchmarks/bench_plugin.py`)\n\n`python benchmarks/bench_plugin.py --write-results` on this host "
+            f"({os.cpu_count()} CPUs, torch threads {args.threads}); model-features mode.\n\n{results}",
         )
-        block = f"{START}\n{section}{END}\n"
-        if START in text and END in text:
-            head, rest = text.split(START, 1)
-            text = head + block + "\n" + rest.split(END, 1)[1].lstrip("\n")
-        elif SECTION in text:  # written before the markers existed: up to the next section or marker
-            head, rest = text.split(SECTION, 1)
-            ends = [i for i in (rest.find("\n## "), rest.find("\n<!-- ")) if i >= 0]
-            text = head + block + ("\n" + rest[min(ends) + 1 :] if ends else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + block
-        results.write_text(text)
     return 0
 
 

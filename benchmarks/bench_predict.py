@@ -19,37 +19,23 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 import tracemalloc
-from pathlib import Path
+from collections.abc import Callable
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
+from common import ROOT, table, timed
 
-import torch  # noqa: E402
-
-from pytest_irene.architectures import build_model, example_inputs  # noqa: E402
-from pytest_irene.energy_model import EnergyModel, clear_cache  # noqa: E402
-from pytest_irene.tracing import trace  # noqa: E402
+from pytest_irene.architectures import build_model, example_inputs
+from pytest_irene.energy_model import EnergyModel, clear_cache
+from pytest_irene.tracing import trace
 
 
-def table(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
-
-
-def timed(fn, repeat: int) -> tuple[float, list[float]]:
-    """(first call s, later calls s)."""
+def first_and_rest(fn: Callable[[], object], repeat: int) -> tuple[float, list[float]]:
+    """(first call s, later calls s), garbage collected before each call."""
     times = []
     for _ in range(repeat + 1):
         gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+        times.append(timed(fn)[1])
     return times[0], times[1:]
 
 
@@ -62,9 +48,7 @@ def cold_process(args: argparse.Namespace) -> float:
         f"t = irene.predict(m, example_inputs({args.model!r}, {args.batch_size}, {args.seq_len}), profile={args.profile!r})\n"
         "assert t.total_j > 0\n"
     )
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-    return time.perf_counter() - t0
+    return timed(lambda: subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT))[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,10 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     clear_cache()
-    t0 = time.perf_counter()
-    energy_model = EnergyModel.load(args.profile)
-    load_cold = time.perf_counter() - t0
-    _, cached = timed(lambda: EnergyModel.load(args.profile), args.repeat)
+    energy_model, load_cold = timed(lambda: EnergyModel.load(args.profile))
+    _, cached = first_and_rest(lambda: EnergyModel.load(args.profile), args.repeat)
 
     model = build_model(args.model)
     inputs = example_inputs(args.model, args.batch_size, args.seq_len)
@@ -91,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         energy_model.predict(tree)
         return tree
 
-    first_tp, rest_tp = timed(trace_predict, args.repeat)
+    first_tp, rest_tp = first_and_rest(trace_predict, args.repeat)
     tree = trace(model, inputs)
     nodes = len(tree)
-    first_p, rest_p = timed(lambda: energy_model.predict(tree), args.repeat)
+    first_p, rest_p = first_and_rest(lambda: energy_model.predict(tree), args.repeat)
 
     # peak Python allocations in separate runs: tracemalloc slows every allocation down
     gc.collect()

@@ -23,12 +23,9 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import ROOT, write_results_section
 
-START, END = "<!-- bench_runtime:start -->", "<!-- bench_runtime:end -->"
 _lines: list[str] = []
 
 
@@ -131,10 +128,8 @@ def bench_bert(window_s: float, threads: int, batch: int, seq: int) -> list[tupl
 
 
 def write_results(args: argparse.Namespace) -> None:
-    from pytest_irene.atomic import atomic_write_text
     from pytest_irene.runtime import describe, host_fingerprint
 
-    results_md = ROOT / "benchmarks" / "RESULTS.md"
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     # Indented lines (the per-node listing) become a code block so Markdown keeps them aligned.
     text, in_code = [], False
@@ -146,20 +141,12 @@ def write_results(args: argparse.Namespace) -> None:
         text.append(line[4:] if code else line)
     if in_code:
         text.append("```")
-    section = (
-        f"{START}\n## Runtime: sampler overhead and node runner (`benchmarks/bench_runtime.py`)\n\n"
+    write_results_section(
+        "runtime",
+        "## Runtime: sampler overhead and node runner (`benchmarks/bench_runtime.py`)\n\n"
         f"`python benchmarks/bench_runtime.py --write-results` ({stamp}, {describe(host_fingerprint())}).\n\n"
-        + "\n".join(text)
-        + f"\n{END}"
+        + "\n".join(text),
     )
-    current = results_md.read_text(encoding="utf-8") if results_md.exists() else "# Benchmark results\n"
-    if START in current and END in current:
-        head, rest = current.split(START, 1)
-        _, tail = rest.split(END, 1)
-        new = head + section + tail
-    else:
-        new = current.rstrip("\n") + "\n\n" + section + "\n"
-    atomic_write_text(results_md, new)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,37 +19,22 @@ import argparse
 import gc
 import resource
 import statistics
-import sys
-import time
 import tracemalloc
 from collections import defaultdict
-from pathlib import Path
+from functools import partial
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
+from common import DATASET, table, timed
 
-import torch  # noqa: E402
+from pytest_irene.architectures import ARCHITECTURES, build_model, example_inputs
+from pytest_irene.dataset import load_dataset
+from pytest_irene.tracing import trace
 
-from pytest_irene.architectures import ARCHITECTURES, build_model, example_inputs  # noqa: E402
-from pytest_irene.dataset import load_dataset  # noqa: E402
-from pytest_irene.tracing import trace  # noqa: E402
-
-DATASET = ROOT / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
 PAPER_MODELS = ARCHITECTURES[:6]
 _GPT2_TYPES = {"Block": "GPT2Block", "Attention": "GPT2Attention", "MLP": "GPT2MLP"}
 #: transformers 4.2.2 class names of the dataset -> today's, per model.
 OLD_TYPES = {"gpt2": _GPT2_TYPES, "distilgpt2": _GPT2_TYPES,
              "distilbert-base-uncased": {"MultiHeadSelfAttention": "DistilBertSelfAttention"}}
-
-
-def table(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        out += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(out)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 def bench_speed(batch: int, seq: int, repeat: int, markdown: bool) -> str:
@@ -58,14 +43,9 @@ def bench_speed(batch: int, seq: int, repeat: int, markdown: bool) -> str:
         model = build_model(name)
         inputs = example_inputs(name, batch, seq)
         gc.collect()
-        t0 = time.perf_counter()
-        tree = trace(model, inputs)
-        first = time.perf_counter() - t0
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            trace(model, inputs)
-            times.append(time.perf_counter() - t0)
+        run = partial(trace, model, inputs)
+        tree, first = timed(run)
+        times = [timed(run)[1] for _ in range(repeat)]
         tracemalloc.start()
         trace(model, inputs)
         _, peak = tracemalloc.get_traced_memory()
@@ -112,7 +92,7 @@ def bench_fidelity(markdown: bool) -> str:
     out = "Fidelity over every input size of irene-pc1 (nodes matched by scope)\n\n" + table(headers, rows, markdown)
     if worst_types:
         rows2 = [[m, t, f"{100 * e:.1f}"] for (m, t), e in sorted(worst_types.items())]
-        out += "\n\nNode types with a bytes error above 5 % somewhere\n\n" + table(["model", "type", "max err %"], rows2, markdown)
+        out += "\n\nNode types with a bytes error above 5 % somewhere\n\n" + table(["model", "type", "max err %"], rows2, markdown, left=2)
     return out
 
 
