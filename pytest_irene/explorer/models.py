@@ -65,9 +65,7 @@ class ModelSpec:
         else:
             assert self.factory is not None
             model, inputs = build_from_factory(self.factory, batch_size, seq_len, device="meta")
-        tree = trace(model, inputs, batch_size=batch_size, seq_len=seq_len, device="meta", model_name=self.name)
-        tree.model_name = self.name
-        return tree
+        return trace(model, inputs, batch_size=batch_size, seq_len=seq_len, device="meta", model_name=self.name)
 
 
 def compact_name(architecture: str, layers: int, hidden: int) -> str:
