@@ -27,9 +27,9 @@ from pathlib import Path
 
 from common import DATASET, ROOT, write_results_section
 
-from pytest_irene.crossval import PAPER_MODELS, crossvalidate, node_errors, summarise
-from pytest_irene.dataset import load_dataset
-from pytest_irene.strategies import DEFAULT_STRATEGY, STRATEGIES, make_predictor
+from pytest_irene.engine.predict.crossval import PAPER_MODELS, crossvalidate, node_errors, summarise
+from pytest_irene.engine.dataset import load_dataset
+from pytest_irene.engine.predict.strategies import DEFAULT_STRATEGY, STRATEGIES, make_predictor
 
 LEVELS = ("ml", "module", "model")
 #: REFERENCE.md "Our targets": (ML, module, model, worst held-out model at model level).
@@ -102,8 +102,8 @@ def hwm_mib():
     return float("nan")
 
 
-from pytest_irene.dataset import load_dataset
-from pytest_irene.crossval import crossvalidate
+from pytest_irene.engine.dataset import load_dataset
+from pytest_irene.engine.predict.crossval import crossvalidate
 trees = load_dataset({path!r})
 base = hwm_mib()
 t0 = time.perf_counter()

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from common import DATASET, table, timed
 
-from pytest_irene.architectures import ARCHITECTURES
-from pytest_irene.dataset import load_dataset
+from pytest_irene.engine.architectures import ARCHITECTURES
+from pytest_irene.engine.dataset import load_dataset
 from pytest_irene.explorer.app import ServerConfig, create_app
 from pytest_irene.explorer.html import write_report
 

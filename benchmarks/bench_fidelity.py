@@ -35,12 +35,12 @@ import time
 
 from common import DATASET, table
 
-from pytest_irene.architectures import ARCHITECTURES, build_model, example_inputs
-from pytest_irene.dataset import load_dataset
-from pytest_irene.energy_model import EnergyModel
-from pytest_irene.strategies import make_predictor
-from pytest_irene.tracing import trace
-from pytest_irene.tree import EnergyTree
+from pytest_irene.engine.architectures import ARCHITECTURES, build_model, example_inputs
+from pytest_irene.engine.dataset import load_dataset
+from pytest_irene.engine.predict.energy_model import EnergyModel
+from pytest_irene.engine.predict.strategies import make_predictor
+from pytest_irene.engine.tracing import trace
+from pytest_irene.engine.tree import EnergyTree
 
 PAPER_MODELS = ARCHITECTURES[:6]
 LEVELS = ("ml", "module", "model")

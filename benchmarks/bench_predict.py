@@ -25,9 +25,9 @@ from collections.abc import Callable
 import torch
 from common import ROOT, table, timed
 
-from pytest_irene.architectures import build_model, example_inputs
-from pytest_irene.energy_model import EnergyModel, clear_cache
-from pytest_irene.tracing import trace
+from pytest_irene.engine.architectures import build_model, example_inputs
+from pytest_irene.engine.predict.energy_model import EnergyModel, clear_cache
+from pytest_irene.engine.tracing import trace
 
 
 def first_and_rest(fn: Callable[[], object], repeat: int) -> tuple[float, list[float]]:
@@ -43,7 +43,7 @@ def cold_process(args: argparse.Namespace) -> float:
     """Wall time of a fresh interpreter doing everything once (what the first test of a session pays)."""
     code = (
         "import pytest_irene as irene\n"
-        "from pytest_irene.architectures import example_inputs\n"
+        "from pytest_irene.engine.architectures import example_inputs\n"
         f"m = irene.build_model({args.model!r})\n"
         f"t = irene.predict(m, example_inputs({args.model!r}, {args.batch_size}, {args.seq_len}), profile={args.profile!r})\n"
         "assert t.total_j > 0\n"

@@ -37,7 +37,7 @@ def say(text: str = "") -> None:
 _PROBE = r"""
 import json, os, resource, sys, time
 sys.path.insert(0, {root!r})
-from pytest_irene.runtime.sampler import ResourceSampler
+from pytest_irene.rig.runtime.sampler import ResourceSampler
 
 def rss_mb():
     for line in open("/proc/self/status"):
@@ -90,7 +90,7 @@ def bench_bert(window_s: float, threads: int, batch: int, seq: int) -> list[tupl
     import torch
     from transformers import AutoModel, BertConfig
 
-    from pytest_irene.runtime import measure_tree
+    from pytest_irene.rig.runtime import measure_tree
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -128,7 +128,7 @@ def bench_bert(window_s: float, threads: int, batch: int, seq: int) -> list[tupl
 
 
 def write_results(args: argparse.Namespace) -> None:
-    from pytest_irene.runtime import describe, host_fingerprint
+    from pytest_irene.rig.runtime import describe, host_fingerprint
 
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     # Indented lines (the per-node listing) become a code block so Markdown keeps them aligned.

@@ -26,9 +26,9 @@ from functools import partial
 import torch
 from common import DATASET, table, timed
 
-from pytest_irene.architectures import ARCHITECTURES, build_model, example_inputs
-from pytest_irene.dataset import load_dataset
-from pytest_irene.tracing import trace
+from pytest_irene.engine.architectures import ARCHITECTURES, build_model, example_inputs
+from pytest_irene.engine.dataset import load_dataset
+from pytest_irene.engine.tracing import trace
 
 PAPER_MODELS = ARCHITECTURES[:6]
 _GPT2_TYPES = {"Block": "GPT2Block", "Attention": "GPT2Attention", "MLP": "GPT2MLP"}

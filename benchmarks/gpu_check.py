@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoModel, BertConfig
 
-    from pytest_irene.runtime import ResourceSampler, describe, host_fingerprint, measure_tree, run_call
+    from pytest_irene.rig.runtime import ResourceSampler, describe, host_fingerprint, measure_tree, run_call
 
     if not torch.cuda.is_available():
         print("no CUDA device visible to torch: nothing to check")

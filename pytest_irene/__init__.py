@@ -13,25 +13,25 @@ every session through the plugin entry point) does not import torch.
 
 from __future__ import annotations
 
-from ._lazy import lazy_exports
+from pytest_irene._lazy import lazy_exports
 
 
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
-    "EnergyNode": "pytest_irene.tree",
-    "EnergyTree": "pytest_irene.tree",
-    "load_dataset": "pytest_irene.dataset",
-    "write_dataset": "pytest_irene.dataset",
+    "EnergyNode": "pytest_irene.engine.tree",
+    "EnergyTree": "pytest_irene.engine.tree",
+    "load_dataset": "pytest_irene.engine.dataset",
+    "write_dataset": "pytest_irene.engine.dataset",
     "IreneError": "pytest_irene.errors",
-    "trace": "pytest_irene.tracing",
-    "NodeCall": "pytest_irene.tracing",
-    "register_formula": "pytest_irene.features",
-    "ARCHITECTURES": "pytest_irene.architectures",
-    "build_model": "pytest_irene.architectures",
-    "example_inputs": "pytest_irene.architectures",
-    "EnergyModel": "pytest_irene.energy_model",
-    "predict": "pytest_irene.energy_model",
+    "trace": "pytest_irene.engine.tracing",
+    "NodeCall": "pytest_irene.engine.tracing",
+    "register_formula": "pytest_irene.engine.features",
+    "ARCHITECTURES": "pytest_irene.engine.architectures",
+    "build_model": "pytest_irene.engine.architectures",
+    "example_inputs": "pytest_irene.engine.architectures",
+    "EnergyModel": "pytest_irene.engine.predict.energy_model",
+    "predict": "pytest_irene.engine.predict.energy_model",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

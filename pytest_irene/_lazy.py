@@ -1,4 +1,4 @@
-"""Lazy package attributes (PEP 562), shared by ``pytest_irene`` and ``pytest_irene.runtime``.
+"""Lazy package attributes (PEP 562), shared by ``pytest_irene`` and ``pytest_irene.rig.runtime``.
 
 pytest imports ``pytest_irene`` for every session through the plugin entry
 point; importing torch, scikit-learn or NVML there would cost every user's test

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 
-from .errors import UsageError
+from pytest_irene.errors import UsageError
 
 #: Joules per unit, keyed by the lower-cased unit name users may type.
 ENERGY_UNITS_J: dict[str, float] = {

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pytest_irene.emonpi_emulator import EmonPiEmulator
-from pytest_irene.meters.emonpi import EmonPiReader
+from pytest_irene.rig.emulator import EmonPiEmulator
+from pytest_irene.rig.meters.emonpi import EmonPiReader
 
 #: Modules that in-process inner sessions must not unload: pytester removes every
 #: module an inner run imported; re-importing torch's extension modules crashes,

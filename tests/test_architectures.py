@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytest_irene.architectures import ARCHITECTURES, build_config, build_model, config_dict, example_inputs
-from pytest_irene.dataset import iter_trees
+from pytest_irene.engine.architectures import ARCHITECTURES, build_config, build_model, config_dict, example_inputs
+from pytest_irene.engine.dataset import iter_trees
 from pytest_irene.errors import UsageError
-from pytest_irene.tracing import trace
+from pytest_irene.engine.tracing import trace
 
 DATASET = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
 EXPECTED_ROOTS = {

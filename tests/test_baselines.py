@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from pytest_irene.baselines import (
+from pytest_irene.compare.baselines import (
     BaselineError,
     BaselineStore,
     entry_from_tree,
     read_baseline_file,
     tree_energies,
 )
-from pytest_irene.gate import check_budget, compare, failure_text
-from pytest_irene.comparison import CallRecord
-from pytest_irene.tree import EnergyNode, EnergyTree
+from pytest_irene.compare.gate import check_budget, compare, failure_text
+from pytest_irene.compare.comparison import CallRecord
+from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
 
 def make_tree(ffn_j: float = 0.3, *, batch_size: int = 8, seq_len: int = 64, extra: bool = False) -> EnergyTree:

@@ -146,8 +146,8 @@ def test_sweep_tab_draws_charts(page, server_url: str) -> None:
 
 
 def test_static_report_with_failing_module(page, tmp_path: Path) -> None:
-    from pytest_irene.comparison import CallRecord, Comparison, ModuleDelta
-    from pytest_irene.dataset import load_dataset
+    from pytest_irene.compare.comparison import CallRecord, Comparison, ModuleDelta
+    from pytest_irene.engine.dataset import load_dataset
     from pytest_irene.explorer.html import write_report
 
     dataset = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
@@ -171,7 +171,7 @@ def test_static_report_with_failing_module(page, tmp_path: Path) -> None:
 
 def test_large_reports_draw_trees_on_demand(page, tmp_path: Path) -> None:
     from pytest_irene.explorer.html import write_report
-    from pytest_irene.tree import EnergyNode, EnergyTree
+    from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
     def tree(i: int) -> EnergyTree:
         root = EnergyNode("", "Tiny", "model", {"flops": 3.0}, predicted_energy=1.0 + i)

@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pytest_irene.calibration import (  # noqa: E402
+from pytest_irene.rig.calibration import (  # noqa: E402
     CalibrationError,
     _powers_in,
     CalibrationSettings,
@@ -25,11 +25,11 @@ from pytest_irene.calibration import (  # noqa: E402
     Target,
     format_duration,
 )
-from pytest_irene.dataset import load_dataset  # noqa: E402
+from pytest_irene.engine.dataset import load_dataset  # noqa: E402
 from pytest_irene.errors import UsageError  # noqa: E402
-from pytest_irene.meters import MeterError, PowerSample  # noqa: E402
-from pytest_irene.runtime.runner import distinct_signatures  # noqa: E402
-from pytest_irene.tree import EnergyNode, EnergyTree  # noqa: E402
+from pytest_irene.rig.meters import MeterError, PowerSample  # noqa: E402
+from pytest_irene.rig.runtime.runner import distinct_signatures  # noqa: E402
+from pytest_irene.engine.tree import EnergyNode, EnergyTree  # noqa: E402
 
 FAST = dict(window_s=0.25, rounds=2, min_reports=4, cooldown_s=0.05, idle_cpu_pct=100.0, idle_tolerance=0.5)
 

@@ -15,7 +15,7 @@ import pytest
 
 from inner import run
 
-from pytest_irene.dataset import load_dataset
+from pytest_irene.engine.dataset import load_dataset
 
 PERIOD_S = 0.02
 SHORT = [
@@ -86,7 +86,7 @@ def check_dataset(path: Path, expected_trees: int, profile: str) -> None:
 
 
 def check_model(path: Path, profile: str) -> None:
-    from pytest_irene.energy_model import EnergyModel
+    from pytest_irene.engine.predict.energy_model import EnergyModel
 
     model = EnergyModel.load(str(path))
     assert model.profile == profile

@@ -80,9 +80,9 @@ HAND_TRACED = """
 import pytest
 import torch
 
-from pytest_irene.calibration import Calibrator, Prepared
-from pytest_irene.runtime.runner import distinct_signatures
-from pytest_irene.tree import EnergyNode, EnergyTree
+from pytest_irene.rig.calibration import Calibrator, Prepared
+from pytest_irene.rig.runtime.runner import distinct_signatures
+from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
 
 @pytest.fixture(autouse=True)
@@ -136,7 +136,7 @@ def test_both_fixtures_measure_in_calibrate_mode(pytester: pytest.Pytester, emon
         "*2 measured tree(s) appended to *rig.jsonl*",
     ])
     assert "energy model" not in result.stdout.str()
-    from pytest_irene.dataset import load_dataset
+    from pytest_irene.engine.dataset import load_dataset
 
     trees = load_dataset(pytester.path / "out" / "rig.jsonl")
     assert [t.meta["nodeid"].split("::")[-1] for t in trees] == ["test_gate_fixture_measures", "test_own_fixture_measures"]

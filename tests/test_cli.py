@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pytest_irene.cli import main
-from pytest_irene.dataset import load_dataset, write_dataset
-from pytest_irene.energy_model import EnergyModel, clear_cache
+from pytest_irene.engine.dataset import load_dataset, write_dataset
+from pytest_irene.engine.predict.energy_model import EnergyModel, clear_cache
 
 REPO = Path(__file__).resolve().parent.parent
 PC1 = REPO / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
@@ -198,8 +198,8 @@ def test_predict_json_is_one_object_consistent_with_the_api(capsys):
     assert len(obj["bottlenecks"]) == 3 and obj["breakdown"]
     assert obj["tree"]["root"]["predicted_energy_j"] == pytest.approx(obj["total_j"])
 
-    from pytest_irene.architectures import build_model, example_inputs
-    from pytest_irene.energy_model import predict
+    from pytest_irene.engine.architectures import build_model, example_inputs
+    from pytest_irene.engine.predict.energy_model import predict
 
     tree = predict(build_model("gpt2"), example_inputs("gpt2", 8, 64))
     assert tree.total_j == pytest.approx(obj["total_j"], rel=1e-12)
@@ -328,7 +328,7 @@ def test_predict_bad_options_exit_2(capsys, argv: list[str], needle: str):
 
 
 def test_predict_all_features_refuses_a_host_that_is_not_the_rig(capsys, monkeypatch: pytest.MonkeyPatch):
-    import pytest_irene.runtime as runtime
+    import pytest_irene.rig.runtime as runtime
 
     laptop = {"cpu_model": "Laptop CPU", "cpu_count": 8, "memory_gib": 16.0, "gpus": [], "driver_version": None}
     monkeypatch.setattr(runtime, "host_fingerprint", lambda **_: dict(laptop), raising=False)
@@ -347,8 +347,8 @@ def test_predict_all_features_measures_on_the_rig(capsys, subset: Path, factory_
     host measures no GPU features, which the 'all' regressors of GPU data need:
     the command then says what is missing instead of predicting garbage.
     """
-    from pytest_irene.energy_model import train_energy_model
-    from pytest_irene.runtime import host_fingerprint
+    from pytest_irene.engine.predict.energy_model import train_energy_model
+    from pytest_irene.rig.runtime import host_fingerprint
 
     model_file = tmp_path / "here.json"
     train_energy_model([subset], profile="here", hardware=host_fingerprint(), crossvalidate=False).save(model_file)
@@ -364,7 +364,7 @@ def test_predict_all_features_measures_on_the_rig(capsys, subset: Path, factory_
 
 
 def test_train_without_resource_features_trains_model_features_only(capsys, subset: Path, tmp_path: Path):
-    from pytest_irene.tree import RESOURCE_FEATURES
+    from pytest_irene.engine.tree import RESOURCE_FEATURES
 
     trees = load_dataset(subset)
     for tree in trees:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_irene.crossval import PAPER_MODELS, crossvalidate, level_errors, split_trees
-from pytest_irene.dataset import load_dataset
+from pytest_irene.engine.predict.crossval import PAPER_MODELS, crossvalidate, level_errors, split_trees
+from pytest_irene.engine.dataset import load_dataset
 from pytest_irene.errors import UsageError
-from pytest_irene.tree import EnergyNode, EnergyTree
+from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
 REFERENCE = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_irene.emonpi_emulator import CpuUtilisation, EmonPiEmulator, misclock
-from pytest_irene.meters import MeterError, MeterWarning
-from pytest_irene.meters.emonpi import parse_line
+from pytest_irene.rig.emulator import CpuUtilisation, EmonPiEmulator, misclock
+from pytest_irene.rig.meters import MeterError, MeterWarning
+from pytest_irene.rig.meters.emonpi import parse_line
 
 WINDOW_S = 0.5
 
@@ -185,7 +185,7 @@ def test_cli_prints_the_device_path_first_and_serves(tmp_path: Path) -> None:
     try:
         path = proc.stdout.readline().strip()  # type: ignore[union-attr]
         assert path.startswith("/dev/pts/")
-        from pytest_irene.meters import parse_meter_spec
+        from pytest_irene.rig.meters import parse_meter_spec
 
         with parse_meter_spec(f"emonpi:{path},115200,period=0.05") as reader:
             reader.wait_for_samples(3, timeout_s=5)

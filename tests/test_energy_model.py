@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_irene import energy_model as em_mod
-from pytest_irene.dataset import dataset_hash, load_dataset, write_dataset
-from pytest_irene.energy_model import SCHEMA_VERSION, EnergyModel, clear_cache, train_energy_model
+from pytest_irene.engine.predict import energy_model as em_mod
+from pytest_irene.engine.dataset import dataset_hash, load_dataset, write_dataset
+from pytest_irene.engine.predict.energy_model import SCHEMA_VERSION, EnergyModel, clear_cache, train_energy_model
 from pytest_irene.errors import ModelFileError, UsageError
-from pytest_irene.profiles import bundled_profiles, resolve_profile
-from pytest_irene.strategies import DEFAULT_STRATEGY
-from pytest_irene.tree import RESOURCE_FEATURES
+from pytest_irene.engine.predict.profiles import bundled_profiles, resolve_profile
+from pytest_irene.engine.predict.strategies import DEFAULT_STRATEGY
+from pytest_irene.engine.tree import RESOURCE_FEATURES
 
 REPO = Path(__file__).resolve().parent.parent
 PC1 = REPO / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
@@ -146,8 +146,8 @@ def test_file_is_readable_json_with_documented_top_level(trained: EnergyModel, t
 
 
 def test_predict_traced_tree_after_round_trip(trained: EnergyModel, tmp_path: Path):
-    from pytest_irene.architectures import build_model, example_inputs
-    from pytest_irene.tracing import trace
+    from pytest_irene.engine.architectures import build_model, example_inputs
+    from pytest_irene.engine.tracing import trace
 
     path = tmp_path / "m.json"
     trained.save(path)
@@ -161,8 +161,8 @@ def test_predict_traced_tree_after_round_trip(trained: EnergyModel, tmp_path: Pa
 
 
 def test_predict_errors_name_the_feature_set(trained: EnergyModel, tmp_path: Path, subset_path: Path):
-    from pytest_irene.architectures import build_model, example_inputs
-    from pytest_irene.tracing import trace
+    from pytest_irene.engine.architectures import build_model, example_inputs
+    from pytest_irene.engine.tracing import trace
 
     tree = trace(build_model("gpt2", n_layer=1), example_inputs("gpt2", 8, 32))
     with pytest.raises(UsageError, match="resource features"):
@@ -354,7 +354,7 @@ def test_bundled_model_matches_a_fresh_training_run():
 
 
 def test_module_level_predict_traces_and_predicts():
-    from pytest_irene.architectures import build_model, example_inputs
+    from pytest_irene.engine.architectures import build_model, example_inputs
 
     model = build_model("distilbert-base-uncased", n_layers=1)
     tree = em_mod.predict(model, example_inputs("distilbert-base-uncased", 8, 64), profile="irene-pc1")

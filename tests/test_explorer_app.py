@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_irene.architectures import ARCHITECTURES
+from pytest_irene.engine.architectures import ARCHITECTURES
 from pytest_irene.explorer.app import ServerConfig, create_app
-from pytest_irene.profiles import bundled_profiles
+from pytest_irene.engine.predict.profiles import bundled_profiles
 
 FACTORY_SRC = '''
 from transformers import BertConfig, BertModel
@@ -195,7 +195,7 @@ def test_serve_refuses_an_unknown_profile_before_listening(tmp_path: Path) -> No
 
 
 def test_a_model_file_as_default_profile_is_listed(tmp_path: Path) -> None:
-    from pytest_irene.profiles import resolve_profile
+    from pytest_irene.engine.predict.profiles import resolve_profile
 
     path = str(resolve_profile(bundled_profiles()[0]))
     app = create_app(ServerConfig(default_profile=path))

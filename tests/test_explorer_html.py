@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_irene.comparison import CallRecord, Comparison, ModuleDelta
-from pytest_irene.dataset import load_dataset
+from pytest_irene.compare.comparison import CallRecord, Comparison, ModuleDelta
+from pytest_irene.engine.dataset import load_dataset
 from pytest_irene.explorer.html import render_report, write_report
 from pytest_irene.explorer.payload import call_view, module_partition
-from pytest_irene.tree import EnergyNode, EnergyTree
+from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
 DATASET = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
 

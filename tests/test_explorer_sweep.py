@@ -13,7 +13,7 @@ from pytest_irene.explorer.models import compact_variants, predict_tree, resolve
 from pytest_irene.explorer.params import ParameterError
 from pytest_irene.errors import UsageError
 from pytest_irene.explorer.sweep import run_sweep
-from pytest_irene.profiles import bundled_profiles
+from pytest_irene.engine.predict.profiles import bundled_profiles
 
 def main(argv: list[str]) -> int:
     """``irene sweep ...`` through its own parser and the console script's error handling."""

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_irene import features
+from pytest_irene.engine import features
 from pytest_irene.errors import TraceError
-from pytest_irene.tracing import trace
+from pytest_irene.engine.tracing import trace
 
 
 def meta(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_irene.meters import MeterError
-from pytest_irene.meters.nvml import NvmlMeter
-from pytest_irene.meters.rapl import RaplMeter
+from pytest_irene.rig.meters import MeterError
+from pytest_irene.rig.meters.nvml import NvmlMeter
+from pytest_irene.rig.meters.rapl import RaplMeter
 
 from fakes.fake_nvml import FakeGpu, FakeNvml, NVMLError_DriverNotLoaded
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from pytest_irene.errors import UsageError
-from pytest_irene.meters import MeterError, MeterWarning, parse_meter_spec
-from pytest_irene.meters.emonpi import EmonPiReader, MalformedLine, encode_jeelib, parse_line
-from pytest_irene.meters.nvml import NvmlMeter
-from pytest_irene.meters.rapl import RaplMeter
+from pytest_irene.rig.meters import MeterError, MeterWarning, parse_meter_spec
+from pytest_irene.rig.meters.emonpi import EmonPiReader, MalformedLine, encode_jeelib, parse_line
+from pytest_irene.rig.meters.nvml import NvmlMeter
+from pytest_irene.rig.meters.rapl import RaplMeter
 
 # The emonPi's own packet as the classic firmware prints it: P1 253 W, P2 0, P1+2 253, Vrms 239.98 V,
 # six temperature sensors absent (300.0 degC), pulse count 0.

@@ -300,7 +300,7 @@ def test_disable(pytester: pytest.Pytester) -> None:
 
 
 def test_retrained_energy_model_is_not_compared(pytester: pytest.Pytester) -> None:
-    from pytest_irene.profiles import resolve_profile
+    from pytest_irene.engine.predict.profiles import resolve_profile
 
     model_file = pytester.path / "rig.json"
     model_file.write_bytes(resolve_profile("irene-pc1").read_bytes())

@@ -31,7 +31,7 @@ def pytest_irene_session_records(config, records):
     try:
         run(pytester).assert_outcomes(passed=1)
     finally:
-        from pytest_irene.features import unregister_formula
+        from pytest_irene.engine.features import unregister_formula
 
         unregister_formula("SquarePlus")  # formulas are process-wide; leave none behind
     data = json.loads((pytester.path / "session_records.json").read_text())
@@ -60,7 +60,7 @@ def pytest_irene_select_tolerance(item, default):
 
 
 def test_select_profile_hook(pytester: pytest.Pytester) -> None:
-    from pytest_irene.profiles import resolve_profile
+    from pytest_irene.engine.predict.profiles import resolve_profile
 
     bundled = resolve_profile("irene-pc1")
     copy = pytester.path / "my-rig.json"
@@ -100,7 +100,7 @@ def pytest_irene_host_fingerprint(config):
 def test_register_formulas_hook(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         '''
-import pytest_irene.features as features
+import pytest_irene.engine.features as features
 
 CALLS = []
 
@@ -148,7 +148,7 @@ def test_custom_primitive(irene):
     try:
         run(pytester).assert_outcomes(passed=1)
     finally:
-        from pytest_irene.features import unregister_formula
+        from pytest_irene.engine.features import unregister_formula
 
         unregister_formula("SquarePlus")  # formulas are process-wide; leave none behind
 
@@ -156,7 +156,7 @@ def test_custom_primitive(irene):
 def test_host_fingerprint_hook_matching_the_profile_on_a_cpu_model(pytester: pytest.Pytester) -> None:
     """A host that matches the rig switches auto mode towards resource features; a model on the
     CPU cannot give the rig's GPU counters, so auto says so and keeps model features."""
-    from pytest_irene.energy_model import EnergyModel
+    from pytest_irene.engine.predict.energy_model import EnergyModel
 
     hardware = dict(EnergyModel.load("irene-pc1").hardware)
     pytester.makeconftest(

@@ -65,8 +65,8 @@ def test_collect_only_loads_no_model_and_no_regressor(pytester: pytest.Pytester)
         '''
 import json, sys
 
-HEAVY = ["torch", "transformers", "sklearn", "pytest_irene.tracing", "pytest_irene.energy_model",
-         "pytest_irene.regressors", "pytest_irene.strategies"]
+HEAVY = ["torch", "transformers", "sklearn", "pytest_irene.engine.tracing", "pytest_irene.engine.predict.energy_model",
+         "pytest_irene.engine.predict.regressors", "pytest_irene.engine.predict.strategies"]
 
 def pytest_unconfigure(config):  # the very end: after the header, collection and the summary
     with open("modules.json", "w") as handle:

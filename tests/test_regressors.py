@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pytest_irene.errors import ModelFileError
-from pytest_irene.regressors import (
+from pytest_irene.engine.predict.regressors import (
     AnchoredRegressor,
     LeafRegressors,
     LinearRegressor,
@@ -100,7 +100,7 @@ def test_nonneg_regressor_keeps_costs_positive():
 
 
 def test_residual_memory_recalls_measured_shapes_and_forgets_far_ones():
-    from pytest_irene.regressors import ResidualMemory
+    from pytest_irene.engine.predict.regressors import ResidualMemory
 
     names = ["flops", "mem_bytes", "batch_size", "seq_len"]
     X = np.array([[1e9, 1e7, 8, 128], [1e9, 1e7, 8, 128], [4e9, 3e7, 8, 256]])
@@ -125,7 +125,7 @@ def test_residual_memory_recalls_measured_shapes_and_forgets_far_ones():
     ],
 )
 def test_residual_memory_validation(field_name, value, message):
-    from pytest_irene.regressors import ResidualMemory
+    from pytest_irene.engine.predict.regressors import ResidualMemory
 
     names = ["flops", "mem_bytes", "batch_size", "seq_len"]
     mem = ResidualMemory(names).fit(np.array([[1e9, 1e7, 8, 128]]), np.array([0.1]))

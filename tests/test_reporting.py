@@ -7,7 +7,7 @@ import json
 import pytest
 from rich.console import Console
 
-from pytest_irene.reporting import (
+from pytest_irene.report.tree_report import (
     bottlenecks,
     bottlenecks_table,
     breakdown_table,
@@ -19,7 +19,7 @@ from pytest_irene.reporting import (
     report_json,
     tree_view,
 )
-from pytest_irene.tree import EnergyNode, EnergyTree
+from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
 
 def render(renderable) -> str:

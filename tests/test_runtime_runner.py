@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pytest_irene.runtime.runner import (  # noqa: E402
+from pytest_irene.rig.runtime.runner import (  # noqa: E402
     RUNTIME_FEATURES,
     RunWindow,
     attribute,
@@ -16,9 +16,9 @@ from pytest_irene.runtime.runner import (  # noqa: E402
     run_call,
     signature,
 )
-from pytest_irene.runtime.nvml import GpuReading  # noqa: E402
-from pytest_irene.runtime.sampler import ResourceSampler, Sample  # noqa: E402
-from pytest_irene.tree import EnergyNode, EnergyTree  # noqa: E402
+from pytest_irene.rig.runtime.nvml import GpuReading  # noqa: E402
+from pytest_irene.rig.runtime.sampler import ResourceSampler, Sample  # noqa: E402
+from pytest_irene.engine.tree import EnergyNode, EnergyTree  # noqa: E402
 
 
 def _tiny_bert():
@@ -128,7 +128,7 @@ def test_attribute_gives_features_of_one_execution():
 
 
 def test_measure_tree_fills_resource_features_on_every_node():
-    from pytest_irene.runtime import measure_tree
+    from pytest_irene.rig.runtime import measure_tree
 
     torch.set_num_threads(1)
     model = _tiny_bert()
@@ -152,7 +152,7 @@ def test_measure_tree_fills_resource_features_on_every_node():
 
 def test_measure_tree_refuses_weights_without_values():
     from pytest_irene.errors import UsageError
-    from pytest_irene.runtime import measure_tree
+    from pytest_irene.rig.runtime import measure_tree
 
     with torch.device("meta"):
         model = torch.nn.Linear(4, 4)
@@ -208,7 +208,7 @@ def test_cuda_devices_are_matched_to_nvml_gpus_by_uuid(monkeypatch):
     sys.path.insert(0, str(Path(__file__).parent))
     from fakes.fake_nvml import FakeGpu, FakeNvml
 
-    from pytest_irene.runtime.runner import gpu_position
+    from pytest_irene.rig.runtime.runner import gpu_position
 
     fake = FakeNvml([FakeGpu(uuid="GPU-aaaa"), FakeGpu(name="B", uuid="GPU-bbbb")])
     sampler = ResourceSampler(nvml_module=fake, rapl_root=None).start()

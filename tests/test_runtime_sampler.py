@@ -17,16 +17,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from fakes.fake_nvml import FakeGpu, FakeNvml, NVMLError_DriverNotLoaded  # noqa: E402
 
-from pytest_irene.runtime import sampler as sampler_mod  # noqa: E402
-from pytest_irene.runtime.fingerprint import (  # noqa: E402
+from pytest_irene.rig.runtime import sampler as sampler_mod  # noqa: E402
+from pytest_irene.rig.runtime.fingerprint import (  # noqa: E402
     describe,
     fingerprint_differences,
     fingerprint_matches,
     host_fingerprint,
 )
-from pytest_irene.runtime.nvml import GpuReading, NvmlUnavailable, load_nvml  # noqa: E402
-from pytest_irene.runtime.rapl import RaplCounter, RaplUnavailable  # noqa: E402
-from pytest_irene.runtime.sampler import ResourceSampler, Sample, SamplerWarning  # noqa: E402
+from pytest_irene.rig.runtime.nvml import GpuReading, NvmlUnavailable, load_nvml  # noqa: E402
+from pytest_irene.rig.runtime.rapl import RaplCounter, RaplUnavailable  # noqa: E402
+from pytest_irene.rig.runtime.sampler import ResourceSampler, Sample, SamplerWarning  # noqa: E402
 
 GPU_KEYS = {"gpu", "gpu_mem", "gpu_clk", "gpu_mem_clk", "gpu_energy_j"}
 
@@ -34,7 +34,7 @@ GPU_KEYS = {"gpu", "gpu_mem", "gpu_clk", "gpu_mem_clk", "gpu_energy_j"}
 def test_importing_runtime_does_not_import_torch():
     import subprocess
 
-    code = "import sys, pytest_irene.runtime as r; r.ResourceSampler; r.host_fingerprint; print('torch' in sys.modules)"
+    code = "import sys, pytest_irene.rig.runtime as r; r.ResourceSampler; r.host_fingerprint; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parents[1])
     assert out.stdout.strip() == "False"
@@ -225,7 +225,7 @@ def test_fingerprint_of_this_host_and_matching():
 
 def test_choose_features_uses_resources_only_on_the_calibration_rig():
     from pytest_irene.errors import UsageError
-    from pytest_irene.runtime.fingerprint import choose_features
+    from pytest_irene.rig.runtime.fingerprint import choose_features
 
     rig = {"cpu_model": "Intel(R) Core(TM) i9-7900X CPU @ 3.30GHz", "cpu_count": 20, "memory_gib": 31.3,
            "gpus": ["GeForce GTX 1080 Ti"], "driver_version": "455.32"}

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from pytest_irene.dataset import load_dataset
+from pytest_irene.engine.dataset import load_dataset
 from pytest_irene.errors import ModelFileError, UsageError
-from pytest_irene.strategies import (
+from pytest_irene.engine.predict.strategies import (
     DEFAULT_STRATEGY,
     STRATEGIES,
     make_predictor,
     predictor_from_json,
 )
-from pytest_irene.tree import EnergyNode, EnergyTree
+from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
 REFERENCE = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_irene.dataset import append_trees, dataset_hash, iter_trees, load_dataset, tree_from_dict, write_dataset
+from pytest_irene.engine.dataset import append_trees, dataset_hash, iter_trees, load_dataset, tree_from_dict, write_dataset
 from pytest_irene.errors import DatasetError
-from pytest_irene.tree import EnergyNode, EnergyTree
+from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
 REFERENCE = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
 

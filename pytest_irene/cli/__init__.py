@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from ..errors import IreneError
+from pytest_irene.errors import IreneError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "train",

@@ -1,3 +1,3 @@
-from . import main
+from pytest_irene.cli import main
 import sys
 sys.exit(main())

@@ -7,7 +7,7 @@ import math
 import sys
 from typing import Any
 
-from ..errors import UsageError
+from pytest_irene.errors import UsageError
 
 FEATURE_CHOICES: tuple[str, ...] = ("model", "all")
 
@@ -21,7 +21,7 @@ def check_choice(option: str, value: str, choices: tuple[str, ...] | list[str]) 
 
 def check_strategy(value: str | None) -> str:
     """The strategy named by ``--strategy`` (the predictor's default when not given)."""
-    from ..strategies import DEFAULT_STRATEGY, STRATEGIES
+    from pytest_irene.engine.predict.strategies import DEFAULT_STRATEGY, STRATEGIES
 
     return check_choice("--strategy", value or DEFAULT_STRATEGY, list(STRATEGIES))
 

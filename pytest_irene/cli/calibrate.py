@@ -20,8 +20,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from ..meters import METER_SPEC_HELP
+from pytest_irene.errors import UsageError
+from pytest_irene.rig.meters import METER_SPEC_HELP
 
 
 def _config_value(text: str) -> tuple[str, Any]:
@@ -73,8 +73,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..calibration import CalibrationSettings, Calibrator, Target, cv_summary, format_duration, train_rig_model
-    from ..meters import parse_meter_spec
+    from pytest_irene.rig.calibration import CalibrationSettings, Calibrator, Target, cv_summary, format_duration, train_rig_model
+    from pytest_irene.rig.meters import parse_meter_spec
 
     dataset = Path(args.dataset)
     if not (dataset.name.endswith(".jsonl") or dataset.name.endswith(".jsonl.gz")):
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     )
     meter = parse_meter_spec(args.meter)
 
-    from ..architectures import ARCHITECTURES, build_model, example_inputs
+    from pytest_irene.engine.architectures import ARCHITECTURES, build_model, example_inputs
 
     unknown = [m for m in args.model if m not in ARCHITECTURES]
     if unknown:

@@ -27,10 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..crossval import SPLITS, crossvalidate
-    from ..dataset import load_dataset
-    from ..reporting import errors_table
-    from ._common import FEATURE_CHOICES, check_choice, check_strategy, console, print_json
+    from pytest_irene.engine.predict.crossval import SPLITS, crossvalidate
+    from pytest_irene.engine.dataset import load_dataset
+    from pytest_irene.report.tree_report import errors_table
+    from pytest_irene.cli._common import FEATURE_CHOICES, check_choice, check_strategy, console, print_json
 
     features = check_choice("--features", args.features, FEATURE_CHOICES)
     split = check_choice("--split", args.split, SPLITS)

@@ -14,8 +14,8 @@ import signal
 import sys
 from typing import Any
 
-from ..emonpi_emulator import FAULTS, FORMATS, EmonPiEmulator
-from ..meters.emonpi import BAUD
+from pytest_irene.rig.emulator import FAULTS, FORMATS, EmonPiEmulator
+from pytest_irene.rig.meters.emonpi import BAUD
 
 
 def register(subparsers: Any) -> None:
@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.period is not None and args.period <= 0:
-        from ..errors import UsageError
+        from pytest_irene.errors import UsageError
 
         raise UsageError(f"--period must be positive, got {args.period}")
     emulator = EmonPiEmulator(

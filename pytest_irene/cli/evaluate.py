@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import ModelFileError
+from pytest_irene.errors import ModelFileError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,11 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..crossval import node_errors, summarise
-    from ..dataset import dataset_hash, load_dataset
-    from ..energy_model import EnergyModel
-    from ..reporting import errors_table
-    from ._common import FEATURE_CHOICES, check_choice, console, print_json
+    from pytest_irene.engine.predict.crossval import node_errors, summarise
+    from pytest_irene.engine.dataset import dataset_hash, load_dataset
+    from pytest_irene.engine.predict.energy_model import EnergyModel
+    from pytest_irene.report.tree_report import errors_table
+    from pytest_irene.cli._common import FEATURE_CHOICES, check_choice, console, print_json
 
     features = check_choice("--features", args.features, FEATURE_CHOICES)
     try:

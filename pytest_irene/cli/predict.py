@@ -10,7 +10,7 @@ transformers model, or its own ``irene_inputs(batch_size, seq_len, device)``.
 With model features (default) everything happens on the meta device: no weights
 are allocated, so even a large model predicts in well under a second.
 ``--features all`` measures the resource features of every node on this host
-(:func:`pytest_irene.runtime.measure_tree`), which is only meaningful on the rig
+(:func:`pytest_irene.rig.runtime.measure_tree`), which is only meaningful on the rig
 the profile was calibrated on, so a different host is refused.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import ModelFileError, UsageError
+from pytest_irene.errors import ModelFileError, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build(args: argparse.Namespace, device: str) -> tuple[Any, Any, str | None]:
     """(model, inputs, model name) for ``--model``/``--module`` on ``device``."""
-    from ..architectures import ARCHITECTURES, build_model, example_inputs
+    from pytest_irene.engine.architectures import ARCHITECTURES, build_model, example_inputs
 
     if args.model is not None:
         if args.model not in ARCHITECTURES:
@@ -61,7 +61,7 @@ def build(args: argparse.Namespace, device: str) -> tuple[Any, Any, str | None]:
         model = build_model(args.model, device=device)
         return model, example_inputs(args.model, args.batch_size, args.seq_len, device=device), args.model
 
-    from ..factories import build_from_factory
+    from pytest_irene.engine.factories import build_from_factory
 
     try:
         model, inputs = build_from_factory(args.module, args.batch_size, args.seq_len, device=device)
@@ -85,9 +85,9 @@ def _measure_device(requested: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..energy_model import EnergyModel
-    from ..reporting import report, report_json
-    from ._common import FEATURE_CHOICES, check_choice, console, positive_int, print_json
+    from pytest_irene.engine.predict.energy_model import EnergyModel
+    from pytest_irene.report.tree_report import report, report_json
+    from pytest_irene.cli._common import FEATURE_CHOICES, check_choice, console, positive_int, print_json
 
     batch_size = positive_int("--batch-size", args.batch_size)
     seq_len = positive_int("--seq-len", args.seq_len)
@@ -105,13 +105,13 @@ def run(args: argparse.Namespace) -> int:
     if features == "all":
         tree = _measured_tree(args, energy_model)
     else:
-        from ..tracing import trace
+        from pytest_irene.engine.tracing import trace
 
         model, inputs, name = build(args, "meta")
         tree = trace(model, inputs, batch_size=batch_size, seq_len=seq_len, device="meta", model_name=name)
     energy_model.predict(tree, features=features)
     if args.html:
-        from ..explorer.html import write_report
+        from pytest_irene.explorer.html import write_report
 
         write_report(args.html, [tree], title=f"pytest-irene: {tree.model_name}", profile=energy_model.profile)
     if args.json:
@@ -123,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _measured_tree(args: argparse.Namespace, energy_model: Any) -> Any:
     try:
-        from ..runtime import fingerprint_differences, host_fingerprint, measure_tree
+        from pytest_irene.rig.runtime import fingerprint_differences, host_fingerprint, measure_tree
     except ImportError as exc:
-        raise UsageError(f"--features all needs pytest_irene.runtime, which cannot be imported: {exc}") from None
+        raise UsageError(f"--features all needs pytest_irene.rig.runtime, which cannot be imported: {exc}") from None
     if "all" not in energy_model.feature_sets:
         raise UsageError(f"--features all: energy model {energy_model.describe()} has no resource-feature regressors")
     rig = dict(energy_model.hardware or {})

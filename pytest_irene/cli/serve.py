@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import UsageError
+from pytest_irene.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from werkzeug.serving import make_server
 
-    from ..explorer.app import ServerConfig, create_app
-    from ..factories import load_factory
+    from pytest_irene.explorer.app import ServerConfig, create_app
+    from pytest_irene.engine.factories import load_factory
 
     for name, value in (("--max-batch-size", args.max_batch_size), ("--max-seq-len", args.max_seq_len),
                         ("--max-sweep-points", args.max_sweep_points)):
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     for ref in args.allow_module:
         load_factory(ref)  # fail at start-up, not on the first request
     if args.profile is not None:
-        from ..explorer.models import energy_model
+        from pytest_irene.explorer.models import energy_model
 
         energy_model(args.profile)  # ModelFileError names a bad profile before listening
     config = ServerConfig(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import UsageError
+from pytest_irene.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_specs(args: argparse.Namespace) -> list:
-    from ..explorer.models import ModelSpec, compact_variants, resolve_model
-    from ..explorer.params import ParameterError, parse_int_list
+    from pytest_irene.explorer.models import ModelSpec, compact_variants, resolve_model
+    from pytest_irene.explorer.params import ParameterError, parse_int_list
 
     if not args.model and not args.module:
         raise UsageError("give at least one --model NAME or --module PATH:FACTORY")
@@ -70,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..explorer.html import write_report
-    from ..explorer.models import bundled_profiles
-    from ..explorer.params import ParameterError, parse_int_list
-    from ..explorer.sweep import run_sweep
-    from ..factories import load_factory
+    from pytest_irene.explorer.html import write_report
+    from pytest_irene.explorer.models import bundled_profiles
+    from pytest_irene.explorer.params import ParameterError, parse_int_list
+    from pytest_irene.explorer.sweep import run_sweep
+    from pytest_irene.engine.factories import load_factory
 
     try:
         batch_sizes = parse_int_list(args.batch_sizes, "--batch-sizes", maximum=65536)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
+from pytest_irene.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,9 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _feature_sets(option: str | None, dataset_paths: list[str]) -> tuple[str, ...]:
-    from ..dataset import load_dataset
-    from ..tree import RESOURCE_FEATURES
-    from ._common import FEATURE_CHOICES, check_choice
+    from pytest_irene.engine.dataset import load_dataset
+    from pytest_irene.engine.tree import RESOURCE_FEATURES
+    from pytest_irene.cli._common import FEATURE_CHOICES, check_choice
 
     if option is not None:
         return (check_choice("--features", option, FEATURE_CHOICES),)
@@ -48,9 +48,9 @@ def _feature_sets(option: str | None, dataset_paths: list[str]) -> tuple[str, ..
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..energy_model import train_energy_model
-    from ..reporting import errors_table
-    from ._common import check_strategy, console
+    from pytest_irene.engine.predict.energy_model import train_energy_model
+    from pytest_irene.report.tree_report import errors_table
+    from pytest_irene.cli._common import check_strategy, console
 
     strategy = check_strategy(args.strategy)
     output = Path(args.output)

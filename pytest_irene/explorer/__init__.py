@@ -14,6 +14,6 @@ pytest session. Tracing and prediction are imported lazily by :mod:`.models`.
 
 from __future__ import annotations
 
-from .html import render_report, write_report
+from pytest_irene.explorer.html import render_report, write_report
 
 __all__ = ["render_report", "write_report"]

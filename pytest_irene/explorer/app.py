@@ -26,11 +26,11 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from ..errors import IreneError
-from ..tree import EnergyTree
-from .html import render_page
-from .params import ParameterError, parse_int, parse_int_list
-from .payload import call_view
+from pytest_irene.errors import IreneError
+from pytest_irene.engine.tree import EnergyTree
+from pytest_irene.explorer.html import render_page
+from pytest_irene.explorer.params import ParameterError, parse_int, parse_int_list
+from pytest_irene.explorer.payload import call_view
 
 API_PARAMETERS = {
     "energy": {"model", "batch_size", "seq_len", "profile"},
@@ -108,14 +108,14 @@ class Explorer:
 
     # -- choices ---------------------------------------------------------------------------
     def models(self) -> list[dict[str, str]]:
-        from .models import bundled_architectures
+        from pytest_irene.explorer.models import bundled_architectures
 
         out = [{"name": n, "kind": "bundled"} for n in bundled_architectures()]
         out += [{"name": m, "kind": "factory"} for m in self.config.allowed_modules]
         return out
 
     def profiles(self) -> list[str]:
-        from .models import bundled_profiles
+        from pytest_irene.explorer.models import bundled_profiles
 
         profiles = bundled_profiles()
         if self.config.default_profile and self.config.default_profile not in profiles:
@@ -132,7 +132,7 @@ class Explorer:
 
     # -- validation ------------------------------------------------------------------------
     def spec(self, name: str | None) -> Any:
-        from .models import resolve_model
+        from pytest_irene.explorer.models import resolve_model
 
         if not name:
             raise ParameterError("model", "missing; expected a name from /api/models")
@@ -159,7 +159,7 @@ class Explorer:
                 return cached, True
             predict = self.config.predict
             if predict is None:
-                from .models import predict_tree as predict
+                from pytest_irene.explorer.models import predict_tree as predict
             tree = predict(spec, batch_size, seq_len, profile)
         self.cache.put(key, tree)
         return tree, False
@@ -248,7 +248,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
 
     @app.get("/api/sweep")
     def sweep():
-        from .sweep import Sweep, point_from_tree
+        from pytest_irene.explorer.sweep import Sweep, point_from_tree
 
         _check_unknown("sweep")
         args = request.args

@@ -19,10 +19,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from ..atomic import atomic_write_text
-from ..comparison import CallRecord
-from ..tree import EnergyTree
-from .payload import call_views
+from pytest_irene.atomic import atomic_write_text
+from pytest_irene.compare.comparison import CallRecord
+from pytest_irene.engine.tree import EnergyTree
+from pytest_irene.explorer.payload import call_views
 
 #: Asset files inlined into every page, in this order.
 STYLES: tuple[str, ...] = ("explorer.css",)

@@ -4,7 +4,7 @@ An explorer model is named either by a bundled architecture
 (``bert-base-uncased``), by a bundled architecture with config overrides (a
 compact BERT: ``bert-base-uncased[L=4,H=256]``) or by a ``module:factory``
 reference to user code (``mypkg.models:tiny_bert`` or ``path/to/file.py:make``)
-whose factory follows the convention of :mod:`pytest_irene.factories` (the same
+whose factory follows the convention of :mod:`pytest_irene.engine.factories` (the same
 as ``irene predict --module``). Models are
 built and traced on the meta device, so predicting even a large model at a
 large input size takes no memory and well under a second.
@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..factories import build_from_factory
-from ..tree import EnergyTree
-from .params import ParameterError
+from pytest_irene.engine.factories import build_from_factory
+from pytest_irene.engine.tree import EnergyTree
+from pytest_irene.explorer.params import ParameterError
 
 #: Config attribute names of compact BERT variants (Turc et al., 2019: L layers, H hidden,
 #: H/64 heads, 4H feed-forward), as in Hugging Face BERT-style configs.
@@ -31,7 +31,7 @@ COMPACT_BERT_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", 
 
 def bundled_architectures() -> tuple[str, ...]:
     """The architectures the tracer can build by name."""
-    from ..architectures import ARCHITECTURES
+    from pytest_irene.engine.architectures import ARCHITECTURES
 
     return tuple(ARCHITECTURES)
 
@@ -55,10 +55,10 @@ class ModelSpec:
 
     def trace(self, batch_size: int, seq_len: int) -> EnergyTree:
         """The model tree with model features at this input size (not yet predicted)."""
-        from ..tracing import trace
+        from pytest_irene.engine.tracing import trace
 
         if self.architecture is not None:
-            from ..architectures import build_model, example_inputs
+            from pytest_irene.engine.architectures import build_model, example_inputs
 
             model = build_model(self.architecture, device="meta", **dict(self.overrides))
             inputs = example_inputs(model, batch_size, seq_len, device="meta")
@@ -127,18 +127,18 @@ _MODELS_LOCK = threading.Lock()
 
 
 def energy_model(profile: str) -> Any:
-    """The loaded :class:`~pytest_irene.energy_model.EnergyModel`, loaded once per profile."""
+    """The loaded :class:`~pytest_irene.engine.predict.energy_model.EnergyModel`, loaded once per profile."""
     with _MODELS_LOCK:
         model = _MODELS.get(profile)
         if model is None:
-            from ..energy_model import EnergyModel
+            from pytest_irene.engine.predict.energy_model import EnergyModel
 
             model = _MODELS[profile] = EnergyModel.load(profile)
         return model
 
 
 def bundled_profiles() -> list[str]:
-    from ..profiles import bundled_profiles as _bundled
+    from pytest_irene.engine.predict.profiles import bundled_profiles as _bundled
 
     return list(_bundled())
 

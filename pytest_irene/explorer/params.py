@@ -7,7 +7,7 @@ message is defined once.
 
 from __future__ import annotations
 
-from ..errors import UsageError
+from pytest_irene.errors import UsageError
 
 
 class ParameterError(UsageError):

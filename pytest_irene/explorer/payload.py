@@ -4,7 +4,7 @@ One shape (a *call view*) serves the HTML report, the web app's
 ``/api/energy`` and the browser: the whole ``irene-tree/1`` tree plus what a
 reader wants next to it (total, operations sorted by energy, breakdown by
 type, baseline deltas). The sorting and summing happen here, through
-:class:`~pytest_irene.tree.EnergyTree`'s own methods, so the page and the API
+:class:`~pytest_irene.engine.tree.EnergyTree`'s own methods, so the page and the API
 agree with the terminal report. Pure data: no torch.
 """
 
@@ -14,8 +14,8 @@ import math
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from ..comparison import CallRecord
-from ..tree import EnergyNode, EnergyTree
+from pytest_irene.compare.comparison import CallRecord
+from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
 Source = Literal["predicted", "measured"]
 

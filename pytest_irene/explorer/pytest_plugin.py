@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ..comparison import CallRecord
+from pytest_irene.compare.comparison import CallRecord
 
 OPTION = "--irene-html"
 INI = "irene_html"
@@ -67,7 +67,7 @@ def pytest_irene_session_records(config: pytest.Config, records: list[CallRecord
     path = config.stash.get(_PATH, None)
     if path is None:
         return
-    from .html import write_report
+    from pytest_irene.explorer.html import write_report
 
     write_report(path, list(records), title="pytest-irene energy report")
     config.stash[_WRITTEN] = (path, len(records), sum(1 for r in records if r.failed))

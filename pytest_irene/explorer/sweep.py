@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..atomic import atomic_write_text
-from ..tree import EnergyTree
-from .payload import energy_source, module_partition
+from pytest_irene.atomic import atomic_write_text
+from pytest_irene.engine.tree import EnergyTree
+from pytest_irene.explorer.payload import energy_source, module_partition
 
 #: ``predict(spec, batch_size, seq_len, profile) -> EnergyTree``; :func:`.models.predict_tree` by default.
 PredictFn = Callable[[Any, int, int, str], EnergyTree]
@@ -121,7 +121,7 @@ def run_sweep(
 ) -> Sweep:
     """Predict every (spec, batch size, sequence length); ``on_point`` is called after each (progress)."""
     if predict is None:
-        from .models import predict_tree
+        from pytest_irene.explorer.models import predict_tree
 
         predict = predict_tree
     sweep = Sweep(profile, [s.name for s in specs], sorted(set(batch_sizes)), sorted(set(seq_lens)))

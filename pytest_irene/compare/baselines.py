@@ -1,0 +1,305 @@
+"""Baseline storage: what each wrapped call predicted last time it was accepted.
+
+One JSON file per test module under the baseline directory (``.irene/`` at the
+rootdir by default), mirroring the module's path: ``tests/test_models.py`` is
+stored in ``.irene/tests/test_models.json``. Files are meant to live in git, so
+they are indented, key-sorted and end with a newline: an unchanged model gives
+an unchanged file and a changed module shows up as a one-line diff.
+
+Layout (``irene-baselines/1``)::
+
+    {"format": "irene-baselines/1",
+     "tests": {"<node id>": {"<label>": {
+         "profile": "irene-pc1", "features": "model",
+         "inputs": {"batch_size": 8, "seq_len": 64},
+         "model_name": "BertModel", "energy_model": "3f2a9c01b7de",
+         "root": {"type": "BertModel", "energy_j": 1.23},
+         "modules": {"<scope>": {"type": "BertLayer", "energy_j": 0.4}, ...}}}}}
+
+Only the pytest controller writes (xdist workers hand their entries over), and
+every write re-reads the file and merges under a lock, so concurrent sessions
+sharing a directory lose nothing. A file that is not valid JSON or not in this
+format is reported and never overwritten.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_irene.atomic import atomic_write_text
+from pytest_irene.errors import IreneError
+from pytest_irene.engine.tree import EnergyTree
+
+FORMAT = "irene-baselines/1"
+
+
+class BaselineError(IreneError):
+    """A baseline file is unreadable, corrupt or not an ``irene-baselines/1`` file."""
+
+
+@dataclass(frozen=True)
+class ModuleEnergy:
+    """The stored energy of one non-leaf node."""
+
+    type: str
+    """Class name of the module (``BertIntermediate``)."""
+    energy_j: float
+    """Predicted energy of one execution, joules."""
+
+
+@dataclass(frozen=True)
+class BaselineEntry:
+    """What one wrapped call (test node id + label) predicted when its baseline was saved."""
+
+    profile: str
+    """Energy model profile the prediction used (``irene-pc1`` or a model file path)."""
+    features: str
+    """Feature set: ``model`` or ``all``."""
+    inputs: dict[str, int]
+    """Input sizes of the call: ``batch_size`` and ``seq_len``."""
+    model_name: str
+    """Architecture or class name of the model, for humans reading the file."""
+    root: ModuleEnergy
+    """The whole model."""
+    modules: dict[str, ModuleEnergy] = field(default_factory=dict)
+    """Every non-leaf, non-root node keyed by scope (repeated scopes get ``#2``, ``#3``...)."""
+    energy_model: str = ""
+    """Version of the energy model file (first 12 hex digits of its SHA-256): a retrained
+    model predicts differently, so its baselines are not compared; ``""`` when unknown."""
+
+    def energies(self) -> dict[str, ModuleEnergy]:
+        """Root (scope ``""``) and modules in one mapping, the shape :func:`tree_energies` returns."""
+        return {"": self.root, **self.modules}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "features": self.features,
+            "inputs": dict(self.inputs),
+            "model_name": self.model_name,
+            "root": {"type": self.root.type, "energy_j": self.root.energy_j},
+            "modules": {s: {"type": m.type, "energy_j": m.energy_j} for s, m in self.modules.items()},
+            "energy_model": self.energy_model,
+        }
+
+
+def energy_model_version(path: str | os.PathLike[str]) -> str:
+    """The version stored with baselines: first 12 hex digits of the model file's SHA-256."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def tree_energies(tree: EnergyTree) -> dict[str, ModuleEnergy]:
+    """Predicted energy of the root (scope ``""``) and every module node, in tree order.
+
+    A module executed more than once (weight sharing, a loop) keeps one key per
+    execution: ``scope``, ``scope#2``, ... so nothing is summed away.
+    """
+    out: dict[str, ModuleEnergy] = {}
+    for node in tree.walk():
+        if node.level == "ml":
+            continue
+        if node.predicted_energy is None:
+            raise BaselineError(f"node {node.scope or '<root>'!r} ({node.type}) has no predicted energy")
+        key, n = node.scope, 1
+        while key in out:
+            n += 1
+            key = f"{node.scope}#{n}"
+        out[key] = ModuleEnergy(type=node.type, energy_j=float(node.predicted_energy))
+    return out
+
+
+def entry_from_tree(tree: EnergyTree, *, profile: str, features: str, energy_model: str = "") -> BaselineEntry:
+    """The baseline entry a predicted tree would be stored as."""
+    energies = tree_energies(tree)
+    root = energies.pop("")
+    return BaselineEntry(
+        profile=profile,
+        features=features,
+        inputs={"batch_size": int(tree.batch_size), "seq_len": int(tree.seq_len)},
+        model_name=tree.model_name,
+        root=root,
+        modules=energies,
+        energy_model=energy_model,
+    )
+
+
+# -- validation ----------------------------------------------------------------------------
+
+
+def _module_energy(obj: Any, path: Path, where: str) -> ModuleEnergy:
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise BaselineError(f"{path}: {where}: expected {{'type': str, 'energy_j': number}}, got {obj!r}")
+    energy = obj.get("energy_j")
+    if isinstance(energy, bool) or not isinstance(energy, (int, float)) or not math.isfinite(energy):
+        raise BaselineError(f"{path}: {where}.energy_j: expected a finite number, got {energy!r}")
+    return ModuleEnergy(type=obj["type"], energy_j=float(energy))
+
+
+def entry_from_dict(obj: Any, path: Path, where: str) -> BaselineEntry:
+    """Validate one stored entry; :class:`BaselineError` names ``path`` and the field ``where``."""
+    if not isinstance(obj, dict):
+        raise BaselineError(f"{path}: {where}: expected an object, got {type(obj).__name__}")
+    for key in ("profile", "features", "model_name"):
+        if not isinstance(obj.get(key), str):
+            raise BaselineError(f"{path}: {where}.{key}: expected a string, got {obj.get(key)!r}")
+    inputs = obj.get("inputs")
+    if not isinstance(inputs, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in inputs.values()
+    ):
+        raise BaselineError(f"{path}: {where}.inputs: expected an object of integers, got {inputs!r}")
+    version = obj.get("energy_model", "")
+    if not isinstance(version, str):
+        raise BaselineError(f"{path}: {where}.energy_model: expected a string, got {version!r}")
+    modules = obj.get("modules")
+    if not isinstance(modules, dict):
+        raise BaselineError(f"{path}: {where}.modules: expected an object, got {modules!r}")
+    return BaselineEntry(
+        profile=obj["profile"],
+        features=obj["features"],
+        inputs=dict(inputs),
+        model_name=obj["model_name"],
+        root=_module_energy(obj.get("root"), path, f"{where}.root"),
+        modules={str(s): _module_energy(m, path, f"{where}.modules[{s!r}]") for s, m in modules.items()},
+        energy_model=version,
+    )
+
+
+def read_baseline_file(path: str | os.PathLike[str]) -> dict[str, dict[str, BaselineEntry]]:
+    """Read and validate one baseline file: ``{node id: {label: entry}}``; ``{}`` if it does not exist.
+
+    Raises :class:`BaselineError` naming the file for anything else than a valid
+    ``irene-baselines/1`` document, so that a corrupt or foreign file is never
+    mistaken for "no baselines" and overwritten.
+    """
+    p = Path(path)
+    if not p.exists():
+        return {}
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"{p}: cannot read baseline file: {exc}") from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BaselineError(
+            f"{p}: corrupt baseline file (invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "fix or delete it, then run with --irene-save"
+        ) from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise BaselineError(
+            f"{p}: not a pytest-irene baseline file (expected format {FORMAT!r}, found {found!r}); "
+            "it is left untouched: move it away or point --irene-baselines elsewhere"
+        )
+    tests = doc.get("tests")
+    if not isinstance(tests, dict):
+        raise BaselineError(f"{p}: 'tests': expected an object, got {tests!r}")
+    out: dict[str, dict[str, BaselineEntry]] = {}
+    for nodeid, labels in tests.items():
+        if not isinstance(labels, dict):
+            raise BaselineError(f"{p}: tests[{nodeid!r}]: expected an object of labels, got {labels!r}")
+        out[nodeid] = {
+            label: entry_from_dict(entry, p, f"tests[{nodeid!r}][{label!r}]") for label, entry in labels.items()
+        }
+    return out
+
+
+def dumps_baselines(tests: dict[str, dict[str, BaselineEntry]]) -> str:
+    """The file text: indented, keys sorted, trailing newline (diffs well in git)."""
+    doc = {
+        "format": FORMAT,
+        "tests": {nodeid: {label: e.to_dict() for label, e in labels.items()} for nodeid, labels in tests.items()},
+    }
+    text = json.dumps(doc, indent=1, sort_keys=True, allow_nan=False)
+    # one line per module ({"energy_j": ..., "type": ...}): a changed module is a one-line diff
+    return _INNERMOST_OBJECT.sub(lambda m: "{" + _WS.sub(" ", m.group(1)).strip() + "}", text) + "\n"
+
+
+#: A JSON object holding no object or array (JSON strings never contain raw newlines).
+_INNERMOST_OBJECT = re.compile(r"\{\n([^{}\[\]]*?)\n\s*\}")
+_WS = re.compile(r"\n\s*")
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on the directory of ``path`` for a read-merge-write.
+
+    Locking the directory itself (not a side file) leaves nothing behind to commit.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def nodeid_module(nodeid: str) -> str:
+    """The test module part of a node id (``tests/test_a.py`` of ``tests/test_a.py::T::test[1]``)."""
+    return nodeid.split("::", 1)[0]
+
+
+class BaselineStore:
+    """The baseline directory: read entries by (node id, label), save many at once.
+
+    Files are read lazily and cached, so a session that only touches one test
+    module never opens the others, and a corrupt file only affects its own tests.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]):
+        self.directory = Path(directory)
+        self._cache: dict[Path, dict[str, dict[str, BaselineEntry]]] = {}
+
+    def path_for(self, nodeid: str) -> Path:
+        """The file holding the baselines of the test module of ``nodeid``."""
+        module = nodeid_module(nodeid)
+        rel = Path(module)
+        if rel.is_absolute() or ".." in rel.parts:  # tests outside the rootdir
+            rel = Path("_outside") / "_".join(p for p in rel.parts if p not in ("/", ".."))
+        return self.directory / rel.with_suffix(".json")
+
+    def _file(self, path: Path) -> dict[str, dict[str, BaselineEntry]]:
+        if path not in self._cache:
+            self._cache[path] = read_baseline_file(path)
+        return self._cache[path]
+
+    def get(self, nodeid: str, label: str) -> BaselineEntry | None:
+        """The stored entry, ``None`` if there is none; :class:`BaselineError` if its file is bad."""
+        return self._file(self.path_for(nodeid)).get(nodeid, {}).get(label)
+
+    def save(self, entries: dict[tuple[str, str], BaselineEntry]) -> list[Path]:
+        """Write ``{(node id, label): entry}``, merging into the existing files.
+
+        Entries of other tests (e.g. deselected with ``-k``) are kept. Each file
+        is re-read under a lock right before it is replaced, so two sessions
+        saving at once both keep their entries. A bad existing file raises
+        :class:`BaselineError` before anything is written to it. Returns the
+        files written.
+        """
+        by_file: dict[Path, dict[tuple[str, str], BaselineEntry]] = {}
+        for (nodeid, label), entry in entries.items():
+            by_file.setdefault(self.path_for(nodeid), {})[(nodeid, label)] = entry
+        written: list[Path] = []
+        for path in sorted(by_file):
+            with _locked(path):
+                current = read_baseline_file(path)
+                for (nodeid, label), entry in by_file[path].items():
+                    current.setdefault(nodeid, {})[label] = entry
+                text = dumps_baselines(current)
+                old = path.read_text(encoding="utf-8") if path.exists() else None
+                if text != old:
+                    atomic_write_text(path, text)
+                    written.append(path)
+                self._cache[path] = current
+        return written

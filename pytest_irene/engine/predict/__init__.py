@@ -1,0 +1,1 @@
+"""Prediction: regressors per primitive, aggregation strategies, energy model files, cross-validation."""

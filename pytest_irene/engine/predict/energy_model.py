@@ -1,0 +1,511 @@
+"""Energy model files: trained predictors plus where and how they were trained.
+
+An energy model is what a profile name (``irene-pc1``) stands for: one fitted
+:class:`~pytest_irene.engine.predict.strategies.Predictor` per feature set (``model``: model
+features only, hardware independent, what CI uses; ``all``: plus the resource
+features measured on the rig), the hardware it was measured on, the hash of the
+dataset it was trained on and its own cross-validation errors, so a user can
+see how far to trust it before gating on it.
+
+The file is versioned JSON (never pickle: users load files from other people)::
+
+    {"format": "irene-model", "schema_version": 1, "profile": "irene-pc1",
+     "created_by": "pytest-irene 0.1.0",
+     "hardware": {"description": ..., "cpu_model": ..., "cpu_count": ..., "memory_gib": ...,
+                  "gpus": [...], "driver_version": ...},
+     "dataset": {"files": ["irene-pc1.jsonl.gz"], "hash": "sha256:...", "trees": 193, "models": [...]},
+     "strategy": "glue", "hyper_parameters": {"seed": 0, "cv_split": "lomo"},
+     "feature_sets": {"model": <predictor JSON>, "all": <predictor JSON>},
+     "cv_errors": {"model": {"split": "lomo", "levels": {"ml": {...}, ...}}, "all": {...}}}
+
+Loading validates everything and names the file and the field of any problem
+(a newer schema, a missing field, a wrong type, a NaN weight). Loaded models are
+cached per resolved path, modification time and size, so the pytest plugin can
+call :meth:`EnergyModel.load` for every test at no cost.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_irene.atomic import atomic_write_text
+from pytest_irene.errors import ModelFileError, UsageError
+from pytest_irene.engine.predict.profiles import resolve_profile
+from pytest_irene.engine.tree import RESOURCE_FEATURES, EnergyTree
+
+#: ``format`` tag of an energy model file.
+MODEL_FORMAT = "irene-model"
+#: Schema version this code writes and the newest it reads.
+SCHEMA_VERSION = 1
+#: Feature sets a model file may hold, in the order they are written.
+FEATURE_SET_NAMES: tuple[str, ...] = ("model", "all")
+#: Cross-validation splits tried in order when training; the first that applies is recorded.
+CV_SPLITS: tuple[str, ...] = ("lomo", "seq", "batch")
+
+
+def _version() -> str:
+    from pytest_irene import __version__
+
+    return f"pytest-irene {__version__}"
+
+
+@dataclass(eq=False)
+class EnergyModel:
+    """A trained energy model (one profile), as stored in a model file."""
+
+    profile: str
+    """Profile name (``irene-pc1``): which machine the energies are for."""
+    hardware: dict[str, Any]
+    """The rig it was measured on: a host fingerprint (``cpu_model``, ``cpu_count``,
+    ``memory_gib``, ``gpus``, ``driver_version``) plus a human ``description``."""
+    dataset_hash: str
+    """``sha256:...`` of the decompressed training data (:func:`~pytest_irene.engine.dataset.dataset_hash`)."""
+    predictors: dict[str, Any]
+    """Fitted predictor per feature set (``model`` / ``all``)."""
+    strategy: str
+    """Tree strategy of the predictors (``glue``, ``end2end``, ...)."""
+    cv_errors: dict[str, Any] = field(default_factory=dict)
+    """Per feature set: ``{"split": "lomo", "levels": {"ml": {model: pct, "average": pct}, ...}}``."""
+    dataset_files: list[str] = field(default_factory=list)
+    """Base names of the training files (the hash is what identifies the data)."""
+    dataset_info: dict[str, Any] = field(default_factory=dict)
+    """Extra facts about the training data (number of trees, model names)."""
+    hyper_parameters: dict[str, Any] = field(default_factory=dict)
+    """Settings used to train (seed, cross-validation split)."""
+    created_by: str = field(default_factory=_version)
+    schema_version: int = SCHEMA_VERSION
+    source: Path | None = None
+    """The file this model was loaded from (not stored)."""
+
+    # -- properties -----------------------------------------------------------------------
+
+    @property
+    def feature_sets(self) -> tuple[str, ...]:
+        """Feature sets this model can predict with, in file order."""
+        return tuple(name for name in FEATURE_SET_NAMES if name in self.predictors)
+
+    def describe(self) -> str:
+        """``irene-pc1 (/path/to/irene-pc1.json)`` for messages."""
+        return f"{self.profile} ({self.source})" if self.source else self.profile
+
+    # -- prediction -----------------------------------------------------------------------
+
+    def predict(self, tree: EnergyTree, features: str = "model") -> EnergyTree:
+        """Set ``predicted_energy`` (J) on every node of ``tree``; returns the same tree.
+
+        ``features="all"`` needs a tree measured on the host (resource features on
+        every node, see :func:`pytest_irene.rig.runtime.measure_tree`); a traced tree
+        only has model features.
+        """
+        self.predict_many([tree], features)
+        return tree
+
+    def predict_many(self, trees: Sequence[EnergyTree], features: str = "model") -> list[EnergyTree]:
+        """:meth:`predict` for several trees in one vectorised pass."""
+        trees = list(trees)
+        predictor = self._predictor(features)
+        for tree in trees:
+            self._check_features(tree, predictor, features)
+        predictor.predict_many(trees)
+        for tree in trees:
+            tree.meta["profile"] = self.profile
+            tree.meta["features"] = features
+        return trees
+
+    def _predictor(self, features: str) -> Any:
+        if features not in FEATURE_SET_NAMES:
+            raise UsageError(f"features: expected one of {list(FEATURE_SET_NAMES)}, got {features!r}")
+        predictor = self.predictors.get(features)
+        if predictor is None:
+            raise UsageError(
+                f"energy model {self.describe()} has no {features!r} feature set "
+                f"(it has {list(self.feature_sets)}); predict with one of those"
+            )
+        return predictor
+
+    @staticmethod
+    def _check_features(tree: EnergyTree, predictor: Any, features: str) -> None:
+        """A clear message before the predictor's generic one when resource features are absent."""
+        if features != "all":
+            return
+        missing = [f for f in predictor.feature_names if f not in tree.root.features]
+        if missing:
+            raise UsageError(
+                f"features='all' needs resource features measured on this host, but the tree of "
+                f"{tree.model_name or 'the model'} lacks {missing}: a traced tree only has model features. "
+                "Measure it with pytest_irene.rig.runtime.measure_tree(...) or use features='model'"
+            )
+
+    # -- (de)serialisation ----------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """The model file's content, keys in a fixed order."""
+        return {
+            "format": MODEL_FORMAT,
+            "schema_version": self.schema_version,
+            "profile": self.profile,
+            "created_by": self.created_by,
+            "hardware": dict(self.hardware),
+            "dataset": {"files": list(self.dataset_files), "hash": self.dataset_hash, **self.dataset_info},
+            "strategy": self.strategy,
+            "hyper_parameters": dict(self.hyper_parameters),
+            "feature_sets": {name: self.predictors[name].to_json() for name in self.feature_sets},
+            "cv_errors": {name: _finite_or_none(self.cv_errors[name]) for name in self.feature_sets if name in self.cv_errors},
+        }
+
+    def dumps(self) -> str:
+        """The model file's text: readable (nested objects indented, number lists on one line)."""
+        return _dump(self.to_json()) + "\n"
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model file atomically: an existing file is replaced whole or kept as it was."""
+        text = self.dumps()  # serialise first: a bad value never touches the target
+        atomic_write_text(path, text)
+
+    @classmethod
+    def from_json(cls, obj: Any, source: str | os.PathLike[str] = "<memory>") -> EnergyModel:
+        """Validate a parsed model file; :class:`ModelFileError` names ``source`` and the field."""
+        return _parse(obj, str(source))
+
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike[str]) -> EnergyModel:
+        """Load a bundled profile (``"irene-pc1"``) or a model file by path (cached, see module doc)."""
+        path = resolve_profile(name_or_path)
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise ModelFileError(f"{path}: cannot read energy model file: {exc.strerror or exc}") from None
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        with _CACHE_LOCK:
+            cached = _CACHE.get(key)
+        if cached is not None:
+            return cached
+        model = _read(path)
+        with _CACHE_LOCK:
+            for old in [k for k in _CACHE if k[0] == key[0]]:
+                del _CACHE[old]
+            _CACHE[key] = model
+        return model
+
+
+_CACHE: dict[tuple[str, int, int], EnergyModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def clear_cache() -> None:
+    """Forget every loaded model (tests, long-running servers after retraining)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+# -- reading and validation -------------------------------------------------------------------
+
+
+def _error(source: str, field_name: str | None, problem: str) -> ModelFileError:
+    where = f"field '{field_name}': " if field_name else ""
+    return ModelFileError(f"{source}: {where}{problem}")
+
+
+def _read(path: Path) -> EnergyModel:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _error(str(path), None, f"cannot read energy model file: {exc}") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _error(
+            str(path), None, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            "expected an energy model file written by 'irene train'"
+        ) from None
+    model = _parse(obj, str(path))
+    model.source = path
+    return model
+
+
+def _find_non_finite(obj: Any, where: str) -> str | None:
+    """Dotted path of the first NaN/infinite number in ``obj``, ``None`` when all are finite."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else where
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            found = _find_non_finite(value, f"{where}.{key}" if where else str(key))
+            if found:
+                return found
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            found = _find_non_finite(value, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
+_TOP_FIELDS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
+    ("profile", str, "a string"),
+    ("created_by", str, "a string"),
+    ("hardware", dict, "an object"),
+    ("dataset", dict, "an object"),
+    ("strategy", str, "a string"),
+    ("hyper_parameters", dict, "an object"),
+    ("feature_sets", dict, "an object"),
+    ("cv_errors", dict, "an object"),
+)
+
+
+def _parse(obj: Any, source: str) -> EnergyModel:
+    from pytest_irene.engine.predict.strategies import predictor_from_json
+
+    if not isinstance(obj, dict):
+        raise _error(source, None, f"expected a JSON object (an energy model file), got {type(obj).__name__}")
+    if obj.get("format") != MODEL_FORMAT:
+        raise _error(source, "format", f"expected {MODEL_FORMAT!r}, got {obj.get('format')!r}; not an energy model file")
+    version = obj.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise _error(source, "schema_version", f"expected a positive integer, got {version!r}")
+    if version > SCHEMA_VERSION:
+        raise _error(
+            source,
+            "schema_version",
+            f"the file has schema version {version}, newer than {SCHEMA_VERSION} understood by this "
+            f"{_version()}; upgrade pytest-irene to load it",
+        )
+    for name, kind, what in _TOP_FIELDS:
+        if name not in obj:
+            raise _error(source, name, "missing")
+        if not isinstance(obj[name], kind):
+            raise _error(source, name, f"expected {what}, got {type(obj[name]).__name__}")
+    bad = _find_non_finite(obj, "")
+    if bad is not None:
+        raise _error(source, bad, "NaN or infinite number; the model file is corrupt (retrain it with 'irene train')")
+
+    dataset = obj["dataset"]
+    files = dataset.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise _error(source, "dataset.files", f"expected a list of file names, got {files!r}")
+    digest = dataset.get("hash")
+    if not isinstance(digest, str) or not digest.startswith("sha256:"):
+        raise _error(source, "dataset.hash", f"expected 'sha256:<hex>', got {digest!r}")
+
+    sets = obj["feature_sets"]
+    if not sets:
+        raise _error(source, "feature_sets", f"expected at least one of {list(FEATURE_SET_NAMES)}, got none")
+    predictors: dict[str, Any] = {}
+    for name, content in sets.items():
+        where = f"feature_sets.{name}"
+        if name not in FEATURE_SET_NAMES:
+            raise _error(source, where, f"unknown feature set; expected one of {list(FEATURE_SET_NAMES)}")
+        try:
+            predictor = predictor_from_json(content)
+        except ModelFileError as exc:
+            raise _error(source, where, str(exc)) from None
+        except (UsageError, KeyError, TypeError, ValueError) as exc:
+            raise _error(source, where, f"invalid predictor: {exc}") from None
+        if predictor.features != name:
+            raise _error(source, f"{where}.features", f"expected {name!r}, got {predictor.features!r}")
+        if predictor.strategy != obj["strategy"]:
+            raise _error(source, f"{where}.strategy", f"expected {obj['strategy']!r} (the file's strategy), got {predictor.strategy!r}")
+        predictors[name] = predictor
+
+    cv_errors = obj["cv_errors"]
+    for name, value in cv_errors.items():
+        if not isinstance(value, dict):
+            raise _error(source, f"cv_errors.{name}", f"expected an object, got {type(value).__name__}")
+
+    return EnergyModel(
+        profile=obj["profile"],
+        hardware=dict(obj["hardware"]),
+        dataset_hash=digest,
+        predictors=predictors,
+        strategy=obj["strategy"],
+        cv_errors={k: v for k, v in cv_errors.items()},
+        dataset_files=list(files),
+        dataset_info={k: v for k, v in dataset.items() if k not in ("files", "hash")},
+        hyper_parameters=dict(obj["hyper_parameters"]),
+        created_by=obj["created_by"],
+        schema_version=version,
+    )
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """Replace NaN/inf (e.g. an average over no held-out model) by ``None``."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def _dump(obj: Any, indent: int = 0) -> str:
+    """JSON with objects indented one space per level and scalar lists kept on one line.
+
+    Regressor weights stay compact while the structure (profile, hardware, per-type
+    regressors) reads top to bottom in a diff. ``allow_nan=False``: a NaN raises
+    before anything is written.
+    """
+    pad = " " * (indent + 1)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{pad}{json.dumps(str(k))}: {_dump(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+        items = [f"{pad}{_dump(v, indent + 1)}" for v in obj]
+        return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
+    return json.dumps(obj, allow_nan=False, separators=(", ", ": "))
+
+
+# -- training -----------------------------------------------------------------------------------
+
+
+def _hardware_from_trees(trees: Sequence[EnergyTree]) -> dict[str, Any]:
+    """The rig's fingerprint recorded by ``measure_tree`` (``meta.host``) when every tree agrees."""
+    hosts = [t.meta.get("host") for t in trees]
+    if hosts and all(isinstance(h, dict) and h == hosts[0] for h in hosts):
+        return dict(hosts[0])  # type: ignore[arg-type]
+    return {}
+
+
+def _crossvalidate_any(trees: Sequence[EnergyTree], features: str, strategy: str, seed: int) -> dict[str, Any]:
+    """Cross-validation errors with the first split that applies to this data (see :data:`CV_SPLITS`)."""
+    from pytest_irene.engine.predict.crossval import crossvalidate
+
+    problems = []
+    for split in CV_SPLITS:
+        try:
+            result = crossvalidate(trees, features=features, strategy=strategy, split=split, seed=seed)
+        except UsageError as exc:
+            problems.append(f"{split}: {exc}")
+            continue
+        averages = [row.get("average") for row in result["levels"].values()]
+        if not any(isinstance(a, float) and math.isfinite(a) for a in averages):
+            problems.append(f"{split}: no held-out tree to test on")
+            continue
+        return {"split": split, "levels": result["levels"]}
+    return {"split": None, "levels": {}, "note": "no cross-validation split applies: " + "; ".join(problems)}
+
+
+def train_energy_model(
+    dataset_paths: Sequence[str | os.PathLike[str]],
+    *,
+    profile: str,
+    feature_sets: Sequence[str] = FEATURE_SET_NAMES,
+    strategy: str | None = None,
+    hardware: dict[str, Any] | None = None,
+    seed: int = 0,
+    crossvalidate: bool = True,
+) -> EnergyModel:
+    """Fit one predictor per feature set on measured datasets and record its cross-validation errors.
+
+    ``hardware`` defaults to the host fingerprint that ``measure_tree`` stored in the
+    trees (``meta.host``) when every tree agrees, else ``{}``. The errors come from
+    leave-one-model-out when the data has paper models, else from the ``seq`` or
+    ``batch`` split; ``crossvalidate=False`` skips them (empty ``cv_errors``).
+    """
+    from pytest_irene.engine.dataset import dataset_hash, load_dataset
+    from pytest_irene.engine.predict.strategies import DEFAULT_STRATEGY, make_predictor
+
+    if not dataset_paths:
+        raise UsageError("train: expected at least one dataset file")
+    if not isinstance(profile, str) or not profile:
+        raise UsageError(f"profile: expected a non-empty name, got {profile!r}")
+    sets = list(dict.fromkeys(feature_sets))
+    if not sets or any(s not in FEATURE_SET_NAMES for s in sets):
+        raise UsageError(f"features: expected some of {list(FEATURE_SET_NAMES)}, got {list(feature_sets)}")
+    strategy = strategy or DEFAULT_STRATEGY
+    paths = [Path(p) for p in dataset_paths]
+    trees = load_dataset(*paths)
+    if not trees:
+        raise UsageError(f"train: the dataset(s) {[str(p) for p in paths]} hold no trees")
+    if "all" in sets:
+        lacking = next((t for t in trees if any(f not in t.root.features for f in RESOURCE_FEATURES)), None)
+        if lacking is not None:
+            raise UsageError(
+                f"features 'all': tree {lacking.model_name} (batch {lacking.batch_size}, seq {lacking.seq_len}) "
+                f"has no resource features {list(RESOURCE_FEATURES)}; train with features 'model' only"
+            )
+    predictors: dict[str, Any] = {}
+    cv_errors: dict[str, Any] = {}
+    for name in FEATURE_SET_NAMES:
+        if name not in sets:
+            continue
+        if crossvalidate:
+            cv_errors[name] = _crossvalidate_any(trees, name, strategy, seed)
+        predictors[name] = make_predictor(strategy, name, seed=seed).fit(trees)
+    for tree in trees:  # cross-validation wrote predictions into the training trees; they are ours
+        for node in tree.walk():
+            node.predicted_energy = None
+    return EnergyModel(
+        profile=profile,
+        hardware=dict(hardware) if hardware is not None else _hardware_from_trees(trees),
+        dataset_hash=dataset_hash(*paths),
+        predictors=predictors,
+        strategy=strategy,
+        cv_errors=cv_errors,
+        dataset_files=[p.name for p in paths],
+        dataset_info={"trees": len(trees), "models": sorted({t.model_name for t in trees})},
+        hyper_parameters={"seed": seed, "cv_split": "lomo, else seq, else batch" if crossvalidate else None},
+    )
+
+
+# -- convenience ----------------------------------------------------------------------------------
+
+
+def predict(
+    model: Any,
+    inputs: Any,
+    *,
+    profile: str | os.PathLike[str] = "irene-pc1",
+    features: str = "model",
+    **trace_kwargs: Any,
+) -> EnergyTree:
+    """Trace ``model(inputs)`` and predict every node's energy with ``profile``, in one call.
+
+    ``features="model"`` traces on the meta device (nothing runs);
+    ``features="all"`` measures the model where it lives with
+    :func:`pytest_irene.rig.runtime.measure_tree` (it must be on a real device).
+    ``trace_kwargs`` go to the tracer (``batch_size``, ``seq_len``, ``model_name``).
+    """
+    energy_model = EnergyModel.load(profile)
+    if features == "model":
+        from pytest_irene.engine.tracing import trace
+
+        trace_kwargs.setdefault("device", "meta")
+        tree = trace(model, inputs, **trace_kwargs)
+    elif features == "all":
+        tree = _measure(model, inputs, **trace_kwargs)
+    else:
+        raise UsageError(f"features: expected one of {list(FEATURE_SET_NAMES)}, got {features!r}")
+    return energy_model.predict(tree, features=features)
+
+
+def _measure(model: Any, inputs: Any, **kwargs: Any) -> EnergyTree:
+    try:
+        from pytest_irene.rig.runtime import measure_tree
+    except ImportError as exc:  # pragma: no cover - the runtime ships with the package
+        raise UsageError(f"features='all' needs pytest_irene.rig.runtime, which cannot be imported: {exc}") from None
+    if "device" not in kwargs:
+        tensor = next(iter(list(model.parameters()) + list(model.buffers())), None)
+        kwargs["device"] = str(tensor.device) if tensor is not None else "cpu"
+    return measure_tree(model, inputs, **kwargs)
+
+
+__all__ = [
+    "EnergyModel",
+    "MODEL_FORMAT",
+    "SCHEMA_VERSION",
+    "clear_cache",
+    "predict",
+    "train_energy_model",
+]

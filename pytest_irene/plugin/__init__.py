@@ -1,0 +1,137 @@
+"""pytest-irene's pytest plugin (entry point ``pytest11: irene``): options, hooks, forwarding.
+
+Thin on purpose: options live in :mod:`.options`, the marker in :mod:`.marks`,
+the run's state in :class:`.session.IreneSession`, the gate in :mod:`.gate`,
+storage in :mod:`.baselines` and rendering in :mod:`.terminal`. pytest imports
+this module in every session, so it must not import torch: tracing and energy
+models are imported on the first wrapped call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from pytest_irene.errors import IreneError
+from pytest_irene.plugin.marks import MARKER_HELP
+from pytest_irene.plugin.options import add_options, load_settings
+from pytest_irene.plugin.session import WORKEROUTPUT_KEY, IreneFixture, IreneSession, write_json_report
+
+_MANAGER = pytest.StashKey[IreneSession]()
+
+
+def _manager(config: pytest.Config) -> IreneSession | None:
+    return config.stash.get(_MANAGER, None)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_irene.plugin import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    try:
+        settings = load_settings(config)
+    except IreneError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if not settings.disabled:
+        config.stash[_MANAGER] = IreneSession(config, settings)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    manager = _manager(config)
+    if manager is None:
+        return ["irene: disabled (--irene-disable)"]
+    return manager.header_lines()
+
+
+@pytest.fixture
+def irene(request: pytest.FixtureRequest) -> Any:
+    """Trace, predict and gate a model call: ``tree = irene(model, inputs, label="encoder")``.
+
+    Returns the predicted :class:`~pytest_irene.engine.tree.EnergyTree` (``tree.total_j``,
+    ``tree["encoder.layer.0"]``, ``tree.breakdown()``). The call is compared with
+    its baseline and held to the budget; a failure fails this test. Several
+    calls per test are told apart by ``label``. With ``--irene-disable`` a call
+    skips the test. A ``pytest_irene_fixture`` hook may provide another callable
+    (``--irene-calibrate`` measures the calls instead).
+    """
+    replacement = request.config.hook.pytest_irene_fixture(request=request)
+    if replacement is not None:
+        return replacement
+    manager = _manager(request.config)
+    if manager is None:
+
+        def disabled(*args: Any, **kwargs: Any) -> Any:
+            pytest.skip("pytest-irene is disabled (--irene-disable)")
+
+        return disabled
+    return IreneFixture(manager, request.node)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    manager = _manager(item.config)
+    if manager is not None:
+        manager.update_report(item, call, report)
+    return report
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: merge a finished worker's records and baseline entries."""
+    manager = _manager(node.config)
+    output = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY)
+    if manager is not None and output:
+        manager.merge_worker_output(output)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    manager = _manager(session.config)
+    if manager is not None:
+        manager.finish(session)
+
+
+def pytest_irene_session_records(config: pytest.Config, records: list[Any]) -> None:
+    """``--irene-json``: a consumer of the merged records, like ``--irene-html``."""
+    manager = _manager(config)
+    if manager is not None and manager.settings.json_path is not None:
+        write_json_report(manager.settings.json_path, records, manager.settings)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    manager = _manager(config)
+    if manager is None or manager.is_worker:
+        return
+    if not manager.records and not manager.save_errors:
+        return
+    from pytest_irene.report.terminal import render_summary
+
+    notes = list(manager.save_errors)
+    if manager.saved_files:
+        notes.append("baselines saved: " + ", ".join(str(p) for p in manager.saved_files))
+    elif manager.settings.save and manager.to_save and not manager.save_errors:
+        notes.append("baselines unchanged")
+    if manager.settings.json_path is not None:
+        notes.append(f"irene: JSON report written to {manager.settings.json_path}")
+    text = render_summary(
+        manager.records,
+        width=terminalreporter._tw.fullwidth,
+        markup=terminalreporter._tw.hasmarkup,
+        verbosity=config.get_verbosity(),
+        price_cents_per_kwh=manager.settings.price_cents_per_kwh,
+        notes=notes,
+    )
+    terminalreporter.write_sep("=", "irene energy summary")
+    terminalreporter.write(text)

@@ -1,0 +1,60 @@
+"""The ``@pytest.mark.irene(budget=..., tolerance=..., profile=...)`` marker.
+
+One function reads the marker of a test and returns what it overrides; the
+session merges that with the command-line settings and the hooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from pytest_irene.errors import UsageError
+from pytest_irene.units import parse_energy, parse_percent
+
+MARKER = "irene"
+MARKER_HELP = (
+    "irene(budget='2J', tolerance='3%', profile='irene-pc1'): energy budget, module tolerance "
+    "and energy model profile for this test, overriding --irene-budget/--irene-tolerance/--irene-profile"
+)
+_ALLOWED = ("budget", "tolerance", "profile")
+
+
+@dataclass(frozen=True)
+class IreneMark:
+    """What a test's ``irene`` marker overrides; ``None`` fields keep the run's settings."""
+
+    budget_j: float | None = None
+    """Energy budget in joules."""
+    tolerance: float | None = None
+    """Module tolerance as a fraction."""
+    profile: str | None = None
+    """Energy model profile name or path."""
+
+
+def read_mark(item: pytest.Item) -> IreneMark:
+    """Parse the closest ``irene`` marker of ``item`` (test, class or module level).
+
+    Raises :class:`UsageError` naming the test and the argument for a bad value
+    or an unknown keyword, so a typo like ``budjet=`` does not silently do nothing.
+    """
+    mark = item.get_closest_marker(MARKER)
+    if mark is None:
+        return IreneMark()
+    where = f"@pytest.mark.irene on {item.nodeid}"
+    if mark.args:
+        raise UsageError(f"{where}: takes keyword arguments only ({', '.join(_ALLOWED)}), got {mark.args!r}")
+    unknown = sorted(set(mark.kwargs) - set(_ALLOWED))
+    if unknown:
+        raise UsageError(f"{where}: unknown argument(s) {unknown}; expected {', '.join(_ALLOWED)}")
+    budget = mark.kwargs.get("budget")
+    tolerance = mark.kwargs.get("tolerance")
+    profile = mark.kwargs.get("profile")
+    if profile is not None and (not isinstance(profile, str) or not profile.strip()):
+        raise UsageError(f"{where}: profile= expected a profile name or path, got {profile!r}")
+    return IreneMark(
+        budget_j=parse_energy(budget, f"{where}: budget=") if budget is not None else None,
+        tolerance=parse_percent(tolerance, f"{where}: tolerance=") if tolerance is not None else None,
+        profile=profile.strip() if profile is not None else None,
+    )

@@ -1,0 +1,170 @@
+"""Command-line options and their ini twins, and the parsed settings of a run.
+
+Every option can be set in ``[tool.pytest.ini_options]`` (or ``pytest.ini``)
+under the same name with underscores (``irene_budget = "12J"``); the command
+line wins. Values are parsed once, in :func:`load_settings`, so a bad value
+stops the run before any test with a message naming the option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_irene.errors import UsageError
+from pytest_irene.compare.gate import DEFAULT_MIN_DELTA_J, DEFAULT_TOLERANCE
+from pytest_irene.units import DEFAULT_PRICE_CENTS_PER_KWH, parse_energy, parse_percent, parse_price
+
+DEFAULT_PROFILE = "irene-pc1"
+FEATURE_MODES: tuple[str, ...] = ("auto", "model", "all")
+DEFAULT_BASELINE_DIR = ".irene"
+
+#: (option name, kind, help). kind: "str" takes a value, "bool" is a flag.
+OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("irene-budget", "str", "fail any test whose predicted energy exceeds this, e.g. 12J, 500mJ, 0.01Wh"),
+    ("irene-tolerance", "str", "relative change of a module's energy allowed against the baseline (default: 5%%)"),
+    ("irene-min-delta", "str", "absolute changes below this never fail, e.g. 0.01J (default: 1mJ)"),
+    ("irene-profile", "str", f"energy model: bundled profile name or model file path (default: {DEFAULT_PROFILE})"),
+    (
+        "irene-features",
+        "str",
+        "auto|model|all: 'auto' uses resource features only on the profile's own hardware (default: auto)",
+    ),
+    ("irene-baselines", "str", f"baseline directory (default: {DEFAULT_BASELINE_DIR}/ at the rootdir)"),
+    ("irene-save", "bool", "write or refresh the baselines of every wrapped call that ran"),
+    ("irene-strict", "bool", "fail wrapped calls that have no comparable baseline"),
+    ("irene-json", "str", "write every call's predicted tree and comparison to this JSON file"),
+    ("irene-price", "str", "electricity price for cost columns, e.g. 13.19c/kWh or 0.1319USD/kWh (default: 13.19c)"),
+    ("irene-disable", "bool", "turn pytest-irene off: no model is loaded and irene() calls skip the test"),
+)
+
+
+METAVARS: dict[str, str] = {
+    "irene-budget": "ENERGY",
+    "irene-tolerance": "PERCENT",
+    "irene-min-delta": "ENERGY",
+    "irene-profile": "NAME|PATH",
+    "irene-features": "auto|model|all",
+    "irene-baselines": "DIR",
+    "irene-json": "PATH",
+    "irene-price": "PRICE",
+}
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Declare every option on the command line and in the ini file."""
+    group = parser.getgroup("irene", "energy gate (pytest-irene)")
+    for name, kind, help_text in OPTIONS:
+        dest = name.replace("-", "_")
+        if kind == "bool":
+            group.addoption(f"--{name}", action="store_true", default=None, dest=dest, help=help_text)
+            parser.addini(dest, help_text.replace("%%", "%"), type="bool", default=False)
+        else:
+            metavar = METAVARS.get(name, "VALUE")
+            group.addoption(f"--{name}", action="store", default=None, dest=dest, metavar=metavar, help=help_text)
+            parser.addini(dest, help_text.replace("%%", "%"), default=None)
+
+
+def get_raw(config: pytest.Config, name: str) -> tuple[Any, str]:
+    """The raw value of an option and where it came from (``--irene-x`` or ``irene_x (ini)``)."""
+    dest = name.replace("-", "_")
+    value = config.getoption(dest, None)
+    if value is not None:
+        return value, f"--{name}"
+    ini = config.getini(dest)
+    if ini in (None, ""):
+        return None, f"--{name}"
+    return ini, f"{dest} (ini)"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parsed options of one run."""
+
+    disabled: bool
+    """``--irene-disable``: the plugin does nothing."""
+    budget_j: float | None
+    """``--irene-budget`` in joules; ``None`` for no budget."""
+    tolerance: float
+    """``--irene-tolerance`` as a fraction (0.05 = 5 %)."""
+    min_delta_j: float
+    """``--irene-min-delta`` in joules."""
+    profile: str
+    """``--irene-profile``: bundled name or model file path."""
+    features: str
+    """``--irene-features``: ``auto``, ``model`` or ``all``."""
+    baseline_dir: Path
+    """``--irene-baselines``, resolved."""
+    save: bool
+    """``--irene-save``."""
+    strict: bool
+    """``--irene-strict``."""
+    json_path: Path | None
+    """``--irene-json``, resolved; ``None`` when not asked for."""
+    price_cents_per_kwh: float
+    """``--irene-price`` in US cents per kWh."""
+
+
+def _path(value: str, source: str, config: pytest.Config) -> Path:
+    """Command-line paths are relative to the invocation directory, ini paths to the ini file's."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    if source.endswith("(ini)"):
+        base = config.inipath.parent if config.inipath else config.rootpath
+    else:
+        base = config.invocation_params.dir
+    return base / path
+
+
+def load_settings(config: pytest.Config) -> Settings:
+    """Parse every option (command line first, then ini); :class:`UsageError` names a bad one."""
+
+    def flag(name: str) -> bool:
+        value, _ = get_raw(config, name)
+        return bool(value)
+
+    raw_budget, src = get_raw(config, "irene-budget")
+    budget = parse_energy(str(raw_budget), src) if raw_budget is not None else None
+
+    raw, src = get_raw(config, "irene-tolerance")
+    tolerance = parse_percent(str(raw), src) if raw is not None else DEFAULT_TOLERANCE
+
+    raw, src = get_raw(config, "irene-min-delta")
+    min_delta = parse_energy(str(raw), src) if raw is not None else DEFAULT_MIN_DELTA_J
+
+    raw, src = get_raw(config, "irene-profile")
+    profile = str(raw).strip() if raw is not None else DEFAULT_PROFILE
+    if not profile:
+        raise UsageError(f"{src}: expected a profile name or a model file path, got an empty value")
+
+    raw, src = get_raw(config, "irene-features")
+    features = str(raw).strip().lower() if raw is not None else "auto"
+    if features not in FEATURE_MODES:
+        raise UsageError(f"{src}: expected one of {', '.join(FEATURE_MODES)}, got {raw!r}")
+
+    raw, src = get_raw(config, "irene-baselines")
+    baseline_dir = _path(str(raw), src, config) if raw is not None else config.rootpath / DEFAULT_BASELINE_DIR
+
+    raw, src = get_raw(config, "irene-json")
+    json_path = _path(str(raw), src, config) if raw is not None else None
+
+    raw, src = get_raw(config, "irene-price")
+    price = parse_price(str(raw), src) if raw is not None else DEFAULT_PRICE_CENTS_PER_KWH
+
+    return Settings(
+        disabled=flag("irene-disable"),
+        budget_j=budget,
+        tolerance=tolerance,
+        min_delta_j=min_delta,
+        profile=profile,
+        features=features,
+        baseline_dir=baseline_dir,
+        save=flag("irene-save"),
+        strict=flag("irene-strict"),
+        json_path=json_path,
+        price_cents_per_kwh=price,
+    )

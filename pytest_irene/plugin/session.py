@@ -1,0 +1,490 @@
+"""The run's state: one manager object per pytest session, like pytest-benchmark's.
+
+``IreneSession`` owns everything that lives for the duration of a run: the
+parsed settings, the energy models loaded so far (lazily, on the first wrapped
+call that needs one, so ``--collect-only`` and suites without energy tests
+load nothing), the baseline store, the call records and the baselines waiting
+to be saved. ``plugin.py`` only forwards pytest's hooks here.
+
+Under pytest-xdist each worker predicts its own tests and hands its records
+and baseline entries to the controller through ``workeroutput``; only the
+controller writes baselines and reports, so nothing races and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_irene.atomic import atomic_write_text
+from pytest_irene.compare.baselines import (
+    BaselineEntry,
+    BaselineError,
+    BaselineStore,
+    energy_model_version,
+    entry_from_dict,
+    entry_from_tree,
+)
+from pytest_irene.compare.comparison import CallRecord, Comparison, ModuleDelta
+from pytest_irene.errors import IreneError, UsageError
+from pytest_irene.compare.gate import check_budget, compare, failure_text
+from pytest_irene.plugin.marks import IreneMark, read_mark
+from pytest_irene.plugin.options import Settings
+
+if TYPE_CHECKING:
+    import torch
+
+    from pytest_irene.engine.predict.energy_model import EnergyModel
+    from pytest_irene.engine.tree import EnergyTree
+
+WORKEROUTPUT_KEY = "pytest_irene"
+DEFAULT_LABEL = "default"
+JSON_FORMAT = "irene-run/1"
+
+
+# -- records as JSON (xdist hand-over and --irene-json) -------------------------------------
+
+
+def record_to_dict(record: CallRecord) -> dict[str, Any]:
+    """A call record as plain JSON data (the tree in ``irene-tree/1`` form)."""
+    return {
+        "nodeid": record.nodeid,
+        "label": record.label,
+        "profile": record.profile,
+        "features": record.features,
+        "total_j": record.tree.total_j,
+        "budget_j": record.budget_j,
+        "over_budget": record.over_budget,
+        "failed": record.failed,
+        "comparison": record.comparison.to_dict() if record.comparison is not None else None,
+        "extra": dict(record.extra),
+        "tree": record.tree.to_dict(),
+    }
+
+
+def record_from_dict(obj: dict[str, Any]) -> CallRecord:
+    """Rebuild a record from :func:`record_to_dict` output (the tree is validated)."""
+    from pytest_irene.engine.dataset import tree_from_dict
+
+    comp = obj.get("comparison")
+    comparison = None
+    if comp is not None:
+        comparison = Comparison(
+            status=comp["status"],
+            reason=comp.get("reason", ""),
+            deltas=tuple(
+                ModuleDelta(d["scope"], d["type"], d["baseline_j"], d["now_j"], bool(d["failed"]))
+                for d in comp.get("deltas", [])
+            ),
+        )
+    return CallRecord(
+        nodeid=obj["nodeid"],
+        label=obj["label"],
+        tree=tree_from_dict(obj["tree"], path=f"<record {obj['nodeid']}>"),
+        profile=obj["profile"],
+        features=obj["features"],
+        comparison=comparison,
+        budget_j=obj.get("budget_j"),
+        over_budget=bool(obj.get("over_budget")),
+        extra=dict(obj.get("extra") or {}),
+    )
+
+
+def write_json_report(path: Path, records: list[CallRecord], settings: Settings) -> None:
+    """``--irene-json``: every call's predicted tree and comparison, one self-describing file."""
+    doc = {
+        "format": JSON_FORMAT,
+        "settings": {
+            "profile": settings.profile,
+            "features": settings.features,
+            "budget_j": settings.budget_j,
+            "tolerance": settings.tolerance,
+            "min_delta_j": settings.min_delta_j,
+            "strict": settings.strict,
+            "baseline_dir": str(settings.baseline_dir),
+            "price_cents_per_kwh": settings.price_cents_per_kwh,
+        },
+        "records": [record_to_dict(r) for r in records],
+    }
+    atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n")
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def describe_hardware(hardware: dict[str, Any] | None) -> str:
+    """A one-line description of a hardware fingerprint for headers and reasons."""
+    if not hardware:
+        return "unknown hardware"
+    for key in ("description", "name"):
+        if isinstance(hardware.get(key), str) and hardware[key]:
+            return hardware[key]
+    if "cpu_model" in hardware:
+        from pytest_irene.rig.runtime.fingerprint import describe
+
+        return describe(hardware)
+    parts = [str(hardware[k]) for k in ("cpu", "gpu", "gpu_name", "gpus") if hardware.get(k)]
+    if not parts:
+        parts = [f"{k}={v}" for k, v in sorted(hardware.items())[:3]]
+    return ", ".join(parts)
+
+
+def _model_device(model: Any) -> str:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return str(tensor.device)
+    return "cpu"
+
+
+def sort_records(records: list[CallRecord]) -> list[CallRecord]:
+    """Records in collection order (then call order), whatever order xdist workers finished in.
+
+    Every xdist worker collects the same items in the same order, so the index
+    of a test in ``session.items`` is the same on every worker.
+    """
+    return sorted(records, key=lambda r: (r.extra.get("item_index", 0), r.nodeid, r.extra.get("call_index", 0)))
+
+
+class IreneFixture:
+    """What the ``irene`` fixture returns: call it to trace, predict and gate one model call.
+
+    ``irene(model, inputs, label="encoder")`` returns the predicted
+    :class:`~pytest_irene.engine.tree.EnergyTree` (``.total_j``, ``tree["encoder.layer.0"]``,
+    ``.breakdown()``). Call it several times per test with different labels.
+    """
+
+    def __init__(self, manager: IreneSession, item: pytest.Item):
+        self._manager = manager
+        self._item = item
+
+    def __call__(
+        self,
+        model: torch.nn.Module,
+        inputs: Any,
+        label: str = DEFAULT_LABEL,
+        *,
+        batch_size: int | None = None,
+        seq_len: int | None = None,
+        model_name: str | None = None,
+    ) -> EnergyTree:
+        return self._manager.wrapped_call(
+            self._item, model, inputs, label, batch_size=batch_size, seq_len=seq_len, model_name=model_name
+        )
+
+    @property
+    def records(self) -> list[CallRecord]:
+        """The records of this test's calls so far."""
+        return list(self._manager.item_records.get(self._item.nodeid, []))
+
+
+class IreneSession:
+    """Owns one run: settings, energy models, baselines, records; forwards to reporters."""
+
+    def __init__(self, config: pytest.Config, settings: Settings):
+        self.config = config
+        self.settings = settings
+        self.store = BaselineStore(settings.baseline_dir)
+        self.records: list[CallRecord] = []
+        """Every record of the session (on the controller: merged from all workers)."""
+        self.item_records: dict[str, list[CallRecord]] = {}
+        self.to_save: dict[tuple[str, str], BaselineEntry] = {}
+        self.save_errors: list[str] = []
+        self.saved_files: list[Path] = []
+        self._models: dict[str, EnergyModel] = {}
+        self._modes: dict[str, tuple[str, str]] = {}
+        self._marks: dict[str, IreneMark] = {}
+        self._formulas_registered = False
+        self._host: dict[str, Any] | None = None
+        self._item_order: dict[str, int] | None = None
+        self._versions: dict[str, str] = {}
+
+    @property
+    def is_worker(self) -> bool:
+        return hasattr(self.config, "workerinput")
+
+    # -- energy models and feature mode -----------------------------------------------------
+
+    def energy_model(self, profile: str) -> EnergyModel:
+        """The energy model of ``profile``, loaded once per process."""
+        if profile not in self._models:
+            from pytest_irene.engine.predict.energy_model import EnergyModel
+
+            self._models[profile] = EnergyModel.load(profile)
+        return self._models[profile]
+
+    def energy_model_version(self, profile: str) -> str:
+        """Version (file hash) of the energy model behind ``profile``, computed once."""
+        if profile not in self._versions:
+            from pytest_irene.engine.predict.profiles import resolve_profile
+
+            self._versions[profile] = energy_model_version(resolve_profile(profile))
+        return self._versions[profile]
+
+    def host_fingerprint(self) -> dict[str, Any]:
+        """This machine's fingerprint: the ``pytest_irene_host_fingerprint`` hook, else the runtime's."""
+        if self._host is None:
+            fp = self.config.hook.pytest_irene_host_fingerprint(config=self.config)
+            if fp is None:
+                from pytest_irene.rig.runtime import host_fingerprint
+
+                fp = host_fingerprint()
+            self._host = dict(fp)
+        return self._host
+
+    def feature_mode(self, profile: str) -> tuple[str, str]:
+        """The feature set used with ``profile`` (``model`` or ``all``) and why, decided once."""
+        if profile in self._modes:
+            return self._modes[profile]
+        from pytest_irene.rig.runtime.fingerprint import choose_features
+
+        wanted = self.settings.features
+        model = self.energy_model(profile)
+        host = self.host_fingerprint() if wanted != "model" else None
+        chosen = choose_features(
+            wanted, dict(model.hardware or {}), host=host, available=tuple(model.feature_sets)
+        )
+        reason = f"{wanted}: {chosen.reason}"
+        if chosen.features == "model" and wanted == "auto":
+            reason += "; resource features would not transfer, so model features are used"
+        mode = (chosen.features, reason)
+        self._modes[profile] = mode
+        return mode
+
+    def _register_formulas(self) -> None:
+        if not self._formulas_registered:
+            self._formulas_registered = True
+            self.config.hook.pytest_irene_register_formulas(config=self.config)
+
+    # -- per test -----------------------------------------------------------------------------
+
+    def _item_index(self, item: pytest.Item) -> int:
+        if self._item_order is None:
+            self._item_order = {it.nodeid: i for i, it in enumerate(item.session.items)}
+        return self._item_order.get(item.nodeid, len(self._item_order))
+
+    def mark(self, item: pytest.Item) -> IreneMark:
+        if item.nodeid not in self._marks:
+            self._marks[item.nodeid] = read_mark(item)
+        return self._marks[item.nodeid]
+
+    def test_settings(self, item: pytest.Item) -> tuple[str, float, float | None]:
+        """(profile, tolerance, budget in J) for one test: marker over options, then the hooks."""
+        mark = self.mark(item)
+        profile = mark.profile or self.settings.profile
+        chosen = item.config.hook.pytest_irene_select_profile(item=item, default=profile)
+        if chosen is not None:
+            profile = str(chosen)
+        tolerance = mark.tolerance if mark.tolerance is not None else self.settings.tolerance
+        chosen_tol = item.config.hook.pytest_irene_select_tolerance(item=item, default=tolerance)
+        if chosen_tol is not None:
+            tolerance = float(chosen_tol)
+        budget = mark.budget_j if mark.budget_j is not None else self.settings.budget_j
+        return profile, tolerance, budget
+
+    def wrapped_call(
+        self,
+        item: pytest.Item,
+        model: Any,
+        inputs: Any,
+        label: str,
+        *,
+        batch_size: int | None = None,
+        seq_len: int | None = None,
+        model_name: str | None = None,
+    ) -> EnergyTree:
+        """Trace ``model(inputs)``, predict every node, compare with the baseline, record it."""
+        if not isinstance(label, str) or not label:
+            raise UsageError(f"irene(..., label=...): expected a non-empty string, got {label!r}")
+        mine = self.item_records.setdefault(item.nodeid, [])
+        if any(r.label == label for r in mine):
+            raise UsageError(
+                f"irene(..., label={label!r}) called twice in {item.nodeid}; give each call its own label"
+            )
+        profile, tolerance, budget_j = self.test_settings(item)
+        energy_model = self.energy_model(profile)
+        features, why = self.feature_mode(profile)
+        self._register_formulas()
+        device = _model_device(model)
+        rig_gpus = list(dict(energy_model.hardware or {}).get("gpus") or [])
+        if features == "all" and self.settings.features == "auto" and rig_gpus and not device.startswith("cuda"):
+            # the rig's resource features include GPU counters: a model on the CPU has none to measure
+            features = "model"
+            why = f"{why}, but the model is on {device} and the profile's resource features need its GPU; model features are used"
+        if features == "all":
+            from pytest_irene.rig.runtime import measure_tree
+
+            if device == "meta":
+                raise UsageError("--irene-features=all measures the model: it must be on a real device, not 'meta'")
+            tree = measure_tree(
+                model, inputs, device=device, model_name=model_name, batch_size=batch_size, seq_len=seq_len
+            )
+        else:
+            from pytest_irene.engine.tracing import trace
+
+            tree = trace(model, inputs, batch_size=batch_size, seq_len=seq_len, device="meta", model_name=model_name)
+        predicted = energy_model.predict(tree, features=features)
+        tree = predicted if predicted is not None else tree
+
+        version = self.energy_model_version(profile)
+        entry = entry_from_tree(tree, profile=profile, features=features, energy_model=version)
+        comparison: Comparison | None = None
+        if self.settings.save:
+            self.to_save[(item.nodeid, label)] = entry
+        else:
+            baseline = self.store.get(item.nodeid, label)
+            comparison = compare(
+                baseline,
+                tree,
+                tolerance=tolerance,
+                min_delta=self.settings.min_delta_j,
+                profile=profile,
+                features=features,
+                strict=self.settings.strict,
+                energy_model=version,
+            )
+        budget = check_budget(tree, budget_j)
+        record = CallRecord(
+            nodeid=item.nodeid,
+            label=label,
+            tree=tree,
+            profile=profile,
+            features=features,
+            comparison=comparison,
+            budget_j=budget_j,
+            over_budget=budget.over,
+            extra={
+                "call_index": len(mine),
+                "item_index": self._item_index(item),
+                "feature_mode_reason": why,
+                "tolerance": tolerance,
+                "min_delta_j": self.settings.min_delta_j,
+                "hardware": describe_hardware(dict(energy_model.hardware)),
+                "energy_model": version,
+                "baseline_file": str(self.store.path_for(item.nodeid)),
+                "saved": self.settings.save,
+                "price_cents_per_kwh": self.settings.price_cents_per_kwh,
+            },
+        )
+        mine.append(record)
+        self.records.append(record)
+        item.config.hook.pytest_irene_tree_predicted(item=item, record=record)
+        return tree
+
+    def update_report(self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
+        """Turn the test's own report into a failure when its calls failed the gate (as pytest-memray does)."""
+        if call.when != "call":
+            return
+        if call.excinfo is not None and isinstance(call.excinfo.value, IreneError):
+            report.longrepr = f"{type(call.excinfo.value).__name__}: {call.excinfo.value}"
+        records = self.item_records.get(item.nodeid, [])
+        notes = [f"[{r.label}] {r.comparison.reason}" for r in records if r.comparison and r.comparison.status != "pass"]
+        failed = [r for r in records if r.failed]
+        if failed:
+            text = failure_text(failed)
+            if report.passed:
+                report.outcome = "failed"
+                report.longrepr = text
+            else:
+                report.sections.append(("irene energy gate", text))
+        elif notes:
+            report.sections.append(("irene", "\n".join(notes)))
+
+    # -- xdist ----------------------------------------------------------------------------------
+
+    def worker_output(self) -> str:
+        """What a worker hands to the controller: its records and baselines to save (JSON text)."""
+        return json.dumps(
+            {
+                "records": [record_to_dict(r) for r in self.records],
+                "save": [
+                    {"nodeid": n, "label": lbl, "entry": e.to_dict()} for (n, lbl), e in sorted(self.to_save.items())
+                ],
+            },
+            allow_nan=False,
+        )
+
+    def merge_worker_output(self, text: str) -> None:
+        """Controller side: add one worker's records and baseline entries."""
+        data = json.loads(text)
+        for obj in data.get("records", []):
+            record = record_from_dict(obj)
+            self.records.append(record)
+            self.item_records.setdefault(record.nodeid, []).append(record)
+        for obj in data.get("save", []):
+            where = Path(f"<worker entry {obj['nodeid']}>")
+            self.to_save[(obj["nodeid"], obj["label"])] = entry_from_dict(obj["entry"], where, obj["label"])
+
+    # -- end of session ---------------------------------------------------------------------
+
+    def finish(self, session: pytest.Session) -> None:
+        """Controller (or single process): save baselines, then hand every record to the reporters."""
+        if self.is_worker:
+            self.config.workeroutput[WORKEROUTPUT_KEY] = self.worker_output()  # type: ignore[attr-defined]
+            return
+        if self.settings.save and self.to_save:
+            try:
+                self.saved_files = self.store.save(self.to_save)
+            except (BaselineError, OSError) as exc:
+                self.save_errors.append(f"baselines NOT saved: {exc}")
+                if session.exitstatus == pytest.ExitCode.OK:
+                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self.records = sort_records(self.records)
+        self.config.hook.pytest_irene_session_records(config=self.config, records=list(self.records))
+
+    # -- header -----------------------------------------------------------------------------
+
+    def header_lines(self) -> list[str]:
+        """``pytest_report_header``: profile, hardware, feature mode, baseline dir. Loads no model.
+
+        The profile's hardware and feature sets are read from its JSON without
+        building a regressor (``--collect-only`` loads none); a model on the CPU
+        with a GPU profile may still fall back to model features at the call.
+        """
+        s = self.settings
+        peek = _peek_profile(s.profile)
+        hardware = peek.get("hardware") if isinstance(peek.get("hardware"), dict) else None
+        hw = f" (stands for {describe_hardware(hardware)})" if hardware else ""
+        mode = s.features
+        if s.features == "auto":
+            mode = "auto (decided at the first wrapped call)"
+            if hardware is not None:
+                try:
+                    from pytest_irene.rig.runtime.fingerprint import choose_features
+
+                    sets = peek.get("feature_sets")
+                    available = tuple(sets) if isinstance(sets, (dict, list)) else ("model",)
+                    chosen = choose_features("auto", hardware, host=self.host_fingerprint(), available=available)
+                    mode = f"{chosen.features} (auto: {chosen.reason.split('; ')[0]})"
+                except Exception:  # noqa: BLE001 - the header is informative only
+                    pass
+        baselines = s.baseline_dir
+        try:
+            baselines = s.baseline_dir.relative_to(self.config.rootpath)
+        except ValueError:
+            pass
+        flags = [f for f, on in (("save", s.save), ("strict", s.strict)) if on]
+        extra = f", {'+'.join(flags)}" if flags else ""
+        return [f"irene: profile {s.profile}{hw}, features {mode}, baselines {baselines}/{extra}"]
+
+
+def _peek_profile(profile: str) -> dict[str, Any]:
+    """The top-level fields of a profile's JSON (``hardware``, ``feature_sets``), without building any regressor.
+
+    The header must not load an energy model (``--collect-only`` loads none), so
+    this only parses the file; any problem gives ``{}`` and the header leaves the
+    hardware out (the first wrapped call reports a bad profile properly).
+    """
+    try:
+        import gzip
+
+        from pytest_irene.engine.predict.profiles import resolve_profile
+
+        raw = Path(resolve_profile(profile)).read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        doc = json.loads(raw)
+        return doc if isinstance(doc, dict) else {}
+    except Exception:  # noqa: BLE001 - the header is informative only
+        return {}

@@ -1,0 +1,1 @@
+"""Rendering: text tables for trees, failures and the end-of-session summary. No judging here."""

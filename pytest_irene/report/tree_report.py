@@ -1,0 +1,265 @@
+"""Terminal and JSON views of a predicted energy tree.
+
+Every function returns a rich *renderable* (or plain JSON-able data) rather than
+printing, so ``irene predict``, the pytest plugin's terminal summary and users'
+scripts compose the same pieces and print them on their own console:
+
+- :func:`tree_view`: the model tree with each node's energy and share of the root;
+- :func:`bottlenecks_table`: the costliest innermost modules (where to optimise);
+- :func:`breakdown_table`: energy by module type, as the paper's Tables 10/12;
+- :func:`errors_table`: cross-validation / evaluation errors per level and model;
+- :func:`report`: all of the above under a header;
+- :func:`report_json` / :func:`node_json`: the same information for ``--json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from pytest_irene.engine.tree import LEVELS, EnergyNode, EnergyTree
+from pytest_irene.units import format_energy as _format_energy
+
+Source = Literal["predicted", "measured"]
+
+
+def format_energy(joules: float | None) -> str:
+    """Energy with a unit keeping 3-4 significant digits: ``"1.234 J"``, ``"56.7 mJ"``, ``"-"`` for none.
+
+    The same formatting as the plugin's terminal summary, so numbers match everywhere.
+    """
+    return _format_energy(joules)
+
+
+def format_share(share: float | None) -> str:
+    """A fraction of the root as a percentage with one decimal (``"12.3%"``)."""
+    return "-" if share is None else f"{share * 100:.1f}%"
+
+
+def node_label(node: EnergyNode) -> str:
+    """The name shown for a node: its scope, ``<root>`` for the model node."""
+    return node.scope or "<root>"
+
+
+def innermost_modules(tree: EnergyTree) -> list[EnergyNode]:
+    """Modules with no module below them (``BertSelfAttention``, ``BertIntermediate``, ...).
+
+    Containers (``encoder``, ``encoder.layer.3``) always cost more than their parts
+    and say nothing about *what* to optimise, so bottleneck lists use these.
+    """
+    return [n for n in tree.modules() if not any(c.level == "module" for c in n.children)]
+
+
+def bottlenecks(
+    tree: EnergyTree, n: int = 10, source: Source = "predicted", *, innermost: bool = True
+) -> list[EnergyNode]:
+    """The ``n`` costliest modules (innermost by default), energy descending, then scope.
+
+    A model made of primitives only (no module between the root and its leaves)
+    lists its primitives instead.
+    """
+    nodes = (innermost_modules(tree) if innermost else tree.modules()) or tree.leaves()
+    nodes = [x for x in nodes if x.energy_of(source) is not None]
+    return sorted(nodes, key=lambda x: (-(x.energy_of(source) or 0.0), x.scope))[:n]
+
+
+# -- rich renderables ----------------------------------------------------------------------
+
+
+def _energy_text(node: EnergyNode, tree: EnergyTree, source: Source) -> Text:
+    text = Text()
+    value = node.energy_of(source)
+    text.append(format_energy(value), style="bold cyan")
+    if node is not tree.root:
+        text.append(f"  {format_share(tree.share(node, source))}", style="magenta")
+    if source == "predicted" and node.energy is not None:
+        text.append(f"  (measured {format_energy(node.energy)})", style="dim")
+    if node.notes.get("generic_regressor"):
+        text.append("  [generic regressor]", style="yellow")
+    return text
+
+
+def _label(node: EnergyNode, tree: EnergyTree, source: Source) -> Text:
+    text = Text()
+    text.append(node.name or (tree.model_name or "<root>"), style="bold" if node.level != "ml" else "")
+    text.append(f" {node.type}", style="green" if node.level != "ml" else "dim green")
+    text.append("  ")
+    text.append_text(_energy_text(node, tree, source))
+    return text
+
+
+def tree_view(
+    tree: EnergyTree,
+    *,
+    max_depth: int | None = None,
+    min_share: float = 0.0,
+    source: Source = "predicted",
+) -> Tree:
+    """The model tree with each node's energy and share of the root.
+
+    ``max_depth`` cuts the tree below that depth (root = 0); ``min_share`` hides
+    nodes under that fraction of the root (a count of hidden nodes is shown), so
+    a 12-layer model stays readable.
+    """
+    view = Tree(_label(tree.root, tree, source), guide_style="dim")
+
+    def add(parent_view: Tree, node: EnergyNode, depth: int) -> None:
+        hidden = 0
+        for child in node.children:
+            if min_share > 0 and tree.share(child, source) < min_share:
+                hidden += 1
+                continue
+            branch = parent_view.add(_label(child, tree, source))
+            if max_depth is None or depth + 1 < max_depth:
+                add(branch, child, depth + 1)
+            elif child.children:
+                branch.add(Text(f"... {sum(1 for _ in child.walk()) - 1} nodes below", style="dim"))
+        if hidden:
+            parent_view.add(Text(f"... {hidden} node(s) under {format_share(min_share)} each", style="dim"))
+
+    if max_depth is None or max_depth > 0:
+        add(view, tree.root, 0)
+    return view
+
+
+def bottlenecks_table(tree: EnergyTree, n: int = 10, source: Source = "predicted") -> Table:
+    """The ``n`` costliest innermost modules: rank, scope, type, energy, share of the root."""
+    title = f"Top {n} bottleneck modules" if tree.modules() else f"Top {n} bottleneck primitives"
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("module")
+    table.add_column("type", style="green")
+    table.add_column("energy", justify="right", style="cyan")
+    table.add_column("share", justify="right", style="magenta")
+    for rank, node in enumerate(bottlenecks(tree, n, source), start=1):
+        table.add_row(
+            str(rank), node_label(node), node.type, format_energy(node.energy_of(source)), format_share(tree.share(node, source))
+        )
+    return table
+
+
+def breakdown_table(tree: EnergyTree, level: str | None = "module", source: Source = "predicted") -> Table:
+    """Energy by node type (paper Tables 10/12): type, count, energy, share of the root.
+
+    Nested types overlap (``BertAttention`` contains ``BertSelfAttention``), as in the paper.
+    """
+    what = "module type" if level == "module" else ("primitive" if level == "ml" else "node type")
+    table = Table(title=f"Energy by {what}", title_justify="left")
+    table.add_column("type", style="green")
+    table.add_column("count", justify="right")
+    table.add_column("energy", justify="right", style="cyan")
+    table.add_column("share", justify="right", style="magenta")
+    for type_name, joules, share, count in tree.breakdown(level, source):  # type: ignore[arg-type]
+        table.add_row(type_name, str(count), format_energy(joules), format_share(share))
+    return table
+
+
+def header(tree: EnergyTree, *, profile: str | None = None, features: str | None = None, source: Source = "predicted") -> Text:
+    """One line: model, input size, total energy, profile and feature set."""
+    profile = profile or tree.meta.get("profile")
+    features = features or tree.meta.get("features")
+    text = Text()
+    text.append(tree.model_name or type(tree.root).__name__, style="bold")
+    text.append(f"  batch {tree.batch_size} x seq {tree.seq_len}: ")
+    text.append(format_energy(tree.root.energy_of(source)), style="bold cyan")
+    text.append(f" {source} per forward pass")
+    if profile:
+        text.append(f"  (profile {profile}")
+        text.append(f", {features} features)" if features else ")")
+    return text
+
+
+def errors_table(result: dict[str, Any], title: str = "Percent error") -> Table:
+    """Per-model errors by level (``crossvalidate``/``evaluate`` results), ``average`` last."""
+    levels = result.get("levels") or {}
+    models: list[str] = []
+    for lv in LEVELS[::-1]:
+        for model in (levels.get(lv) or {}):
+            if model != "average" and model not in models:
+                models.append(model)
+    table = Table(title=title, title_justify="left")
+    table.add_column("model")
+    for lv in ("ml", "module", "model"):
+        table.add_column(f"{lv} %", justify="right")
+
+    def cell(level: str, model: str) -> str:
+        value = (levels.get(level) or {}).get(model)
+        return "-" if value is None or value != value else f"{value:.2f}"
+
+    for model in models:
+        table.add_row(model, *(cell(lv, model) for lv in ("ml", "module", "model")))
+    table.add_row(Text("average", style="bold"), *(Text(cell(lv, "average"), style="bold") for lv in ("ml", "module", "model")))
+    return table
+
+
+def report(
+    tree: EnergyTree,
+    *,
+    breakdown: bool = True,
+    top: int = 10,
+    max_depth: int | None = None,
+    min_share: float = 0.0,
+    source: Source = "predicted",
+    show_tree: bool = True,
+) -> RenderableType:
+    """Header, tree, bottlenecks and (optionally) the breakdown by module type, as one renderable."""
+    parts: list[RenderableType] = [header(tree, source=source)]
+    if show_tree:
+        parts.append(tree_view(tree, max_depth=max_depth, min_share=min_share, source=source))
+    if top > 0:
+        parts.append(bottlenecks_table(tree, top, source))
+    if breakdown:
+        parts.append(breakdown_table(tree, "module", source))
+    return Group(*parts)
+
+
+# -- JSON ----------------------------------------------------------------------------------
+
+
+def node_json(node: EnergyNode, tree: EnergyTree, source: Source = "predicted") -> dict[str, Any]:
+    """A node without its children: scope, type, level, energy (J) and share of the root."""
+    return {
+        "scope": node.scope,
+        "type": node.type,
+        "level": node.level,
+        "energy_j": node.energy_of(source),
+        "share": tree.share(node, source),
+    }
+
+
+def report_json(tree: EnergyTree, *, top: int = 10, source: Source = "predicted") -> dict[str, Any]:
+    """Everything :func:`report` shows, JSON-able: header fields, the tree (``irene-tree/1``,
+    with ``predicted_energy_j`` on every node), bottlenecks and the breakdown by module type."""
+    return {
+        "model_name": tree.model_name,
+        "batch_size": tree.batch_size,
+        "seq_len": tree.seq_len,
+        "profile": tree.meta.get("profile"),
+        "features": tree.meta.get("features"),
+        "total_j": tree.root.energy_of(source),
+        "bottlenecks": [node_json(n, tree, source) for n in bottlenecks(tree, top, source)],
+        "breakdown": [
+            {"type": t, "count": c, "energy_j": j, "share": s} for t, j, s, c in tree.breakdown("module", source)
+        ],
+        "tree": tree.to_dict(),
+    }
+
+
+__all__ = [
+    "bottlenecks",
+    "bottlenecks_table",
+    "breakdown_table",
+    "errors_table",
+    "format_energy",
+    "format_share",
+    "header",
+    "innermost_modules",
+    "node_json",
+    "report",
+    "report_json",
+    "tree_view",
+]
