@@ -53,11 +53,11 @@ def errors(predicted: EnergyTree, measured: EnergyTree) -> tuple[dict[str, float
     unmatched = 0
     for node in predicted.walk():
         ref = truth.get(node.scope)
-        if ref is None or not ref.energy:
+        if ref is None or not ref.energy_j:
             unmatched += 1
             continue
         level = "model" if node is predicted.root else node.level
-        per[level].append(100.0 * abs(node.predicted_energy - ref.energy) / ref.energy)
+        per[level].append(100.0 * abs(node.predicted_energy_j - ref.energy_j) / ref.energy_j)
     matched = sum(len(v) for v in per.values())
     return {lv: (statistics.fmean(v) if v else float("nan")) for lv, v in per.items()}, matched, unmatched
 
@@ -93,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
             live = trace(model, example_inputs(name, batch, seq), model_name=name)
             predictor.predict(live)
             e_live, matched, unmatched = errors(live, measured)
-            live_j = {n.scope: n.predicted_energy for n in live.walk()}
+            live_j = {n.scope: n.predicted_energy_j for n in live.walk()}
             predictor.predict(measured)
             e_data, _, _ = errors(measured, measured)
             for node in measured.walk():
-                if node.scope in live_j and node.energy:
-                    shift = 100.0 * abs(live_j[node.scope] - node.predicted_energy) / node.energy
+                if node.scope in live_j and node.energy_j:
+                    shift = 100.0 * abs(live_j[node.scope] - node.predicted_energy_j) / node.energy_j
                     shifts.setdefault((name, node.type), []).append(shift)
             held_out.predict(live)
             e_held, _, _ = errors(live, measured)

@@ -37,5 +37,5 @@ def classifier() -> TextClassifier:
 def test_classifier_batch_sizes(irene, classifier, batch_size: int) -> None:
     ids = torch.randint(0, 4096, (batch_size, 64), generator=torch.Generator().manual_seed(batch_size))
     tree = irene(classifier, ids)
-    assert tree["ffn"].predicted_energy > 0
+    assert tree["ffn"].predicted_energy_j > 0
     assert tree.batch_size == batch_size

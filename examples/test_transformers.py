@@ -17,7 +17,7 @@ def test_bert_encoder(irene, bert) -> None:
     # the tree is a normal object: assert on it like on any result
     assert tree.total_j > 0
     layer = tree["encoder.layer.0"]
-    assert 0 < layer.predicted_energy < tree.total_j
+    assert 0 < layer.predicted_energy_j < tree.total_j
     # attention and feed-forward are where a BERT layer spends its energy
     top = {row[0] for row in tree.breakdown()[:6]}
     assert {"BertLayer", "BertAttention"} <= top

@@ -5,7 +5,7 @@ The library works without pytest::
     import pytest_irene as irene
     tree = irene.trace(model, inputs)          # EnergyTree; tree.root is the model node
     em = irene.EnergyModel.load("irene-pc1")   # bundled profile name, or a path
-    em.predict(tree)                           # sets node.predicted_energy (J) on every node
+    em.predict(tree)                           # sets node.predicted_energy_j (J) on every node
 
 Names are imported lazily so that ``import pytest_irene`` (which pytest does for
 every session through the plugin entry point) does not import torch.

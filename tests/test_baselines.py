@@ -26,17 +26,17 @@ def make_tree(ffn_j: float = 0.3, *, batch_size: int = 8, seq_len: int = 64, ext
     enc = root.add_child(EnergyNode("encoder", "BertEncoder", "module"))
     layer = enc.add_child(EnergyNode("encoder.layer.0", "BertLayer", "module"))
     att = layer.add_child(EnergyNode("encoder.layer.0.attention", "BertAttention", "module"))
-    att.add_child(EnergyNode("encoder.layer.0.attention.query", "Linear", "ml", predicted_energy=0.1))
+    att.add_child(EnergyNode("encoder.layer.0.attention.query", "Linear", "ml", predicted_energy_j=0.1))
     ffn = layer.add_child(EnergyNode("encoder.layer.0.intermediate", "BertIntermediate", "module"))
-    ffn.add_child(EnergyNode("encoder.layer.0.intermediate.dense", "Linear", "ml", predicted_energy=ffn_j))
-    att.predicted_energy = 0.2
-    ffn.predicted_energy = ffn_j + 0.01
+    ffn.add_child(EnergyNode("encoder.layer.0.intermediate.dense", "Linear", "ml", predicted_energy_j=ffn_j))
+    att.predicted_energy_j = 0.2
+    ffn.predicted_energy_j = ffn_j + 0.01
     if extra:
-        pool = root.add_child(EnergyNode("pooler", "BertPooler", "module", predicted_energy=0.05))
-        pool.add_child(EnergyNode("pooler.dense", "Linear", "ml", predicted_energy=0.04))
-    layer.predicted_energy = att.predicted_energy + ffn.predicted_energy
-    enc.predicted_energy = layer.predicted_energy
-    root.predicted_energy = enc.predicted_energy + (0.05 if extra else 0.0)
+        pool = root.add_child(EnergyNode("pooler", "BertPooler", "module", predicted_energy_j=0.05))
+        pool.add_child(EnergyNode("pooler.dense", "Linear", "ml", predicted_energy_j=0.04))
+    layer.predicted_energy_j = att.predicted_energy_j + ffn.predicted_energy_j
+    enc.predicted_energy_j = layer.predicted_energy_j
+    root.predicted_energy_j = enc.predicted_energy_j + (0.05 if extra else 0.0)
     return EnergyTree(root, model_name="BertModel", batch_size=batch_size, seq_len=seq_len)
 
 
@@ -53,10 +53,10 @@ def test_entry_keeps_root_and_every_module_but_no_leaf() -> None:
 
 
 def test_repeated_scopes_are_kept_apart() -> None:
-    root = EnergyNode("", "M", "model", predicted_energy=3.0)
+    root = EnergyNode("", "M", "model", predicted_energy_j=3.0)
     for _ in range(2):
-        blk = root.add_child(EnergyNode("block", "Block", "module", predicted_energy=1.5))
-        blk.add_child(EnergyNode("block.fc", "Linear", "ml", predicted_energy=1.0))
+        blk = root.add_child(EnergyNode("block", "Block", "module", predicted_energy_j=1.5))
+        blk.add_child(EnergyNode("block.fc", "Linear", "ml", predicted_energy_j=1.0))
     assert list(tree_energies(EnergyTree(root, batch_size=1, seq_len=1))) == ["", "block", "block#2"]
 
 

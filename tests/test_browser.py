@@ -153,10 +153,10 @@ def test_static_report_with_failing_module(page, tmp_path: Path) -> None:
     dataset = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
     tree = next(t for t in load_dataset(dataset) if t.model_name == "distilbert-base-uncased")
     for n in tree.walk():
-        n.predicted_energy = n.energy
+        n.predicted_energy_j = n.energy_j
     failing = "transformer.layer.2.ffn"
     node = tree[failing]
-    deltas = (ModuleDelta(failing, node.type, node.energy / 1.2, node.energy, True),)
+    deltas = (ModuleDelta(failing, node.type, node.energy_j / 1.2, node.energy_j, True),)
     record = CallRecord("tests/test_m.py::test_distil", "default", tree, "irene-pc1", "model",
                         Comparison("fail", f"{failing} +20.0 %", deltas))
     out = tmp_path / "report.html"
@@ -174,9 +174,9 @@ def test_large_reports_draw_trees_on_demand(page, tmp_path: Path) -> None:
     from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
     def tree(i: int) -> EnergyTree:
-        root = EnergyNode("", "Tiny", "model", {"flops": 3.0}, predicted_energy=1.0 + i)
-        root.add_child(EnergyNode("fc", "Linear", "ml", {"flops": 2.0}, predicted_energy=0.7 + i))
-        root.add_child(EnergyNode("act", "GELU", "ml", {"flops": 1.0}, predicted_energy=0.3))
+        root = EnergyNode("", "Tiny", "model", {"flops": 3.0}, predicted_energy_j=1.0 + i)
+        root.add_child(EnergyNode("fc", "Linear", "ml", {"flops": 2.0}, predicted_energy_j=0.7 + i))
+        root.add_child(EnergyNode("act", "GELU", "ml", {"flops": 1.0}, predicted_energy_j=0.3))
         return EnergyTree(root, model_name=f"tiny-{i}", batch_size=1, seq_len=4)
 
     out = tmp_path / "many.html"

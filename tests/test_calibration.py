@@ -107,18 +107,18 @@ def test_nodes_get_wall_energy_per_execution(emonpi_emulator, emonpi_reader, tmp
         # one execution costs 120 W x (window / executions), averaged over rounds
         runs = [w for w in cal.windows if w.scope == ("a" if node.scope == "b" else node.scope)]
         expected = sum(120.0 * w.duration_s / w.executions for w in runs) / len(runs)
-        assert node.energy == pytest.approx(expected, rel=1e-6), node.scope
-        assert node.energy >= 120.0 * node.features["latency_s"] * 0.9
+        assert node.energy_j == pytest.approx(expected, rel=1e-6), node.scope
+        assert node.energy_j >= 120.0 * node.features["latency_s"] * 0.9
         assert "cpu" in node.features and "mem" in node.features and "latency_s" in node.features
-    assert tree["a"].energy == tree["b"].energy  # identical signatures share one measurement
+    assert tree["a"].energy_j == tree["b"].energy_j  # identical signatures share one measurement
     meta = tree.meta["calibration"]
     assert meta["rounds"] == 2 and meta["distinct_nodes"] == 3 and meta["idle_power_w"] == pytest.approx(120.0)
     assert meta["min_reports_per_window"] >= 3
-    assert tree.device == "rig" and tree.meta["host"]["meter"].startswith("emonPi on /dev/pts/")
+    assert tree.profile == "rig" and tree.meta["host"]["meter"].startswith("emonPi on /dev/pts/")
     stored = load_dataset(tmp_path / "rig.jsonl.gz")
     assert len(stored) == 1
-    assert stored[0].root.energy == pytest.approx(tree.root.energy)
-    assert stored[0]["c"].energy == pytest.approx(tree["c"].energy)
+    assert stored[0].root.energy_j == pytest.approx(tree.root.energy_j)
+    assert stored[0]["c"].energy_j == pytest.approx(tree["c"].energy_j)
 
 
 def test_energy_follows_the_power_the_node_draws(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:
@@ -129,7 +129,7 @@ def test_energy_follows_the_power_the_node_draws(emonpi_emulator, emonpi_reader,
         low = cal.measure(hooked(Tiny(), torch.randn(4, 32)))
         emulator._power_fn = lambda: 300.0
         high = cal.measure(hooked(Tiny(), torch.randn(4, 32)))
-    assert low.root.energy is not None and high.root.energy is not None
+    assert low.root.energy_j is not None and high.root.energy_j is not None
     low_w, high_w = cal.windows[: len(cal.windows) // 2], cal.windows[len(cal.windows) // 2 :]
     assert sum(w.energy_j for w in low_w) / sum(w.duration_s for w in low_w) == pytest.approx(100.0, rel=0.02)
     assert sum(w.energy_j for w in high_w) / sum(w.duration_s for w in high_w) == pytest.approx(300.0, rel=0.02)
@@ -200,8 +200,8 @@ def test_a_node_that_cannot_replay_is_marked_not_fatal(emonpi_emulator, emonpi_r
         cal.check_idle()
         tree = cal.measure(prepared)
     assert key in prepared.groups
-    assert tree["c"].energy is None and "needs state" in tree["c"].notes["unmeasured"]
-    assert tree["a"].energy is not None
+    assert tree["c"].energy_j is None and "needs state" in tree["c"].notes["unmeasured"]
+    assert tree["a"].energy_j is not None
     assert tree.meta["calibration"]["unmeasured_nodes"] == 1
 
 

@@ -59,13 +59,13 @@ def test_gated_call_is_measured(irene):
     for batch, seq in ((2, 8), (4, 16)):
         tree = irene(Tiny(), torch.randn(batch, seq, 16), label=f"b{batch}s{seq}", model_name="tiny-a",
                      batch_size=batch, seq_len=seq)
-        assert tree.root.energy > 0 and tree.root.predicted_energy is None
+        assert tree.root.energy_j > 0 and tree.root.predicted_energy_j is None
 
 
 def test_calibrate_fixture(irene_calibrate):
     tree = irene_calibrate(Tiny(width=64, depth=1), torch.randn(3, 12, 16), model_name="tiny-b",
                            batch_size=3, seq_len=12)
-    assert tree["head"].energy > 0
+    assert tree["head"].energy_j > 0
 """
 
 
@@ -73,13 +73,13 @@ def check_dataset(path: Path, expected_trees: int, profile: str) -> None:
     trees = load_dataset(path)  # validates every line as irene-tree/1
     assert len(trees) == expected_trees
     for tree in trees:
-        assert tree.device == profile
+        assert tree.profile == profile
         assert tree.meta["calibration"]["meter"].startswith("emonPi on /dev/pts/")
-        measured = [n for n in tree.walk() if n.energy is not None]
-        assert tree.root.energy is not None and tree.root.energy > 0
+        measured = [n for n in tree.walk() if n.energy_j is not None]
+        assert tree.root.energy_j is not None and tree.root.energy_j > 0
         assert len(measured) >= 0.8 * len(tree), "most nodes carry a measured energy"
         for node in measured:
-            assert node.energy > 0
+            assert node.energy_j > 0
             assert {"flops", "mem_bytes"} <= set(node.features) and "latency_s" in node.features
     raw = gzip.decompress(path.read_bytes()).decode().splitlines()
     assert all(json.loads(line)["format"] == "irene-tree/1" for line in raw)

@@ -15,7 +15,7 @@ import torch
 
 def test_measured(irene_calibrate):
     tree = irene_calibrate(torch.nn.Linear(8, 8), torch.randn(2, 8), label="lin")
-    assert tree.root.energy > 0
+    assert tree.root.energy_j > 0
 """
 
 
@@ -104,8 +104,8 @@ def hand_traced(monkeypatch):
 def test_gate_fixture_measures(irene):
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
     tree = irene(model, torch.randn(2, 8), label="seq")
-    assert tree.root.energy > 0 and tree["0"].energy > 0
-    assert tree.root.predicted_energy is None  # measured, not predicted
+    assert tree.root.energy_j > 0 and tree["0"].energy_j > 0
+    assert tree.root.predicted_energy_j is None  # measured, not predicted
     with pytest.raises(Exception, match="called twice"):
         irene(model, torch.randn(2, 8), label="seq")
 
@@ -140,6 +140,6 @@ def test_both_fixtures_measure_in_calibrate_mode(pytester: pytest.Pytester, emon
 
     trees = load_dataset(pytester.path / "out" / "rig.jsonl")
     assert [t.meta["nodeid"].split("::")[-1] for t in trees] == ["test_gate_fixture_measures", "test_own_fixture_measures"]
-    assert all(t.device == "irene-rig" and t.root.energy > 0 for t in trees)
+    assert all(t.profile == "irene-rig" and t.root.energy_j > 0 for t in trees)
     # the rig identity pinned with the gate's hook is what the trees (and the model file) record
     assert trees[0].meta["host"]["cpu_model"] == "Pinned Rig CPU"

@@ -16,11 +16,11 @@ REFERENCE = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "
 
 def hand_tree(model: str, scale: float = 1.0, batch: int = 8, seq: int = 32) -> EnergyTree:
     f = lambda flops: {"flops": flops, "mem_bytes": flops / 2}
-    root = EnergyNode("", "Net", "model", f(30.0 * scale), energy=10.0 * scale)
-    block = root.add_child(EnergyNode("block", "Block", "module", f(20.0 * scale), energy=6.0 * scale))
-    block.add_child(EnergyNode("block.fc", "Linear", "ml", f(15.0 * scale), energy=4.0 * scale))
-    block.add_child(EnergyNode("block.mm", "MatMul", "ml", f(5.0 * scale), energy=1.0 * scale))
-    root.add_child(EnergyNode("head", "Linear", "ml", f(10.0 * scale), energy=3.0 * scale))
+    root = EnergyNode("", "Net", "model", f(30.0 * scale), energy_j=10.0 * scale)
+    block = root.add_child(EnergyNode("block", "Block", "module", f(20.0 * scale), energy_j=6.0 * scale))
+    block.add_child(EnergyNode("block.fc", "Linear", "ml", f(15.0 * scale), energy_j=4.0 * scale))
+    block.add_child(EnergyNode("block.mm", "MatMul", "ml", f(5.0 * scale), energy_j=1.0 * scale))
+    root.add_child(EnergyNode("head", "Linear", "ml", f(10.0 * scale), energy_j=3.0 * scale))
     tree = EnergyTree(root, model_name=model, batch_size=batch, seq_len=seq)
     tree.set_tree_features()
     return tree
@@ -35,7 +35,7 @@ class FixedPredictor:
     def predict_many(self, trees):
         for tree in trees:
             for node in tree.walk():
-                node.predicted_energy = self.values[node.scope]
+                node.predicted_energy_j = self.values[node.scope]
 
 
 def test_level_errors_on_hand_made_trees():
@@ -103,7 +103,7 @@ def test_level_errors_accepts_predict_only_objects():
     class PerTree:
         def predict(self, tree):
             for node in tree.walk():
-                node.predicted_energy = node.energy * 1.02
+                node.predicted_energy_j = node.energy_j * 1.02
 
     out = level_errors([hand_tree("a", scale=3.0)], PerTree())
     assert all(out[level]["a"] == pytest.approx(2.0) for level in ("ml", "module", "model"))

@@ -44,7 +44,7 @@ def _fresh_cache():
 
 def _predictions(model: EnergyModel, features: str, trees) -> list[float]:
     model.predict_many(trees, features=features)
-    return [n.predicted_energy for t in trees for n in t.walk()]
+    return [n.predicted_energy_j for t in trees for n in t.walk()]
 
 
 # -- training --------------------------------------------------------------------------------
@@ -67,9 +67,9 @@ def test_train_records_both_feature_sets_hash_and_own_cv_errors(trained: EnergyM
 def test_training_leaves_no_predictions_from_crossvalidation_behind(subset_path: Path):
     model = train_energy_model([subset_path], profile="p", feature_sets=("model",))
     trees = load_dataset(subset_path)
-    assert all(n.predicted_energy is None for t in trees for n in t.walk())
+    assert all(n.predicted_energy_j is None for t in trees for n in t.walk())
     model.predict(trees[0])
-    assert all(n.predicted_energy and n.predicted_energy > 0 for n in trees[0].walk())
+    assert all(n.predicted_energy_j and n.predicted_energy_j > 0 for n in trees[0].walk())
 
 
 def test_train_all_features_needs_resource_features(tmp_path: Path):
@@ -156,7 +156,7 @@ def test_predict_traced_tree_after_round_trip(trained: EnergyModel, tmp_path: Pa
     tree_b = trace(model, example_inputs("gpt2", 8, 32))
     assert trained.predict(tree_a) is tree_a
     EnergyModel.load(path).predict(tree_b)
-    assert [n.predicted_energy for n in tree_a.walk()] == [n.predicted_energy for n in tree_b.walk()]
+    assert [n.predicted_energy_j for n in tree_a.walk()] == [n.predicted_energy_j for n in tree_b.walk()]
     assert tree_a.total_j > 0 and tree_a.meta["profile"] == "subset" and tree_a.meta["features"] == "model"
 
 
@@ -359,7 +359,7 @@ def test_module_level_predict_traces_and_predicts():
     model = build_model("distilbert-base-uncased", n_layers=1)
     tree = em_mod.predict(model, example_inputs("distilbert-base-uncased", 8, 64), profile="irene-pc1")
     assert tree.batch_size == 8 and tree.seq_len == 64
-    assert all(n.predicted_energy is not None and n.predicted_energy > 0 for n in tree.walk())
-    assert tree.total_j == pytest.approx(tree.root.predicted_energy)
+    assert all(n.predicted_energy_j is not None and n.predicted_energy_j > 0 for n in tree.walk())
+    assert tree.total_j == pytest.approx(tree.root.predicted_energy_j)
     with pytest.raises(UsageError, match="features"):
         em_mod.predict(model, example_inputs("distilbert-base-uncased", 8, 64), features="some")

@@ -23,16 +23,16 @@ DATASET = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "ir
 def bert_tree() -> EnergyTree:
     tree = next(t for t in load_dataset(DATASET) if t.model_name == "bert-base-uncased")
     for node in tree.walk():  # a predicted tree: predictions 10 % above the measurements
-        node.predicted_energy = node.energy * 1.1
+        node.predicted_energy_j = node.energy_j * 1.1
     return tree
 
 
 def small_tree(scope_suffix: str = "") -> EnergyTree:
-    root = EnergyNode("", "TinyModel", "model", {"flops": 10.0}, predicted_energy=1.0)
-    block = root.add_child(EnergyNode("block" + scope_suffix, "Block", "module", {"flops": 8.0}, predicted_energy=0.8))
-    block.add_child(EnergyNode(f"block{scope_suffix}.fc", "Linear", "ml", {"flops": 6.0}, predicted_energy=0.6))
-    block.add_child(EnergyNode(f"block{scope_suffix}.act", "GELU", "ml", {"flops": 2.0}, predicted_energy=0.15))
-    root.add_child(EnergyNode("head", "Linear", "ml", {"flops": 2.0}, predicted_energy=0.2))
+    root = EnergyNode("", "TinyModel", "model", {"flops": 10.0}, predicted_energy_j=1.0)
+    block = root.add_child(EnergyNode("block" + scope_suffix, "Block", "module", {"flops": 8.0}, predicted_energy_j=0.8))
+    block.add_child(EnergyNode(f"block{scope_suffix}.fc", "Linear", "ml", {"flops": 6.0}, predicted_energy_j=0.6))
+    block.add_child(EnergyNode(f"block{scope_suffix}.act", "GELU", "ml", {"flops": 2.0}, predicted_energy_j=0.15))
+    root.add_child(EnergyNode("head", "Linear", "ml", {"flops": 2.0}, predicted_energy_j=0.2))
     return EnergyTree(root, model_name="tiny", batch_size=2, seq_len=4)
 
 
@@ -57,7 +57,7 @@ def test_report_contains_every_node_of_every_call(bert_tree: EnergyTree) -> None
     assert len(ops) == len(bert_tree.leaves())
     energies = [op["energy_j"] for op in ops]
     assert energies == sorted(energies, reverse=True)
-    assert data["calls"][0]["total_j"] == pytest.approx(bert_tree.root.predicted_energy)
+    assert data["calls"][0]["total_j"] == pytest.approx(bert_tree.root.predicted_energy_j)
 
 
 def test_report_is_self_contained(bert_tree: EnergyTree) -> None:
@@ -94,14 +94,14 @@ def test_measured_trees_are_shown_with_measured_energy() -> None:
     tree = next(iter(load_dataset(DATASET)))
     view = call_view(tree)
     assert view["source"] == "measured"
-    assert view["total_j"] == pytest.approx(tree.root.energy)
+    assert view["total_j"] == pytest.approx(tree.root.energy_j)
     assert view["breakdown"]["module"], "module breakdown uses the measured energy"
 
 
 def test_call_records_carry_gate_verdict_and_deltas(bert_tree: EnergyTree) -> None:
     failing = "encoder.layer.3.intermediate"
     deltas = tuple(
-        ModuleDelta(n.scope, n.type, n.energy, n.predicted_energy, n.scope == failing) for n in bert_tree.modules()
+        ModuleDelta(n.scope, n.type, n.energy_j, n.predicted_energy_j, n.scope == failing) for n in bert_tree.modules()
     ) + (ModuleDelta("encoder.extra", "Extra", 0.5, None, True),)
     record = CallRecord(
         "tests/test_m.py::test_bert", "default", bert_tree, "irene-pc1", "model",
@@ -121,7 +121,7 @@ def test_module_partition_adds_up_to_the_operations() -> None:
     tree = small_tree()
     parts = module_partition(tree)
     assert parts == {"Block": pytest.approx(0.75), "TinyModel": pytest.approx(0.2)}
-    assert sum(parts.values()) == pytest.approx(sum(n.predicted_energy for n in tree.leaves()))
+    assert sum(parts.values()) == pytest.approx(sum(n.predicted_energy_j for n in tree.leaves()))
 
 
 def test_write_report_is_atomic(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ class Tiny(nn.Module):
 def test_tiny(irene):
     tree = irene(Tiny(), torch.randn(4, 32, 64), label="tiny")
     assert tree.total_j > 0
-    assert tree["block"].predicted_energy > 0
+    assert tree["block"].predicted_energy_j > 0
 '''
 
 

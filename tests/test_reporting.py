@@ -29,7 +29,7 @@ def render(renderable) -> str:
 
 
 def _node(scope: str, type_: str, level: str, predicted: float, measured: float | None = None) -> EnergyNode:
-    return EnergyNode(scope=scope, type=type_, level=level, predicted_energy=predicted, energy=measured)  # type: ignore[arg-type]
+    return EnergyNode(scope=scope, type=type_, level=level, predicted_energy_j=predicted, energy_j=measured)  # type: ignore[arg-type]
 
 
 def small_tree() -> EnergyTree:

@@ -45,14 +45,14 @@ def test_fit_predict_round_trip(small, strategy, features):
     pred = make_predictor(strategy, features, seed=0).fit(small)
     tree = copy.deepcopy(small[0])
     pred.predict(tree)
-    values = [n.predicted_energy for n in tree.walk()]
+    values = [n.predicted_energy_j for n in tree.walk()]
     assert all(v is not None and math.isfinite(v) and v > 0 for v in values)
     obj = json.loads(json.dumps(pred.to_json()))
     assert obj["strategy"] == strategy and obj["features"] == features
     again = predictor_from_json(obj)
     other = copy.deepcopy(small[0])
     again.predict(other)
-    assert [n.predicted_energy for n in other.walk()] == values
+    assert [n.predicted_energy_j for n in other.walk()] == values
 
 
 @pytest.mark.parametrize("strategy", ["glue", "end2end"])
@@ -63,7 +63,7 @@ def test_two_fits_are_bit_identical(small, strategy):
     t1, t2 = copy.deepcopy(small[-1]), copy.deepcopy(small[-1])
     a.predict(t1)
     b.predict(t2)
-    assert [n.predicted_energy for n in t1.walk()] == [n.predicted_energy for n in t2.walk()]
+    assert [n.predicted_energy_j for n in t1.walk()] == [n.predicted_energy_j for n in t2.walk()]
 
 
 def _unseen_tree() -> EnergyTree:
@@ -86,7 +86,7 @@ def test_unseen_leaf_types_are_flagged_generic(small, strategy):
     assert tree["layers.0.norm"].notes.get("generic_regressor") is True
     assert tree["layers.0.act"].notes.get("generic_regressor") is True
     assert "generic_regressor" not in tree["layers.0.proj"].notes
-    assert all(n.predicted_energy and n.predicted_energy > 0 for n in tree.walk())
+    assert all(n.predicted_energy_j and n.predicted_energy_j > 0 for n in tree.walk())
 
 
 def test_all_features_need_measured_resources(small):
@@ -103,7 +103,7 @@ def test_default_module_level_beats_predicted_sum_on_held_out_model(trees):
     for strategy in ("glue", "predictedsum"):
         pred = make_predictor(strategy, "model").fit(train)
         pred.predict_many(test)
-        rel = [abs(t.root.predicted_energy - t.root.energy) / t.root.energy for t in test]
+        rel = [abs(t.root.predicted_energy_j - t.root.energy_j) / t.root.energy_j for t in test]
         errs[strategy] = 100 * sum(rel) / len(rel)
     assert errs["glue"] < 6.0
     assert errs["glue"] < errs["predictedsum"] / 2
@@ -178,7 +178,7 @@ def test_generic_regressor_is_physically_sane_on_a_renamed_type(trees):
     pred.predict_many(test)
     norms = [n for t in test for n in t.walk() if n.type == "RMSNorm"]
     assert norms and all(n.notes.get("generic_regressor") for n in norms)
-    rel = [abs(n.predicted_energy - n.energy) / n.energy for n in norms]
+    rel = [abs(n.predicted_energy_j - n.energy_j) / n.energy_j for n in norms]
     assert sum(rel) / len(rel) < 0.4  # ~0.21 measured; a wrong-signed or unbounded fit is far off
 
 
@@ -188,7 +188,7 @@ def test_unseen_leaf_inside_a_module_is_priced_as_the_module_glue(trees, small):
     pred = make_predictor("glue", "model").fit(small)
     tree = copy.deepcopy(next(t for t in small if t.model_name == "gpt2"))
     pred.predict(tree)
-    before = {n.scope: n.predicted_energy for n in tree.walk()}
+    before = {n.scope: n.predicted_energy_j for n in tree.walk()}
     mlps = [n for n in tree.walk() if n.type == "MLP"]
     for mlp in mlps:
         extra = {k: v for k, v in mlp.children[0].features.items()}
@@ -197,9 +197,9 @@ def test_unseen_leaf_inside_a_module_is_priced_as_the_module_glue(trees, small):
     pred.predict(tree)
     for mlp in mlps:
         act = mlp.children[-1]
-        assert act.notes.get("generic_regressor") is True and act.predicted_energy > 0
-        assert mlp.predicted_energy == pytest.approx(before[mlp.scope], rel=0.01)
-    assert tree.root.predicted_energy == pytest.approx(before[""], rel=0.01)
+        assert act.notes.get("generic_regressor") is True and act.predicted_energy_j > 0
+        assert mlp.predicted_energy_j == pytest.approx(before[mlp.scope], rel=0.01)
+    assert tree.root.predicted_energy_j == pytest.approx(before[""], rel=0.01)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -207,7 +207,7 @@ def test_trees_without_modules_fit_and_predict(strategy):
     """A dataset of single-node trees (a model measured as one block) is valid input."""
 
     def single(i: int) -> EnergyTree:
-        root = EnergyNode("", "Net", "model", {"flops": 1e6 * (i + 1), "mem_bytes": 1e5 * (i + 1)}, energy=0.01 * (i + 1))
+        root = EnergyNode("", "Net", "model", {"flops": 1e6 * (i + 1), "mem_bytes": 1e5 * (i + 1)}, energy_j=0.01 * (i + 1))
         tree = EnergyTree(root, model_name="net", batch_size=8, seq_len=32 * (i + 1))
         tree.set_tree_features()
         return tree
@@ -215,8 +215,8 @@ def test_trees_without_modules_fit_and_predict(strategy):
     pred = make_predictor(strategy, "model").fit([single(i) for i in range(6)])
     tree = single(7)
     pred.predict(tree)
-    assert tree.root.predicted_energy == pytest.approx(0.08, rel=0.05)
+    assert tree.root.predicted_energy_j == pytest.approx(0.08, rel=0.05)
     again = predictor_from_json(json.loads(json.dumps(pred.to_json())))
     other = single(7)
     again.predict(other)
-    assert other.root.predicted_energy == tree.root.predicted_energy
+    assert other.root.predicted_energy_j == tree.root.predicted_energy_j

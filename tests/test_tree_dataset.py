@@ -16,12 +16,12 @@ REFERENCE = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "
 
 
 def small_tree() -> EnergyTree:
-    root = EnergyNode("", "Net", "model", {"flops": 30.0}, energy=10.0)
-    block = root.add_child(EnergyNode("block", "Block", "module", {"flops": 20.0}, energy=6.0))
-    block.add_child(EnergyNode("block.fc", "Linear", "ml", {"flops": 15.0}, energy=4.0))
-    block.add_child(EnergyNode("block.matmul#0", "MatMul", "ml", {"flops": 5.0}, energy=1.5))
-    root.add_child(EnergyNode("head", "Linear", "ml", {"flops": 10.0}, energy=3.0))
-    tree = EnergyTree(root, model_name="net", batch_size=2, seq_len=8, device="rig")
+    root = EnergyNode("", "Net", "model", {"flops": 30.0}, energy_j=10.0)
+    block = root.add_child(EnergyNode("block", "Block", "module", {"flops": 20.0}, energy_j=6.0))
+    block.add_child(EnergyNode("block.fc", "Linear", "ml", {"flops": 15.0}, energy_j=4.0))
+    block.add_child(EnergyNode("block.matmul#0", "MatMul", "ml", {"flops": 5.0}, energy_j=1.5))
+    root.add_child(EnergyNode("head", "Linear", "ml", {"flops": 10.0}, energy_j=3.0))
+    tree = EnergyTree(root, model_name="net", batch_size=2, seq_len=8, profile="rig")
     tree.set_tree_features()
     return tree
 
@@ -59,9 +59,28 @@ def test_tree_features_come_from_the_line():
     assert "batch_size" not in tree.to_dict()["root"]["features"]
 
 
+def test_old_field_names_still_work_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="energy_j"):
+        node = EnergyNode("fc", "Linear", "ml", energy=2.0, predicted_energy=1.5)
+    assert node.energy_j == 2.0 and node.predicted_energy_j == 1.5
+    with pytest.warns(DeprecationWarning, match=r"EnergyNode\.predicted_energy is deprecated.*predicted_energy_j"):
+        assert node.predicted_energy == 1.5
+    with pytest.warns(DeprecationWarning, match="energy_j"):
+        node.energy = 3.0
+    assert node.energy_j == 3.0
+    with pytest.raises(TypeError, match="both 'energy'"):
+        EnergyNode("fc", "Linear", "ml", energy=1.0, energy_j=1.0)
+    with pytest.warns(DeprecationWarning, match="profile"):
+        tree = EnergyTree(node, device="rig")
+    assert tree.profile == "rig"
+    with pytest.warns(DeprecationWarning, match=r"EnergyTree\.device"):
+        assert tree.device == "rig"
+    assert tree.to_dict()["device"] == "rig"  # the irene-tree/1 key stays
+
+
 def test_round_trip_jsonl_and_gz(tmp_path):
     tree = small_tree()
-    tree["head"].predicted_energy = 2.5
+    tree["head"].predicted_energy_j = 2.5
     tree["head"].notes["generic_regressor"] = True
     for name in ("d.jsonl", "d.jsonl.gz"):
         path = tmp_path / name

@@ -108,13 +108,13 @@ def tree_energies(tree: EnergyTree) -> dict[str, ModuleEnergy]:
     for node in tree.walk():
         if node.level == "ml":
             continue
-        if node.predicted_energy is None:
+        if node.predicted_energy_j is None:
             raise BaselineError(f"node {node.scope or '<root>'!r} ({node.type}) has no predicted energy")
         key, n = node.scope, 1
         while key in out:
             n += 1
             key = f"{node.scope}#{n}"
-        out[key] = ModuleEnergy(type=node.type, energy_j=float(node.predicted_energy))
+        out[key] = ModuleEnergy(type=node.type, energy_j=float(node.predicted_energy_j))
     return out
 
 

@@ -161,9 +161,9 @@ def innermost_modules(tree: EnergyTree, n: int) -> list:
     inner = [
         x
         for x in tree.walk()
-        if x.level == "module" and x.predicted_energy is not None and not any(c.level == "module" for c in x.children)
+        if x.level == "module" and x.predicted_energy_j is not None and not any(c.level == "module" for c in x.children)
     ]
-    inner.sort(key=lambda x: (-(x.predicted_energy or 0.0), x.scope))
+    inner.sort(key=lambda x: (-(x.predicted_energy_j or 0.0), x.scope))
     return inner[:n] or tree.bottlenecks(n)
 
 
@@ -177,7 +177,7 @@ def budget_text(record: CallRecord, n: int = 5) -> list[str]:
         f"the {len(nodes)} costliest module{'s' if len(nodes) != 1 else ''}:",
     ]
     rows = [
-        (_scope_name(x.scope), x.type, format_energy(x.predicted_energy), f"{tree.share(x):.1%}") for x in nodes
+        (_scope_name(x.scope), x.type, format_energy(x.predicted_energy_j), f"{tree.share(x):.1%}") for x in nodes
     ]
     lines += ["  " + line for line in _table(("module", "type", "energy", "share"), rows)]
     return lines

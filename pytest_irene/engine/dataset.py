@@ -67,8 +67,8 @@ def _node_from_dict(obj: Any, path: str, line: int, where: str) -> EnergyNode:
         type=obj["type"],
         level=obj["level"],
         features=features,  # type: ignore[arg-type]
-        energy=energy,
-        predicted_energy=predicted,
+        energy_j=energy,
+        predicted_energy_j=predicted,
         notes=dict(notes),
     )
     children = obj["children"]
@@ -104,7 +104,7 @@ def tree_from_dict(obj: Any, path: str = "<memory>", line: int = 1) -> EnergyTre
         model_name=obj.get("model_name", ""),
         batch_size=obj["batch_size"],
         seq_len=obj["seq_len"],
-        device=obj.get("device", ""),
+        profile=obj.get("device", ""),
         meta=dict(obj.get("meta") or {}),
     )
     tree.set_tree_features()

@@ -433,7 +433,7 @@ def trace(
 
     root_node = _root(tracer, target)
     _totals(root_node, tracer)
-    tree = EnergyTree(root=root_node, model_name=name, batch_size=batch, seq_len=seq, device="", calls=tracer.calls)
+    tree = EnergyTree(root=root_node, model_name=name, batch_size=batch, seq_len=seq, profile="", calls=tracer.calls)
     tree.meta["traced_on"] = str(dev)
     tree.set_tree_features()
     return tree

@@ -12,9 +12,11 @@ reporting all produce or consume these objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 Level = Literal["model", "module", "ml"]
 LEVELS: tuple[Level, ...] = ("model", "module", "ml")
@@ -38,6 +40,61 @@ OPTIONAL_RESOURCE_FEATURES: tuple[str, ...] = ("cpu_energy_j",)
 TREE_LEVEL_FEATURES: tuple[str, ...] = ("batch_size", "seq_len", "batch_seq")
 
 
+_Cls = TypeVar("_Cls", bound=type)
+
+
+def _warn_renamed(cls: type, old: str, new: str) -> None:
+    warnings.warn(
+        f"{cls.__name__}.{old} is deprecated and will be removed in the next release; use {new}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+def _renamed_attribute(old: str, new: str) -> property:
+    """A read/write property ``old`` that forwards to ``new`` with a DeprecationWarning."""
+
+    def get(self: Any) -> Any:
+        _warn_renamed(type(self), old, new)
+        return getattr(self, new)
+
+    def set_(self: Any, value: Any) -> None:
+        _warn_renamed(type(self), old, new)
+        setattr(self, new, value)
+
+    return property(get, set_, doc=f"Deprecated alias of :attr:`{new}`.")
+
+
+def _renamed_fields(**renames: str) -> Callable[[_Cls], _Cls]:
+    """Keep old field names working for one release, as attributes and as constructor keywords.
+
+    Applied above ``@dataclass`` so that user code written against the old names
+    (``EnergyNode(energy=...)``, ``node.predicted_energy``) keeps running, with a
+    DeprecationWarning naming the replacement.
+    """
+
+    def decorate(cls: _Cls) -> _Cls:
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            for old, new in renames.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"{cls.__name__}() got both {old!r} (deprecated) and {new!r}")
+                    _warn_renamed(cls, old, new)
+                    kwargs[new] = kwargs.pop(old)
+            init(self, *args, **kwargs)
+
+        cls.__init__ = __init__  # type: ignore[misc]
+        for old, new in renames.items():
+            setattr(cls, old, _renamed_attribute(old, new))
+        return cls
+
+    return decorate
+
+
+@_renamed_fields(energy="energy_j", predicted_energy="predicted_energy_j")
 @dataclass(eq=False)
 class EnergyNode:
     """One node of a model tree."""
@@ -52,9 +109,9 @@ class EnergyNode:
     features: dict[str, float] = field(default_factory=dict)
     """Model features (:data:`MODEL_FEATURES`) and, when measured, resource features
     (:data:`RESOURCE_FEATURES`), for ONE execution of the node."""
-    energy: float | None = None
+    energy_j: float | None = None
     """Measured ground-truth energy of one execution, joules; ``None`` when not measured."""
-    predicted_energy: float | None = None
+    predicted_energy_j: float | None = None
     """Predicted energy of one execution, joules; set by ``EnergyModel.predict``."""
     children: list[EnergyNode] = field(default_factory=list)
     """Child nodes in execution order; empty for leaves."""
@@ -96,7 +153,7 @@ class EnergyNode:
 
     def energy_of(self, source: Literal["predicted", "measured"] = "predicted") -> float | None:
         """The node's predicted or measured energy in joules."""
-        return self.predicted_energy if source == "predicted" else self.energy
+        return self.predicted_energy_j if source == "predicted" else self.energy_j
 
     def to_dict(self) -> dict[str, Any]:
         """The node as in the ``irene-tree/1`` format (plus ``predicted_energy_j``/``notes`` when set)."""
@@ -105,16 +162,17 @@ class EnergyNode:
             "type": self.type,
             "level": self.level,
             "features": {k: v for k, v in self.features.items() if k not in TREE_LEVEL_FEATURES},
-            "energy_j": self.energy,
+            "energy_j": self.energy_j,
         }
-        if self.predicted_energy is not None:
-            out["predicted_energy_j"] = self.predicted_energy
+        if self.predicted_energy_j is not None:
+            out["predicted_energy_j"] = self.predicted_energy_j
         if self.notes:
             out["notes"] = dict(self.notes)
         out["children"] = [c.to_dict() for c in self.children]
         return out
 
 
+@_renamed_fields(device="profile")
 @dataclass(eq=False)
 class EnergyTree:
     """A model tree for one model run at one input size."""
@@ -125,8 +183,9 @@ class EnergyTree:
     """Architecture name (``bert-base-uncased``) or the model's class name for live models."""
     batch_size: int = 0
     seq_len: int = 0
-    device: str = ""
-    """Hardware the measurements come from (``irene-pc1``); ``""`` for a traced, unmeasured tree."""
+    profile: str = ""
+    """Name of the hardware profile the measurements come from (``irene-pc1``); ``""`` for a
+    traced, unmeasured tree. Stored under the key ``device`` in the ``irene-tree/1`` format."""
     meta: dict[str, Any] = field(default_factory=dict)
     """Extra line-level information kept verbatim (e.g. profile, input shapes)."""
     calls: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -172,12 +231,12 @@ class EnergyTree:
     @property
     def total_j(self) -> float | None:
         """Predicted energy of the whole model, joules."""
-        return self.root.predicted_energy
+        return self.root.predicted_energy_j
 
     @property
     def measured_total_j(self) -> float | None:
         """Measured energy of the whole model, joules."""
-        return self.root.energy
+        return self.root.energy_j
 
     def share(self, node: EnergyNode, source: Literal["predicted", "measured"] = "predicted") -> float:
         """Fraction (0-1) of the root's energy spent in ``node``."""
@@ -230,7 +289,7 @@ class EnergyTree:
         """The tree as one ``irene-tree/1`` line."""
         out: dict[str, Any] = {
             "format": "irene-tree/1",
-            "device": self.device,
+            "device": self.profile,
             "model_name": self.model_name,
             "batch_size": self.batch_size,
             "seq_len": self.seq_len,

@@ -22,7 +22,7 @@ Source = Literal["predicted", "measured"]
 
 def energy_source(tree: EnergyTree) -> Source:
     """``predicted`` when the tree has been predicted, else ``measured`` (a dataset tree)."""
-    return "predicted" if tree.root.predicted_energy is not None else "measured"
+    return "predicted" if tree.root.predicted_energy_j is not None else "measured"
 
 
 def _finite(value: float | None) -> float | None:
@@ -96,12 +96,12 @@ def call_view(
         "model_name": tree.model_name or tree.root.type,
         "batch_size": tree.batch_size,
         "seq_len": tree.seq_len,
-        "device": tree.device,
+        "device": tree.profile,
         "profile": record.profile if record else (profile or tree.meta.get("profile")),
         "features": record.features if record else tree.meta.get("features"),
         "source": source,
         "total_j": _finite(tree.root.energy_of(source)),
-        "measured_total_j": _finite(tree.root.energy),
+        "measured_total_j": _finite(tree.root.energy_j),
         "status": comparison.status if comparison else None,
         "reason": comparison.reason if comparison else "",
         "budget_j": record.budget_j if record else None,

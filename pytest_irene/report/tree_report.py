@@ -76,8 +76,8 @@ def _energy_text(node: EnergyNode, tree: EnergyTree, source: Source) -> Text:
     text.append(format_energy(value), style="bold cyan")
     if node is not tree.root:
         text.append(f"  {format_share(tree.share(node, source))}", style="magenta")
-    if source == "predicted" and node.energy is not None:
-        text.append(f"  (measured {format_energy(node.energy)})", style="dim")
+    if source == "predicted" and node.energy_j is not None:
+        text.append(f"  (measured {format_energy(node.energy_j)})", style="dim")
     if node.notes.get("generic_regressor"):
         text.append("  [generic regressor]", style="yellow")
     return text

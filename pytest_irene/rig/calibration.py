@@ -514,7 +514,7 @@ class Calibrator:
         spreads = [
             statistics.pstdev(e) / statistics.fmean(e) for e in energies.values() if len(e) > 1 and statistics.fmean(e) > 0
         ]
-        tree.device = s.profile
+        tree.profile = s.profile
         tree.meta.update({
             "label": prepared.target.label,
             "calibration": {
@@ -556,7 +556,7 @@ class Calibrator:
             for scope in scopes:
                 node = by_scope[scope]
                 if values:
-                    node.energy = float(statistics.fmean(values))
+                    node.energy_j = float(statistics.fmean(values))
                     node.features.update(feats)
                 else:
                     node.notes["unmeasured"] = failed.get(key, "not measured")
@@ -612,7 +612,7 @@ class Calibrator:
                     f"the meter failed while measuring {p.target.label}: {exc}. "
                     f"{len(self.trees)} finished tree(s) are in {self.dataset}."
                 ) from None
-            self._say(f"irene calibrate: {p.target.label}: {p.tree.root.energy or 0:.4g} J per run -> {self.dataset}")
+            self._say(f"irene calibrate: {p.target.label}: {p.tree.root.energy_j or 0:.4g} J per run -> {self.dataset}")
         return done
 
 

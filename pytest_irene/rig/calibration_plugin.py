@@ -296,7 +296,7 @@ def irene_calibrate(request: pytest.FixtureRequest) -> Any:
     """Measure a model call on the rig: ``tree = irene_calibrate(model, inputs, label="encoder")``.
 
     Only with ``--irene-calibrate`` (otherwise the test is skipped). Returns the
-    measured :class:`~pytest_irene.engine.tree.EnergyTree` (``node.energy`` in J per
+    measured :class:`~pytest_irene.engine.tree.EnergyTree` (``node.energy_j`` in J per
     execution on every node); the tree is also appended to the dataset.
     """
     run = _run(request.config)

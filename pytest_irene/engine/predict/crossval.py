@@ -50,9 +50,9 @@ def node_errors(trees: Sequence[EnergyTree]) -> dict[str, dict[str, list[float]]
     for tree in trees:
         per_level = out.setdefault(tree.model_name, {lv: [] for lv in LEVELS})
         for node in tree.walk():
-            if node.energy is None or node.energy <= 0 or node.predicted_energy is None:
+            if node.energy_j is None or node.energy_j <= 0 or node.predicted_energy_j is None:
                 continue
-            per_level[node.level].append(100.0 * abs(node.predicted_energy - node.energy) / node.energy)
+            per_level[node.level].append(100.0 * abs(node.predicted_energy_j - node.energy_j) / node.energy_j)
     return out
 
 
@@ -131,7 +131,7 @@ def crossvalidate(
 ) -> dict[str, Any]:
     """Cross-validated percent errors per level and held-out model (see module docstring).
 
-    Predictions are written into copies' fields of the given trees (``predicted_energy``
+    Predictions are written into copies' fields of the given trees (``predicted_energy_j``
     is overwritten on the test trees of each fold).
     """
     errors: dict[str, dict[str, list[float]]] = {}

@@ -98,7 +98,7 @@ class EnergyModel:
     # -- prediction -----------------------------------------------------------------------
 
     def predict(self, tree: EnergyTree, features: str = "model") -> EnergyTree:
-        """Set ``predicted_energy`` (J) on every node of ``tree``; returns the same tree.
+        """Set ``predicted_energy_j`` (J) on every node of ``tree``; returns the same tree.
 
         ``features="all"`` needs a tree measured on the host (resource features on
         every node, see :func:`pytest_irene.rig.runtime.measure_tree`); a traced tree
@@ -445,7 +445,7 @@ def train_energy_model(
         predictors[name] = make_predictor(strategy, name, seed=seed).fit(trees)
     for tree in trees:  # cross-validation wrote predictions into the training trees; they are ours
         for node in tree.walk():
-            node.predicted_energy = None
+            node.predicted_energy_j = None
     return EnergyModel(
         profile=profile,
         hardware=dict(hardware) if hardware is not None else _hardware_from_trees(trees),

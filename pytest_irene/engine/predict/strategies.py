@@ -157,7 +157,7 @@ def flatten(trees: Sequence[EnergyTree], feature_names: Sequence[str]) -> Forest
                 f"needed by this predictor; trees traced without measuring have model features only "
                 f"(use features='model')"
             ) from exc
-    energy = np.array([np.nan if n.energy is None else float(n.energy) for n in nodes])
+    energy = np.array([np.nan if n.energy_j is None else float(n.energy_j) for n in nodes])
     return Forest(
         nodes=nodes,
         types=np.array([n.type for n in nodes], dtype=object),
@@ -174,7 +174,7 @@ def flatten(trees: Sequence[EnergyTree], feature_names: Sequence[str]) -> Forest
 
 def sort_trees(trees: Sequence[EnergyTree]) -> list[EnergyTree]:
     """Training order independent of file order: by (model, batch, sequence, root energy)."""
-    return sorted(trees, key=lambda t: (t.model_name, t.batch_size, t.seq_len, t.root.energy or 0.0))
+    return sorted(trees, key=lambda t: (t.model_name, t.batch_size, t.seq_len, t.root.energy_j or 0.0))
 
 
 def feature_names_for(features: str, trees: Sequence[EnergyTree] | None = None) -> list[str]:
@@ -243,7 +243,7 @@ class Predictor:
         return self
 
     def predict(self, tree: EnergyTree) -> None:
-        """Set ``predicted_energy`` (J) on every node of ``tree``."""
+        """Set ``predicted_energy_j`` (J) on every node of ``tree``."""
         self.predict_many([tree])
 
     def predict_many(self, trees: Sequence[EnergyTree]) -> None:
@@ -256,7 +256,7 @@ class Predictor:
         values, generic = self._predict_forest(forest)
         values = np.maximum(values, _MIN_J)
         for node, value, gen in zip(forest.nodes, values.tolist(), generic.tolist(), strict=True):
-            node.predicted_energy = value
+            node.predicted_energy_j = value
             if gen:
                 node.notes["generic_regressor"] = True
             else:
