@@ -16,7 +16,7 @@ from pytest_irene.compare.baselines import (
     tree_energies,
 )
 from pytest_irene.compare.gate import check_budget, compare, failure_text
-from pytest_irene.compare.comparison import CallRecord
+from pytest_irene.compare.records import CallRecord
 from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
 

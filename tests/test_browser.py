@@ -146,7 +146,8 @@ def test_sweep_tab_draws_charts(page, server_url: str) -> None:
 
 
 def test_static_report_with_failing_module(page, tmp_path: Path) -> None:
-    from pytest_irene.compare.comparison import CallRecord, Comparison, ModuleDelta
+    from pytest_irene.compare.comparison import Comparison, ModuleDelta
+    from pytest_irene.compare.records import CallRecord
     from pytest_irene.engine.dataset import load_dataset
     from pytest_irene.explorer.html import write_report
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_irene.compare.comparison import CallRecord, Comparison, ModuleDelta
+from pytest_irene.compare.comparison import Comparison, ModuleDelta
+from pytest_irene.compare.records import CallRecord
 from pytest_irene.engine.dataset import load_dataset
 from pytest_irene.explorer.html import render_report, write_report
 from pytest_irene.explorer.payload import call_view, module_partition

@@ -259,7 +259,7 @@ def test_json_report_and_determinism(pytester: pytest.Pytester) -> None:
     run(pytester, "--irene-json=run1.json").assert_outcomes(passed=1)
     run(pytester, "--irene-json=run2.json").assert_outcomes(passed=1)
     one, two = read_json(pytester.path / "run1.json"), read_json(pytester.path / "run2.json")
-    assert one["format"] == "irene-run/1"
+    assert one["format"] == "irene-run/2"
     (record,) = one["records"]
     assert record["nodeid"] == "test_tiny.py::test_tiny" and record["label"] == "tiny"
     assert record["comparison"]["status"] == "new"

@@ -56,7 +56,7 @@ def pytest_irene_select_tolerance(item, default):
     result = run(pytester, "--irene-min-delta=0J", "--irene-json=r.json")
     result.assert_outcomes(passed=1)
     record = json.loads((pytester.path / "r.json").read_text())["records"][0]
-    assert record["extra"]["tolerance"] == 1000.0
+    assert record["tolerance"] == 1000.0
 
 
 def test_select_profile_hook(pytester: pytest.Pytester) -> None:

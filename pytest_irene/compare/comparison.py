@@ -1,18 +1,20 @@
-"""What one wrapped call produced and how it compares with its baseline.
+"""How one predicted tree compares with its baseline: the per-module deltas and the verdict.
 
-These records are the hand-over point between the gate (plugin) and every
-reporter (terminal summary, ``--irene-json``, ``--irene-html``, user hooks):
-reporters read them, never the plugin's internals.
+The call record that carries a comparison to every reporter, and its JSON, is
+:class:`pytest_irene.compare.records.CallRecord`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pytest_irene.engine.tree import EnergyTree
-
 Status = Literal["pass", "fail", "new", "skipped"]
+
+#: Defaults of ``--irene-tolerance`` (relative) and ``--irene-min-delta`` (joules),
+#: shared by the plugin and ``irene compare``.
+DEFAULT_TOLERANCE = 0.05
+DEFAULT_MIN_DELTA_J = 0.001
 
 
 @dataclass(frozen=True)
@@ -66,31 +68,3 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "reason": self.reason, "deltas": [d.to_dict() for d in self.deltas]}
-
-
-@dataclass
-class CallRecord:
-    """One call of the ``irene`` fixture: the predicted tree and what the gate made of it."""
-
-    nodeid: str
-    """The test's node id."""
-    label: str
-    """The label given to the call (``"default"`` when none)."""
-    tree: EnergyTree
-    """The predicted tree."""
-    profile: str
-    """Energy model profile the prediction used."""
-    features: str
-    """Feature set used: ``model`` or ``all``."""
-    comparison: Comparison | None = None
-    """Baseline comparison; ``None`` when comparison did not run (e.g. ``--irene-save``)."""
-    budget_j: float | None = None
-    """Energy budget the total was held to, joules; ``None`` when there was none."""
-    over_budget: bool = False
-    """Whether the predicted total exceeded the budget."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Anything else a reporter may show (e.g. feature-mode reason)."""
-
-    @property
-    def failed(self) -> bool:
-        return self.over_budget or (self.comparison is not None and self.comparison.status == "fail")

@@ -11,13 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pytest_irene.compare.baselines import BaselineEntry, tree_energies
-from pytest_irene.compare.comparison import CallRecord, Comparison, ModuleDelta
+from pytest_irene.compare.comparison import DEFAULT_MIN_DELTA_J, DEFAULT_TOLERANCE, Comparison, ModuleDelta
+from pytest_irene.compare.records import CallRecord
 from pytest_irene.engine.tree import EnergyTree
 from pytest_irene.units import format_change, format_energy
-
-#: Defaults of ``--irene-tolerance`` and ``--irene-min-delta``.
-DEFAULT_TOLERANCE = 0.05
-DEFAULT_MIN_DELTA_J = 0.001
 
 
 def _mismatch(

@@ -20,7 +20,7 @@ from importlib import resources
 from typing import Any
 
 from pytest_irene.atomic import atomic_write_text
-from pytest_irene.compare.comparison import CallRecord
+from pytest_irene.compare.records import CallRecord
 from pytest_irene.engine.tree import EnergyTree
 from pytest_irene.explorer.payload import call_views
 

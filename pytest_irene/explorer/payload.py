@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pytest_irene.compare.comparison import CallRecord
+from pytest_irene.compare.records import CallRecord
 from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
 Source = Literal["predicted", "measured"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pytest_irene.compare.comparison import CallRecord
+from pytest_irene.compare.records import CallRecord
 
 OPTION = "--irene-html"
 INI = "irene_html"

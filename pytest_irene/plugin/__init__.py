@@ -17,7 +17,8 @@ import pytest
 from pytest_irene.errors import IreneError
 from pytest_irene.plugin.marks import MARKER_HELP
 from pytest_irene.plugin.options import add_options, load_settings
-from pytest_irene.plugin.session import WORKEROUTPUT_KEY, IreneFixture, IreneSession, write_json_report
+from pytest_irene.compare.runfile import write_run_file
+from pytest_irene.plugin.session import WORKEROUTPUT_KEY, IreneFixture, IreneSession
 
 _MANAGER = pytest.StashKey[IreneSession]()
 
@@ -107,31 +108,16 @@ def pytest_irene_session_records(config: pytest.Config, records: list[Any]) -> N
     """``--irene-json``: a consumer of the merged records, like ``--irene-html``."""
     manager = _manager(config)
     if manager is not None and manager.settings.json_path is not None:
-        write_json_report(manager.settings.json_path, records, manager.settings)
+        write_run_file(manager.settings.json_path, manager.run_file(records))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     manager = _manager(config)
-    if manager is None or manager.is_worker:
+    if manager is None:
         return
-    if not manager.records and not manager.save_errors:
+    writer = config.get_terminal_writer()
+    text = manager.summary_text(width=writer.fullwidth, markup=writer.hasmarkup, verbosity=config.get_verbosity())
+    if text is None:
         return
-    from pytest_irene.report.terminal import render_summary
-
-    notes = list(manager.save_errors)
-    if manager.saved_files:
-        notes.append("baselines saved: " + ", ".join(str(p) for p in manager.saved_files))
-    elif manager.settings.save and manager.to_save and not manager.save_errors:
-        notes.append("baselines unchanged")
-    if manager.settings.json_path is not None:
-        notes.append(f"irene: JSON report written to {manager.settings.json_path}")
-    text = render_summary(
-        manager.records,
-        width=terminalreporter._tw.fullwidth,
-        markup=terminalreporter._tw.hasmarkup,
-        verbosity=config.get_verbosity(),
-        price_cents_per_kwh=manager.settings.price_cents_per_kwh,
-        notes=notes,
-    )
     terminalreporter.write_sep("=", "irene energy summary")
     terminalreporter.write(text)

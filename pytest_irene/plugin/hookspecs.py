@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_irene.compare.comparison import CallRecord
+    from pytest_irene.compare.records import CallRecord
 
 
 @pytest.hookspec(firstresult=True)

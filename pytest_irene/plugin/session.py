@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_irene.atomic import atomic_write_text
 from pytest_irene.compare.baselines import (
     BaselineEntry,
     BaselineError,
@@ -28,7 +27,9 @@ from pytest_irene.compare.baselines import (
     entry_from_dict,
     entry_from_tree,
 )
-from pytest_irene.compare.comparison import CallRecord, Comparison, ModuleDelta
+from pytest_irene.compare.comparison import Comparison
+from pytest_irene.compare.records import CallRecord, record_from_dict, record_to_dict, sort_records
+from pytest_irene.compare.runfile import RunFile, git_commit
 from pytest_irene.errors import IreneError, UsageError
 from pytest_irene.compare.gate import check_budget, compare, failure_text
 from pytest_irene.plugin.marks import IreneMark, read_mark
@@ -42,74 +43,6 @@ if TYPE_CHECKING:
 
 WORKEROUTPUT_KEY = "pytest_irene"
 DEFAULT_LABEL = "default"
-JSON_FORMAT = "irene-run/1"
-
-
-# -- records as JSON (xdist hand-over and --irene-json) -------------------------------------
-
-
-def record_to_dict(record: CallRecord) -> dict[str, Any]:
-    """A call record as plain JSON data (the tree in ``irene-tree/1`` form)."""
-    return {
-        "nodeid": record.nodeid,
-        "label": record.label,
-        "profile": record.profile,
-        "features": record.features,
-        "total_j": record.tree.total_j,
-        "budget_j": record.budget_j,
-        "over_budget": record.over_budget,
-        "failed": record.failed,
-        "comparison": record.comparison.to_dict() if record.comparison is not None else None,
-        "extra": dict(record.extra),
-        "tree": record.tree.to_dict(),
-    }
-
-
-def record_from_dict(obj: dict[str, Any]) -> CallRecord:
-    """Rebuild a record from :func:`record_to_dict` output (the tree is validated)."""
-    from pytest_irene.engine.dataset import tree_from_dict
-
-    comp = obj.get("comparison")
-    comparison = None
-    if comp is not None:
-        comparison = Comparison(
-            status=comp["status"],
-            reason=comp.get("reason", ""),
-            deltas=tuple(
-                ModuleDelta(d["scope"], d["type"], d["baseline_j"], d["now_j"], bool(d["failed"]))
-                for d in comp.get("deltas", [])
-            ),
-        )
-    return CallRecord(
-        nodeid=obj["nodeid"],
-        label=obj["label"],
-        tree=tree_from_dict(obj["tree"], path=f"<record {obj['nodeid']}>"),
-        profile=obj["profile"],
-        features=obj["features"],
-        comparison=comparison,
-        budget_j=obj.get("budget_j"),
-        over_budget=bool(obj.get("over_budget")),
-        extra=dict(obj.get("extra") or {}),
-    )
-
-
-def write_json_report(path: Path, records: list[CallRecord], settings: Settings) -> None:
-    """``--irene-json``: every call's predicted tree and comparison, one self-describing file."""
-    doc = {
-        "format": JSON_FORMAT,
-        "settings": {
-            "profile": settings.profile,
-            "features": settings.features,
-            "budget_j": settings.budget_j,
-            "tolerance": settings.tolerance,
-            "min_delta_j": settings.min_delta_j,
-            "strict": settings.strict,
-            "baseline_dir": str(settings.baseline_dir),
-            "price_cents_per_kwh": settings.price_cents_per_kwh,
-        },
-        "records": [record_to_dict(r) for r in records],
-    }
-    atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n")
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -136,15 +69,6 @@ def _model_device(model: Any) -> str:
     for tensor in list(model.parameters()) + list(model.buffers()):
         return str(tensor.device)
     return "cpu"
-
-
-def sort_records(records: list[CallRecord]) -> list[CallRecord]:
-    """Records in collection order (then call order), whatever order xdist workers finished in.
-
-    Every xdist worker collects the same items in the same order, so the index
-    of a test in ``session.items`` is the same on every worker.
-    """
-    return sorted(records, key=lambda r: (r.extra.get("item_index", 0), r.nodeid, r.extra.get("call_index", 0)))
 
 
 class IreneFixture:
@@ -345,6 +269,8 @@ class IreneSession:
                 energy_model=version,
             )
         budget = check_budget(tree, budget_j)
+        test_file, line0, _ = item.location
+        test_line = line0 + 1 if isinstance(line0, int) else None
         record = CallRecord(
             nodeid=item.nodeid,
             label=label,
@@ -354,18 +280,18 @@ class IreneSession:
             comparison=comparison,
             budget_j=budget_j,
             over_budget=budget.over,
-            extra={
-                "call_index": len(mine),
-                "item_index": self._item_index(item),
-                "feature_mode_reason": why,
-                "tolerance": tolerance,
-                "min_delta_j": self.settings.min_delta_j,
-                "hardware": describe_hardware(dict(energy_model.hardware)),
-                "energy_model": version,
-                "baseline_file": str(self.store.path_for(item.nodeid)),
-                "saved": self.settings.save,
-                "price_cents_per_kwh": self.settings.price_cents_per_kwh,
-            },
+            call_index=len(mine),
+            item_index=self._item_index(item),
+            feature_mode_reason=why,
+            tolerance=tolerance,
+            min_delta_j=self.settings.min_delta_j,
+            hardware=describe_hardware(dict(energy_model.hardware)),
+            energy_model=version,
+            baseline_file=str(self.store.path_for(item.nodeid)),
+            saved=self.settings.save,
+            price_cents_per_kwh=self.settings.price_cents_per_kwh,
+            test_file=test_file,
+            test_line=test_line,
         )
         mine.append(record)
         self.records.append(record)
@@ -432,6 +358,57 @@ class IreneSession:
                     session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self.records = sort_records(self.records)
         self.config.hook.pytest_irene_session_records(config=self.config, records=list(self.records))
+
+    # -- reports --------------------------------------------------------------------------
+
+    def run_file(self, records: list[CallRecord]) -> RunFile:
+        """``--irene-json``: the run as a self-describing run file (machine, commit, version, settings)."""
+        from pytest_irene import __version__
+
+        s = self.settings
+        return RunFile(
+            records=list(records),
+            host=self.host_fingerprint(),
+            commit=git_commit(self.config.rootpath),
+            version=__version__,
+            profile=s.profile,
+            feature_mode=s.features,
+            settings={
+                "budget_j": s.budget_j,
+                "tolerance": s.tolerance,
+                "min_delta_j": s.min_delta_j,
+                "strict": s.strict,
+                "saved": s.save,
+                "price_cents_per_kwh": s.price_cents_per_kwh,
+                "feature_modes": {p: {"features": f, "reason": r} for p, (f, r) in sorted(self._modes.items())},
+            },
+        )
+
+    def summary_notes(self) -> list[str]:
+        """The lines under the summary table: save errors, files written."""
+        notes = list(self.save_errors)
+        if self.saved_files:
+            notes.append("baselines saved: " + ", ".join(str(p) for p in self.saved_files))
+        elif self.settings.save and self.to_save and not self.save_errors:
+            notes.append("baselines unchanged")
+        if self.settings.json_path is not None:
+            notes.append(f"irene: JSON report written to {self.settings.json_path}")
+        return notes
+
+    def summary_text(self, *, width: int, markup: bool, verbosity: int) -> str | None:
+        """The terminal summary; ``None`` on an xdist worker or when nothing was wrapped."""
+        if self.is_worker or (not self.records and not self.save_errors):
+            return None
+        from pytest_irene.report.terminal import render_summary
+
+        return render_summary(
+            self.records,
+            width=width,
+            markup=markup,
+            verbosity=verbosity,
+            price_cents_per_kwh=self.settings.price_cents_per_kwh,
+            notes=self.summary_notes(),
+        )
 
     # -- header -----------------------------------------------------------------------------
 

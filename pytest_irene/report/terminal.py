@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 
-from pytest_irene.compare.comparison import CallRecord
+from pytest_irene.compare.records import CallRecord
 from pytest_irene.compare.gate import culprits, innermost_modules
 from pytest_irene.units import format_change, format_energy, kwh_per_million_calls, usd_per_million_calls
 
@@ -23,7 +23,7 @@ def call_status(record: CallRecord) -> str:
     if record.failed:
         return "fail"
     if record.comparison is None:
-        return "saved" if record.extra.get("saved") else "pass"
+        return "saved" if record.saved else "pass"
     return record.comparison.status
 
 
@@ -151,13 +151,7 @@ def render_summary(
         console.width = max(console.width, natural)
         console.print(table)
         console.print(one_line(records), markup=False, soft_wrap=True)
-        reasons = sorted(
-            {
-                str(r.extra.get("feature_mode_reason"))
-                for r in records
-                if r.extra.get("feature_mode_reason")
-            }
-        )
+        reasons = sorted({r.feature_mode_reason for r in records if r.feature_mode_reason})
         for reason in reasons:
             console.print(f"feature mode: {reason}", markup=False, soft_wrap=True)
     failing = failing_module_lines(records)
