@@ -48,8 +48,8 @@ def test_relative_weighting_minimises_relative_error_on_small_nodes():
 def test_anchored_regressor_extrapolates_along_its_linear_base():
     X, y = synthetic(80)
     train = X[:, 1] <= 128
-    reg = AnchoredRegressor.new(NAMES).fit_named(X[train], NAMES, y[train])
-    pred = reg.predict_named(X[~train], NAMES)
+    reg = AnchoredRegressor.new(NAMES).fit(X[train], y[train], NAMES)
+    pred = reg.predict(X[~train], NAMES)
     assert np.max(np.abs(pred - y[~train]) / y[~train]) < 0.05
 
 

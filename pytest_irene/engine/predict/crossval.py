@@ -37,7 +37,10 @@ PAPER_MODELS: tuple[str, ...] = (
     "distilgpt2",
     "openai-gpt",
 )
+#: Every split :func:`crossvalidate` knows (``irene crossvalidate --split``).
 SPLITS: tuple[str, ...] = ("lomo", "seq", "batch")
+#: The splits tried, in order, when a model file is trained; the first that applies is recorded.
+TRAINING_SPLITS: tuple[str, ...] = ("lomo", "seq", "batch")
 
 
 def node_errors(trees: Sequence[EnergyTree]) -> dict[str, dict[str, list[float]]]:

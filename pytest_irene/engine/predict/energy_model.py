@@ -46,8 +46,6 @@ MODEL_FORMAT = "irene-model"
 SCHEMA_VERSION = 1
 #: Feature sets a model file may hold, in the order they are written.
 FEATURE_SET_NAMES: tuple[str, ...] = ("model", "all")
-#: Cross-validation splits tried in order when training; the first that applies is recorded.
-CV_SPLITS: tuple[str, ...] = ("lomo", "seq", "batch")
 
 
 def _version() -> str:
@@ -378,11 +376,12 @@ def _hardware_from_trees(trees: Sequence[EnergyTree]) -> dict[str, Any]:
 
 
 def _crossvalidate_any(trees: Sequence[EnergyTree], features: str, strategy: str, seed: int) -> dict[str, Any]:
-    """Cross-validation errors with the first split that applies to this data (see :data:`CV_SPLITS`)."""
-    from pytest_irene.engine.predict.crossval import crossvalidate
+    """Cross-validation errors with the first split that applies to this data (see
+    :data:`~pytest_irene.engine.predict.crossval.TRAINING_SPLITS`)."""
+    from pytest_irene.engine.predict.crossval import TRAINING_SPLITS, crossvalidate
 
     problems = []
-    for split in CV_SPLITS:
+    for split in TRAINING_SPLITS:
         try:
             result = crossvalidate(trees, features=features, strategy=strategy, split=split, seed=seed)
         except UsageError as exc:

@@ -1,0 +1,58 @@
+"""Validators for the JSON that users load (model files, predictors, regressors).
+
+Every check raises :class:`~pytest_irene.errors.ModelFileError` with a message that
+names the field and what was expected, so a bad file is fixed without a traceback.
+One module, so the regressors, the strategies and the energy model file all word
+their errors the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from pytest_irene.errors import ModelFileError
+
+
+def check(cond: bool, what: str) -> None:
+    """Raise ``ModelFileError(what)`` unless ``cond``."""
+    if not cond:
+        raise ModelFileError(what)
+
+
+def floats(obj: Any, name: str, length: int | None = None) -> list[float]:
+    """A list of finite floats (optionally of exactly ``length`` values)."""
+    check(isinstance(obj, list), f"regressor field '{name}': expected a list of numbers, got {type(obj).__name__}")
+    out: list[float] = []
+    for v in obj:
+        check(
+            isinstance(v, (int, float)) and not isinstance(v, bool),
+            f"regressor field '{name}': expected numbers, got {v!r}",
+        )
+        check(math.isfinite(float(v)), f"regressor field '{name}': weight is NaN or infinite ({v!r})")
+        out.append(float(v))
+    if length is not None:
+        check(len(out) == length, f"regressor field '{name}': expected {length} values, got {len(out)}")
+    return out
+
+
+def finite(value: Any, name: str) -> float:
+    """One finite number (bools are rejected: ``True`` is not a weight)."""
+    check(
+        isinstance(value, (int, float)) and not isinstance(value, bool),
+        f"regressor field '{name}': expected a number, got {value!r}",
+    )
+    check(math.isfinite(float(value)), f"regressor field '{name}': weight is NaN or infinite ({value!r})")
+    return float(value)
+
+
+def require(obj: Any, keys: Sequence[str], what: str) -> dict[str, Any]:
+    """``obj`` as a dict holding every key of ``keys``; ``what`` names it in the error."""
+    check(isinstance(obj, dict), f"{what}: expected an object, got {type(obj).__name__}")
+    for key in keys:
+        check(key in obj, f"{what}: missing field '{key}'")
+    return obj
+
+
+__all__ = ["check", "finite", "floats", "require"]
