@@ -136,7 +136,7 @@ def test_file_is_readable_json_with_documented_top_level(trained: EnergyModel, t
     text = path.read_text()
     obj = json.loads(text)
     assert list(obj) == [
-        "format", "schema_version", "profile", "created_by", "hardware", "dataset",
+        "format", "schema_version", "profile", "energy_scope", "created_by", "hardware", "dataset",
         "strategy", "hyper_parameters", "feature_sets", "cv_errors",
     ]
     assert obj["format"] == "irene-model"

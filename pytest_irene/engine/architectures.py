@@ -30,13 +30,19 @@ ARCHITECTURES: tuple[str, ...] = (
     "sshleifer/tiny-ctrl",
 )
 
+#: Bundled configs that are not in the reference dataset: a Llama-3.2-1B-like decoder
+#: (RMSNorm, SiLU gated MLP, rotary positions, grouped-query attention) for measuring
+#: modern hardware (``benchmarks/gpu_collect.py``). Shapes only: no weights exist for it.
+EXTRA_ARCHITECTURES: tuple[str, ...] = ("llama-1b-style",)
+
 #: Models whose config has a vocabulary but no token types (inputs: ids + mask only).
-_NO_TOKEN_TYPES = {"distilbert", "gpt2", "openai-gpt", "ctrl", "roberta"}
+_NO_TOKEN_TYPES = {"distilbert", "gpt2", "openai-gpt", "ctrl", "roberta", "llama"}
 
 
 def _check_name(name: str) -> None:
-    if name not in ARCHITECTURES:
-        raise UsageError(f"unknown architecture {name!r}; known architectures: {', '.join(ARCHITECTURES)}")
+    if name not in ARCHITECTURES and name not in EXTRA_ARCHITECTURES:
+        known = ", ".join(ARCHITECTURES + EXTRA_ARCHITECTURES)
+        raise UsageError(f"unknown architecture {name!r}; known architectures: {known}")
 
 
 @lru_cache(maxsize=None)

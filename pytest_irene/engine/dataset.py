@@ -19,7 +19,7 @@ from typing import Any
 
 from pytest_irene.atomic import atomic_append_lines, atomic_write_bytes
 from pytest_irene.errors import DatasetError
-from pytest_irene.engine.tree import LEVELS, EnergyNode, EnergyTree
+from pytest_irene.engine.tree import ENERGY_SCOPES, LEVELS, EnergyNode, EnergyTree
 
 FORMAT = "irene-tree/1"
 
@@ -55,6 +55,8 @@ def _node_from_dict(obj: Any, path: str, line: int, where: str) -> EnergyNode:
     features = {
         str(k): _number(v, path, line, f"{where}.features.{k}") for k, v in feats.items()  # type: ignore[misc]
     }
+    if features.get("bytes_per_element", 1.0) <= 0:  # type: ignore[operator]
+        raise DatasetError(path, line, f"{where}.features.bytes_per_element", "expected an element size in bytes > 0")
     energy = _number(obj.get("energy_j"), path, line, f"{where}.energy_j", optional=True)
     if energy is not None and energy < 0:
         raise DatasetError(path, line, f"{where}.energy_j", f"expected energy >= 0, got {energy}")
@@ -96,6 +98,13 @@ def tree_from_dict(obj: Any, path: str = "<memory>", line: int = 1) -> EnergyTre
             raise DatasetError(path, line, key, f"expected a string, got {obj.get(key)!r}")
     if "root" not in obj:
         raise DatasetError(path, line, "root", "missing")
+    meta = obj.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise DatasetError(path, line, "meta", f"expected an object, got {type(meta).__name__}")
+    if meta.get("energy_scope", ENERGY_SCOPES[0]) not in ENERGY_SCOPES:
+        raise DatasetError(
+            path, line, "meta.energy_scope", f"expected one of {list(ENERGY_SCOPES)} (what energy_j covers), got {meta['energy_scope']!r}"
+        )
     root = _node_from_dict(obj["root"], path, line, "root")
     if root.level != "model":
         raise DatasetError(path, line, "root.level", f"expected 'model', got {root.level!r}")
@@ -105,7 +114,7 @@ def tree_from_dict(obj: Any, path: str = "<memory>", line: int = 1) -> EnergyTre
         batch_size=obj["batch_size"],
         seq_len=obj["seq_len"],
         profile=obj.get("device", ""),
-        meta=dict(obj.get("meta") or {}),
+        meta=dict(meta),
     )
     tree.set_tree_features()
     return tree

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -80,6 +80,20 @@ def _tensors(values: Iterable[Any]) -> list[torch.Tensor]:
 def nbytes(t: torch.Tensor) -> float:
     """Bytes of a tensor's elements (its logical size, not its storage)."""
     return float(t.numel() * t.element_size())
+
+
+def element_bytes(value: Any) -> int | None:
+    """Element size of the first floating-point tensor in ``value`` (tensors, tuples, lists,
+    dicts and transformers' ``ModelOutput``), bytes: 4 for fp32, 2 for bf16/fp16; ``None``
+    when it holds none. This is the dtype a node computes in (its ``bytes_per_element``)."""
+    if isinstance(value, torch.Tensor):
+        return value.element_size() if value.is_floating_point() else None
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (tuple, list)) else ()
+    for item in items:
+        found = element_bytes(item)
+        if found is not None:
+            return found
+    return None
 
 
 def _first(values: Iterable[Any]) -> torch.Tensor | None:

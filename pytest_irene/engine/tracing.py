@@ -115,6 +115,7 @@ class _Tracer:
         self.own: dict[int, tuple[float, float]] = {}  # id(node) -> glue (flops, mem)
         self.leaf_values: dict[int, dict[str, float]] = {}
         self.params: dict[int, float] = {}
+        self.element_bytes: dict[int, int] = {}  # id(node) -> element size of its result (dtype)
         self.root_node: EnergyNode | None = None
 
     # -- naming ---------------------------------------------------------------------
@@ -174,6 +175,10 @@ class _Tracer:
     def _close(self, frame: _Frame, fn: Any, inputs: tuple[Any, ...], output: Any) -> None:
         node = frame.node
         assert node is not None
+        size = F_.element_bytes(output)
+        size = size if size is not None else F_.element_bytes(inputs)
+        if size is not None:
+            self.element_bytes[id(node)] = size
         if frame.formula is not None:
             self.leaf_values[id(node)] = F_.leaf_features(fn, inputs, output, frame.formula, node.type)
         else:
@@ -370,7 +375,8 @@ def trace(
 
     ``inputs`` is a tensor (``model(x)``), a tuple/list (``model(*inputs)``) or a dict
     (``model(**inputs)``). Every node gets the model features of ONE execution:
-    ``batch_size, seq_len, batch_seq, params, flops, mem_bytes``. On ``device="meta"``
+    ``batch_size, seq_len, batch_seq, params, flops, mem_bytes, bytes_per_element`` (the
+    element size of the node's result: its dtype; ``tree.meta["dtype"]`` names the model's). On ``device="meta"``
     (default) no arithmetic runs and the user's model is left untouched; on a real
     device the model (which must already live there) runs for real and
     ``capture=True`` fills ``tree.calls[scope]`` with a :class:`NodeCall` per node.
@@ -432,9 +438,11 @@ def trace(
             m.training = flag
 
     root_node = _root(tracer, target)
-    _totals(root_node, tracer)
+    dtype = _model_dtype(target)
+    _totals(root_node, tracer, torch.empty((), dtype=dtype).element_size())
     tree = EnergyTree(root=root_node, model_name=name, batch_size=batch, seq_len=seq, profile="", calls=tracer.calls)
     tree.meta["traced_on"] = str(dev)
+    tree.meta["dtype"] = str(dtype).removeprefix("torch.")
     tree.set_tree_features()
     return tree
 
@@ -446,7 +454,25 @@ def _root(tracer: _Tracer, model: nn.Module) -> EnergyNode:
     raise TraceError(f"cannot trace {type(model).__name__}: its forward was never called")
 
 
-def _totals(root: EnergyNode, tracer: _Tracer) -> None:
+def _element_bytes(node: EnergyNode, tracer: _Tracer, default: int) -> float:
+    """A node's ``bytes_per_element``: its result's dtype, else its children's (largest), else
+    the model's (a node returning no floating-point tensor, e.g. one that only builds masks)."""
+    own = tracer.element_bytes.get(id(node))
+    if own is not None:
+        return own
+    kids = [c.features["bytes_per_element"] for c in node.children if "bytes_per_element" in c.features]
+    return max(kids) if kids else default
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's floating-point parameters (the first one), else torch's default."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
+
+
+def _totals(root: EnergyNode, tracer: _Tracer, default_bytes: int) -> None:
     """Features bottom-up: a leaf has its formula's numbers, a module its glue plus its children."""
     order = list(root.walk())
     for node in reversed(order):
@@ -463,5 +489,6 @@ def _totals(root: EnergyNode, tracer: _Tracer) -> None:
         node.features["flops"] = float(flops)
         node.features["mem_bytes"] = float(mem)
         node.features["params"] = tracer.params.get(id(node), 0.0)
+        node.features["bytes_per_element"] = float(_element_bytes(node, tracer, default_bytes))
     if not math.isfinite(root.features["flops"]):
         raise TraceError("flops overflowed")

@@ -22,7 +22,14 @@ Level = Literal["model", "module", "ml"]
 LEVELS: tuple[Level, ...] = ("model", "module", "ml")
 
 #: Features known from the model alone: deterministic, hardware independent.
-MODEL_FEATURES: tuple[str, ...] = ("batch_size", "seq_len", "batch_seq", "params", "flops", "mem_bytes")
+#: ``bytes_per_element`` is the element size of the node's result (fp32 4, bf16/fp16 2):
+#: the dtype the node computes in, so one profile can hold fp32 and bf16 measurements.
+MODEL_FEATURES: tuple[str, ...] = (
+    "batch_size", "seq_len", "batch_seq", "params", "flops", "mem_bytes", "bytes_per_element",
+)
+#: Model features the paper's data lacks (``irene-pc1`` is all fp32); a predictor uses one
+#: only when every training node has it, so profiles trained on that data are unchanged.
+OPTIONAL_MODEL_FEATURES: tuple[str, ...] = ("bytes_per_element",)
 #: Features measured while the node runs on real hardware (dataset format ``irene-tree/1``).
 RESOURCE_FEATURES: tuple[str, ...] = (
     "cpu",
@@ -38,6 +45,22 @@ RESOURCE_FEATURES: tuple[str, ...] = (
 OPTIONAL_RESOURCE_FEATURES: tuple[str, ...] = ("cpu_energy_j",)
 #: Features that live on the tree line rather than on each node in the dataset format.
 TREE_LEVEL_FEATURES: tuple[str, ...] = ("batch_size", "seq_len", "batch_seq")
+#: What a measured ``energy_j`` covers: the whole machine at the wall (emonPi), the GPU
+#: board alone (NVML's total-energy counter) or the CPU packages alone (RAPL).
+ENERGY_SCOPES: tuple[str, ...] = ("wall", "gpu-board", "cpu-package")
+#: The scope of a dataset or model file that does not state one: the paper's data were
+#: measured at the wall, and so was everything written before the field existed.
+DEFAULT_ENERGY_SCOPE = "wall"
+_SCOPE_TEXT = {
+    "wall": "wall energy",
+    "gpu-board": "GPU-board energy only (NVML), not wall",
+    "cpu-package": "CPU-package energy only (RAPL), not wall",
+}
+
+
+def describe_energy_scope(scope: str) -> str:
+    """A few words saying what the joules of ``scope`` cover, for report headers and the explorer."""
+    return _SCOPE_TEXT.get(scope, f"{scope} energy")
 
 
 _Cls = TypeVar("_Cls", bound=type)
@@ -191,6 +214,12 @@ class EnergyTree:
     calls: dict[str, Any] = field(default_factory=dict, repr=False)
     """Live call records keyed by scope, filled by ``trace(..., capture=True)`` so the node
     runner can replay each node in isolation. Holds tensors and modules: never serialised."""
+
+    @property
+    def energy_scope(self) -> str:
+        """What ``energy_j`` (measured) covers, one of :data:`ENERGY_SCOPES`: ``meta["energy_scope"]``,
+        else :data:`DEFAULT_ENERGY_SCOPE` (a dataset line that does not say was measured at the wall)."""
+        return str(self.meta.get("energy_scope", DEFAULT_ENERGY_SCOPE))
 
     # -- navigation ---------------------------------------------------------------------
 

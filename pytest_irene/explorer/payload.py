@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from pytest_irene.compare.records import CallRecord
-from pytest_irene.engine.tree import EnergyNode, EnergyTree
+from pytest_irene.engine.tree import EnergyNode, EnergyTree, describe_energy_scope
 
 Source = Literal["predicted", "measured"]
 
@@ -73,7 +73,7 @@ def call_view(
     """Everything the explorer shows for one wrapped call (or one predicted tree).
 
     Keys: ``id``, ``title``, ``model_name``, ``batch_size``, ``seq_len``,
-    ``profile``, ``features``, ``source`` (which energy the view shows),
+    ``profile``, ``features``, ``energy_scope`` (+ ``energy_scope_text``: what the joules cover), ``source`` (which energy the view shows),
     ``total_j``, ``status``/``reason``/``budget_j``/``over_budget`` (the gate's
     verdict, ``None`` outside pytest), ``tree`` (:meth:`EnergyTree.to_dict`),
     ``deltas`` (scope → baseline delta), ``removed`` (modules only in the
@@ -99,6 +99,8 @@ def call_view(
         "device": tree.profile,
         "profile": record.profile if record else (profile or tree.meta.get("profile")),
         "features": record.features if record else tree.meta.get("features"),
+        "energy_scope": tree.energy_scope,
+        "energy_scope_text": describe_energy_scope(tree.energy_scope),
         "source": source,
         "total_j": _finite(tree.root.energy_of(source)),
         "measured_total_j": _finite(tree.root.energy_j),

@@ -419,10 +419,14 @@ class IreneSession:
         building a regressor (``--collect-only`` loads none); a model on the CPU
         with a GPU profile may still fall back to model features at the call.
         """
+        from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, describe_energy_scope
+
         s = self.settings
         peek = _peek_profile(s.profile)
         hardware = peek.get("hardware") if isinstance(peek.get("hardware"), dict) else None
-        hw = f" (stands for {describe_hardware(hardware)})" if hardware else ""
+        scope = describe_energy_scope(str(peek.get("energy_scope", DEFAULT_ENERGY_SCOPE))) if peek else ""
+        hw = f"stands for {describe_hardware(hardware)}" if hardware else ""
+        hw = f" ({'; '.join(p for p in (hw, scope) if p)})" if hw or scope else ""
         mode = s.features
         if s.features == "auto":
             mode = "auto (decided at the first wrapped call)"

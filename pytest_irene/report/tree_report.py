@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from pytest_irene.engine.tree import LEVELS, EnergyNode, EnergyTree
+from pytest_irene.engine.tree import LEVELS, EnergyNode, EnergyTree, describe_energy_scope
 from pytest_irene.units import format_energy as _format_energy
 
 Source = Literal["predicted", "measured"]
@@ -170,6 +170,7 @@ def header(tree: EnergyTree, *, profile: str | None = None, features: str | None
     if profile:
         text.append(f"  (profile {profile}")
         text.append(f", {features} features)" if features else ")")
+    text.append(f"  [{describe_energy_scope(tree.energy_scope)}]", style="yellow" if tree.energy_scope != "wall" else "")
     return text
 
 
@@ -240,6 +241,7 @@ def report_json(tree: EnergyTree, *, top: int = 10, source: Source = "predicted"
         "seq_len": tree.seq_len,
         "profile": tree.meta.get("profile"),
         "features": tree.meta.get("features"),
+        "energy_scope": tree.energy_scope,
         "total_j": tree.root.energy_of(source),
         "bottlenecks": [node_json(n, tree, source) for n in bottlenecks(tree, top, source)],
         "breakdown": [

@@ -531,6 +531,7 @@ class Calibrator:
                 "measure_s": round(time.monotonic() - started, 3),
             },
             "host": self.hardware(),
+            "energy_scope": self.meter.energy_scope,
             **(prepared.target.meta or {}),
         })
         if few and min(few) < s.min_reports:

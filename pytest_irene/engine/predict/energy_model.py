@@ -10,13 +10,18 @@ see how far to trust it before gating on it.
 The file is versioned JSON (never pickle: users load files from other people)::
 
     {"format": "irene-model", "schema_version": 1, "profile": "irene-pc1",
-     "created_by": "pytest-irene 0.1.0",
+     "energy_scope": "wall", "created_by": "pytest-irene 0.1.0",
      "hardware": {"description": ..., "cpu_model": ..., "cpu_count": ..., "memory_gib": ...,
                   "gpus": [...], "driver_version": ...},
      "dataset": {"files": ["irene-pc1.jsonl.gz"], "hash": "sha256:...", "trees": 193, "models": [...]},
      "strategy": "glue", "hyper_parameters": {"seed": 0, "cv_split": "lomo"},
      "feature_sets": {"model": <predictor JSON>, "all": <predictor JSON>},
      "cv_errors": {"model": {"split": "lomo", "levels": {"ml": {...}, ...}}, "all": {...}}}
+
+``energy_scope`` says what the predicted joules cover (``wall``: the whole machine,
+``gpu-board``: the GPU alone, from NVML): it comes from the training data, so a
+profile trained on NVML's counter never claims wall energy. Files written before
+the field existed were trained on the paper's wall measurements and read as ``wall``.
 
 Loading validates everything and names the file and the field of any problem
 (a newer schema, a missing field, a wrong type, a NaN weight). Loaded models are
@@ -38,7 +43,7 @@ from typing import Any
 from pytest_irene.atomic import atomic_write_text
 from pytest_irene.errors import ModelFileError, UsageError
 from pytest_irene.engine.predict.profiles import resolve_profile
-from pytest_irene.engine.tree import RESOURCE_FEATURES, EnergyTree
+from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, ENERGY_SCOPES, RESOURCE_FEATURES, EnergyTree
 
 #: ``format`` tag of an energy model file.
 MODEL_FORMAT = "irene-model"
@@ -77,6 +82,9 @@ class EnergyModel:
     """Extra facts about the training data (number of trees, model names)."""
     hyper_parameters: dict[str, Any] = field(default_factory=dict)
     """Settings used to train (seed, cross-validation split)."""
+    energy_scope: str = DEFAULT_ENERGY_SCOPE
+    """What the predicted energy covers (one of :data:`~pytest_irene.engine.tree.ENERGY_SCOPES`):
+    ``wall`` (the whole machine) or ``gpu-board`` (the GPU alone, NVML), as the training data said."""
     created_by: str = field(default_factory=_version)
     schema_version: int = SCHEMA_VERSION
     source: Path | None = None
@@ -115,6 +123,7 @@ class EnergyModel:
         for tree in trees:
             tree.meta["profile"] = self.profile
             tree.meta["features"] = features
+            tree.meta["energy_scope"] = self.energy_scope
         return trees
 
     def _predictor(self, features: str) -> Any:
@@ -149,6 +158,7 @@ class EnergyModel:
             "format": MODEL_FORMAT,
             "schema_version": self.schema_version,
             "profile": self.profile,
+            "energy_scope": self.energy_scope,
             "created_by": self.created_by,
             "hardware": dict(self.hardware),
             "dataset": {"files": list(self.dataset_files), "hash": self.dataset_hash, **self.dataset_info},
@@ -311,6 +321,10 @@ def _parse(obj: Any, source: str) -> EnergyModel:
             raise _error(source, f"{where}.strategy", f"expected {obj['strategy']!r} (the file's strategy), got {predictor.strategy!r}")
         predictors[name] = predictor
 
+    scope = obj.get("energy_scope", DEFAULT_ENERGY_SCOPE)
+    if scope not in ENERGY_SCOPES:
+        raise _error(source, "energy_scope", f"expected one of {list(ENERGY_SCOPES)}, got {scope!r}")
+
     cv_errors = obj["cv_errors"]
     for name, value in cv_errors.items():
         if not isinstance(value, dict):
@@ -326,6 +340,7 @@ def _parse(obj: Any, source: str) -> EnergyModel:
         dataset_files=list(files),
         dataset_info={k: v for k, v in dataset.items() if k not in ("files", "hash")},
         hyper_parameters=dict(obj["hyper_parameters"]),
+        energy_scope=scope,
         created_by=obj["created_by"],
         schema_version=version,
     )
@@ -373,6 +388,21 @@ def _hardware_from_trees(trees: Sequence[EnergyTree]) -> dict[str, Any]:
     if hosts and all(isinstance(h, dict) and h == hosts[0] for h in hosts):
         return dict(hosts[0])  # type: ignore[arg-type]
     return {}
+
+
+def energy_scope_of(trees: Sequence[EnergyTree], where: str = "the training data") -> str:
+    """The one energy scope of ``trees`` (see :attr:`EnergyTree.energy_scope`); ``UsageError`` when they
+    mix scopes: wall and GPU-board joules are different quantities and one regressor cannot learn both."""
+    scopes = sorted({t.energy_scope for t in trees})
+    bad = [s for s in scopes if s not in ENERGY_SCOPES]
+    if bad:
+        raise UsageError(f"{where}: unknown energy_scope {bad[0]!r} in the trees' meta; expected one of {list(ENERGY_SCOPES)}")
+    if len(scopes) > 1:
+        raise UsageError(
+            f"{where} mixes energy scopes {scopes}: train one profile per scope (a tree's meta.energy_scope "
+            f"says what its energy_j covers; lines without it are {DEFAULT_ENERGY_SCOPE!r})"
+        )
+    return scopes[0] if scopes else DEFAULT_ENERGY_SCOPE
 
 
 def _crossvalidate_any(trees: Sequence[EnergyTree], features: str, strategy: str, seed: int) -> dict[str, Any]:
@@ -427,6 +457,7 @@ def train_energy_model(
     trees = load_dataset(*paths)
     if not trees:
         raise UsageError(f"train: the dataset(s) {[str(p) for p in paths]} hold no trees")
+    scope = energy_scope_of(trees, f"train: the dataset(s) {[str(p) for p in paths]}")
     if "all" in sets:
         lacking = next((t for t in trees if any(f not in t.root.features for f in RESOURCE_FEATURES)), None)
         if lacking is not None:
@@ -453,9 +484,19 @@ def train_energy_model(
         strategy=strategy,
         cv_errors=cv_errors,
         dataset_files=[p.name for p in paths],
-        dataset_info={"trees": len(trees), "models": sorted({t.model_name for t in trees})},
+        dataset_info=_dataset_info(trees),
         hyper_parameters={"seed": seed, "cv_split": "lomo, else seq, else batch" if crossvalidate else None},
+        energy_scope=scope,
     )
+
+
+def _dataset_info(trees: Sequence[EnergyTree]) -> dict[str, Any]:
+    """Facts about the training data: trees, models and, where the lines say, their dtypes."""
+    info: dict[str, Any] = {"trees": len(trees), "models": sorted({t.model_name for t in trees})}
+    dtypes = sorted({str(t.meta["dtype"]) for t in trees if "dtype" in t.meta})
+    if dtypes:
+        info["dtypes"] = dtypes
+    return info
 
 
 # -- convenience ----------------------------------------------------------------------------------
@@ -502,6 +543,7 @@ def _measure(model: Any, inputs: Any, **kwargs: Any) -> EnergyTree:
 
 __all__ = [
     "EnergyModel",
+    "energy_scope_of",
     "MODEL_FORMAT",
     "SCHEMA_VERSION",
     "clear_cache",

@@ -238,6 +238,7 @@
     var meta = [call.model_name, "batch " + call.batch_size, "seq " + call.seq_len];
     if (call.profile) meta.push("profile " + call.profile);
     if (call.features) meta.push(call.features + " features");
+    if (call.energy_scope_text) meta.push(call.energy_scope_text);
     section.appendChild(h("div", { cls: "call-head" },
       h("h2", { text: call.title }), statusBadge(call.status),
       h("span", { cls: "total" }, h("strong", { text: fmtJ(call.total_j) }), " " + call.source + " per forward pass"),

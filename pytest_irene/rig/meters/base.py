@@ -139,6 +139,9 @@ class PowerMeter(ABC):
 
     kind: SampleKind = "power"
     name: str = "meter"
+    energy_scope: str = "wall"
+    """What the meter's energy covers (:data:`~pytest_irene.engine.tree.ENERGY_SCOPES`); calibration
+    writes it into every dataset line, so a profile trained on it says what its joules are."""
 
     def __init__(self, *, period_s: float, timeout_s: float | None = None) -> None:
         self._nominal_period_s = float(period_s)

@@ -22,6 +22,8 @@ class NvmlMeter(PolledMeter):
     ``nvml_module`` replaces ``pynvml`` (tests pass a fake).
     """
 
+    energy_scope = "gpu-board"
+
     def __init__(
         self, index: int = 0, *, poll_s: float = 0.1, timeout_s: float | None = None, nvml_module: Any = None
     ) -> None:

@@ -29,6 +29,8 @@ PERMISSION_HINT = (
 class RaplMeter(PolledMeter):
     """CPU package energy from RAPL, summed over packages, polled in the background."""
 
+    energy_scope = "cpu-package"
+
     name = "rapl"
 
     def __init__(self, root: str | Path = POWERCAP_DIR, *, poll_s: float = 0.1, timeout_s: float | None = None):

@@ -29,7 +29,7 @@ from pytest_irene.validate import check, finite, require
 #: Inputs of the anchored regressor's linear base: what the work physically is.
 ANCHOR_BASE = ("flops", "mem_bytes")
 #: Inputs of the anchored regressor's log-space correction.
-ANCHOR_CORRECTION = ("flops", "mem_bytes", "batch_seq", "seq_len", "batch_size")
+ANCHOR_CORRECTION = ("flops", "mem_bytes", "batch_seq", "seq_len", "batch_size", "bytes_per_element")
 #: Ridge of the log-space correction (relative to the sample count, on standardised
 #: log features): shrinks directions the data cannot separate (at one width, flops,
 #: bytes and batch·seq move together) so they do not extrapolate.

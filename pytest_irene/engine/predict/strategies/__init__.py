@@ -32,13 +32,13 @@ from pytest_irene.engine.predict.strategies.base import (
     RESOURCE_FEATURE_SET,
     Predictor,
     feature_names_for,
+    optional_features,
 )
 from pytest_irene.engine.predict.strategies.end2end import End2EndPredictor, StepWisePredictor
 from pytest_irene.engine.predict.strategies.forest import Forest, flatten, sort_trees
 from pytest_irene.engine.predict.strategies.glue import GluePredictor
 from pytest_irene.engine.predict.strategies.predicted_sum import PredictedSumPredictor
 from pytest_irene.engine.predict.strategies.unstructured import UnstructuredPredictor
-from pytest_irene.engine.tree import OPTIONAL_RESOURCE_FEATURES
 from pytest_irene.errors import ModelFileError, UsageError
 from pytest_irene.validate import check, require
 
@@ -84,9 +84,9 @@ def predictor_from_json(obj: Any) -> Predictor:
     expected = feature_names_for(obj["features"])
     check(
         names[: len(expected)] == expected
-        and all(n in OPTIONAL_RESOURCE_FEATURES for n in names[len(expected) :])
+        and all(n in optional_features(obj["features"]) for n in names[len(expected) :])
         and len(set(names)) == len(names),
-        f"predictor field 'feature_names': expected {expected} (+ optional {list(OPTIONAL_RESOURCE_FEATURES)}) "
+        f"predictor field 'feature_names': expected {expected} (+ optional {list(optional_features(obj['features']))}) "
         f"for feature set {obj['features']!r}, got {names}",
     )
     seed = obj["seed"]

@@ -16,7 +16,7 @@ import numpy as np
 
 from pytest_irene.engine.predict.regressors import MIN_ENERGY_J, LeafRegressors
 from pytest_irene.engine.predict.strategies.forest import Forest, flatten, training_forest
-from pytest_irene.engine.tree import OPTIONAL_RESOURCE_FEATURES, RESOURCE_FEATURES, EnergyTree
+from pytest_irene.engine.tree import OPTIONAL_MODEL_FEATURES, OPTIONAL_RESOURCE_FEATURES, RESOURCE_FEATURES, EnergyTree
 from pytest_irene.errors import UsageError
 
 #: Model features used by the predictors (``params`` is absent from the paper's data).
@@ -30,17 +30,21 @@ PREDICTOR_FORMAT = "irene-predictor/1"
 
 
 def feature_names_for(features: str, trees: Sequence[EnergyTree] | None = None) -> list[str]:
-    """Column names of a feature set; ``all`` adds ``cpu_energy_j`` when every node has it."""
-    if features == "model":
-        return list(MODEL_FEATURE_SET)
-    if features == "all":
-        names = list(MODEL_FEATURE_SET) + list(RESOURCE_FEATURE_SET)
-        if trees:
-            for opt in OPTIONAL_RESOURCE_FEATURES:
-                if all(opt in n.features for t in trees for n in t.walk()):
-                    names.append(opt)
-        return names
-    raise UsageError(f"unknown feature set {features!r}; expected one of {list(FEATURE_SETS)}")
+    """Column names of a feature set. Optional features join at the end when every node of
+    ``trees`` has them: ``bytes_per_element`` (the dtype) for both sets, ``cpu_energy_j`` for ``all``."""
+    if features not in FEATURE_SETS:
+        raise UsageError(f"unknown feature set {features!r}; expected one of {list(FEATURE_SETS)}")
+    names = list(MODEL_FEATURE_SET) + (list(RESOURCE_FEATURE_SET) if features == "all" else [])
+    if trees:
+        for opt in optional_features(features):
+            if all(opt in n.features for t in trees for n in t.walk()):
+                names.append(opt)
+    return names
+
+
+def optional_features(features: str) -> tuple[str, ...]:
+    """Features that may follow a feature set's fixed columns, in the order they are appended."""
+    return OPTIONAL_RESOURCE_FEATURES + OPTIONAL_MODEL_FEATURES if features == "all" else OPTIONAL_MODEL_FEATURES
 
 
 class Predictor:
