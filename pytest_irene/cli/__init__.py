@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "emulator",
     "serve",
     "sweep",
+    "compare",
 )
 
 

@@ -42,10 +42,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     try:
         settings = load_settings(config)
+        if not settings.disabled:
+            config.stash[_MANAGER] = IreneSession(config, settings)
     except IreneError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if not settings.disabled:
-        config.stash[_MANAGER] = IreneSession(config, settings)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

@@ -37,6 +37,13 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("irene-save", "bool", "write or refresh the baselines of every wrapped call that ran"),
     ("irene-strict", "bool", "fail wrapped calls that have no comparable baseline"),
     ("irene-json", "str", "write every call's predicted tree and comparison to this JSON file"),
+    (
+        "irene-compare",
+        "str",
+        "gate against a run file from --irene-json (e.g. the main branch's) or a baselines directory, not .irene/",
+    ),
+    ("irene-markdown", "str", "write the energy summary as Markdown to this file (for a pull-request comment)"),
+    ("irene-prune", "bool", "with --irene-save: drop the baselines of tests that no longer exist"),
     ("irene-price", "str", "electricity price for cost columns, e.g. 13.19c/kWh or 0.1319USD/kWh (default: 13.19c)"),
     ("irene-disable", "bool", "turn pytest-irene off: no model is loaded and irene() calls skip the test"),
 )
@@ -50,6 +57,8 @@ METAVARS: dict[str, str] = {
     "irene-features": "auto|model|all",
     "irene-baselines": "DIR",
     "irene-json": "PATH",
+    "irene-compare": "RUN.json|DIR",
+    "irene-markdown": "PATH",
     "irene-price": "PRICE",
 }
 
@@ -106,6 +115,12 @@ class Settings:
     """``--irene-json``, resolved; ``None`` when not asked for."""
     price_cents_per_kwh: float
     """``--irene-price`` in US cents per kWh."""
+    compare_path: Path | None = None
+    """``--irene-compare``, resolved: the run file (or baselines directory) to gate against; ``None`` for ``.irene/``."""
+    markdown_path: Path | None = None
+    """``--irene-markdown``, resolved; ``None`` when not asked for."""
+    prune: bool = False
+    """``--irene-prune`` (with ``--irene-save``): drop baselines of tests that no longer exist."""
 
 
 def _path(value: str, source: str, config: pytest.Config) -> Path:
@@ -152,6 +167,17 @@ def load_settings(config: pytest.Config) -> Settings:
     raw, src = get_raw(config, "irene-json")
     json_path = _path(str(raw), src, config) if raw is not None else None
 
+    raw, src = get_raw(config, "irene-compare")
+    compare_path = _path(str(raw), src, config) if raw is not None else None
+    if compare_path is not None and flag("irene-save"):
+        raise UsageError(f"{src}: cannot be combined with --irene-save (saving does not compare); choose one")
+
+    raw, src = get_raw(config, "irene-markdown")
+    markdown_path = _path(str(raw), src, config) if raw is not None else None
+
+    if flag("irene-prune") and not flag("irene-save"):
+        raise UsageError("--irene-prune: only with --irene-save (it rewrites the baselines)")
+
     raw, src = get_raw(config, "irene-price")
     price = parse_price(str(raw), src) if raw is not None else DEFAULT_PRICE_CENTS_PER_KWH
 
@@ -167,4 +193,7 @@ def load_settings(config: pytest.Config) -> Settings:
         strict=flag("irene-strict"),
         json_path=json_path,
         price_cents_per_kwh=price,
+        compare_path=compare_path,
+        markdown_path=markdown_path,
+        prune=flag("irene-prune"),
     )

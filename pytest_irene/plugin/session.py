@@ -30,6 +30,7 @@ from pytest_irene.compare.baselines import (
 from pytest_irene.compare.comparison import Comparison
 from pytest_irene.compare.records import CallRecord, record_from_dict, record_to_dict, sort_records
 from pytest_irene.compare.runfile import RunFile, git_commit
+from pytest_irene.compare.runs import RunSide, load_side, machine_differences, machine_mismatch, not_compared
 from pytest_irene.errors import IreneError, UsageError
 from pytest_irene.compare.gate import check_budget, compare, failure_text
 from pytest_irene.plugin.marks import IreneMark, read_mark
@@ -110,6 +111,10 @@ class IreneSession:
         self.config = config
         self.settings = settings
         self.store = BaselineStore(settings.baseline_dir)
+        self.base_run: RunSide | None = None
+        """``--irene-compare``: the run the calls are gated against instead of :attr:`store`."""
+        if settings.compare_path is not None:
+            self.base_run = load_side(settings.compare_path, "--irene-compare")
         self.records: list[CallRecord] = []
         """Every record of the session (on the controller: merged from all workers)."""
         self.item_records: dict[str, list[CallRecord]] = {}
@@ -175,6 +180,12 @@ class IreneSession:
         mode = (chosen.features, reason)
         self._modes[profile] = mode
         return mode
+
+    def machine_mismatch(self, features: str) -> str:
+        """``--irene-compare``: why a call with ``features`` cannot be compared with a run from another machine."""
+        if self.base_run is None or features != "all":
+            return ""
+        return machine_mismatch(machine_differences(self.base_run.host, self.host_fingerprint()), features)
 
     def _register_formulas(self) -> None:
         if not self._formulas_registered:
@@ -257,8 +268,9 @@ class IreneSession:
         if self.settings.save:
             self.to_save[(item.nodeid, label)] = entry
         else:
-            baseline = self.store.get(item.nodeid, label)
-            comparison = compare(
+            baseline = (self.base_run or self.store).get(item.nodeid, label)
+            why = self.machine_mismatch(features)
+            comparison = not_compared(why, self.settings.strict) if why and baseline else compare(
                 baseline,
                 tree,
                 tolerance=tolerance,
@@ -445,9 +457,18 @@ class IreneSession:
             baselines = s.baseline_dir.relative_to(self.config.rootpath)
         except ValueError:
             pass
-        flags = [f for f, on in (("save", s.save), ("strict", s.strict)) if on]
+        flags = [f for f, on in (("save", s.save), ("strict", s.strict), ("prune", s.prune)) if on]
         extra = f", {'+'.join(flags)}" if flags else ""
-        return [f"irene: profile {s.profile}{hw}, features {mode}, baselines {baselines}/{extra}"]
+        lines = [f"irene: profile {s.profile}{hw}, features {mode}, baselines {baselines}/{extra}"]
+        if self.base_run is not None:
+            lines.append(f"irene: comparing against {self.base_run.describe()}, not {baselines}/")
+            diffs = machine_differences(self.base_run.host, self.host_fingerprint())
+            if diffs:
+                lines.append(
+                    "irene: the base run comes from another machine (" + "; ".join(diffs) + "): calls with resource "
+                    "features are not compared; model-feature predictions do not depend on the machine"
+                )
+        return lines
 
 
 def _peek_profile(profile: str) -> dict[str, Any]:

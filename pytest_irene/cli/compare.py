@@ -1,0 +1,119 @@
+"""``irene compare BASE NEW``: what changed in predicted energy between two runs (a PR against main).
+
+Each side is a run file (``pytest --irene-json=run.json``) or a baselines
+directory (``.irene/``). Per test and label: the totals and their change, the
+modules that moved beyond ``--tolerance``/``--min-delta`` (deepest first: the
+innermost module is the culprit), added, removed and renamed modules, and the
+calls found on one side only. Exit 1 when a call regressed (``--fail-on``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pytest_irene.compare.runs import FAIL_ON, CallChange, RunComparison
+from pytest_irene.units import format_change, format_energy
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="compare two runs (run files or baselines directories): totals, moved modules, exit 1 on regression",
+        description=(
+            "Compare the predicted energy of every wrapped call in NEW with BASE. Each is a run file written by "
+            "pytest --irene-json=PATH or a baselines directory such as .irene/. Modules are judged as the pytest "
+            "gate judges them: beyond --tolerance AND beyond --min-delta. Exit status: 1 when a call fails "
+            "--fail-on, 0 otherwise, 2 on bad input."
+        ),
+        epilog="Example: irene compare main-run.json pr-run.json --markdown > comment.md",
+    )
+    p.add_argument("base", metavar="BASE", help="run file or baselines directory of the reference (e.g. main)")
+    p.add_argument("new", metavar="NEW", help="run file or baselines directory to check (e.g. the pull request)")
+    p.add_argument(
+        "--tolerance",
+        metavar="PERCENT",
+        default=None,
+        help="relative change allowed per module (default: each test's own from a NEW run file, else 5%%)",
+    )
+    p.add_argument(
+        "--min-delta",
+        metavar="ENERGY",
+        default=None,
+        help="absolute changes below this never count, e.g. 1mJ (default: each test's own, else 1mJ)",
+    )
+    p.add_argument(
+        "--fail-on",
+        default="increase",
+        metavar="none|increase|any",
+        help="exit 1 on: nothing, an increase beyond the limits (default), or any change beyond them "
+        "(including decreases and calls on one side only)",
+    )
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--markdown", action="store_true", help="print a Markdown report for a pull-request comment")
+    out.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pytest_irene.cli._common import check_choice, print_json
+    from pytest_irene.compare.runs import compare_runs, load_side
+    from pytest_irene.units import parse_energy, parse_percent
+
+    fail_on = check_choice("--fail-on", args.fail_on, FAIL_ON)
+    tolerance = parse_percent(args.tolerance, "--tolerance") if args.tolerance is not None else None
+    min_delta = parse_energy(args.min_delta, "--min-delta") if args.min_delta is not None else None
+    base = load_side(args.base, "BASE")
+    new = load_side(args.new, "NEW")
+    rc = compare_runs(base, new, tolerance=tolerance, min_delta_j=min_delta)
+    code = rc.exit_code(fail_on)
+    if args.json:
+        print_json({**rc.to_dict(), "fail_on": fail_on, "regressed": bool(code)})
+    elif args.markdown:
+        from pytest_irene.report.markdown import compare_markdown
+
+        print(compare_markdown(rc, fail_on), end="")
+    else:
+        print("\n".join(text_lines(rc, fail_on)))
+    return code
+
+
+def text_lines(rc: RunComparison, fail_on: str) -> list[str]:
+    """The plain-text report: one paragraph per call, one-sided calls last, then the verdict."""
+    lines = [f"BASE {rc.base.describe()}", f"NEW  {rc.new.describe()}"]
+    if rc.machine_differences:
+        lines.append(
+            "machines differ (" + "; ".join(rc.machine_differences) + "): calls predicted with resource features "
+            "are not compared; model-feature predictions do not depend on the machine"
+        )
+    for call in rc.both:
+        lines += [""] + _call_lines(call, fail_on)
+    for title, calls in (("only in BASE", rc.only_base), ("only in NEW", rc.only_new)):
+        for call in calls:
+            total = call.base_total_j if call.new is None else call.new_total_j
+            lines.append(f"{title}: {call.nodeid} [{call.label}] ({format_energy(total)})")
+    failing = [c for c in rc.calls if c.fails(fail_on)]
+    lines += ["", f"{len(rc.calls)} call(s), {len(failing)} failing --fail-on={fail_on}"]
+    return lines
+
+
+def _call_lines(call: CallChange, fail_on: str) -> list[str]:
+    comp = call.comparison
+    assert comp is not None
+    verdict = "REGRESSION" if call.fails(fail_on) else comp.status
+    lines = [
+        f"{call.nodeid} [{call.label}]: {format_energy(call.base_total_j)} -> {format_energy(call.new_total_j)} "
+        f"({format_change(call.change)}) {verdict}",
+        f"  {comp.reason}",
+    ]
+    for d in call.moved:
+        lines.append(
+            f"  {d.scope or '<model>'} ({d.type}) {format_energy(d.baseline_j)} -> {format_energy(d.now_j)} "
+            f"({format_change(d.change)})"
+        )
+    for d in call.added:
+        lines.append(f"  added: {d.scope} ({d.type}, {format_energy(d.now_j)})")
+    for d in call.removed:
+        lines.append(f"  removed: {d.scope} ({d.type}, {format_energy(d.baseline_j)})")
+    for old, new in call.renamed:
+        lines.append(f"  renamed: {old} -> {new}")
+    return lines
