@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_irene.errors import IreneError
+from pytest_irene.plugin.ci import CiReporter
 from pytest_irene.plugin.marks import MARKER_HELP
 from pytest_irene.plugin.options import add_options, load_settings
 from pytest_irene.compare.runfile import write_run_file
@@ -43,7 +44,8 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         settings = load_settings(config)
         if not settings.disabled:
-            config.stash[_MANAGER] = IreneSession(config, settings)
+            manager = config.stash[_MANAGER] = IreneSession(config, settings)
+            config.pluginmanager.register(CiReporter(manager), "irene_ci")
     except IreneError as exc:
         raise pytest.UsageError(str(exc)) from None
 

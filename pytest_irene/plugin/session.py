@@ -457,7 +457,7 @@ class IreneSession:
             baselines = s.baseline_dir.relative_to(self.config.rootpath)
         except ValueError:
             pass
-        flags = [f for f, on in (("save", s.save), ("strict", s.strict), ("prune", s.prune)) if on]
+        flags = [f for f, on in (("save", s.save), ("strict", s.strict)) if on]
         extra = f", {'+'.join(flags)}" if flags else ""
         lines = [f"irene: profile {s.profile}{hw}, features {mode}, baselines {baselines}/{extra}"]
         if self.base_run is not None:

@@ -1,0 +1,114 @@
+"""CI glue: GitHub Actions step summary and annotations, ``--irene-markdown``, JUnit XML properties.
+
+A second plugin object, registered by the main plugin when pytest-irene is on
+(no entry point of its own). It only consumes what the gate hands over: the
+records of each call (``pytest_irene_tree_predicted`` on the process that ran
+the test, ``pytest_irene_session_records`` on the controller), so the gate
+knows nothing about CI and CI output is the same under xdist.
+
+- JUnit: each call adds ``irene.<label>.predicted_j``, ``.change`` and
+  ``.profile`` (and ``.status``) to the test's ``user_properties``, which
+  ``--junitxml`` writes as ``<property>`` elements.
+- ``GITHUB_STEP_SUMMARY`` set: the Markdown summary is appended to that file,
+  kept within GitHub's 1 MiB per step.
+- ``--irene-markdown=PATH``: the same summary, within a comment's 65536 characters.
+- ``GITHUB_ACTIONS=true``: one ``::error file=...,line=...::`` annotation per
+  failing call, so the pull request shows it on the test's line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_irene.compare.records import CallRecord
+
+if TYPE_CHECKING:
+    from pytest_irene.plugin.session import IreneSession
+
+
+def junit_properties(record: CallRecord) -> list[tuple[str, str]]:
+    """The JUnit ``<property>`` name/value pairs of one call."""
+    change = next((d.change for d in record.comparison.deltas if d.scope == ""), None) if record.comparison else None
+    status = "fail" if record.failed else (record.comparison.status if record.comparison else "saved")
+    prefix = f"irene.{record.label}"
+    return [
+        (f"{prefix}.predicted_j", f"{record.tree.total_j:.6g}"),
+        (f"{prefix}.change", "" if change is None else f"{change:+.4f}"),
+        (f"{prefix}.profile", record.profile),
+        (f"{prefix}.status", status),
+    ]
+
+
+def _escape_data(text: str) -> str:
+    """A workflow command's message: ``%``, CR and LF escaped as the Actions runner expects."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    """A workflow command's property value: additionally ``:`` and ``,`` escaped."""
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def annotation(record: CallRecord) -> str:
+    """The ``::error file=...,line=...,title=...::message`` line for one failing call."""
+    from pytest_irene.report.terminal import failing_module_lines
+
+    props = []
+    if record.test_file:
+        props.append(f"file={_escape_property(record.test_file)}")
+        if record.test_line is not None:
+            props.append(f"line={record.test_line}")
+    props.append(f"title={_escape_property(f'irene energy gate: {record.nodeid} [{record.label}]')}")
+    message = "\n".join(failing_module_lines([record])) or f"{record.nodeid} [{record.label}] failed the energy gate"
+    return f"::error {','.join(props)}::{_escape_data(message)}"
+
+
+class CiReporter:
+    """Writes the CI outputs of one session; registered as the plugin ``irene_ci``."""
+
+    def __init__(self, manager: IreneSession):
+        self.manager = manager
+        self.records: list[CallRecord] = []
+        self.notes: list[str] = []
+
+    @pytest.hookimpl
+    def pytest_irene_tree_predicted(self, item: pytest.Item, record: CallRecord) -> None:
+        item.user_properties.extend(junit_properties(record))
+
+    @pytest.hookimpl
+    def pytest_irene_session_records(self, config: pytest.Config, records: list[CallRecord]) -> None:
+        from pytest_irene.report.markdown import COMMENT_LIMIT_CHARS, STEP_SUMMARY_LIMIT_BYTES, session_markdown
+
+        self.records = list(records)
+        if not records:
+            return
+        notes = self.manager.summary_notes()
+        path = self.manager.settings.markdown_path
+        if path is not None:
+            from pytest_irene.atomic import atomic_write_text
+
+            atomic_write_text(path, session_markdown(records, notes, limit=COMMENT_LIMIT_CHARS))
+            self.notes.append(f"irene: Markdown summary written to {path}")
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            target = Path(summary)
+            try:
+                used = target.stat().st_size if target.exists() else 0
+                room = max(STEP_SUMMARY_LIMIT_BYTES - used, 0)
+                with target.open("a", encoding="utf-8") as handle:
+                    handle.write(session_markdown(records, notes, limit=room, unit="bytes"))
+            except OSError as exc:
+                self.notes.append(f"irene: GITHUB_STEP_SUMMARY not written: {exc}")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+        for note in self.notes:
+            terminalreporter.write_line(note)
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            for record in self.records:
+                if record.failed:
+                    terminalreporter.write_line(annotation(record))
