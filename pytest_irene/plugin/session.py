@@ -269,8 +269,8 @@ class IreneSession:
             self.to_save[(item.nodeid, label)] = entry
         else:
             baseline = (self.base_run or self.store).get(item.nodeid, label)
-            why = self.machine_mismatch(features)
-            comparison = not_compared(why, self.settings.strict) if why and baseline else compare(
+            mismatch = self.machine_mismatch(features)
+            comparison = not_compared(mismatch, self.settings.strict) if mismatch and baseline else compare(
                 baseline,
                 tree,
                 tolerance=tolerance,
