@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from pytest_irene.errors import UsageError
 
@@ -30,6 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", default=None, metavar="NAME", help="profile name stored in the file (default: the output file's name)")
     p.add_argument("--seed", type=int, default=0, help="seed of the strategies that train with random order (default 0)")
     p.add_argument("--no-crossvalidate", action="store_true", help="skip the cross-validation whose errors the file records")
+    p.add_argument(
+        "--prior",
+        default=None,
+        metavar="PROFILE|MODEL.json",
+        help="transfer calibration: keep this profile's structure and fit only what differs on the new "
+        "machine (costs per flop, byte and call; rest-of-machine power) from a few measured trees",
+    )
     p.set_defaults(func=run)
 
 
@@ -48,9 +56,8 @@ def _feature_sets(option: str | None, dataset_paths: list[str]) -> tuple[str, ..
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from pytest_irene.cli._common import check_strategy
     from pytest_irene.engine.predict.energy_model import train_energy_model
-    from pytest_irene.report.tree_report import errors_table
-    from pytest_irene.cli._common import check_strategy, console
 
     strategy = check_strategy(args.strategy)
     output = Path(args.output)
@@ -59,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     profile = args.profile or output.stem
     if not profile:
         raise UsageError("--profile: expected a non-empty name")
+    if args.prior is not None:
+        return _run_transfer(args, output, profile)
     sets = _feature_sets(args.features, args.datasets)
     model = train_energy_model(
         args.datasets,
@@ -68,6 +77,37 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         crossvalidate=not args.no_crossvalidate,
     )
+    _save_and_summarise(model, output)
+    return 0
+
+
+def _run_transfer(args: argparse.Namespace, output: Any, profile: str) -> int:
+    from pytest_irene.cli._common import FEATURE_CHOICES, check_choice, console
+    from pytest_irene.engine.predict.transfer import transfer_energy_model
+
+
+    if args.strategy is not None:
+        raise UsageError("--strategy: a transferred model keeps its prior's strategy; drop --strategy or --prior")
+    sets = None if args.features is None else [check_choice("--features", args.features, FEATURE_CHOICES)]
+    model = transfer_energy_model(
+        args.datasets, prior=args.prior, profile=profile, feature_sets=sets, crossvalidate=not args.no_crossvalidate
+    )
+    out = console()
+    info = model.hyper_parameters["transfer"]
+    for name in model.feature_sets:
+        used = info["used"][name]
+        out.print(
+            f"{name} features: transferred from {info['prior']} with {used['trees']} tree(s), "
+            f"{used['signatures']} distinct node signature(s)"
+        )
+    _save_and_summarise(model, output)
+    return 0
+
+
+def _save_and_summarise(model: Any, output: Any) -> None:
+    from pytest_irene.cli._common import console
+    from pytest_irene.report.tree_report import errors_table
+
     try:
         model.save(output)
     except OSError as exc:
@@ -83,4 +123,3 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {output}: profile {model.profile}, strategy {model.strategy}, "
         f"feature sets {', '.join(model.feature_sets)}, {model.dataset_info.get('trees')} trees ({model.dataset_hash[:19]}...)"
     )
-    return 0

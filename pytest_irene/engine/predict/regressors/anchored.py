@@ -117,6 +117,28 @@ class AnchoredRegressor:
             log_corr += mem.predict(self._cols(X, names, mem.features))
         return self._smooth(X, names) * np.exp(log_corr)
 
+    def base_terms(self, X: np.ndarray, names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The physical parts of a prediction: per row the base's floor and per-input cost
+        terms (J, columns ``[floor] + base.features``) and the multiplier (correction and
+        memories) that bends their sum into :meth:`predict`."""
+        names = list(self.features) if names is None else list(names)
+        terms = self.base.terms(self._cols(X, names, self.base.features))
+        c = np.clip(self.correction.predict(self._cols(X, names, self.correction.features)), -self.clip, self.clip)
+        for mem in self.memories:
+            c = c + mem.predict(self._cols(X, names, mem.features))
+        return terms, np.exp(c)
+
+    def scaled(self, floor_factor: float, cost_factors: Sequence[float]) -> AnchoredRegressor:
+        """A copy for another machine: the base's floor and its per-input costs multiplied,
+        the shape knowledge (correction and memories) kept."""
+        return AnchoredRegressor(
+            base=self.base.scaled(floor_factor, cost_factors),
+            correction=self.correction,
+            clip=self.clip,
+            memories=list(self.memories),
+            floor_j=self.floor_j * float(floor_factor),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,

@@ -128,6 +128,24 @@ class LinearRegressor:
         out = S @ np.asarray(self.coef) + self.intercept
         return np.exp(np.clip(out, -50.0, 50.0)) if self.log_target else out
 
+    def scaled(self, intercept_factor: float, coef_factors: Sequence[float]) -> LinearRegressor:
+        """A copy with the intercept and each coefficient multiplied (a non-negative base's
+        floor and per-unit costs on another machine); ``ValueError`` on a centred model,
+        whose intercept is not a floor."""
+        if any(m != 0.0 for m in self.mean) or self.log_inputs or self.log_target:
+            raise ValueError("only an uncentred linear model in raw inputs can be rescaled term by term")
+        out = LinearRegressor(**{k: getattr(self, k) for k in self.__dataclass_fields__})
+        out.intercept = self.intercept * float(intercept_factor)
+        out.coef = [c * float(f) for c, f in zip(self.coef, coef_factors, strict=True)]
+        out.mean, out.scale, out.lo, out.hi = list(self.mean), list(self.scale), list(self.lo), list(self.hi)
+        return out
+
+    def terms(self, X: np.ndarray, names: Sequence[str] | None = None) -> np.ndarray:
+        """Per row, the intercept and each coefficient's contribution (columns sum to :meth:`predict`
+        for a model without log target)."""
+        S = (self._transform(columns(X, names, self.features)) - np.asarray(self.mean)) / np.asarray(self.scale)
+        return np.hstack([np.full((len(S), 1), self.intercept), S * np.asarray(self.coef)])
+
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,

@@ -48,19 +48,22 @@ class GluePredictor(Predictor):
         self.glue: GlueModel | None = None
         self.memories: list[ResidualMemory] = []
 
-    def _memory_inputs(self, forest: Forest, member: np.ndarray | None = None) -> np.ndarray:
+    def memory_inputs(self, forest: Forest, member: np.ndarray | None = None) -> np.ndarray:
+        """Module-shape coordinates (:attr:`MEMORY_FEATURES`) of every node; children outside
+        ``member`` are not counted in ``n_children``."""
         keep = np.ones(len(forest.nodes), dtype=bool) if member is None else member
         n_children = forest.child_sum(keep.astype(np.float64))
         cols = [n_children if f == "n_children" else forest.col(f) for f in self.MEMORY_FEATURES]
         return np.stack(cols, axis=1)
 
-    def _physics_names(self) -> list[str]:
+    def physics_names(self) -> list[str]:
+        """The :data:`PHYSICS_TERMS` this predictor's feature names allow, in order."""
         return [t for t in PHYSICS_TERMS if t.split("*")[0] in self.feature_names]
 
     def fit_forest(self, forest: Forest) -> None:
         if self.features == "all":
             # One model for every node at every level: wall energy is physics, not structure.
-            names = self._physics_names()
+            names = self.physics_names()
             coef = fit_relative_l1(physics_terms(forest, names), forest.energy)
             self.physics = {f: float(c) for f, c in zip(names, coef, strict=True)}
             self.leaves = None
@@ -78,7 +81,7 @@ class GluePredictor(Predictor):
         )
         ok = internal & (smooth > 0)
         resid = np.log(forest.energy[ok]) - np.log(smooth[ok])
-        Xm = self._memory_inputs(forest)[ok]
+        Xm = self.memory_inputs(forest)[ok]
         names = list(self.MEMORY_FEATURES)
         self.memories = [
             ResidualMemory(names, [MEMORY_BATCH_LOG_WIDTH if f == "batch_size" else MEMORY_LOG_WIDTH for f in names]),
@@ -90,7 +93,7 @@ class GluePredictor(Predictor):
 
     def predict_forest(self, forest: Forest) -> tuple[np.ndarray, np.ndarray]:
         if self.features == "all":
-            names = self._physics_names()
+            names = self.physics_names()
             coef = np.asarray([self.physics[f] for f in names])
             return physics_terms(forest, names) @ coef, np.zeros(len(forest.nodes), dtype=bool)
         glue = self.glue
@@ -112,7 +115,7 @@ class GluePredictor(Predictor):
         for name, mask in (("standard", everyone), ("folded", member)):
             log_corr = np.zeros(len(forest.nodes))
             internal = np.nonzero(~forest.is_leaf)[0]
-            Xm = self._memory_inputs(forest, mask)[internal]
+            Xm = self.memory_inputs(forest, mask)[internal]
             for mem in self.memories:
                 log_corr[internal] += mem.predict(Xm)
             parts[name] = (
@@ -155,7 +158,7 @@ class GluePredictor(Predictor):
             obj = require(obj, ("physics",), "predictor params")
             phys = obj["physics"]
             check(isinstance(phys, dict), "predictor params field 'physics': expected an object")
-            names = self._physics_names()
+            names = self.physics_names()
             check(set(phys) == set(names), f"predictor params field 'physics': expected coefficients for {names}")
             self.physics = {f: finite(phys[f], f"physics.{f}") for f in names}
             return

@@ -114,6 +114,27 @@ class GlueModel:
         model.scale, model.coef = scale.tolist(), (raw * scale).tolist()
         return model
 
+    def contributions_j(self, forest: Forest) -> np.ndarray:
+        """Per node and column (:attr:`columns`), the joules each glue term adds, computed
+        from the *measured* energies of the children (what fitting uses)."""
+        cat = self.category_of(forest)
+        ones = np.ones(len(forest.nodes))
+        D = np.hstack(
+            [self.category_sums(forest, forest.energy, cat), self.category_sums(forest, ones, cat), self.extra(forest)]
+        )
+        return (D / np.asarray(self.scale)) * np.asarray(self.coef)
+
+    def scaled(self, per_call: float, per_flop: float, per_byte: float, per_token: float) -> GlueModel:
+        """A copy whose machine costs are multiplied: the per-child-call terms (``count:*``),
+        the extra flops, the extra bytes and the batch·sequence term. The shares of the
+        children's energy (``energy:*``) are what a module does, not what the machine
+        costs, and are kept."""
+        k = len(self.categories)
+        factors = np.ones(len(self.coef))
+        factors[k : 2 * k] = per_call
+        factors[2 * k :] = [per_flop, per_byte, per_token]
+        return GlueModel(list(self.categories), list(self.scale), (np.asarray(self.coef) * factors).tolist())
+
     def glue_j(self, category_sums: np.ndarray, category_counts: np.ndarray, extra: np.ndarray) -> np.ndarray:
         D = np.hstack([category_sums, category_counts, extra])
         return (D / np.asarray(self.scale)) @ np.asarray(self.coef)

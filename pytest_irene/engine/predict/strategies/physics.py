@@ -34,10 +34,13 @@ def physics_terms(forest: Forest, terms: Sequence[str]) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-def fit_relative_l1(A: np.ndarray, y: np.ndarray, iterations: int = 30) -> np.ndarray:
-    """Minimise the mean *absolute relative* error ``Σ |A·c − y| / y`` (the reported
-    metric) by iteratively reweighted least squares, started from the ``1/y²`` fit."""
-    w = 1.0 / np.maximum(y, MIN_ENERGY_J) ** 2
+def fit_relative_l1(
+    A: np.ndarray, y: np.ndarray, iterations: int = 30, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Minimise the mean *absolute relative* error ``Σ wᵢ·|A·c − y| / y`` (the reported
+    metric) by iteratively reweighted least squares, started from the ``1/y²`` fit.
+    ``weights`` (default 1) weigh the samples, e.g. so that each level counts alike."""
+    w = (1.0 if weights is None else np.asarray(weights, dtype=np.float64)) / np.maximum(y, MIN_ENERGY_J) ** 2
     coef = weighted_lstsq(A, y, w, ridge=0.0)
     for _ in range(iterations):
         rel = np.abs(A @ coef - y) / np.maximum(y, MIN_ENERGY_J)
