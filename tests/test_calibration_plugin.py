@@ -41,6 +41,7 @@ def test_calibrate_needs_a_meter(pytester: pytest.Pytester) -> None:
         (["--irene-meter=rapl", "--irene-calibrate-rounds=two"], "*--irene-calibrate-rounds: expected a int*"),
         (["--irene-meter=rapl", "--irene-calibrate-rounds=0"], "*rounds must be a positive integer*"),
         (["--irene-meter=rapl", "--irene-calibrate-dataset=out.csv"], "*expected a .jsonl or .jsonl.gz file*"),
+        (["--irene-meter=rapl", "--irene-prior=no-such-profile"], "*unknown energy model 'no-such-profile'*"),
     ],
 )
 def test_bad_options_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
@@ -48,6 +49,13 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester, args: list[str]
     result = run(pytester, "--irene-calibrate", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_prior_needs_calibrate(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SUITE)
+    result = run(pytester, "--irene-prior=irene-pc1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--irene-prior trains a calibrated model file: it needs --irene-calibrate*"])
 
 
 def test_without_calibrate_the_fixture_skips(pytester: pytest.Pytester) -> None:

@@ -43,13 +43,18 @@ def register(subparsers: Any) -> None:
         "first, several rounds, cool-down between), append the measured trees to an irene-tree/1 dataset and "
         "train an energy model file for this rig.",
     )
-    parser.add_argument("--model", action="append", required=True, metavar="NAME",
-                        help="architecture to measure (repeat for several), e.g. bert-base-uncased")
-    parser.add_argument("--batch-size", type=int, nargs="+", required=True, metavar="B", help="batch size(s)")
-    parser.add_argument("--seq-len", type=int, nargs="+", required=True, metavar="S", help="sequence length(s)")
-    parser.add_argument("--meter", required=True, metavar="SPEC", help=f"power meter: {METER_SPEC_HELP}")
-    parser.add_argument("--dataset", required=True, metavar="OUT.jsonl[.gz]", help="dataset to append trees to")
-    parser.add_argument("-o", "--output", required=True, metavar="MODEL.json", help="energy model file to write")
+    parser.add_argument("--model", action="append", default=None, metavar="NAME",
+                        help="architecture to measure (repeat for several), e.g. bert-base-uncased "
+                        "(with --plan-only and no --model: the smallest plan a --prior transfer needs)")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=None, metavar="B", help="batch size(s)")
+    parser.add_argument("--seq-len", type=int, nargs="+", default=None, metavar="S", help="sequence length(s)")
+    parser.add_argument("--meter", default=None, metavar="SPEC", help=f"power meter: {METER_SPEC_HELP}")
+    parser.add_argument("--dataset", default=None, metavar="OUT.jsonl[.gz]", help="dataset to append trees to")
+    parser.add_argument("-o", "--output", default=None, metavar="MODEL.json", help="energy model file to write")
+    parser.add_argument("--prior", default=None, metavar="PROFILE|MODEL.json",
+                        help="train by transfer from this profile (a few measured trees suffice; see irene train --prior)")
+    parser.add_argument("--plan-only", action="store_true",
+                        help="print the measurement plan and its rig time, measure nothing")
     parser.add_argument("--profile", default=None, help="profile name of this rig (default: the output file's stem)")
     parser.add_argument("--window", type=float, default=20.0, metavar="SECONDS",
                         help="seconds each node runs per round (default 20; at least --min-reports meter reports)")
@@ -72,16 +77,41 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+#: Meter assumed by ``--plan-only`` without ``--meter`` (its report period sets the windows).
+PLAN_METER = "emonpi:/dev/ttyAMA0"
+
+
+def _required(args: argparse.Namespace) -> None:
+    """``--model``/``--batch-size``/``--seq-len`` go together; measuring needs the rest too."""
+    given = [args.model is not None, args.batch_size is not None, args.seq_len is not None]
+    if any(given) and not all(given):
+        raise UsageError("--model, --batch-size and --seq-len go together: give all three")
+    args.transfer_plan = args.plan_only and not any(given)
+    if args.plan_only:
+        if args.transfer_plan:
+            from pytest_irene.engine.predict.transfer import TRANSFER_PLAN
+
+            args.model = list(dict.fromkeys(m for m, _, _ in TRANSFER_PLAN))
+            args.batch_size = sorted({b for _, b, _ in TRANSFER_PLAN})
+            args.seq_len = sorted({s for _, _, s in TRANSFER_PLAN})
+        args.meter = args.meter or PLAN_METER
+        return
+    for option, value in (("--model", args.model), ("--meter", args.meter), ("--dataset", args.dataset), ("-o/--output", args.output)):
+        if value is None:
+            raise UsageError(f"{option} is required (only --plan-only measures nothing and needs none of them)")
+
+
 def run(args: argparse.Namespace) -> int:
     from pytest_irene.rig.calibration import CalibrationSettings, Calibrator, Target, cv_summary, format_duration, train_rig_model
     from pytest_irene.rig.meters import parse_meter_spec
 
-    dataset = Path(args.dataset)
+    _required(args)
+    dataset = Path(args.dataset or "plan.jsonl")
     if not (dataset.name.endswith(".jsonl") or dataset.name.endswith(".jsonl.gz")):
         raise UsageError(f"--dataset: expected a .jsonl or .jsonl.gz file, got {dataset}")
     if any(b <= 0 for b in args.batch_size) or any(s <= 0 for s in args.seq_len):
         raise UsageError("--batch-size and --seq-len must be positive integers")
-    output = Path(args.output)
+    output = Path(args.output or "plan.json")
     profile = args.profile or output.name.removesuffix(".json")
     settings = CalibrationSettings(
         window_s=args.window,
@@ -109,6 +139,13 @@ def run(args: argparse.Namespace) -> int:
             inputs = example_inputs(model, batch, seq, device="cpu")
             targets.append(Target(model, inputs, f"{name} b{batch} s{seq}", name, batch, seq))
 
+    if args.plan_only:
+        planner = Calibrator(meter, settings, dataset, progress=False)
+        print(planner.plan([planner.prepare(t) for t in targets]).describe())
+        if args.transfer_plan:
+            print("irene calibrate: the smallest plan a transfer needs (one input size of an encoder and a "
+                  "decoder); measure it with --prior irene-pc1 (or train the dataset with irene train --prior)")
+        return 0
     with Calibrator(meter, settings, dataset, progress=not args.no_progress) as cal:
         trees = cal.run(targets)
         hardware = cal.hardware()
@@ -118,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
           f"in {format_duration(sum(t.meta['calibration']['measure_s'] for t in trees))}")
     if args.no_train:
         return 0
-    model_file = train_rig_model([dataset], output, profile=profile, hardware=hardware)
+    model_file = train_rig_model([dataset], output, profile=profile, hardware=hardware, prior=args.prior)
     print(f"irene calibrate: energy model for profile {profile!r} written to {output}")
     for line in cv_summary(model_file):
         print(f"irene calibrate: {line}")

@@ -623,10 +623,13 @@ def train_rig_model(
     *,
     profile: str,
     hardware: dict[str, Any] | None = None,
+    prior: str | Path | None = None,
 ) -> Any:
     """Retrain the regressors on the rig's dataset(s) and save an energy model file; returns it.
 
-    The ``all`` feature set (model + resource features) is trained only when every
+    With ``prior`` (a profile name or model file) the model is a transfer of that prior
+    (:func:`pytest_irene.engine.predict.transfer.transfer_energy_model`): a few measured
+    trees suffice. The ``all`` feature set (model + resource features) is trained only when every
     tree carries every resource feature: a CPU-only rig has no GPU features, so
     its model predicts from model features (and says so in its ``feature_sets``).
     """
@@ -638,7 +641,12 @@ def train_rig_model(
     trees = load_dataset(*paths)
     complete = bool(trees) and all(all(f in t.root.features for f in RESOURCE_FEATURES) for t in trees)
     feature_sets = ("model", "all") if complete else ("model",)
-    model = train_energy_model(paths, profile=profile, hardware=hardware, feature_sets=feature_sets)
+    if prior is not None:
+        from pytest_irene.engine.predict.transfer import transfer_energy_model
+
+        model = transfer_energy_model(paths, prior=prior, profile=profile, hardware=hardware, feature_sets=feature_sets)
+    else:
+        model = train_energy_model(paths, profile=profile, hardware=hardware, feature_sets=feature_sets)
     model.save(output)
     return model
 

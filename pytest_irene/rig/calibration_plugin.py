@@ -57,6 +57,8 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("irene-calibrate-idle-cpu", "float", "refuse to start while the CPU is busier than this, %% (default 15)"),
     ("irene-calibrate-device", "str", "torch device the models are measured on (default: cpu)"),
     ("irene-calibrate-no-train", "flag", "only measure and append to the dataset; do not train a model file"),
+    ("irene-prior", "str", "with --irene-calibrate: train the model file by transfer from this profile or model file "
+     "(a few measured calls suffice; see irene train --prior)"),
 )
 
 
@@ -171,7 +173,11 @@ class CalibrationRun:
 
         try:
             self.trained = train_rig_model(
-                [self.dataset], self.output, profile=self.settings.profile, hardware=cal.hardware()
+                [self.dataset],
+                self.output,
+                profile=self.settings.profile,
+                hardware=cal.hardware(),
+                prior=self.config.getoption("irene_prior"),
             )
         except IreneError as exc:
             self.train_error = str(exc)
@@ -213,6 +219,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "irene_calibrate: (informational) the test's model calls are measured with --irene-calibrate"
     )
     if not config.getoption("irene_calibrate"):
+        if config.getoption("irene_prior"):
+            raise pytest.UsageError("--irene-prior trains a calibrated model file: it needs --irene-calibrate")
         return
     from pytest_irene.rig.calibration import CalibrationSettings
     from pytest_irene.rig.meters import parse_meter_spec
@@ -224,6 +232,10 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--irene-calibrate measures one call at a time: run it without -n (pytest-xdist)")
     try:
         parse_meter_spec(spec)  # validate now, open on the first call
+        if config.getoption("irene_prior"):
+            from pytest_irene.engine.predict.energy_model import EnergyModel
+
+            EnergyModel.load(config.getoption("irene_prior"))  # a bad prior fails now, not after hours of measuring
         root = Path(str(config.rootpath))
         dataset = Path(config.getoption("irene_calibrate_dataset") or DEFAULT_DATASET)
         output = Path(config.getoption("irene_calibrate_output") or DEFAULT_OUTPUT)
@@ -261,7 +273,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     return [
         f"irene calibrate: meter {run.meter_spec}, windows >= {s.window_s:g} s and {s.min_reports} reports, "
         f"{s.rounds} rounds, cool-down {s.cooldown_s:g} s, device {s.device}",
-        f"irene calibrate: dataset {run.dataset}, model {run.output} (profile {s.profile!r})",
+        f"irene calibrate: dataset {run.dataset}, model {run.output} (profile {s.profile!r})"
+        + (f", transferred from {config.getoption('irene_prior')}" if config.getoption("irene_prior") else ""),
     ]
 
 
