@@ -78,6 +78,18 @@ def test_batch_split_holds_out_largest_batch(trees):
     assert max(t.batch_size for t in train) == 24
 
 
+def test_width_split_trains_on_the_paper_models_and_tests_the_others(trees):
+    [(name, train, test)] = split_trees(trees, "width")
+    assert name == "width"
+    assert {t.model_name for t in train} == set(PAPER_MODELS)
+    assert {t.model_name for t in test} == {"sshleifer/tiny-ctrl"}
+    small = [t for t in trees if t.seq_len <= 64 and t.batch_size <= 16]
+    out = crossvalidate(small, features="model", split="width")
+    assert out["split"] == "width" and set(out["levels"]["model"]) == {"sshleifer/tiny-ctrl", "average"}
+    with pytest.raises(UsageError, match="split 'width'"):
+        split_trees([t for t in trees if t.model_name in PAPER_MODELS], "width")
+
+
 def test_unknown_split_is_a_usage_error(trees):
     with pytest.raises(UsageError, match="unknown split"):
         split_trees(trees, "random")

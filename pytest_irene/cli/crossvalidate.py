@@ -12,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "lomo (default): leave one model out over the six paper models (others only train); "
             "seq: train on all but each model's two longest sequence lengths, test on those; "
-            "batch: likewise with the largest batch size. Errors are mean percent errors per level "
+            "batch: likewise with the largest batch size; width: train on the six paper models, test on "
+            "the others (sshleifer/tiny-ctrl, hidden 16). Errors are mean percent errors per level "
             "(ml, module, model), per held-out model and on average."
         ),
         epilog="Example: irene crossvalidate calibration/datasets/irene-pc1.jsonl.gz --features all --json",
@@ -20,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("datasets", nargs="+", metavar="DATASET", help="irene-tree/1 dataset file(s)")
     p.add_argument("--features", default="model", metavar="model|all", help="feature set (default: model)")
     p.add_argument("--strategy", default=None, help="tree strategy (default: the predictor's default)")
-    p.add_argument("--split", default="lomo", metavar="lomo|seq|batch", help="how to split train and test (default: lomo)")
+    p.add_argument("--split", default="lomo", metavar="lomo|seq|batch|width", help="how to split train and test (default: lomo)")
     p.add_argument("--seed", type=int, default=0, help="seed of the strategies that shuffle (default 0)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object instead of a table")
     p.set_defaults(func=run)

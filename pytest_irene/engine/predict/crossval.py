@@ -11,6 +11,9 @@ Splits:
 - ``seq``: per model, train on all but its two longest sequence lengths, test on
   those two (extrapolation to longer inputs); one fit, errors per model.
 - ``batch``: per model, train on all but its largest batch size, test on it.
+- ``width``: train on the six paper models (hidden size 768 everywhere), test on every
+  other model (``sshleifer/tiny-ctrl``: hidden 16, a new width); errors are reported
+  for those other models.
 
 In every split the errors are reported for the six paper models (tiny-ctrl's held-out
 trees of ``seq``/``batch`` are predicted but not averaged in), unless the file holds
@@ -38,7 +41,7 @@ PAPER_MODELS: tuple[str, ...] = (
     "openai-gpt",
 )
 #: Every split :func:`crossvalidate` knows (``irene crossvalidate --split``).
-SPLITS: tuple[str, ...] = ("lomo", "seq", "batch")
+SPLITS: tuple[str, ...] = ("lomo", "seq", "batch", "width")
 #: The splits tried, in order, when a model file is trained; the first that applies is recorded.
 TRAINING_SPLITS: tuple[str, ...] = ("lomo", "seq", "batch")
 
@@ -121,6 +124,15 @@ def split_trees(
         if not test or not train:
             raise UsageError(f"split {split!r} left no trees to train or to test on")
         return [(split, train, test)]
+    if split == "width":
+        train = [t for t in trees if t.model_name in PAPER_MODELS]
+        test = [t for t in trees if t.model_name not in PAPER_MODELS]
+        if not train or not test:
+            raise UsageError(
+                f"split 'width' trains on the paper models {list(PAPER_MODELS)} and tests on the others "
+                f"(e.g. sshleifer/tiny-ctrl); this data has {len(train)} tree(s) of the first and {len(test)} of the second"
+            )
+        return [("width", train, test)]
     raise UsageError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
 
 
@@ -147,6 +159,6 @@ def crossvalidate(
             slot = errors.setdefault(model, {lv: [] for lv in LEVELS})
             for lv, vals in per_level.items():
                 slot[lv].extend(vals)
-    if split != "lomo":
+    if split in ("seq", "batch"):
         errors = {m: v for m, v in errors.items() if m in PAPER_MODELS} or errors
     return {"features": features, "strategy": strategy, "split": split, "levels": summarise(errors)}
