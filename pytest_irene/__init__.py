@@ -31,7 +31,7 @@ _LAZY: dict[str, str] = {
     "build_model": "pytest_irene.engine.architectures",
     "example_inputs": "pytest_irene.engine.architectures",
     "EnergyModel": "pytest_irene.engine.predict.energy_model",
-    "predict": "pytest_irene.engine.predict.energy_model",
+    "predict": "pytest_irene.pipeline",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

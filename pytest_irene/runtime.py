@@ -7,8 +7,11 @@ so importing it does not import torch.
 from __future__ import annotations
 
 from pytest_irene._lazy import lazy_exports
-from pytest_irene.rig.runtime import EXPORTS as _RIG_RUNTIME
+from pytest_irene.rig.runtime import EXPORTS
 
-__all__ = sorted(_RIG_RUNTIME)
+#: The rig's runtime names, plus the feature-mode decision that uses them (it lives in the pipeline).
+NAMES: dict[str, str] = {**EXPORTS, "choose_features": "pytest_irene.pipeline", "FeatureMode": "pytest_irene.pipeline"}
 
-__getattr__, __dir__ = lazy_exports(__name__, _RIG_RUNTIME, globals())
+__all__ = sorted(NAMES)
+
+__getattr__, __dir__ = lazy_exports(__name__, NAMES, globals())

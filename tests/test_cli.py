@@ -199,7 +199,7 @@ def test_predict_json_is_one_object_consistent_with_the_api(capsys):
     assert obj["tree"]["root"]["predicted_energy_j"] == pytest.approx(obj["total_j"])
 
     from pytest_irene.engine.architectures import build_model, example_inputs
-    from pytest_irene.engine.predict.energy_model import predict
+    from pytest_irene.pipeline import predict
 
     tree = predict(build_model("gpt2"), example_inputs("gpt2", 8, 64))
     assert tree.total_j == pytest.approx(obj["total_j"], rel=1e-12)

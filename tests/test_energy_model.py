@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_irene.engine.predict import energy_model as em_mod
 from pytest_irene.engine.dataset import dataset_hash, load_dataset, write_dataset
 from pytest_irene.engine.predict.energy_model import SCHEMA_VERSION, EnergyModel, clear_cache, train_energy_model
 from pytest_irene.errors import ModelFileError, UsageError
@@ -354,12 +353,13 @@ def test_bundled_model_matches_a_fresh_training_run():
 
 
 def test_module_level_predict_traces_and_predicts():
+    from pytest_irene import pipeline
     from pytest_irene.engine.architectures import build_model, example_inputs
 
     model = build_model("distilbert-base-uncased", n_layers=1)
-    tree = em_mod.predict(model, example_inputs("distilbert-base-uncased", 8, 64), profile="irene-pc1")
+    tree = pipeline.predict(model, example_inputs("distilbert-base-uncased", 8, 64), profile="irene-pc1")
     assert tree.batch_size == 8 and tree.seq_len == 64
     assert all(n.predicted_energy_j is not None and n.predicted_energy_j > 0 for n in tree.walk())
     assert tree.total_j == pytest.approx(tree.root.predicted_energy_j)
     with pytest.raises(UsageError, match="features"):
-        em_mod.predict(model, example_inputs("distilbert-base-uncased", 8, 64), features="some")
+        pipeline.predict(model, example_inputs("distilbert-base-uncased", 8, 64), features="some")

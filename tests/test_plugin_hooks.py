@@ -189,3 +189,26 @@ def test_swapped(irene):
     )
     result = run(pytester, "--irene-budget=1uJ")  # the gate would fail any real call at this budget
     result.assert_outcomes(passed=1)
+
+
+def test_formulas_registered_in_a_session_end_with_it(pytester: pytest.Pytester) -> None:
+    """An in-process session's user formulas do not leak into the next session."""
+    from pytest_irene.engine import features
+
+    features.register_formula("KeptAcross", lambda m, i, o: {"flops": 1.0, "mem_bytes": 1.0})
+    pytester.makeconftest(
+        '''
+import pytest_irene.engine.features as features
+
+def pytest_irene_register_formulas(config):
+    features.register_formula("SessionOnly", lambda m, i, o: {"flops": 1.0, "mem_bytes": 1.0})
+'''
+    )
+    write_tiny(pytester)
+    try:
+        run(pytester).assert_outcomes(passed=1)
+        assert "SessionOnly" not in features.registered_types()
+        assert "KeptAcross" in features.registered_types()  # registered before the session: kept
+    finally:
+        features.unregister_formula("KeptAcross")
+        features.unregister_formula("SessionOnly")

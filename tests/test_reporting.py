@@ -12,7 +12,6 @@ from pytest_irene.report.tree_report import (
     bottlenecks_table,
     breakdown_table,
     errors_table,
-    format_energy,
     format_share,
     innermost_modules,
     report,
@@ -20,6 +19,7 @@ from pytest_irene.report.tree_report import (
     tree_view,
 )
 from pytest_irene.engine.tree import EnergyNode, EnergyTree
+from pytest_irene.units import format_energy
 
 
 def render(renderable) -> str:

@@ -225,7 +225,7 @@ def test_fingerprint_of_this_host_and_matching():
 
 def test_choose_features_uses_resources_only_on_the_calibration_rig():
     from pytest_irene.errors import UsageError
-    from pytest_irene.rig.runtime.fingerprint import choose_features
+    from pytest_irene.pipeline import choose_features
 
     rig = {"cpu_model": "Intel(R) Core(TM) i9-7900X CPU @ 3.30GHz", "cpu_count": 20, "memory_gib": 31.3,
            "gpus": ["GeForce GTX 1080 Ti"], "driver_version": "455.32"}

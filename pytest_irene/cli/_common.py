@@ -7,9 +7,11 @@ import math
 import sys
 from typing import Any
 
+from pytest_irene.engine.feature_sets import FEATURE_SETS
 from pytest_irene.errors import UsageError
 
-FEATURE_CHOICES: tuple[str, ...] = ("model", "all")
+#: What ``--features`` accepts: the feature sets of a model file (no ``auto`` outside pytest).
+FEATURE_CHOICES: tuple[str, ...] = FEATURE_SETS
 
 
 def check_choice(option: str, value: str, choices: tuple[str, ...] | list[str]) -> str:

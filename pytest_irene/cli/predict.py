@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pytest_irene.engine.feature_sets import ALL
 from pytest_irene.errors import ModelFileError, UsageError
 
 
@@ -102,14 +103,14 @@ def run(args: argparse.Namespace) -> int:
     except ModelFileError as exc:
         raise ModelFileError(f"--profile: {exc}") from None
 
-    if features == "all":
-        tree = _measured_tree(args, energy_model)
-    else:
-        from pytest_irene.engine.tracing import trace
+    from pytest_irene.pipeline import predict_with
 
-        model, inputs, name = build(args, "meta")
-        tree = trace(model, inputs, batch_size=batch_size, seq_len=seq_len, device="meta", model_name=name)
-    energy_model.predict(tree, features=features)
+    device = _device_for(args, energy_model) if features == ALL else None
+    model, inputs, name = build(args, device or "meta")
+    tree = predict_with(
+        energy_model, model, inputs, features, device=device, option="--features",
+        batch_size=batch_size, seq_len=seq_len, model_name=name,
+    )
     if args.html:
         from pytest_irene.explorer.html import write_report
 
@@ -121,25 +122,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measured_tree(args: argparse.Namespace, energy_model: Any) -> Any:
+def _device_for(args: argparse.Namespace, energy_model: Any) -> str:
+    """The device ``--features all`` measures on, once this host is known to be the profile's rig."""
+    from pytest_irene.pipeline import HOST_DIFFERS, NO_RESOURCE_SET, FeatureModeRefused, choose_features
     try:
-        from pytest_irene.rig.runtime import fingerprint_differences, host_fingerprint, measure_tree
-    except ImportError as exc:
-        raise UsageError(f"--features all needs pytest_irene.rig.runtime, which cannot be imported: {exc}") from None
-    if "all" not in energy_model.feature_sets:
-        raise UsageError(f"--features all: energy model {energy_model.describe()} has no resource-feature regressors")
-    rig = dict(energy_model.hardware or {})
-    if not rig:
-        raise UsageError(f"--features all: energy model {energy_model.describe()} records no hardware fingerprint")
-    diffs = fingerprint_differences(host_fingerprint(), rig)
-    if diffs:
+        choose_features(ALL, dict(energy_model.hardware or {}), available=energy_model.feature_sets, option="--features")
+    except FeatureModeRefused as exc:
+        name = energy_model.describe()
+        if exc.mode.code == NO_RESOURCE_SET:
+            raise UsageError(f"--features all: energy model {name} has no resource-feature regressors") from None
+        if exc.mode.code != HOST_DIFFERS:
+            raise UsageError(f"--features all: energy model {name} records no hardware fingerprint") from None
         raise UsageError(
             f"--features all: this host is not the rig profile {energy_model.profile} was calibrated on "
-            f"({'; '.join(diffs)}); resource features measured here would give wrong energies. "
+            f"({'; '.join(exc.mode.differences)}); resource features measured here would give wrong energies. "
             "Use --features model, or a profile trained on this host (irene calibrate, irene train)"
-        )
-    device = _measure_device(args.device)
-    model, inputs, name = build(args, device)
-    return measure_tree(
-        model, inputs, device=device, model_name=name, batch_size=args.batch_size, seq_len=args.seq_len
-    )
+        ) from None
+    return _measure_device(args.device)

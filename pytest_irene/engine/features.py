@@ -325,6 +325,22 @@ def unregister_formula(type_name: str) -> None:
     _USER.pop(type_name, None)
 
 
+def user_formulas() -> dict[str, Formula]:
+    """A copy of the user formulas registered so far (what :func:`restore_user_formulas` takes back)."""
+    return dict(_USER)
+
+
+def restore_user_formulas(formulas: dict[str, Formula]) -> None:
+    """Make ``formulas`` the user formulas again, dropping any registered since the copy was taken.
+
+    Formulas are process-wide; the pytest plugin calls this at the end of a session
+    so that the formulas of one (in-process, e.g. pytester) session do not leak into
+    the next.
+    """
+    _USER.clear()
+    _USER.update(formulas)
+
+
 def registered_types() -> tuple[str, ...]:
     """Every type name with a formula (built-in and user-registered)."""
     return tuple(sorted(set(_BUILTIN) | set(_USER)))

@@ -45,7 +45,7 @@ from pytest_irene.engine import features as F_
 from pytest_irene.errors import TraceError, UsageError
 from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
-__all__ = ["NodeCall", "trace", "infer_batch_seq"]
+__all__ = ["NodeCall", "trace", "infer_batch_seq", "model_device"]
 
 
 @dataclass
@@ -353,11 +353,13 @@ def _default_name(model: nn.Module) -> str:
     return name or type(model).__name__
 
 
-def _model_device(model: nn.Module) -> torch.device | None:
+def model_device(model: nn.Module) -> str | None:
+    """Where ``model`` lives (``"cpu"``, ``"cuda:0"``, ``"meta"``): its first parameter's
+    device, else its first buffer's; ``None`` for a model without tensors."""
     for t in model.parameters():
-        return t.device
+        return str(t.device)
     for t in model.buffers():
-        return t.device
+        return str(t.device)
     return None
 
 
@@ -396,8 +398,8 @@ def trace(
         target = _meta_copy(model)
         inputs = _to_device(inputs, dev)
     else:
-        here = _model_device(model)
-        if here is not None and here.type != dev.type:
+        here = model_device(model)
+        if here is not None and torch.device(here).type != dev.type:
             raise UsageError(
                 f"trace: the model lives on {here}, not on {dev}; move it there first (model.to({str(dev)!r})) "
                 "or trace on the meta device"

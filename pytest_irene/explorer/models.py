@@ -15,7 +15,6 @@ HTML report must stay importable without them.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,19 +121,12 @@ def resolve_model(name: str, *, allowed_factories: Sequence[str] | None = None, 
     raise ParameterError(parameter, f"unknown model {name!r}; expected one of {list(archs)} or MODULE:FACTORY")
 
 
-_MODELS: dict[str, Any] = {}
-_MODELS_LOCK = threading.Lock()
-
-
 def energy_model(profile: str) -> Any:
-    """The loaded :class:`~pytest_irene.engine.predict.energy_model.EnergyModel`, loaded once per profile."""
-    with _MODELS_LOCK:
-        model = _MODELS.get(profile)
-        if model is None:
-            from pytest_irene.engine.predict.energy_model import EnergyModel
+    """The loaded :class:`~pytest_irene.engine.predict.energy_model.EnergyModel` of ``profile``
+    (:meth:`EnergyModel.load <pytest_irene.engine.predict.energy_model.EnergyModel.load>` caches it)."""
+    from pytest_irene.engine.predict.energy_model import EnergyModel
 
-            model = _MODELS[profile] = EnergyModel.load(profile)
-        return model
+    return EnergyModel.load(profile)
 
 
 def bundled_profiles() -> list[str]:
@@ -145,9 +137,6 @@ def bundled_profiles() -> list[str]:
 
 def predict_tree(spec: ModelSpec, batch_size: int, seq_len: int, profile: str, features: str = "model") -> EnergyTree:
     """Trace ``spec`` on the meta device and predict every node with ``profile``."""
-    tree = spec.trace(batch_size, seq_len)
-    predicted = energy_model(profile).predict(tree, features=features)
-    tree = predicted if predicted is not None else tree
-    tree.meta["profile"] = profile
-    tree.meta["features"] = features
+    tree = energy_model(profile).predict(spec.trace(batch_size, seq_len), features=features)
+    tree.meta["profile"] = profile  # the name asked for (a path stays a path), not the file's own
     return tree

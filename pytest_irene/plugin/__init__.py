@@ -50,6 +50,12 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    manager = _manager(config)
+    if manager is not None:
+        manager.close()
+
+
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
     manager = _manager(config)
     if manager is None:

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
+from pytest_irene.engine.feature_sets import AUTO, FEATURE_MODES
 from pytest_irene.errors import UsageError
 from pytest_irene.compare.gate import DEFAULT_MIN_DELTA_J, DEFAULT_TOLERANCE
 from pytest_irene.units import DEFAULT_PRICE_CENTS_PER_KWH, parse_energy, parse_percent, parse_price
 
 DEFAULT_PROFILE = "irene-pc1"
-FEATURE_MODES: tuple[str, ...] = ("auto", "model", "all")
 DEFAULT_BASELINE_DIR = ".irene"
 
 #: (option name, kind, help). kind: "str" takes a value, "bool" is a flag.
@@ -154,7 +154,7 @@ def load_settings(config: pytest.Config) -> Settings:
         raise UsageError(f"{src}: expected a profile name or a model file path, got an empty value")
 
     raw, src = get_raw(config, "irene-features")
-    features = str(raw).strip().lower() if raw is not None else "auto"
+    features = str(raw).strip().lower() if raw is not None else AUTO
     if features not in FEATURE_MODES:
         raise UsageError(f"{src}: expected one of {', '.join(FEATURE_MODES)}, got {raw!r}")
 

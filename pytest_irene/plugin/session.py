@@ -1,10 +1,11 @@
 """The run's state: one manager object per pytest session, like pytest-benchmark's.
 
 ``IreneSession`` owns everything that lives for the duration of a run: the
-parsed settings, the energy models loaded so far (lazily, on the first wrapped
-call that needs one, so ``--collect-only`` and suites without energy tests
-load nothing), the baseline store, the call records and the baselines waiting
-to be saved. ``plugin.py`` only forwards pytest's hooks here.
+parsed settings, the feature mode decided for each profile (energy models are
+loaded lazily, on the first wrapped call that needs one, so ``--collect-only``
+and suites without energy tests load nothing), the baseline store, the call
+records and the baselines waiting to be saved. Tracing and predicting a call go
+through :mod:`pytest_irene.pipeline`. ``plugin.py`` only forwards pytest's hooks here.
 
 Under pytest-xdist each worker predicts its own tests and hands its records
 and baseline entries to the controller through ``workeroutput``; only the
@@ -14,6 +15,7 @@ controller writes baselines and reports, so nothing races and nothing is lost.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,7 @@ from pytest_irene.compare.runfile import RunFile, git_commit
 from pytest_irene.compare.runs import RunSide, load_side, machine_differences, machine_mismatch, not_compared
 from pytest_irene.errors import IreneError, UsageError
 from pytest_irene.compare.gate import check_budget, compare, failure_text
+from pytest_irene.engine.feature_sets import ALL, AUTO, MODEL
 from pytest_irene.plugin.marks import IreneMark, read_mark
 from pytest_irene.plugin.options import Settings
 
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
 
     from pytest_irene.engine.predict.energy_model import EnergyModel
     from pytest_irene.engine.tree import EnergyTree
+    from pytest_irene.pipeline import FeatureMode
 
 WORKEROUTPUT_KEY = "pytest_irene"
 DEFAULT_LABEL = "default"
@@ -66,10 +70,6 @@ def describe_hardware(hardware: dict[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
-def _model_device(model: Any) -> str:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return str(tensor.device)
-    return "cpu"
 
 
 class IreneFixture:
@@ -121,10 +121,10 @@ class IreneSession:
         self.to_save: dict[tuple[str, str], BaselineEntry] = {}
         self.save_errors: list[str] = []
         self.saved_files: list[Path] = []
-        self._models: dict[str, EnergyModel] = {}
-        self._modes: dict[str, tuple[str, str]] = {}
+        self._modes: dict[tuple[str, str | None], FeatureMode] = {}
         self._marks: dict[str, IreneMark] = {}
         self._formulas_registered = False
+        self._formulas_before = _user_formulas()
         self._host: dict[str, Any] | None = None
         self._item_order: dict[str, int] | None = None
         self._versions: dict[str, str] = {}
@@ -136,12 +136,10 @@ class IreneSession:
     # -- energy models and feature mode -----------------------------------------------------
 
     def energy_model(self, profile: str) -> EnergyModel:
-        """The energy model of ``profile``, loaded once per process."""
-        if profile not in self._models:
-            from pytest_irene.engine.predict.energy_model import EnergyModel
+        """The energy model of ``profile`` (:meth:`EnergyModel.load` keeps the one cache of them)."""
+        from pytest_irene.engine.predict.energy_model import EnergyModel
 
-            self._models[profile] = EnergyModel.load(profile)
-        return self._models[profile]
+        return EnergyModel.load(profile)
 
     def energy_model_version(self, profile: str) -> str:
         """Version (file hash) of the energy model behind ``profile``, computed once."""
@@ -162,24 +160,25 @@ class IreneSession:
             self._host = dict(fp)
         return self._host
 
-    def feature_mode(self, profile: str) -> tuple[str, str]:
-        """The feature set used with ``profile`` (``model`` or ``all``) and why, decided once."""
-        if profile in self._modes:
-            return self._modes[profile]
-        from pytest_irene.rig.runtime.fingerprint import choose_features
+    def feature_mode(self, profile: str, device: str | None = None) -> FeatureMode:
+        """The feature set used with ``profile`` for a model on ``device``, and why; decided once for each."""
+        key = (profile, device)
+        if key not in self._modes:
+            from pytest_irene.pipeline import choose_features
 
-        wanted = self.settings.features
-        model = self.energy_model(profile)
-        host = self.host_fingerprint() if wanted != "model" else None
-        chosen = choose_features(
-            wanted, dict(model.hardware or {}), host=host, available=tuple(model.feature_sets)
-        )
-        reason = f"{wanted}: {chosen.reason}"
-        if chosen.features == "model" and wanted == "auto":
-            reason += "; resource features would not transfer, so model features are used"
-        mode = (chosen.features, reason)
-        self._modes[profile] = mode
-        return mode
+            wanted = self.settings.features
+            model = self.energy_model(profile)
+            host = self.host_fingerprint() if wanted != MODEL else None
+            self._modes[key] = choose_features(
+                wanted, dict(model.hardware or {}), host=host, available=model.feature_sets, device=device
+            )
+        return self._modes[key]
+
+    def close(self) -> None:
+        """End of the run (``pytest_unconfigure``): user formulas registered during it are dropped."""
+        features = sys.modules.get(_FEATURES_MODULE)
+        if features is not None:
+            features.restore_user_formulas(self._formulas_before)
 
     def machine_mismatch(self, features: str) -> str:
         """``--irene-compare``: why a call with ``features`` cannot be compared with a run from another machine."""
@@ -238,29 +237,25 @@ class IreneSession:
                 f"irene(..., label={label!r}) called twice in {item.nodeid}; give each call its own label"
             )
         profile, tolerance, budget_j = self.test_settings(item)
+        from pytest_irene.engine.tracing import model_device
+        from pytest_irene.pipeline import predict_with
+
         energy_model = self.energy_model(profile)
-        features, why = self.feature_mode(profile)
+        device = model_device(model) or "cpu"
+        mode = self.feature_mode(profile, device)
+        features = mode.features
         self._register_formulas()
-        device = _model_device(model)
-        rig_gpus = list(dict(energy_model.hardware or {}).get("gpus") or [])
-        if features == "all" and self.settings.features == "auto" and rig_gpus and not device.startswith("cuda"):
-            # the rig's resource features include GPU counters: a model on the CPU has none to measure
-            features = "model"
-            why = f"{why}, but the model is on {device} and the profile's resource features need its GPU; model features are used"
-        if features == "all":
-            from pytest_irene.rig.runtime import measure_tree
-
-            if device == "meta":
-                raise UsageError("--irene-features=all measures the model: it must be on a real device, not 'meta'")
-            tree = measure_tree(
-                model, inputs, device=device, model_name=model_name, batch_size=batch_size, seq_len=seq_len
-            )
-        else:
-            from pytest_irene.engine.tracing import trace
-
-            tree = trace(model, inputs, batch_size=batch_size, seq_len=seq_len, device="meta", model_name=model_name)
-        predicted = energy_model.predict(tree, features=features)
-        tree = predicted if predicted is not None else tree
+        tree = predict_with(
+            energy_model,
+            model,
+            inputs,
+            features,
+            device=device if features == ALL else None,
+            option="--irene-features",
+            batch_size=batch_size,
+            seq_len=seq_len,
+            model_name=model_name,
+        )
 
         version = self.energy_model_version(profile)
         entry = entry_from_tree(tree, profile=profile, features=features, energy_model=version)
@@ -294,7 +289,7 @@ class IreneSession:
             over_budget=budget.over,
             call_index=len(mine),
             item_index=self._item_index(item),
-            feature_mode_reason=why,
+            feature_mode_reason=mode.message,
             tolerance=tolerance,
             min_delta_j=self.settings.min_delta_j,
             hardware=describe_hardware(dict(energy_model.hardware)),
@@ -440,16 +435,16 @@ class IreneSession:
         hw = f"stands for {describe_hardware(hardware)}" if hardware else ""
         hw = f" ({'; '.join(p for p in (hw, scope) if p)})" if hw or scope else ""
         mode = s.features
-        if s.features == "auto":
+        if s.features == AUTO:
             mode = "auto (decided at the first wrapped call)"
             if hardware is not None:
                 try:
-                    from pytest_irene.rig.runtime.fingerprint import choose_features
+                    from pytest_irene.pipeline import choose_features
 
                     sets = peek.get("feature_sets")
-                    available = tuple(sets) if isinstance(sets, (dict, list)) else ("model",)
-                    chosen = choose_features("auto", hardware, host=self.host_fingerprint(), available=available)
-                    mode = f"{chosen.features} (auto: {chosen.reason.split('; ')[0]})"
+                    available = tuple(sets) if isinstance(sets, (dict, list)) else (MODEL,)
+                    chosen = choose_features(AUTO, hardware, host=self.host_fingerprint(), available=available)
+                    mode = f"{chosen.features} (auto: {chosen.summary})"
                 except Exception:  # noqa: BLE001 - the header is informative only
                     pass
         baselines = s.baseline_dir
@@ -471,6 +466,16 @@ class IreneSession:
         return lines
 
 
+#: The module holding user formulas; only looked up in ``sys.modules`` because it imports torch.
+_FEATURES_MODULE = "pytest_irene.engine.features"
+
+
+def _user_formulas() -> dict[str, Any]:
+    """The user formulas now, without importing torch (none can exist before the module is imported)."""
+    features = sys.modules.get(_FEATURES_MODULE)
+    return features.user_formulas() if features is not None else {}
+
+
 def _peek_profile(profile: str) -> dict[str, Any]:
     """The top-level fields of a profile's JSON (``hardware``, ``feature_sets``), without building any regressor.
 
@@ -479,14 +484,9 @@ def _peek_profile(profile: str) -> dict[str, Any]:
     hardware out (the first wrapped call reports a bad profile properly).
     """
     try:
-        import gzip
-
         from pytest_irene.engine.predict.profiles import resolve_profile
 
-        raw = Path(resolve_profile(profile)).read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        doc = json.loads(raw)
+        doc = json.loads(Path(resolve_profile(profile)).read_bytes())
         return doc if isinstance(doc, dict) else {}
     except Exception:  # noqa: BLE001 - the header is informative only
         return {}

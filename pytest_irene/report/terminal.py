@@ -13,7 +13,13 @@ import io
 
 from pytest_irene.compare.records import CallRecord
 from pytest_irene.compare.gate import culprits, innermost_modules
-from pytest_irene.units import format_change, format_energy, kwh_per_million_calls, usd_per_million_calls
+from pytest_irene.units import (
+    DEFAULT_PRICE_CENTS_PER_KWH,
+    format_change,
+    format_energy,
+    kwh_per_million_calls,
+    usd_per_million_calls,
+)
 
 _STATUS_STYLE = {"pass": "green", "fail": "bold red", "new": "cyan", "skipped": "yellow", "saved": "blue"}
 
@@ -101,7 +107,7 @@ def render_summary(
     width: int = 120,
     markup: bool = False,
     verbosity: int = 0,
-    price_cents_per_kwh: float = 13.19,
+    price_cents_per_kwh: float = DEFAULT_PRICE_CENTS_PER_KWH,
     notes: list[str] | None = None,
 ) -> str:
     """The whole summary as text (ANSI colour only when ``markup``)."""

@@ -1,8 +1,10 @@
 """Terminal and JSON views of a predicted energy tree.
 
 Every function returns a rich *renderable* (or plain JSON-able data) rather than
-printing, so ``irene predict``, the pytest plugin's terminal summary and users'
-scripts compose the same pieces and print them on their own console:
+printing, so ``irene predict``, ``train``, ``evaluate``, ``crossvalidate`` and users'
+scripts compose the same pieces and print them on their own console (energies
+are formatted by :func:`pytest_irene.units.format_energy`, as in the plugin's
+summary):
 
 - :func:`tree_view`: the model tree with each node's energy and share of the root;
 - :func:`bottlenecks_table`: the costliest innermost modules (where to optimise);
@@ -22,17 +24,9 @@ from rich.text import Text
 from rich.tree import Tree
 
 from pytest_irene.engine.tree import LEVELS, EnergyNode, EnergyTree, describe_energy_scope
-from pytest_irene.units import format_energy as _format_energy
+from pytest_irene.units import format_energy
 
 Source = Literal["predicted", "measured"]
-
-
-def format_energy(joules: float | None) -> str:
-    """Energy with a unit keeping 3-4 significant digits: ``"1.234 J"``, ``"56.7 mJ"``, ``"-"`` for none.
-
-    The same formatting as the plugin's terminal summary, so numbers match everywhere.
-    """
-    return _format_energy(joules)
 
 
 def format_share(share: float | None) -> str:
@@ -256,7 +250,6 @@ __all__ = [
     "bottlenecks_table",
     "breakdown_table",
     "errors_table",
-    "format_energy",
     "format_share",
     "header",
     "innermost_modules",

@@ -25,8 +25,10 @@ the field existed were trained on the paper's wall measurements and read as ``wa
 
 Loading validates everything and names the file and the field of any problem
 (a newer schema, a missing field, a wrong type, a NaN weight). Loaded models are
-cached per resolved path, modification time and size, so the pytest plugin can
-call :meth:`EnergyModel.load` for every test at no cost.
+cached per resolved path, modification time and size (the one cache of energy
+models: the plugin and the explorer call :meth:`EnergyModel.load` for every
+test or request at no cost). Tracing or measuring a model and predicting it in
+one call is :func:`pytest_irene.pipeline.predict`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import Any
 
 from pytest_irene.atomic import atomic_write_text
 from pytest_irene.errors import ModelFileError, UsageError
+from pytest_irene.engine.feature_sets import FEATURE_SETS
 from pytest_irene.engine.predict.profiles import resolve_profile
 from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, ENERGY_SCOPES, RESOURCE_FEATURES, EnergyTree
 
@@ -49,8 +52,6 @@ from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, ENERGY_SCOPES, RESOUR
 MODEL_FORMAT = "irene-model"
 #: Schema version this code writes and the newest it reads.
 SCHEMA_VERSION = 1
-#: Feature sets a model file may hold, in the order they are written.
-FEATURE_SET_NAMES: tuple[str, ...] = ("model", "all")
 
 
 def _version() -> str:
@@ -95,7 +96,7 @@ class EnergyModel:
     @property
     def feature_sets(self) -> tuple[str, ...]:
         """Feature sets this model can predict with, in file order."""
-        return tuple(name for name in FEATURE_SET_NAMES if name in self.predictors)
+        return tuple(name for name in FEATURE_SETS if name in self.predictors)
 
     def describe(self) -> str:
         """``irene-pc1 (/path/to/irene-pc1.json)`` for messages."""
@@ -127,8 +128,8 @@ class EnergyModel:
         return trees
 
     def _predictor(self, features: str) -> Any:
-        if features not in FEATURE_SET_NAMES:
-            raise UsageError(f"features: expected one of {list(FEATURE_SET_NAMES)}, got {features!r}")
+        if features not in FEATURE_SETS:
+            raise UsageError(f"features: expected one of {list(FEATURE_SETS)}, got {features!r}")
         predictor = self.predictors.get(features)
         if predictor is None:
             raise UsageError(
@@ -303,12 +304,12 @@ def _parse(obj: Any, source: str) -> EnergyModel:
 
     sets = obj["feature_sets"]
     if not sets:
-        raise _error(source, "feature_sets", f"expected at least one of {list(FEATURE_SET_NAMES)}, got none")
+        raise _error(source, "feature_sets", f"expected at least one of {list(FEATURE_SETS)}, got none")
     predictors: dict[str, Any] = {}
     for name, content in sets.items():
         where = f"feature_sets.{name}"
-        if name not in FEATURE_SET_NAMES:
-            raise _error(source, where, f"unknown feature set; expected one of {list(FEATURE_SET_NAMES)}")
+        if name not in FEATURE_SETS:
+            raise _error(source, where, f"unknown feature set; expected one of {list(FEATURE_SETS)}")
         try:
             predictor = predictor_from_json(content)
         except ModelFileError as exc:
@@ -429,7 +430,7 @@ def train_energy_model(
     dataset_paths: Sequence[str | os.PathLike[str]],
     *,
     profile: str,
-    feature_sets: Sequence[str] = FEATURE_SET_NAMES,
+    feature_sets: Sequence[str] = FEATURE_SETS,
     strategy: str | None = None,
     hardware: dict[str, Any] | None = None,
     seed: int = 0,
@@ -450,8 +451,8 @@ def train_energy_model(
     if not isinstance(profile, str) or not profile:
         raise UsageError(f"profile: expected a non-empty name, got {profile!r}")
     sets = list(dict.fromkeys(feature_sets))
-    if not sets or any(s not in FEATURE_SET_NAMES for s in sets):
-        raise UsageError(f"features: expected some of {list(FEATURE_SET_NAMES)}, got {list(feature_sets)}")
+    if not sets or any(s not in FEATURE_SETS for s in sets):
+        raise UsageError(f"features: expected some of {list(FEATURE_SETS)}, got {list(feature_sets)}")
     strategy = strategy or DEFAULT_STRATEGY
     paths = [Path(p) for p in dataset_paths]
     trees = load_dataset(*paths)
@@ -467,7 +468,7 @@ def train_energy_model(
             )
     predictors: dict[str, Any] = {}
     cv_errors: dict[str, Any] = {}
-    for name in FEATURE_SET_NAMES:
+    for name in FEATURE_SETS:
         if name not in sets:
             continue
         if crossvalidate:
@@ -499,54 +500,11 @@ def _dataset_info(trees: Sequence[EnergyTree]) -> dict[str, Any]:
     return info
 
 
-# -- convenience ----------------------------------------------------------------------------------
-
-
-def predict(
-    model: Any,
-    inputs: Any,
-    *,
-    profile: str | os.PathLike[str] = "irene-pc1",
-    features: str = "model",
-    **trace_kwargs: Any,
-) -> EnergyTree:
-    """Trace ``model(inputs)`` and predict every node's energy with ``profile``, in one call.
-
-    ``features="model"`` traces on the meta device (nothing runs);
-    ``features="all"`` measures the model where it lives with
-    :func:`pytest_irene.rig.runtime.measure_tree` (it must be on a real device).
-    ``trace_kwargs`` go to the tracer (``batch_size``, ``seq_len``, ``model_name``).
-    """
-    energy_model = EnergyModel.load(profile)
-    if features == "model":
-        from pytest_irene.engine.tracing import trace
-
-        trace_kwargs.setdefault("device", "meta")
-        tree = trace(model, inputs, **trace_kwargs)
-    elif features == "all":
-        tree = _measure(model, inputs, **trace_kwargs)
-    else:
-        raise UsageError(f"features: expected one of {list(FEATURE_SET_NAMES)}, got {features!r}")
-    return energy_model.predict(tree, features=features)
-
-
-def _measure(model: Any, inputs: Any, **kwargs: Any) -> EnergyTree:
-    try:
-        from pytest_irene.rig.runtime import measure_tree
-    except ImportError as exc:  # pragma: no cover - the runtime ships with the package
-        raise UsageError(f"features='all' needs pytest_irene.rig.runtime, which cannot be imported: {exc}") from None
-    if "device" not in kwargs:
-        tensor = next(iter(list(model.parameters()) + list(model.buffers())), None)
-        kwargs["device"] = str(tensor.device) if tensor is not None else "cpu"
-    return measure_tree(model, inputs, **kwargs)
-
-
 __all__ = [
     "EnergyModel",
     "energy_scope_of",
     "MODEL_FORMAT",
     "SCHEMA_VERSION",
     "clear_cache",
-    "predict",
     "train_energy_model",
 ]

@@ -4,9 +4,9 @@
 * :func:`measure_tree` traces a model with captured inputs, runs every distinct
   node once in isolation (:func:`run_call`, :func:`distinct_signatures`) and
   fills the dataset's resource features on every node;
-* :func:`host_fingerprint` / :func:`fingerprint_matches` decide whether resource
-  features may be used with an energy model calibrated elsewhere;
-  :func:`choose_features` turns ``auto|model|all`` into a mode and a reason.
+* :func:`host_fingerprint` / :func:`fingerprint_matches` tell whether resource
+  features may be used with an energy model calibrated elsewhere (the decision
+  itself is :func:`pytest_irene.pipeline.choose_features`).
 
 Names are imported lazily: importing this package does not import torch.
 """
@@ -30,8 +30,6 @@ EXPORTS: dict[str, str] = {
     "fingerprint_matches": "pytest_irene.rig.runtime.fingerprint",
     "fingerprint_differences": "pytest_irene.rig.runtime.fingerprint",
     "describe": "pytest_irene.rig.runtime.fingerprint",
-    "choose_features": "pytest_irene.rig.runtime.fingerprint",
-    "FeatureMode": "pytest_irene.rig.runtime.fingerprint",
     "measure_tree": "pytest_irene.rig.runtime.runner",
     "run_call": "pytest_irene.rig.runtime.runner",
     "RunWindow": "pytest_irene.rig.runtime.runner",

@@ -2,16 +2,16 @@
 
 Resource features (CPU use, GPU clocks, energy counters) only mean the same
 thing on the same hardware. Energy model files record the fingerprint of the
-rig they were measured on; the plugin uses resource features only when the
-current host matches it (:func:`fingerprint_matches`) and otherwise falls back
-to model features, saying why (:func:`fingerprint_differences`).
+rig they were measured on; :func:`pytest_irene.pipeline.choose_features` uses
+resource features only when the current host matches it
+(:func:`fingerprint_matches`) and otherwise falls back to model features,
+saying why (:func:`fingerprint_differences`).
 """
 
 from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,55 +120,3 @@ def describe(fp: dict[str, Any]) -> str:
     else:
         parts.append("no GPU")
     return ", ".join(parts)
-
-
-@dataclass(frozen=True)
-class FeatureMode:
-    """Which feature set to predict with, and why (shown to the user)."""
-
-    features: str
-    """``"model"`` (model features only) or ``"all"`` (model + resource features, runs the node runner)."""
-    reason: str
-    """One line saying why this mode was chosen."""
-
-
-FEATURE_CHOICES: tuple[str, ...] = ("auto", "model", "all")
-
-
-def choose_features(
-    requested: str,
-    profile_hardware: dict[str, Any] | None,
-    *,
-    host: dict[str, Any] | None = None,
-    available: tuple[str, ...] = ("model", "all"),
-    option: str = "--irene-features",
-) -> FeatureMode:
-    """Decide between model and resource features for one profile on this host.
-
-    ``auto`` uses resource features only when the profile was calibrated on a
-    host matching this one (and has ``all`` regressors); ``model`` never does;
-    ``all`` insists and raises :class:`~pytest_irene.errors.UsageError` naming
-    ``option`` when the host does not match, because resource features measured
-    on different hardware would silently give wrong energies.
-    """
-    from pytest_irene.errors import UsageError
-
-    if requested not in FEATURE_CHOICES:
-        raise UsageError(f"{option}: expected one of {', '.join(FEATURE_CHOICES)}, got {requested!r}")
-    if requested == "model":
-        return FeatureMode("model", "model features requested")
-    problem = None
-    if "all" not in available:
-        problem = "the energy model has no resource-feature ('all') regressors"
-    elif not profile_hardware:
-        problem = "the energy model records no hardware fingerprint"
-    else:
-        here = host if host is not None else host_fingerprint()
-        diffs = fingerprint_differences(here, profile_hardware)
-        if diffs:
-            problem = "this host differs from the calibration rig: " + "; ".join(diffs)
-    if problem is None:
-        return FeatureMode("all", f"host matches the calibration rig ({describe(profile_hardware or {})})")
-    if requested == "all":
-        raise UsageError(f"{option}=all: {problem}; use 'auto' or 'model' on this host")
-    return FeatureMode("model", problem)

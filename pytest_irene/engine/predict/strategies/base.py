@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from pytest_irene.engine.feature_sets import FEATURE_SETS
 from pytest_irene.engine.predict.regressors import MIN_ENERGY_J, LeafRegressors
 from pytest_irene.engine.predict.strategies.forest import Forest, flatten, training_forest
 from pytest_irene.engine.tree import OPTIONAL_MODEL_FEATURES, OPTIONAL_RESOURCE_FEATURES, RESOURCE_FEATURES, EnergyTree
@@ -23,7 +24,6 @@ from pytest_irene.errors import UsageError
 MODEL_FEATURE_SET: tuple[str, ...] = ("batch_size", "seq_len", "batch_seq", "flops", "mem_bytes")
 #: Resource features added by ``all`` (``cpu_energy_j`` joins when every training node has it).
 RESOURCE_FEATURE_SET: tuple[str, ...] = RESOURCE_FEATURES
-FEATURE_SETS: tuple[str, ...] = ("model", "all")
 
 #: JSON format tag of a serialised predictor.
 PREDICTOR_FORMAT = "irene-predictor/1"
