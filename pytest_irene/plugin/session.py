@@ -174,6 +174,15 @@ class IreneSession:
             )
         return self._modes[key]
 
+    def feature_modes(self) -> dict[str, dict[str, Any]]:
+        """Per profile, the feature mode decided for its first model device (each record has its own)."""
+        out: dict[str, dict[str, Any]] = {}
+        for (profile, device), mode in sorted(self._modes.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+            out.setdefault(
+                profile, {"features": mode.features, "reason": mode.message, "code": mode.code, "device": device}
+            )
+        return out
+
     def close(self) -> None:
         """End of the run (``pytest_unconfigure``): user formulas registered during it are dropped."""
         features = sys.modules.get(_FEATURES_MODULE)
@@ -387,7 +396,7 @@ class IreneSession:
                 "strict": s.strict,
                 "saved": s.save,
                 "price_cents_per_kwh": s.price_cents_per_kwh,
-                "feature_modes": {p: {"features": f, "reason": r} for p, (f, r) in sorted(self._modes.items())},
+                "feature_modes": self.feature_modes(),
             },
         )
 
