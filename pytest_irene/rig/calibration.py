@@ -389,12 +389,12 @@ class Calibrator:
         """Trace ``target`` on the rig's device with captured calls and group its nodes by signature."""
         import torch
 
-        from pytest_irene.rig.runtime.runner import distinct_signatures
+        from pytest_irene.rig.runtime.runner import distinct_signatures, without_cache
         from pytest_irene.engine.tracing import trace
 
         dev = torch.device(self.settings.device)
         model = target.model.to(dev).eval()
-        inputs = _to_device(target.inputs, dev)
+        inputs = without_cache(model, _to_device(target.inputs, dev))
         kwargs: dict[str, Any] = {"device": str(dev), "capture": True, "model_name": target.model_name}
         if target.batch_size is not None:
             kwargs["batch_size"] = target.batch_size
@@ -539,6 +539,9 @@ class Calibrator:
         for note in notes:
             self.warnings.append(f"{prepared.target.label}: {note}")
         append_trees(self.dataset, [tree])
+        # the captured inputs are every activation of the forward pass (GBs on a GPU for a
+        # 1B model): release them now, or a run over many targets holds them all at once
+        tree.calls = {}
         self.trees.append(tree)
         return tree
 

@@ -63,6 +63,9 @@ class FakeGpu:
     mem_clock_mhz: int = 2619
     power_w: float = 250.0
     energy_start_mj: int = 123_456_789
+    energy_period_s: float = 0.0
+    """The driver updates the total-energy counter this often (real boards: tens of ms);
+    between updates it reads the same value. 0: it advances continuously."""
     unsupported: set[str] = field(default_factory=set)
     t0: float = field(default_factory=time.monotonic)
 
@@ -151,4 +154,7 @@ class FakeNvml:
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: FakeGpu) -> int:
         g = self._gpu(handle, "energy")
-        return g.energy_start_mj + int((time.monotonic() - g.t0) * g.power_w * 1000)
+        elapsed = time.monotonic() - g.t0
+        if g.energy_period_s > 0:
+            elapsed = (elapsed // g.energy_period_s) * g.energy_period_s
+        return g.energy_start_mj + int(elapsed * g.power_w * 1000)

@@ -358,6 +358,10 @@ class PolledMeter(PowerMeter):
         self.poll_s = poll_s
         self.stamp_midpoint = True
         """Stamp readings at the middle of the device read (True) or at its start."""
+        self.changes_only = False
+        """Record a reading only when the counter's value changed (a counter the device updates
+        more slowly than it is polled: a repeated value is stale, not zero power)."""
+        self._last_energy_j: float | None = None
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -384,6 +388,9 @@ class PolledMeter(PowerMeter):
         # a counter read takes microseconds to milliseconds: stamp it at its middle; a meter
         # integrating power itself has already stamped its value at ``before``
         t = (before + time.monotonic()) / 2 if self.stamp_midpoint else before
+        if self.changes_only and energy == self._last_energy_j:
+            return
+        self._last_energy_j = energy
         self._record(PowerSample(t_s=t, energy_j=energy))
 
     def _loop(self) -> None:

@@ -4,6 +4,14 @@ Volta and newer GPUs keep a total-energy counter in millijoules
 (``nvmlDeviceGetTotalEnergyConsumption``); older ones only report the current
 power draw, which is then integrated over time (trapezoids between polls).
 This is the GPU's energy only: wall energy adds the rest of the machine.
+
+The driver updates the counter every few tens of milliseconds and reads the
+same value in between, so a reading equal to the previous one is not recorded:
+each recorded reading then marks an update (stamped within one poll of it),
+linear interpolation between updates is exact for steady power, and
+:attr:`period_s` is the counter's own update period, which calibration uses to
+size windows (at least ``min_reports`` updates each). Poll faster than the
+counter updates (``poll_s``) to stamp updates precisely.
 NVML access is the runtime's wrapper (:mod:`pytest_irene.rig.runtime.nvml`),
 shared with the resource sampler and the fingerprint.
 """
@@ -53,6 +61,7 @@ class NvmlMeter(PolledMeter):
         reading = self._gpu.read()
         if reading.energy_j is not None:
             self.source, self._start_j = "counter", reading.energy_j
+            self.changes_only = True
         elif reading.power_w is not None:
             self.source = "power"
             self.stamp_midpoint = False  # the integral is computed at the time passed in

@@ -308,7 +308,7 @@ def _to_device(value: Any, dev: Any) -> Any:
     return value
 
 
-def _without_cache(model: Any, inputs: Any) -> Any:
+def without_cache(model: Any, inputs: Any) -> Any:
     """Inputs with ``use_cache=False`` when the model takes it.
 
     A key/value cache (transformers' ``DynamicCache``) is mutated by every
@@ -420,7 +420,7 @@ def measure_tree(
         )
     cuda = dev.type == "cuda"
     model = model.to(dev).eval()
-    inputs = _without_cache(model, _to_device(inputs, dev))
+    inputs = without_cache(model, _to_device(inputs, dev))
     trace_kwargs: dict[str, Any] = {"device": str(dev), "capture": True, "model_name": model_name}
     if batch_size is not None:
         trace_kwargs["batch_size"] = batch_size
