@@ -111,8 +111,9 @@ def nvml_index(dev: Any) -> int:
 def probe_counter(dev: Any, idle_s: float = 2.0, busy_s: float = 3.0) -> CounterReport:
     """Check 0: the counter's update period and idle power, then counter vs power x time under load.
 
-    The busy load is a matrix-product loop on ``dev``; the first and last 20 % of the
-    busy probe are left out (NVML's power reading is a moving average on recent boards).
+    The busy load is a matrix-product loop on ``dev``; the comparison leaves out the first
+    40 % of the busy probe (at most 1.2 s: NVML's power reading is a moving average over
+    about a second on recent boards, so it lags the ramp) and the last 10 %.
     ``busy_s=0`` probes the idle counter only (the busy fields are NaN).
     """
     import torch
@@ -142,7 +143,7 @@ def probe_counter(dev: Any, idle_s: float = 2.0, busy_s: float = 3.0) -> Counter
         stop.set()
         poller.join()
     period, idle_w = _period_and_power(idle)
-    t0, t1 = rows[0][0] + 0.2 * busy_s, rows[0][0] + 0.8 * busy_s
+    t0, t1 = rows[0][0] + min(0.4 * busy_s, 1.2), rows[0][0] + 0.9 * busy_s
     steady = [r for r in rows if t0 <= r[0] <= t1 and r[1] is not None]
     counter_j = steady[-1][1] - steady[0][1] if len(steady) > 1 else float("nan")
     powered = [(t, p) for t, _, p in steady if p is not None]

@@ -53,6 +53,11 @@ TINY_CONFIG = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads":
 TINY_SIZES = ((1, 8), (2, 16))
 #: Seconds a target costs besides its windows (build, trace with capture, writing), for the plan.
 TARGET_OVERHEAD_S = 4.0
+#: Seconds the checks take on a GPU besides the counter's busy probe (mostly measure_tree of a BERT).
+CHECKS_S = 20.0
+#: Throughput assumed for the slowest windows (whole model, encoder), FLOP/s: conservative for an
+#: H200 (fp32 without TF32); they run at least 3 times per round (first call, warm-up, window).
+ASSUMED_FLOPS = {"bf16": 200e12, "fp32": 40e12}
 
 
 @dataclass
@@ -99,15 +104,15 @@ def _build(name: str, dtype: str, device: Any, tiny: bool) -> Any:
 
 
 @functools.lru_cache(maxsize=None)
-def distinct_estimate(name: str, dtype: str, batch: int, seq: int, tiny: bool) -> int:
-    """Distinct node signatures, estimated on the meta device (no memory, no time on the GPU)."""
+def distinct_estimate(name: str, dtype: str, batch: int, seq: int, tiny: bool) -> tuple[int, float]:
+    """(distinct node signatures, the whole model's flops), from a meta trace (no GPU time or memory)."""
     from pytest_irene.engine.architectures import example_inputs
     from pytest_irene.engine.tracing import trace
 
     model = _build(name, dtype, "meta", tiny)
     tree = trace(model, example_inputs(model, batch, seq))
     keys = {(n.type, n.features["flops"], n.features["mem_bytes"], n.features.get("params", 0.0)) for n in tree.walk()}
-    return len(keys)
+    return len(keys), tree.root.features["flops"]
 
 
 def make_plan(args: argparse.Namespace, window_s: float, period_s: float, left_s: float) -> tuple[list[Planned], list[Planned]]:
@@ -120,8 +125,9 @@ def make_plan(args: argparse.Namespace, window_s: float, period_s: float, left_s
     for batch, seq in sizes:
         for model in args.models:
             for dtype in args.dtypes:
-                distinct = distinct_estimate(model, "fp32", batch, seq, args.tiny)  # the same in every dtype
-                cost = args.rounds * distinct * per_window + (args.rounds - 1) * args.cooldown_s + TARGET_OVERHEAD_S
+                distinct, flops = distinct_estimate(model, "fp32", batch, seq, args.tiny)  # the same in every dtype
+                slow_s = 2 * 3 * flops / ASSUMED_FLOPS[dtype]  # the model and its largest module
+                cost = args.rounds * (distinct * per_window + slow_s) + (args.rounds - 1) * args.cooldown_s + TARGET_OVERHEAD_S
                 target = Planned(model, dtype, batch, seq, distinct, cost)
                 if used + cost <= left_s:
                     planned.append(target)
@@ -178,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-updates", type=int, default=10, help="counter updates per window (at least)")
     parser.add_argument("--min-window-s", type=float, default=0.2)
     parser.add_argument("--idle-s", type=float, default=3.0)
-    parser.add_argument("--check-s", type=float, default=3.0, help="busy time of the counter check, s")
+    parser.add_argument("--check-s", type=float, default=4.0, help="busy time of the counter check, s")
     parser.add_argument("--profile", default="nvml-h200", help="profile name: the dataset folder and lines' device")
     parser.add_argument("--tiny", action="store_true", help="1-layer, 32-wide models at tiny sizes (the dry run)")
     parser.add_argument("--skip-checks", action="store_true")
@@ -204,41 +210,37 @@ def main(argv: list[str] | None = None) -> int:
     deadline = started + args.budget_s
     say(f"gpu_collect: {args.profile} on {dev}, budget {args.budget_s:.0f} s, output {out}")
 
-    # 1. the counter's period decides the windows, so it is probed before the plan
-    report = gpu_check.probe_counter(dev, idle_s=min(2.0, args.idle_s), busy_s=0) if args.skip_checks else None
-    checks = None
-    if not args.skip_checks:
-        tiny_bert = {k: v for k, v in TINY_CONFIG.items() if k in config_dict("bert-base-uncased")}
-        checks = gpu_check.run_checks(dev, small=True, window_s=0.02 if args.tiny else 0.25,
-                                      idle_s=min(2.0, args.idle_s), busy_s=args.check_s, batch=2 if args.tiny else 8,
-                                      seq=8 if args.tiny else 128, config=tiny_bert if args.tiny else None)
-        summary["checks"] = {"failures": checks.failures, **checks.results}
-        period = checks.results.get("counter", {}).get("update_period_s", float("nan"))
-    else:
-        period = report.update_period_s if report else float("nan")
+    # 1. idle first: the counter's update period and idle power, before anything has run
+    probe = gpu_check.probe_counter(dev, idle_s=min(2.0, args.idle_s), busy_s=0)
+    summary["idle_probe"] = {"update_period_s": probe.update_period_s, "idle_power_w": probe.idle_power_w,
+                             "updates": probe.updates}
+    period = probe.update_period_s
     if not period == period or period <= 0:
         say("the counter's update period could not be measured; assuming 0.1 s")
         period = 0.1
     window_s = max(args.min_window_s, args.min_updates * period)
+    say(f"counter: an update every {period * 1e3:.2f} ms, idle {probe.idle_power_w:.1f} W")
     settings = CalibrationSettings(window_s=window_s, rounds=args.rounds, min_reports=args.min_updates,
                                    cooldown_s=args.cooldown_s, idle_window_s=args.idle_s, idle_tolerance=0.25,
                                    device=str(dev), profile=args.profile)
     summary.update(counter_update_period_s=period, window_s=window_s)
     _save(out / "summary.json", summary)
 
-    # 2. plan
-    planned, dropped = make_plan(args, window_s, period, deadline - time.monotonic() - args.idle_s - 5.0)
-    say(f"plan: windows {window_s:.3f} s (>= {args.min_updates} counter updates of {period * 1e3:.1f} ms), "
-        f"{args.rounds} rounds, cool-down {args.cooldown_s:g} s, idle {args.idle_s:g} s")
+    # 2. the time plan, before anything is measured
+    checks_s = 0.0 if args.skip_checks else args.check_s + (5.0 if args.tiny else CHECKS_S)
+    left = deadline - time.monotonic() - args.idle_s - checks_s - 5.0
+    planned, dropped = make_plan(args, window_s, period, left)
+    say(f"plan: idle {args.idle_s:g} s, checks ~{checks_s:.0f} s, then windows of {window_s:.3f} s "
+        f"(>= {args.min_updates} counter updates), {args.rounds} rounds, cool-down {args.cooldown_s:g} s:")
     for p in planned:
         say(f"  {p.label:42s} ~{p.distinct:3d} distinct nodes  ~{p.estimate_s:5.1f} s")
     say(f"planned: {len(planned)} targets, ~{sum(p.estimate_s for p in planned):.0f} s; left out for the budget: "
         + (", ".join(p.label for p in dropped) or "none"))
     summary["left_out"] = [p.label for p in dropped]
 
-    # 3. idle first, then every target; each tree is appended as soon as it is finished
     meter = NvmlMeter(gpu_check.nvml_index(dev), poll_s=max(period / 4, 0.001))
     with Calibrator(meter, settings, out / "unused.jsonl.gz", say=say, progress=False) as cal:
+        # 3. the calibration's idle measurement (recorded in every tree), still before any load
         try:
             idle = cal.check_idle()
         except CalibrationError as exc:
@@ -248,6 +250,16 @@ def main(argv: list[str] | None = None) -> int:
             idle = cal.check_idle()
         summary["idle_power_w"] = idle.power_w
         _save(out / "summary.json", summary)
+        # 4. the checks of every GPU path (a failure is reported, collection goes on)
+        checks = None
+        if not args.skip_checks:
+            tiny_bert = {k: v for k, v in TINY_CONFIG.items() if k in config_dict("bert-base-uncased")}
+            checks = gpu_check.run_checks(dev, small=True, window_s=0.02 if args.tiny else 0.25, idle_s=0.5,
+                                          busy_s=args.check_s, batch=2 if args.tiny else 8,
+                                          seq=8 if args.tiny else 128, config=tiny_bert if args.tiny else None)
+            summary["checks"] = {"failures": checks.failures, **checks.results}
+            _save(out / "summary.json", summary)
+        # 5. every planned target; each tree is appended to its model's file as soon as it is done
         for p in planned:
             if time.monotonic() + p.estimate_s > deadline:
                 say(f"skipping {p.label}: ~{p.estimate_s:.0f} s left no longer fits the budget")

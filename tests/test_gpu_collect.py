@@ -118,4 +118,8 @@ def test_the_plan_keeps_priority_order_within_the_budget():
     planned, dropped = gpu_collect.make_plan(args, 0.1, 0.01, budget)
     assert [p.label for p in planned] == [p.label for p in everything[:3]]
     assert [p.label for p in dropped] == [p.label for p in everything[3:]]
-    assert everything[0].estimate_s == pytest.approx(3 * everything[0].distinct * (0.1 * 1.2 + 0.01) + 2 * 1.0 + 4.0)
+    first = everything[0]
+    distinct, flops = gpu_collect.distinct_estimate("gpt2", "fp32", 1, 8, True)
+    slow_s = 6 * flops / gpu_collect.ASSUMED_FLOPS["bf16"]
+    assert first.distinct == distinct and first.estimate_s == pytest.approx(
+        3 * (distinct * (0.1 * 1.2 + 0.01) + slow_s) + 2 * 1.0 + gpu_collect.TARGET_OVERHEAD_S)
