@@ -148,3 +148,16 @@ def test_bad_scopes_are_named(tmp_path: Path, mixed_trees):
     doc["energy_scope"] = "board"
     with pytest.raises(ModelFileError, match="field 'energy_scope': expected one of"):
         EnergyModel.from_json(doc, "m.json")
+
+
+def test_the_pytest_header_says_what_the_profile_covers(pytester: pytest.Pytester):
+    from inner import run
+
+    doc = json.loads(EnergyModel.load("irene-pc1").dumps())
+    doc["energy_scope"] = "gpu-board"
+    (pytester.path / "board.json").write_text(json.dumps(doc))
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    wall = run(pytester, "--collect-only")
+    wall.stdout.fnmatch_lines(["*irene: profile irene-pc1 (stands for IrEne PC1*; wall energy), features*"])
+    board = run(pytester, "--collect-only", "--irene-profile", str(pytester.path / "board.json"))
+    board.stdout.fnmatch_lines(["*irene: profile *board.json (stands for *; GPU-board energy only (NVML), not wall)*"])
