@@ -161,3 +161,11 @@ def test_the_pytest_header_says_what_the_profile_covers(pytester: pytest.Pyteste
     wall.stdout.fnmatch_lines(["*irene: profile irene-pc1 (stands for IrEne PC1*; wall energy), features*"])
     board = run(pytester, "--collect-only", "--irene-profile", str(pytester.path / "board.json"))
     board.stdout.fnmatch_lines(["*irene: profile *board.json (stands for *; GPU-board energy only (NVML), not wall)*"])
+
+
+def test_a_transferred_profile_takes_the_scope_of_the_new_data(tmp_path: Path, mixed_trees):
+    from pytest_irene.engine.predict.transfer import transfer_energy_model
+
+    board = _write(tmp_path, [t for t in mixed_trees if t.meta["dtype"] == "float32"][:2], "gpu-board", "board.jsonl")
+    model = transfer_energy_model([board], prior="irene-pc1", profile="board", feature_sets=("model",), crossvalidate=False)
+    assert model.energy_scope == "gpu-board"

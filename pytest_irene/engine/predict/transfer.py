@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from pytest_irene.engine.predict.crossval import node_errors, summarise
-from pytest_irene.engine.predict.energy_model import EnergyModel
+from pytest_irene.engine.predict.energy_model import EnergyModel, energy_scope_of
 from pytest_irene.engine.predict.regressors import MIN_ENERGY_J, LeafRegressors
 from pytest_irene.engine.predict.strategies import Predictor, predictor_from_json
 from pytest_irene.engine.predict.strategies.forest import Forest, training_forest
@@ -274,6 +274,7 @@ def transfer_energy_model(
     trees = load_dataset(*paths)
     if not trees:
         raise UsageError(f"train --prior: the dataset(s) {[str(p) for p in paths]} hold no trees")
+    scope = energy_scope_of(trees, f"train --prior: the dataset(s) {[str(p) for p in paths]}")
     if feature_sets is None:
         complete = all(all(f in t.root.features for f in RESOURCE_FEATURES) for t in trees)
         feature_sets = [f for f in prior_model.feature_sets if f == "model" or complete]
@@ -312,6 +313,7 @@ def transfer_energy_model(
             },
             "cv_split": "leave-one-tree-out" if crossvalidate else None,
         },
+        energy_scope=scope,  # what the new machine's data measured, whatever the prior's was
     )
 
 
