@@ -30,7 +30,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,14 +292,60 @@ class BaselineStore:
             by_file.setdefault(self.path_for(nodeid), {})[(nodeid, label)] = entry
         written: list[Path] = []
         for path in sorted(by_file):
-            with _locked(path):
-                current = read_baseline_file(path)
+
+            def merge(current: dict[str, dict[str, BaselineEntry]], path: Path = path) -> None:
                 for (nodeid, label), entry in by_file[path].items():
                     current.setdefault(nodeid, {})[label] = entry
-                text = dumps_baselines(current)
-                old = path.read_text(encoding="utf-8") if path.exists() else None
-                if text != old:
-                    atomic_write_text(path, text)
-                    written.append(path)
-                self._cache[path] = current
+
+            if self._rewrite(path, merge):
+                written.append(path)
         return written
+
+    def files(self) -> list[Path]:
+        """Every baseline file under the directory, sorted."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.rglob("*.json") if p.is_file())
+
+    def tests_in(self, path: Path) -> dict[str, dict[str, BaselineEntry]]:
+        """The entries of one baseline file, ``{node id: {label: entry}}`` (read once, cached)."""
+        return self._file(path)
+
+    def prune(self, entries: set[tuple[str, str]]) -> list[Path]:
+        """Drop ``{(node id, label)}`` from their files (under the lock, like :meth:`save`).
+
+        A test left without labels is dropped; a file left without tests is
+        deleted. Returns the files rewritten or deleted.
+        """
+        by_file: dict[Path, set[tuple[str, str]]] = {}
+        for nodeid, label in entries:
+            by_file.setdefault(self.path_for(nodeid), set()).add((nodeid, label))
+        changed: list[Path] = []
+        for path in sorted(by_file):
+
+            def drop(current: dict[str, dict[str, BaselineEntry]], path: Path = path) -> None:
+                for nodeid, label in by_file[path]:
+                    current.get(nodeid, {}).pop(label, None)
+                    if nodeid in current and not current[nodeid]:
+                        del current[nodeid]
+
+            if self._rewrite(path, drop):
+                changed.append(path)
+        return changed
+
+    def _rewrite(self, path: Path, change: Callable[[dict[str, dict[str, BaselineEntry]]], None]) -> bool:
+        """Re-read ``path`` under the lock, apply ``change``, write it back if it changed (delete it if emptied)."""
+        with _locked(path):
+            current = read_baseline_file(path)
+            change(current)
+            self._cache[path] = current
+            old = path.read_text(encoding="utf-8") if path.exists() else None
+            if not current:
+                if old is not None:
+                    path.unlink()
+                return old is not None
+            text = dumps_baselines(current)
+            if text == old:
+                return False
+            atomic_write_text(path, text)
+            return True

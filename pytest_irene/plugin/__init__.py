@@ -46,6 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if not settings.disabled:
             manager = config.stash[_MANAGER] = IreneSession(config, settings)
             config.pluginmanager.register(CiReporter(manager), "irene_ci")
+            config.pluginmanager.register(manager.stale_tracker, "irene_stale")
     except IreneError as exc:
         raise pytest.UsageError(str(exc)) from None
 

@@ -43,6 +43,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "gate against a run file from --irene-json (e.g. the main branch's) or a baselines directory, not .irene/",
     ),
     ("irene-markdown", "str", "write the energy summary as Markdown to this file (for a pull-request comment)"),
+    ("irene-prune", "bool", "with --irene-save: drop the baselines of tests that no longer exist"),
     ("irene-price", "str", "electricity price for cost columns, e.g. 13.19c/kWh or 0.1319USD/kWh (default: 13.19c)"),
     ("irene-disable", "bool", "turn pytest-irene off: no model is loaded and irene() calls skip the test"),
 )
@@ -118,6 +119,8 @@ class Settings:
     """``--irene-compare``, resolved: the run file (or baselines directory) to gate against; ``None`` for ``.irene/``."""
     markdown_path: Path | None = None
     """``--irene-markdown``, resolved; ``None`` when not asked for."""
+    prune: bool = False
+    """``--irene-prune`` (with ``--irene-save``): drop baselines of tests that no longer exist."""
 
 
 def _path(value: str, source: str, config: pytest.Config) -> Path:
@@ -172,6 +175,9 @@ def load_settings(config: pytest.Config) -> Settings:
     raw, src = get_raw(config, "irene-markdown")
     markdown_path = _path(str(raw), src, config) if raw is not None else None
 
+    if flag("irene-prune") and not flag("irene-save"):
+        raise UsageError("--irene-prune: only with --irene-save (it rewrites the baselines)")
+
     raw, src = get_raw(config, "irene-price")
     price = parse_price(str(raw), src) if raw is not None else DEFAULT_PRICE_CENTS_PER_KWH
 
@@ -189,4 +195,5 @@ def load_settings(config: pytest.Config) -> Settings:
         price_cents_per_kwh=price,
         compare_path=compare_path,
         markdown_path=markdown_path,
+        prune=flag("irene-prune"),
     )

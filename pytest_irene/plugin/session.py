@@ -36,7 +36,9 @@ from pytest_irene.compare.runs import RunSide, load_side, machine_differences, m
 from pytest_irene.errors import IreneError, UsageError
 from pytest_irene.compare.gate import check_budget, compare, failure_text
 from pytest_irene.engine.feature_sets import ALL, AUTO, MODEL
+from pytest_irene.compare.stale import StaleBaseline, find_stale, stale_note
 from pytest_irene.plugin.marks import IreneMark, read_mark
+from pytest_irene.plugin.stale import StaleTracker, narrowed_modules
 from pytest_irene.plugin.options import Settings
 
 if TYPE_CHECKING:
@@ -111,6 +113,10 @@ class IreneSession:
         self.config = config
         self.settings = settings
         self.store = BaselineStore(settings.baseline_dir)
+        self.stale_tracker = StaleTracker()
+        self.stale: list[StaleBaseline] = []
+        """Baselines of tests that no longer exist (pruned with ``--irene-save --irene-prune``)."""
+        self.pruned_files: list[Path] = []
         self.base_run: RunSide | None = None
         """``--irene-compare``: the run the calls are gated against instead of :attr:`store`."""
         if settings.compare_path is not None:
@@ -372,8 +378,27 @@ class IreneSession:
                 self.save_errors.append(f"baselines NOT saved: {exc}")
                 if session.exitstatus == pytest.ExitCode.OK:
                     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self.find_stale(session)
         self.records = sort_records(self.records)
         self.config.hook.pytest_irene_session_records(config=self.config, records=list(self.records))
+
+    def find_stale(self, session: pytest.Session) -> None:
+        """List the stale baselines of ``.irene/`` and, with ``--irene-save --irene-prune``, drop them."""
+        if self.base_run is not None:
+            return
+        passed: dict[str, set[str]] = {}
+        for record in self.records:
+            if record.nodeid in self.stale_tracker.passed:
+                passed.setdefault(record.nodeid, set()).add(record.label)
+        self.stale = find_stale(
+            self.store, self.config.rootpath, self.stale_tracker.known, passed, narrowed_modules(self.config)
+        )
+        if self.stale and self.settings.save and self.settings.prune:
+            try:
+                self.pruned_files = self.store.prune({(s.nodeid, s.label) for s in self.stale})
+            except (BaselineError, OSError) as exc:
+                self.save_errors.append(f"stale baselines NOT pruned: {exc}")
+                self.stale = []
 
     # -- reports --------------------------------------------------------------------------
 
@@ -407,13 +432,15 @@ class IreneSession:
             notes.append("baselines saved: " + ", ".join(str(p) for p in self.saved_files))
         elif self.settings.save and self.to_save and not self.save_errors:
             notes.append("baselines unchanged")
+        if self.stale:
+            notes.append(stale_note(self.stale, pruned=bool(self.pruned_files)))
         if self.settings.json_path is not None:
             notes.append(f"irene: JSON report written to {self.settings.json_path}")
         return notes
 
     def summary_text(self, *, width: int, markup: bool, verbosity: int) -> str | None:
         """The terminal summary; ``None`` on an xdist worker or when nothing was wrapped."""
-        if self.is_worker or (not self.records and not self.save_errors):
+        if self.is_worker or (not self.records and not self.save_errors and not self.stale):
             return None
         from pytest_irene.report.terminal import render_summary
 
@@ -461,7 +488,7 @@ class IreneSession:
             baselines = s.baseline_dir.relative_to(self.config.rootpath)
         except ValueError:
             pass
-        flags = [f for f, on in (("save", s.save), ("strict", s.strict)) if on]
+        flags = [f for f, on in (("save", s.save), ("strict", s.strict), ("prune", s.prune)) if on]
         extra = f", {'+'.join(flags)}" if flags else ""
         lines = [f"irene: profile {s.profile}{hw}, features {mode}, baselines {baselines}/{extra}"]
         if self.base_run is not None:

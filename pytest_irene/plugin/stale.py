@@ -1,0 +1,63 @@
+"""pytest glue for stale baselines: which tests exist this session, and which passed.
+
+Registered by the main plugin as ``irene_stale``. It only watches collection
+and reports; the decision is :func:`pytest_irene.compare.stale.find_stale`.
+Under xdist the controller collects nothing, so each worker hands its
+collected and deselected node ids over through ``workeroutput``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+KNOWN_KEY = "pytest_irene_known"
+
+
+class StaleTracker:
+    """Node ids collected or deselected, and tests whose call phase passed."""
+
+    def __init__(self) -> None:
+        self.known: set[str] = set()
+        self.passed: set[str] = set()
+
+    @pytest.hookimpl
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.known.update(item.nodeid for item in items)
+
+    @pytest.hookimpl
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.known.update(item.nodeid for item in session.items)
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" and report.passed:
+            self.passed.add(report.nodeid)
+
+    @pytest.hookimpl
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:
+            workeroutput[KNOWN_KEY] = sorted(self.known)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        self.known.update(getattr(node, "workeroutput", {}).get(KNOWN_KEY, []))
+
+
+def narrowed_modules(config: pytest.Config) -> set[str]:
+    """Test modules named with ``::`` node ids on the command line, relative to the rootdir."""
+    out: set[str] = set()
+    for arg in config.args:
+        if "::" not in arg:
+            continue
+        path = Path(arg.split("::", 1)[0])
+        if not path.is_absolute():
+            path = Path(config.invocation_params.dir) / path
+        try:
+            out.add(path.resolve().relative_to(config.rootpath.resolve()).as_posix())
+        except ValueError:
+            continue
+    return out
