@@ -13,7 +13,7 @@ every session through the plugin entry point) does not import torch.
 
 from __future__ import annotations
 
-from pytest_irene._lazy import lazy_exports
+from pytest_irene.lazy import lazy_exports
 
 
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ so importing it does not import torch.
 
 from __future__ import annotations
 
-from pytest_irene._lazy import lazy_exports
+from pytest_irene.lazy import lazy_exports
 from pytest_irene.rig.runtime import EXPORTS
 
 #: The rig's runtime names, plus the feature-mode decision that uses them (it lives in the pipeline).

@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pytest_irene.cli._common import check_choice, print_json
+    from pytest_irene.cli.common import check_choice, print_json
     from pytest_irene.compare.runs import compare_runs, load_side
     from pytest_irene.units import parse_energy, parse_percent
 

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from pytest_irene.engine.predict.crossval import SPLITS, crossvalidate
     from pytest_irene.engine.dataset import load_dataset
     from pytest_irene.report.tree_report import errors_table
-    from pytest_irene.cli._common import FEATURE_CHOICES, check_choice, check_strategy, console, print_json
+    from pytest_irene.cli.common import FEATURE_CHOICES, check_choice, check_strategy, console, print_json
 
     features = check_choice("--features", args.features, FEATURE_CHOICES)
     split = check_choice("--split", args.split, SPLITS)

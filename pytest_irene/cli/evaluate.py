@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from pytest_irene.engine.dataset import dataset_hash, load_dataset
     from pytest_irene.engine.predict.energy_model import EnergyModel
     from pytest_irene.report.tree_report import errors_table
-    from pytest_irene.cli._common import FEATURE_CHOICES, check_choice, console, print_json
+    from pytest_irene.cli.common import FEATURE_CHOICES, check_choice, console, print_json
 
     features = check_choice("--features", args.features, FEATURE_CHOICES)
     try:

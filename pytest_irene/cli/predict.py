@@ -88,7 +88,7 @@ def _measure_device(requested: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from pytest_irene.engine.predict.energy_model import EnergyModel
     from pytest_irene.report.tree_report import report, report_json
-    from pytest_irene.cli._common import FEATURE_CHOICES, check_choice, console, positive_int, print_json
+    from pytest_irene.cli.common import FEATURE_CHOICES, check_choice, console, positive_int, print_json
 
     batch_size = positive_int("--batch-size", args.batch_size)
     seq_len = positive_int("--seq-len", args.seq_len)

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _feature_sets(option: str | None, dataset_paths: list[str]) -> tuple[str, ...]:
     from pytest_irene.engine.dataset import load_dataset
     from pytest_irene.engine.tree import RESOURCE_FEATURES
-    from pytest_irene.cli._common import FEATURE_CHOICES, check_choice
+    from pytest_irene.cli.common import FEATURE_CHOICES, check_choice
 
     if option is not None:
         return (check_choice("--features", option, FEATURE_CHOICES),)
@@ -56,7 +56,7 @@ def _feature_sets(option: str | None, dataset_paths: list[str]) -> tuple[str, ..
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pytest_irene.cli._common import check_strategy
+    from pytest_irene.cli.common import check_strategy
     from pytest_irene.engine.predict.energy_model import train_energy_model
 
     strategy = check_strategy(args.strategy)
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_transfer(args: argparse.Namespace, output: Any, profile: str) -> int:
-    from pytest_irene.cli._common import FEATURE_CHOICES, check_choice, console
+    from pytest_irene.cli.common import FEATURE_CHOICES, check_choice, console
     from pytest_irene.engine.predict.transfer import transfer_energy_model
 
 
@@ -105,7 +105,7 @@ def _run_transfer(args: argparse.Namespace, output: Any, profile: str) -> int:
 
 
 def _save_and_summarise(model: Any, output: Any) -> None:
-    from pytest_irene.cli._common import console
+    from pytest_irene.cli.common import console
     from pytest_irene.report.tree_report import errors_table
 
     try:

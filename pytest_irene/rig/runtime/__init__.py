@@ -13,7 +13,7 @@ Names are imported lazily: importing this package does not import torch.
 
 from __future__ import annotations
 
-from pytest_irene._lazy import lazy_exports
+from pytest_irene.lazy import lazy_exports
 
 EXPORTS: dict[str, str] = {
     "ResourceSampler": "pytest_irene.rig.runtime.sampler",
