@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from pytest_irene.cli._common import check_choice
+    from pytest_irene.cli.common import check_choice
     from pytest_irene.compare.runfile import read_run_file
     from pytest_irene.report.benchmark_json import FORMATS, bencher, github_action_benchmark, points
 
