@@ -73,7 +73,8 @@ def call_view(
     """Everything the explorer shows for one wrapped call (or one predicted tree).
 
     Keys: ``id``, ``title``, ``model_name``, ``batch_size``, ``seq_len``,
-    ``profile``, ``features``, ``energy_scope`` (+ ``energy_scope_text``: what the joules cover), ``source`` (which energy the view shows),
+    ``profile``, ``features``, ``extrapolation`` (why the prediction leaves the profile's
+    training ranges; empty when it does not), ``energy_scope`` (+ ``energy_scope_text``: what the joules cover), ``source`` (which energy the view shows),
     ``total_j``, ``status``/``reason``/``budget_j``/``over_budget`` (the gate's
     verdict, ``None`` outside pytest), ``tree`` (:meth:`EnergyTree.to_dict`),
     ``deltas`` (scope → baseline delta), ``removed`` (modules only in the
@@ -99,6 +100,7 @@ def call_view(
         "device": tree.profile,
         "profile": record.profile if record else (profile or tree.meta.get("profile")),
         "features": record.features if record else tree.meta.get("features"),
+        "extrapolation": list(tree.meta.get("extrapolation") or []),
         "energy_scope": tree.energy_scope,
         "energy_scope_text": describe_energy_scope(tree.energy_scope),
         "source": source,

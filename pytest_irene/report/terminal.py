@@ -67,6 +67,15 @@ def one_line(records: list[CallRecord]) -> str:
     return f"irene: {len(records)} wrapped call(s), {', '.join(parts)}; {format_energy(total)} predicted in all"
 
 
+def extrapolation_lines(records: list[CallRecord]) -> list[str]:
+    """One line per call whose prediction leaves the profile's training ranges (trust it less)."""
+    return [
+        f"extrapolates: {r.nodeid} [{r.label}]: {'; '.join(r.tree.meta['extrapolation'])}"
+        for r in records
+        if r.tree.meta.get("extrapolation")
+    ]
+
+
 def failing_module_lines(records: list[CallRecord]) -> list[str]:
     """One line per failing call and the innermost modules that made it fail.
 
@@ -157,6 +166,8 @@ def render_summary(
         console.width = max(console.width, natural)
         console.print(table)
         console.print(one_line(records), markup=False, soft_wrap=True)
+        for line in extrapolation_lines(records):
+            console.print(line, markup=False, soft_wrap=True, style="yellow" if markup else None)
         reasons = sorted({r.feature_mode_reason for r in records if r.feature_mode_reason})
         for reason in reasons:
             console.print(f"feature mode: {reason}", markup=False, soft_wrap=True)

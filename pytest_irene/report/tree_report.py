@@ -153,7 +153,8 @@ def breakdown_table(tree: EnergyTree, level: str | None = "module", source: Sour
 
 
 def header(tree: EnergyTree, *, profile: str | None = None, features: str | None = None, source: Source = "predicted") -> Text:
-    """One line: model, input size, total energy, profile and feature set."""
+    """One line: model, input size, total energy, profile and feature set (and a second
+    line naming what the prediction extrapolates, when it leaves the training ranges)."""
     profile = profile or tree.meta.get("profile")
     features = features or tree.meta.get("features")
     text = Text()
@@ -165,6 +166,8 @@ def header(tree: EnergyTree, *, profile: str | None = None, features: str | None
         text.append(f"  (profile {profile}")
         text.append(f", {features} features)" if features else ")")
     text.append(f"  [{describe_energy_scope(tree.energy_scope)}]", style="yellow" if tree.energy_scope != "wall" else "")
+    if tree.meta.get("extrapolation"):
+        text.append("\n  extrapolates: " + "; ".join(tree.meta["extrapolation"]), style="yellow")
     return text
 
 
@@ -235,6 +238,7 @@ def report_json(tree: EnergyTree, *, top: int = 10, source: Source = "predicted"
         "seq_len": tree.seq_len,
         "profile": tree.meta.get("profile"),
         "features": tree.meta.get("features"),
+        "extrapolation": list(tree.meta.get("extrapolation") or []),
         "energy_scope": tree.energy_scope,
         "total_j": tree.root.energy_of(source),
         "bottlenecks": [node_json(n, tree, source) for n in bottlenecks(tree, top, source)],

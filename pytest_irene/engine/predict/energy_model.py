@@ -98,6 +98,15 @@ class EnergyModel:
         """Feature sets this model can predict with, in file order."""
         return tuple(name for name in FEATURE_SETS if name in self.predictors)
 
+    @property
+    def training_ranges(self) -> Any:
+        """The :class:`~pytest_irene.engine.predict.ranges.TrainingRanges` of ``dataset.ranges``
+        (validated when the file is loaded), ``None`` for files written before they were stored."""
+        from pytest_irene.engine.predict.ranges import TrainingRanges
+
+        raw = self.dataset_info.get("ranges")
+        return None if raw is None else TrainingRanges.from_json(raw)
+
     def describe(self) -> str:
         """``irene-pc1 (/path/to/irene-pc1.json)`` for messages."""
         return f"{self.profile} ({self.source})" if self.source else self.profile
@@ -121,9 +130,15 @@ class EnergyModel:
         for tree in trees:
             self._check_features(tree, predictor, features)
         predictor.predict_many(trees)
+        ranges = self.training_ranges
         for tree in trees:
             tree.meta["profile"] = self.profile
             tree.meta["features"] = features
+            reasons = ranges.extrapolation(tree) if ranges is not None else []
+            if reasons:
+                tree.meta["extrapolation"] = reasons
+            else:
+                tree.meta.pop("extrapolation", None)
             tree.meta["energy_scope"] = self.energy_scope
         return trees
 
@@ -322,6 +337,14 @@ def _parse(obj: Any, source: str) -> EnergyModel:
             raise _error(source, f"{where}.strategy", f"expected {obj['strategy']!r} (the file's strategy), got {predictor.strategy!r}")
         predictors[name] = predictor
 
+    if "ranges" in dataset:
+        from pytest_irene.engine.predict.ranges import TrainingRanges
+
+        try:
+            TrainingRanges.from_json(dataset["ranges"])
+        except ModelFileError as exc:
+            raise _error(source, "dataset.ranges", str(exc)) from None
+
     scope = obj.get("energy_scope", DEFAULT_ENERGY_SCOPE)
     if scope not in ENERGY_SCOPES:
         raise _error(source, "energy_scope", f"expected one of {list(ENERGY_SCOPES)}, got {scope!r}")
@@ -493,7 +516,10 @@ def train_energy_model(
 
 def _dataset_info(trees: Sequence[EnergyTree]) -> dict[str, Any]:
     """Facts about the training data: trees, models and, where the lines say, their dtypes."""
+    from pytest_irene.engine.predict.ranges import TrainingRanges
+
     info: dict[str, Any] = {"trees": len(trees), "models": sorted({t.model_name for t in trees})}
+    info["ranges"] = TrainingRanges.from_trees(trees).to_json()
     dtypes = sorted({str(t.meta["dtype"]) for t in trees if "dtype" in t.meta})
     if dtypes:
         info["dtypes"] = dtypes

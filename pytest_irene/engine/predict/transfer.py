@@ -34,6 +34,7 @@ import numpy as np
 
 from pytest_irene.engine.predict.crossval import node_errors, summarise
 from pytest_irene.engine.predict.energy_model import EnergyModel, energy_scope_of
+from pytest_irene.engine.predict.ranges import TrainingRanges
 from pytest_irene.engine.predict.regressors import MIN_ENERGY_J, LeafRegressors
 from pytest_irene.engine.predict.strategies import Predictor, predictor_from_json
 from pytest_irene.engine.predict.strategies.forest import Forest, training_forest
@@ -293,6 +294,9 @@ def transfer_energy_model(
         used[name] = {"trees": result.trees, "signatures": result.signatures}
         if crossvalidate:
             cv_errors[name] = leave_one_tree_out(prior_model.predictors[name], trees)
+    ranges = TrainingRanges.from_trees(trees)
+    if prior_model.training_ranges is not None:  # the structure is the prior's: so is what it knows
+        ranges = ranges.merged(prior_model.training_ranges)
     hosts = [t.meta.get("host") for t in trees]  # the rig's fingerprint when every tree agrees
     same_host = all(isinstance(h, dict) and h == hosts[0] for h in hosts)
     return EnergyModel(
@@ -303,7 +307,7 @@ def transfer_energy_model(
         strategy=prior_model.strategy,
         cv_errors=cv_errors,
         dataset_files=[p.name for p in paths],
-        dataset_info={"trees": len(trees), "models": sorted({t.model_name for t in trees})},
+        dataset_info={"trees": len(trees), "models": sorted({t.model_name for t in trees}), "ranges": ranges.to_json()},
         hyper_parameters={
             "transfer": {
                 "prior": prior_model.profile,

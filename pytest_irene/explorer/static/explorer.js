@@ -244,6 +244,8 @@
       h("span", { cls: "total" }, h("strong", { text: fmtJ(call.total_j) }), " " + call.source + " per forward pass"),
       h("span", { cls: "call-meta", text: meta.join(" · ") })));
     if (call.reason) section.appendChild(h("p", { cls: "call-reason" + (call.status === "fail" ? " fail" : ""), text: call.reason }));
+    if (call.extrapolation && call.extrapolation.length)
+      section.appendChild(h("p", { cls: "call-reason extrapolates", title: "outside the profile's training range: the number comes from the regressors' physics alone", text: "extrapolates: " + call.extrapolation.join("; ") }));
     if (call.budget_j !== null && call.budget_j !== undefined)
       section.appendChild(h("p", { cls: "call-reason" + (call.over_budget ? " fail" : ""), text: "budget " + fmtJ(call.budget_j) + (call.over_budget ? " — exceeded" : " — within") }));
     if (call.removed && call.removed.length)

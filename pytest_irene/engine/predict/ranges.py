@@ -1,0 +1,127 @@
+"""Training ranges of a profile: where its predictions interpolate and where they extrapolate.
+
+A profile is trained on some batch sizes, sequence lengths, model widths and node types.
+Outside them the numbers come from the physics of the regressors alone (or, for an unseen
+type, from the generic regressor): they may be right, but users should know. The ranges
+are stored in the model file (``dataset.ranges``) and every prediction records what it
+extrapolates in ``tree.meta["extrapolation"]``, which the terminal summary and the explorer
+show.
+
+Width is the model's hidden size read off its normalisation leaves (LayerNorm counts 8
+flops per element, RMSNorm 6: ``flops / (per element · batch · sequence)``); a tree
+without one has no width and is not checked for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_irene.engine.tree import EnergyTree
+from pytest_irene.validate import check, floats, require
+
+#: Flops per element of the normalisation primitives whose width reveals the model's.
+NORM_FLOPS_PER_ELEMENT = {"LayerNorm": 8.0, "RMSNorm": 6.0}
+#: Relative slack before a width counts as outside the trained ones (rounding of flop counts).
+WIDTH_SLACK = 0.05
+
+
+def tree_width(tree: EnergyTree) -> float | None:
+    """The hidden size of ``tree`` from its widest normalisation leaf, ``None`` when it has none."""
+    tokens = max(int(tree.batch_size or 0), 1) * max(int(tree.seq_len or 0), 1)
+    widths = [
+        float(node.features.get("flops", 0.0)) / (per * tokens)
+        for node in tree.walk()
+        if not node.children and (per := NORM_FLOPS_PER_ELEMENT.get(node.type))
+    ]
+    widths = [w for w in widths if w >= 1.0]
+    return round(max(widths), 3) if widths else None
+
+
+@dataclass
+class TrainingRanges:
+    """What a profile was trained on (all bounds inclusive)."""
+
+    batch_size: list[float]
+    """``[smallest, largest]`` batch size."""
+    seq_len: list[float]
+    """``[smallest, largest]`` sequence length."""
+    widths: list[float] = field(default_factory=list)
+    """Every distinct hidden size trained on (empty when no training tree had one): only two
+    widths in the data say little about a third between them, so each is kept."""
+    leaf_types: list[str] = field(default_factory=list)
+    """Primitive types with their own regressor (others use the generic one)."""
+
+    @classmethod
+    def from_trees(cls, trees: Sequence[EnergyTree]) -> TrainingRanges:
+        batches = [float(t.batch_size) for t in trees if t.batch_size]
+        seqs = [float(t.seq_len) for t in trees if t.seq_len]
+        widths = sorted({w for w in (tree_width(t) for t in trees) if w is not None})
+        types = sorted({n.type for t in trees for n in t.walk() if not n.children})
+
+        def span(values: list[float]) -> list[float]:
+            return [min(values), max(values)] if values else []
+
+        return cls(span(batches), span(seqs), widths, types)
+
+    def merged(self, other: TrainingRanges) -> TrainingRanges:
+        """The union of two ranges (a transferred profile knows its prior's and its own)."""
+
+        def union(a: list[float], b: list[float]) -> list[float]:
+            both = a + b
+            return [min(both), max(both)] if both else []
+
+        return TrainingRanges(
+            union(self.batch_size, other.batch_size),
+            union(self.seq_len, other.seq_len),
+            sorted(set(self.widths) | set(other.widths)),
+            sorted(set(self.leaf_types) | set(other.leaf_types)),
+        )
+
+    def extrapolation(self, tree: EnergyTree) -> list[str]:
+        """Why a prediction for ``tree`` leaves the training data (empty: it does not)."""
+        reasons = []
+        for what, value, span in (("batch", tree.batch_size, self.batch_size), ("sequence", tree.seq_len, self.seq_len)):
+            if value and span and not span[0] <= value <= span[1]:
+                reasons.append(f"{what} {value:g} outside the trained {_span(span)}")
+        width = tree_width(tree)
+        if width is not None and self.widths:
+            if not any(abs(width - w) <= WIDTH_SLACK * w for w in self.widths):
+                trained = ", ".join(f"{w:g}" for w in self.widths)
+                reasons.append(f"width {width:g} not trained (trained: {trained})")
+        if self.leaf_types:
+            unseen = sorted({n.type for n in tree.walk() if not n.children} - set(self.leaf_types))
+            if unseen:
+                reasons.append("types never trained: " + ", ".join(unseen))
+        return reasons
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "batch_size": list(self.batch_size),
+            "seq_len": list(self.seq_len),
+            "widths": list(self.widths),
+            "leaf_types": list(self.leaf_types),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> TrainingRanges:
+        obj = require(obj, ("batch_size", "seq_len", "widths", "leaf_types"), "training ranges")
+        spans = {}
+        for key in ("batch_size", "seq_len"):
+            values = floats(obj[key], key)
+            check(len(values) in (0, 2) and (not values or values[0] <= values[1]), f"training ranges field '{key}': expected [min, max] or []")
+            spans[key] = values
+        types = obj["leaf_types"]
+        check(isinstance(types, list) and all(isinstance(t, str) for t in types), "training ranges field 'leaf_types': expected a list of names")
+        widths = floats(obj["widths"], "widths")
+        check(all(w > 0 for w in widths), "training ranges field 'widths': expected positive hidden sizes")
+        return cls(spans["batch_size"], spans["seq_len"], widths, list(types))
+
+
+def _span(span: Iterable[float]) -> str:
+    lo, hi = span
+    return f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
+
+
+__all__ = ["TrainingRanges", "tree_width"]

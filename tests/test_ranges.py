@@ -1,0 +1,74 @@
+"""Training ranges: the profile stores them, predictions say when they leave them."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_irene.compare.records import CallRecord
+from pytest_irene.engine.dataset import load_dataset
+from pytest_irene.engine.predict.energy_model import EnergyModel, clear_cache
+from pytest_irene.engine.predict.ranges import TrainingRanges, tree_width
+from pytest_irene.errors import ModelFileError
+from pytest_irene.explorer.payload import call_view
+from pytest_irene.report.terminal import extrapolation_lines, render_summary
+
+PC1 = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
+
+
+@pytest.fixture(scope="module")
+def trees():
+    return [t for t in load_dataset(PC1) if t.batch_size == 8 and t.seq_len in (32, 256)]
+
+
+def test_width_is_read_off_the_normalisation_leaves(trees):
+    widths = {t.model_name: tree_width(t) for t in trees}
+    assert widths["bert-base-uncased"] == 768 and widths["gpt2"] == 768
+    assert widths["sshleifer/tiny-ctrl"] == 16
+
+
+def test_ranges_flag_batch_sequence_width_and_unseen_types(trees):
+    paper = TrainingRanges.from_trees([t for t in trees if "tiny" not in t.model_name])
+    assert paper.batch_size == [8.0, 8.0] and paper.seq_len == [32.0, 256.0] and paper.widths == [768.0]
+    tiny = next(t for t in trees if "tiny" in t.model_name)
+    reasons = paper.extrapolation(tiny)
+    assert "width 16 not trained (trained: 768)" in reasons
+    assert "types never trained: ReLU" in reasons
+    bert = copy.deepcopy(next(t for t in trees if t.model_name == "bert-base-uncased"))
+    assert paper.extrapolation(bert) == []
+    bert.batch_size = 64
+    assert paper.extrapolation(bert)[0] == "batch 64 outside the trained 8"
+
+
+def test_ranges_round_trip_and_validation(trees):
+    ranges = TrainingRanges.from_trees(trees)
+    assert TrainingRanges.from_json(json.loads(json.dumps(ranges.to_json()))) == ranges
+    bad = ranges.to_json() | {"seq_len": [256.0, 32.0]}
+    with pytest.raises(ModelFileError, match="seq_len"):
+        TrainingRanges.from_json(bad)
+    merged = ranges.merged(TrainingRanges([64.0, 64.0], [512.0, 512.0], [4096.0], ["RMSNorm"]))
+    assert merged.batch_size == [8.0, 64.0] and 4096.0 in merged.widths and "RMSNorm" in merged.leaf_types
+
+
+def test_bundled_profile_marks_predictions_outside_its_ranges(trees, tmp_path):
+    clear_cache()
+    model = EnergyModel.load("irene-pc1")
+    assert model.training_ranges is not None and model.training_ranges.widths == [16.0, 768.0]
+    inside = copy.deepcopy(next(t for t in trees if t.model_name == "gpt2" and t.seq_len == 32))
+    outside = copy.deepcopy(inside)
+    outside.batch_size, outside.seq_len = 1, 256  # the same tokens, so the same width
+    model.predict_many([inside, outside])
+    assert "extrapolation" not in inside.meta
+    assert outside.meta["extrapolation"] == ["batch 1 outside the trained 8-32"]
+    record = CallRecord("t.py::test_long", "default", outside, "irene-pc1", "model")
+    assert extrapolation_lines([record]) == ["extrapolates: t.py::test_long [default]: batch 1 outside the trained 8-32"]
+    assert "extrapolates: t.py::test_long" in render_summary([record])
+    assert call_view(outside)["extrapolation"] == ["batch 1 outside the trained 8-32"]
+    # a broken ranges block names the field when the file is loaded
+    obj = model.to_json()
+    obj["dataset"]["ranges"]["widths"] = [-1.0]
+    with pytest.raises(ModelFileError, match="dataset.ranges"):
+        EnergyModel.from_json(obj, source=tmp_path / "m.json")
