@@ -15,8 +15,9 @@ from pytest_irene.compare.baselines import (
     read_baseline_file,
     tree_energies,
 )
-from pytest_irene.compare.gate import check_budget, compare, failure_text
+from pytest_irene.compare.gate import check_budget, compare
 from pytest_irene.compare.records import CallRecord
+from pytest_irene.report.failure import failure_text
 from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
 
@@ -40,15 +41,18 @@ def make_tree(ffn_j: float = 0.3, *, batch_size: int = 8, seq_len: int = 64, ext
     return EnergyTree(root, model_name="BertModel", batch_size=batch_size, seq_len=seq_len)
 
 
-def test_entry_keeps_root_and_every_module_but_no_leaf() -> None:
+def test_entry_keeps_root_and_every_module_leaves_included() -> None:
     entry = entry_from_tree(make_tree(), profile="irene-pc1", features="model")
     assert entry.root.type == "BertModel"
     assert set(entry.modules) == {
         "encoder",
         "encoder.layer.0",
         "encoder.layer.0.attention",
+        "encoder.layer.0.attention.query",
         "encoder.layer.0.intermediate",
+        "encoder.layer.0.intermediate.dense",
     }
+    assert entry.leaves
     assert entry.inputs == {"batch_size": 8, "seq_len": 64}
 
 
@@ -57,7 +61,9 @@ def test_repeated_scopes_are_kept_apart() -> None:
     for _ in range(2):
         blk = root.add_child(EnergyNode("block", "Block", "module", predicted_energy_j=1.5))
         blk.add_child(EnergyNode("block.fc", "Linear", "ml", predicted_energy_j=1.0))
-    assert list(tree_energies(EnergyTree(root, batch_size=1, seq_len=1))) == ["", "block", "block#2"]
+    tree = EnergyTree(root, batch_size=1, seq_len=1)
+    assert list(tree_energies(tree)) == ["", "block", "block.fc", "block#2", "block.fc#2"]
+    assert list(tree_energies(tree, leaves=False)) == ["", "block", "block#2"]
 
 
 def test_unchanged_tree_passes() -> None:
@@ -93,10 +99,10 @@ def test_added_and_removed_modules() -> None:
     comp = compare(base, make_tree(), tolerance=0.05, min_delta=0.001)
     assert comp.status == "fail"
     removed = [d for d in comp.deltas if d.now_j is None]
-    assert [d.scope for d in removed] == ["pooler"] and removed[0].failed
+    assert [d.scope for d in removed] == ["pooler", "pooler.dense"] and removed[0].failed
     back = compare(entry_from_tree(make_tree(), profile="p", features="model"), make_tree(extra=True),
                    tolerance=0.05, min_delta=0.001)
-    assert [d.scope for d in back.deltas if d.baseline_j is None] == ["pooler"]
+    assert [d.scope for d in back.deltas if d.baseline_j is None] == ["pooler", "pooler.dense"]
     text = failure_text([CallRecord("t.py::x", "default", make_tree(extra=True), "p", "model", comparison=back)])
     assert "added modules: pooler (BertPooler" in text
 
@@ -151,7 +157,7 @@ def test_store_round_trip_is_stable_and_sorted(tmp_path: Path) -> None:
     assert fresh.save({("tests/test_m.py::test_a", "y"): e1}) == []
     assert path.read_text() == text
     # the file is plain JSON with only the lock-free content (no side files)
-    assert json.loads(text)["format"] == "irene-baselines/1"
+    assert json.loads(text)["format"] == "irene-baselines/2"
     assert sorted(p.name for p in path.parent.iterdir()) == ["test_m.json"]
 
 

@@ -24,7 +24,8 @@ def test_github_step_summary_annotations_and_markdown(pytester: pytest.Pytester,
     text = summary.read_text()
     assert text.startswith("## earlier step output\n### pytest-irene energy summary")  # appended, not replaced
     assert "| `test_tiny.py::test_tiny` | tiny |" in text and "❌ fail" in text
-    assert "### Failing modules" in text and "| `block` | Sequential |" in text
+    # the deepest modules that moved are named (with --irene-min-delta=0J the leaves of the block)
+    assert "### Failing modules" in text and "| `block.0` | Linear |" in text
     comment = (pytester.path / "comment.md").read_text()
     assert comment == text[len("## earlier step output\n"):]
     result.stdout.fnmatch_lines(["irene: Markdown summary written to *comment.md"])
@@ -35,7 +36,7 @@ def test_github_step_summary_annotations_and_markdown(pytester: pytest.Pytester,
     fields = dict(p.split("=", 1) for p in props.split(","))
     assert fields["file"] == "test_tiny.py" and lines[int(fields["line"]) - 1].startswith("def test_tiny(")
     assert fields["title"] == "irene energy gate%3A test_tiny.py%3A%3Atest_tiny [tiny]"
-    assert "block (Sequential)" in message and "\n" not in message
+    assert "block.0 (Linear)" in message and "\n" not in message
 
 
 def test_no_annotations_outside_github_actions(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -72,7 +72,7 @@ def test_new_then_save_then_pass(pytester: pytest.Pytester) -> None:
     saved.stdout.fnmatch_lines(["*baselines saved:*test_tiny.json*"])
     doc = read_json(baseline_file(pytester))
     entry = doc["tests"]["test_tiny.py::test_tiny"]["tiny"]
-    assert doc["format"] == "irene-baselines/1"
+    assert doc["format"] == "irene-baselines/2"
     assert entry["profile"] == "irene-pc1" and entry["features"] == "model"
     assert entry["root"]["type"] == "Tiny" and "block" in entry["modules"]
     assert entry["modules"]["block"]["type"] == "Sequential"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from pytest_irene.compare.runs import FAIL_ON, CallChange, RunComparison
+from pytest_irene.engine.tree import scope_label
 from pytest_irene.units import format_change, format_energy
 
 
@@ -107,7 +108,7 @@ def _call_lines(call: CallChange, fail_on: str) -> list[str]:
     ]
     for d in call.moved:
         lines.append(
-            f"  {d.scope or '<model>'} ({d.type}) {format_energy(d.baseline_j)} -> {format_energy(d.now_j)} "
+            f"  {scope_label(d.scope)} ({d.type}) {format_energy(d.baseline_j)} -> {format_energy(d.now_j)} "
             f"({format_change(d.change)})"
         )
     for d in call.added:

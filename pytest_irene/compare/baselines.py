@@ -6,15 +6,22 @@ stored in ``.irene/tests/test_models.json``. Files are meant to live in git, so
 they are indented, key-sorted and end with a newline: an unchanged model gives
 an unchanged file and a changed module shows up as a one-line diff.
 
-Layout (``irene-baselines/1``)::
+Layout (``irene-baselines/2``)::
 
-    {"format": "irene-baselines/1",
+    {"format": "irene-baselines/2",
      "tests": {"<node id>": {"<label>": {
          "profile": "irene-pc1", "features": "model",
          "inputs": {"batch_size": 8, "seq_len": 64},
-         "model_name": "BertModel", "energy_model": "3f2a9c01b7de",
+         "model_name": "BertModel", "energy_model": "3f2a9c01b7de", "leaves": true,
          "root": {"type": "BertModel", "energy_j": 1.23},
          "modules": {"<scope>": {"type": "BertLayer", "energy_j": 0.4}, ...}}}}}
+
+``modules`` holds every ``nn.Module`` the user can name, leaf modules included
+(``lm_head``, a ``Conv2d`` stem, each ``Linear``); functional primitives
+(``...matmul#0``) are not modules and are left out. ``irene-baselines/1`` files,
+which stored non-leaf modules only, still load: their entries read with
+``leaves: false``, so their leaf modules are not reported as added, and the next
+``--irene-save`` rewrites them as ``/2`` with the leaves.
 
 Only the pytest controller writes (xdist workers hand their entries over), and
 every write re-reads the file and merges under a lock, so concurrent sessions
@@ -38,18 +45,20 @@ from typing import Any
 
 from pytest_irene.atomic import atomic_write_text
 from pytest_irene.errors import IreneError
-from pytest_irene.engine.tree import EnergyTree
+from pytest_irene.engine.tree import EnergyTree, scope_label
 
-FORMAT = "irene-baselines/1"
+FORMAT = "irene-baselines/2"
+#: Formats this version reads: ``/1`` entries stored non-leaf modules only.
+READABLE_FORMATS: tuple[str, ...] = ("irene-baselines/1", FORMAT)
 
 
 class BaselineError(IreneError):
-    """A baseline file is unreadable, corrupt or not an ``irene-baselines/1`` file."""
+    """A baseline file is unreadable, corrupt or not an ``irene-baselines/1`` or ``/2`` file."""
 
 
 @dataclass(frozen=True)
 class ModuleEnergy:
-    """The stored energy of one non-leaf node."""
+    """The stored energy of one module (or of the root)."""
 
     type: str
     """Class name of the module (``BertIntermediate``)."""
@@ -72,10 +81,13 @@ class BaselineEntry:
     root: ModuleEnergy
     """The whole model."""
     modules: dict[str, ModuleEnergy] = field(default_factory=dict)
-    """Every non-leaf, non-root node keyed by scope (repeated scopes get ``#2``, ``#3``...)."""
+    """Every module node but the root, keyed by scope (repeated scopes get ``#2``, ``#3``...)."""
     energy_model: str = ""
     """Version of the energy model file (first 12 hex digits of its SHA-256): a retrained
     model predicts differently, so its baselines are not compared; ``""`` when unknown."""
+    leaves: bool = True
+    """Whether leaf modules (``Linear``, ``lm_head``...) are stored; ``False`` for entries
+    saved as ``irene-baselines/1``, which kept non-leaf modules only."""
 
     def energies(self) -> dict[str, ModuleEnergy]:
         """Root (scope ``""``) and modules in one mapping, the shape :func:`tree_energies` returns."""
@@ -90,6 +102,7 @@ class BaselineEntry:
             "root": {"type": self.root.type, "energy_j": self.root.energy_j},
             "modules": {s: {"type": m.type, "energy_j": m.energy_j} for s, m in self.modules.items()},
             "energy_model": self.energy_model,
+            "leaves": self.leaves,
         }
 
 
@@ -98,23 +111,26 @@ def energy_model_version(path: str | os.PathLike[str]) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
-def tree_energies(tree: EnergyTree) -> dict[str, ModuleEnergy]:
+def tree_energies(tree: EnergyTree, *, leaves: bool = True) -> dict[str, ModuleEnergy]:
     """Predicted energy of the root (scope ``""``) and every module node, in tree order.
 
+    Leaf modules (``lm_head``, a ``Conv2d`` stem) are included unless ``leaves`` is
+    false (what ``irene-baselines/1`` stored); functional primitives never are.
     A module executed more than once (weight sharing, a loop) keeps one key per
     execution: ``scope``, ``scope#2``, ... so nothing is summed away.
     """
     out: dict[str, ModuleEnergy] = {}
     for node in tree.walk():
-        if node.level == "ml":
+        if not node.is_module or (node.level == "ml" and not leaves):
             continue
-        if node.predicted_energy_j is None:
-            raise BaselineError(f"node {node.scope or '<root>'!r} ({node.type}) has no predicted energy")
+        energy_j = node.energy_of("predicted")
+        if energy_j is None:
+            raise BaselineError(f"node {scope_label(node.scope)!r} ({node.type}) has no predicted energy")
         key, n = node.scope, 1
         while key in out:
             n += 1
             key = f"{node.scope}#{n}"
-        out[key] = ModuleEnergy(type=node.type, energy_j=float(node.predicted_energy_j))
+        out[key] = ModuleEnergy(type=node.type, energy_j=float(energy_j))
     return out
 
 
@@ -145,8 +161,11 @@ def _module_energy(obj: Any, path: Path, where: str) -> ModuleEnergy:
     return ModuleEnergy(type=obj["type"], energy_j=float(energy))
 
 
-def entry_from_dict(obj: Any, path: Path, where: str) -> BaselineEntry:
-    """Validate one stored entry; :class:`BaselineError` names ``path`` and the field ``where``."""
+def entry_from_dict(obj: Any, path: Path, where: str, *, leaves: bool = True) -> BaselineEntry:
+    """Validate one stored entry; :class:`BaselineError` names ``path`` and the field ``where``.
+
+    ``leaves`` is what an entry without a ``leaves`` field means (``False`` in a ``/1`` file).
+    """
     if not isinstance(obj, dict):
         raise BaselineError(f"{path}: {where}: expected an object, got {type(obj).__name__}")
     for key in ("profile", "features", "model_name"):
@@ -163,6 +182,9 @@ def entry_from_dict(obj: Any, path: Path, where: str) -> BaselineEntry:
     modules = obj.get("modules")
     if not isinstance(modules, dict):
         raise BaselineError(f"{path}: {where}.modules: expected an object, got {modules!r}")
+    has_leaves = obj.get("leaves", leaves)
+    if not isinstance(has_leaves, bool):
+        raise BaselineError(f"{path}: {where}.leaves: expected true or false, got {has_leaves!r}")
     return BaselineEntry(
         profile=obj["profile"],
         features=obj["features"],
@@ -171,6 +193,7 @@ def entry_from_dict(obj: Any, path: Path, where: str) -> BaselineEntry:
         root=_module_energy(obj.get("root"), path, f"{where}.root"),
         modules={str(s): _module_energy(m, path, f"{where}.modules[{s!r}]") for s, m in modules.items()},
         energy_model=version,
+        leaves=has_leaves,
     )
 
 
@@ -178,8 +201,8 @@ def read_baseline_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Base
     """Read and validate one baseline file: ``{node id: {label: entry}}``; ``{}`` if it does not exist.
 
     Raises :class:`BaselineError` naming the file for anything else than a valid
-    ``irene-baselines/1`` document, so that a corrupt or foreign file is never
-    mistaken for "no baselines" and overwritten.
+    ``irene-baselines/1`` or ``/2`` document, so that a corrupt or foreign file is
+    never mistaken for "no baselines" and overwritten.
     """
     p = Path(path)
     if not p.exists():
@@ -195,21 +218,24 @@ def read_baseline_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Base
             f"{p}: corrupt baseline file (invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}); "
             "fix or delete it, then run with --irene-save"
         ) from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") not in READABLE_FORMATS:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        expected = " or ".join(repr(f) for f in READABLE_FORMATS)
         raise BaselineError(
-            f"{p}: not a pytest-irene baseline file (expected format {FORMAT!r}, found {found!r}); "
+            f"{p}: not a pytest-irene baseline file (expected format {expected}, found {found!r}); "
             "it is left untouched: move it away or point --irene-baselines elsewhere"
         )
     tests = doc.get("tests")
     if not isinstance(tests, dict):
         raise BaselineError(f"{p}: 'tests': expected an object, got {tests!r}")
+    leaves = doc["format"] != "irene-baselines/1"
     out: dict[str, dict[str, BaselineEntry]] = {}
     for nodeid, labels in tests.items():
         if not isinstance(labels, dict):
             raise BaselineError(f"{p}: tests[{nodeid!r}]: expected an object of labels, got {labels!r}")
         out[nodeid] = {
-            label: entry_from_dict(entry, p, f"tests[{nodeid!r}][{label!r}]") for label, entry in labels.items()
+            label: entry_from_dict(entry, p, f"tests[{nodeid!r}][{label!r}]", leaves=leaves)
+            for label, entry in labels.items()
         }
     return out
 

@@ -17,6 +17,18 @@ DEFAULT_TOLERANCE = 0.05
 DEFAULT_MIN_DELTA_J = 0.001
 
 
+def moved(baseline_j: float, now_j: float, *, tolerance: float, min_delta: float) -> bool:
+    """Whether a module's energy changed enough to fail the gate.
+
+    Beyond ``tolerance`` (relative) AND beyond ``min_delta`` joules (absolute), so a
+    tiny module whose few microjoules move by 10 % never trips the gate. The one
+    rule for both the per-module check and the rename matching.
+    """
+    diff = abs(now_j - baseline_j)
+    beyond = diff > 0 if baseline_j == 0 else diff / abs(baseline_j) > tolerance
+    return beyond and diff > min_delta
+
+
 @dataclass(frozen=True)
 class ModuleDelta:
     """The change of one module's predicted energy against the baseline."""
@@ -31,6 +43,9 @@ class ModuleDelta:
     """Energy now, joules; ``None`` when the module was removed."""
     failed: bool
     """Whether this change alone fails the test (beyond tolerance and minimum delta, or added/removed)."""
+    was: str | None = None
+    """The module's scope in the baseline when it was renamed (``layers.0.mlp`` for
+    ``layers.0.ffn``, see :class:`Rename`); ``None`` otherwise."""
 
     @property
     def change(self) -> float | None:
@@ -47,6 +62,33 @@ class ModuleDelta:
             "now_j": self.now_j,
             "change": self.change,
             "failed": self.failed,
+            "was": self.was,
+        }
+
+
+@dataclass(frozen=True)
+class Rename:
+    """A subtree of modules that disappeared under one scope and reappeared under another,
+    with the same types and energies: ``self.mlp`` renamed ``self.ffn``, same computation."""
+
+    old: str
+    """Scope of the subtree's top module in the baseline (``layers.0.mlp``)."""
+    new: str
+    """Its scope now (``layers.0.ffn``)."""
+    type: str
+    """Class name of the top module."""
+    energy_j: float
+    """Energy of the top module now, joules."""
+    scopes: tuple[tuple[str, str], ...] = ()
+    """Every ``(old, new)`` scope pair of the subtree, the top module first."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "old": self.old,
+            "new": self.new,
+            "type": self.type,
+            "energy_j": self.energy_j,
+            "scopes": [list(pair) for pair in self.scopes],
         }
 
 
@@ -60,11 +102,19 @@ class Comparison:
     reason: str = ""
     """Why the status is what it is, in one sentence for humans."""
     deltas: tuple[ModuleDelta, ...] = ()
-    """Every module present in the baseline or now, in tree order."""
+    """Every module present in the baseline or now, in tree order (a renamed module once,
+    under its new scope, with :attr:`ModuleDelta.was`)."""
+    renames: tuple[Rename, ...] = ()
+    """Subtrees found renamed: they pass, except under ``--irene-strict``."""
 
     @property
     def failed_modules(self) -> list[ModuleDelta]:
         return [d for d in self.deltas if d.failed]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "reason": self.reason, "deltas": [d.to_dict() for d in self.deltas]}
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "deltas": [d.to_dict() for d in self.deltas],
+            "renames": [r.to_dict() for r in self.renames],
+        }

@@ -1,8 +1,8 @@
 """The regression gate: compare a predicted tree with its baseline, hold it to a budget.
 
 Pure functions over :mod:`pytest_irene.engine.tree` and :mod:`pytest_irene.compare.baselines`
-data; no pytest. Each check returns a small result (:class:`Comparison`,
-:class:`BudgetCheck`) and :func:`failure_text` turns a failed call into the
+data; no pytest, no rendering. Each check returns a small result (:class:`Comparison`,
+:class:`BudgetCheck`); :mod:`pytest_irene.report.failure` turns a failed call into the
 readable section that is attached to the test's report.
 """
 
@@ -11,10 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pytest_irene.compare.baselines import BaselineEntry, tree_energies
-from pytest_irene.compare.comparison import DEFAULT_MIN_DELTA_J, DEFAULT_TOLERANCE, Comparison, ModuleDelta
-from pytest_irene.compare.records import CallRecord
-from pytest_irene.engine.tree import EnergyTree
-from pytest_irene.units import format_change, format_energy
+from pytest_irene.compare.comparison import (
+    DEFAULT_MIN_DELTA_J,
+    DEFAULT_TOLERANCE,
+    Comparison,
+    ModuleDelta,
+    Rename,
+    Status,
+    moved,
+)
+from pytest_irene.compare.renames import find_renames, is_under
+from pytest_irene.engine.tree import EnergyTree, scope_label
+from pytest_irene.units import format_energy
 
 
 def _mismatch(
@@ -49,13 +57,16 @@ def compare(
     strict: bool = False,
     energy_model: str | None = None,
 ) -> Comparison:
-    """Compare every module of ``tree`` with the baseline.
+    """Compare every module of ``tree`` (leaf modules included) with the baseline.
 
-    A module fails when its energy moved by more than ``tolerance`` (relative)
-    AND by more than ``min_delta`` joules (absolute), so tiny modules whose
-    few microjoules move by 10 % never trip the gate. A module that appeared or
-    disappeared fails when its energy exceeds ``min_delta``. The root (scope
-    ``""``) is compared like any module.
+    A module fails when its energy :func:`~pytest_irene.compare.comparison.moved`:
+    by more than ``tolerance`` (relative) AND by more than ``min_delta`` joules
+    (absolute), so tiny modules whose few microjoules move by 10 % never trip the
+    gate. A module that appeared or disappeared fails when its energy exceeds
+    ``min_delta``, unless it was renamed (:func:`~pytest_irene.compare.renames.find_renames`:
+    same subtree shape, types and energies under another scope), which passes
+    and is reported, and fails only when ``strict``. The root (scope ``""``) is
+    compared like any module.
 
     Without a baseline the status is ``new``; with a baseline made for another
     ``profile``, ``energy_model`` version, feature set or input size it is ``skipped``. Both pass, and
@@ -71,48 +82,64 @@ def compare(
             return Comparison("fail", f"not compared: {why}, and --irene-strict is set")
         return Comparison("skipped", f"not compared: {why}")
 
-    now = tree_energies(tree)
+    now = tree_energies(tree, leaves=baseline_entry.leaves)
     was = baseline_entry.energies()
+    renames = find_renames(was, now, tolerance=tolerance, min_delta=min_delta)
+    renamed_from = {new: old for r in renames for old, new in r.scopes}
+    tops = {r.new for r in renames}
     deltas: list[ModuleDelta] = []
     for scope, cur in now.items():
-        old = was.get(scope)
-        if old is None:
+        if scope in renamed_from:
+            old = was[renamed_from[scope]]
+            failed = strict and scope in tops
+            deltas.append(ModuleDelta(scope, cur.type, old.energy_j, cur.energy_j, failed, was=renamed_from[scope]))
+            continue
+        prev = was.get(scope)
+        if prev is None:
             deltas.append(ModuleDelta(scope, cur.type, None, cur.energy_j, cur.energy_j > min_delta))
             continue
-        diff = abs(cur.energy_j - old.energy_j)
-        if old.energy_j == 0:
-            beyond = diff > 0
-        else:
-            beyond = diff / abs(old.energy_j) > tolerance
-        deltas.append(ModuleDelta(scope, cur.type, old.energy_j, cur.energy_j, beyond and diff > min_delta))
-    for scope, old in was.items():
-        if scope not in now:
-            deltas.append(ModuleDelta(scope, old.type, old.energy_j, None, old.energy_j > min_delta))
-    failed = [d for d in deltas if d.failed]
-    if failed:
-        names = ", ".join(_scope_name(d.scope) for d in culprits(failed)[:3])
-        return Comparison(
-            "fail",
-            f"{len(failed)} module(s) changed beyond {tolerance:.1%} and {format_energy(min_delta)}, "
-            f"starting at {names}",
-            tuple(deltas),
+        failed = moved(prev.energy_j, cur.energy_j, tolerance=tolerance, min_delta=min_delta)
+        deltas.append(ModuleDelta(scope, cur.type, prev.energy_j, cur.energy_j, failed))
+    gone = set(renamed_from.values())
+    for scope, prev in was.items():
+        if scope not in now and scope not in gone:
+            deltas.append(ModuleDelta(scope, prev.type, prev.energy_j, None, prev.energy_j > min_delta))
+    status, reason = _verdict(deltas, renames, tolerance, min_delta, strict, baseline_entry.leaves)
+    return Comparison(status, reason, tuple(deltas), tuple(renames))
+
+
+def _verdict(
+    deltas: list[ModuleDelta], renames: list[Rename], tolerance: float, min_delta: float, strict: bool, leaves: bool
+) -> tuple[Status, str]:
+    """The status and the one-sentence reason of a comparison that ran."""
+    moved_ = [d for d in deltas if d.failed and d.was is None]
+    notes: list[str] = []
+    if renames:
+        shown = ", ".join(f"{scope_label(r.old)} -> {scope_label(r.new)}" for r in renames[:3])
+        more = f" and {len(renames) - 3} more" if len(renames) > 3 else ""
+        notes.append(f"{len(renames)} module(s) renamed ({shown}{more})")
+    if not leaves:
+        notes.append("the baseline predates leaf-module coverage (irene-baselines/1): --irene-save to gate leaf modules")
+    tail = "".join(f"; {n}" for n in notes)
+    if moved_:
+        names = ", ".join(scope_label(d.scope) for d in culprits(moved_)[:3])
+        return "fail", (
+            f"{len(moved_)} module(s) changed beyond {tolerance:.1%} and {format_energy(min_delta)}, "
+            f"starting at {names}{tail}"
         )
-    return Comparison("pass", f"every module within {tolerance:.1%} (or {format_energy(min_delta)})", tuple(deltas))
-
-
-def _is_ancestor(scope: str, other: str) -> bool:
-    base = scope.split("#", 1)[0]
-    other = other.split("#", 1)[0]
-    return other != base and (base == "" or other.startswith(base + "."))
+    if renames and strict:
+        return "fail", f"{notes[0]} and --irene-strict is set; accept the new names with --irene-save"
+    return "pass", f"every module within {tolerance:.1%} (or {format_energy(min_delta)}){tail}"
 
 
 def culprits(failed: list[ModuleDelta]) -> list[ModuleDelta]:
     """The failing modules that no failing descendant explains, largest absolute change first.
 
     Widening one feed-forward layer also moves its layer, the encoder and the
-    model; the culprit is the innermost module, and it is the one to name.
+    model; the culprit is the innermost module (down to a leaf such as
+    ``intermediate.dense`` or ``lm_head``), and it is the one to name.
     """
-    inner = [d for d in failed if not any(_is_ancestor(d.scope, o.scope) for o in failed)]
+    inner = [d for d in failed if not any(is_under(d.scope, o.scope) for o in failed)]
     return sorted(inner, key=lambda d: (-abs((d.now_j or 0.0) - (d.baseline_j or 0.0)), d.scope))
 
 
@@ -133,87 +160,3 @@ class BudgetCheck:
 def check_budget(tree: EnergyTree, budget_j: float | None) -> BudgetCheck:
     """Hold the predicted total of ``tree`` to ``budget_j`` (no limit when ``None``)."""
     return BudgetCheck(budget_j, float(tree.total_j or 0.0))
-
-
-# -- failure text -------------------------------------------------------------------------
-
-
-def _scope_name(scope: str) -> str:
-    return scope or "<model>"
-
-
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return [fmt(header), fmt(tuple("-" * w for w in widths)), *(fmt(r) for r in rows)]
-
-
-def innermost_modules(tree: EnergyTree, n: int) -> list:
-    """The ``n`` costliest modules that contain no other module (attention, feed-forward, ...).
-
-    Containers (the encoder, a layer) are always costlier than what they hold,
-    so ranking every module would only ever name the outermost ones; the
-    innermost modules say where the energy goes. Falls back to any node.
-    """
-    inner = [
-        x
-        for x in tree.walk()
-        if x.level == "module" and x.predicted_energy_j is not None and not any(c.level == "module" for c in x.children)
-    ]
-    inner.sort(key=lambda x: (-(x.predicted_energy_j or 0.0), x.scope))
-    return inner[:n] or tree.bottlenecks(n)
-
-
-def budget_text(record: CallRecord, n: int = 5) -> list[str]:
-    """Lines explaining a budget failure: the total and the ``n`` costliest modules."""
-    tree = record.tree
-    nodes = innermost_modules(tree, n)
-    lines = [
-        f"[{record.label}] predicted {format_energy(tree.total_j)} > budget {format_energy(record.budget_j)} "
-        f"(profile {record.profile}, {record.features} features)",
-        f"the {len(nodes)} costliest module{'s' if len(nodes) != 1 else ''}:",
-    ]
-    rows = [
-        (_scope_name(x.scope), x.type, format_energy(x.predicted_energy_j), f"{tree.share(x):.1%}") for x in nodes
-    ]
-    lines += ["  " + line for line in _table(("module", "type", "energy", "share"), rows)]
-    return lines
-
-
-def comparison_text(record: CallRecord) -> list[str]:
-    """Lines explaining a failed comparison: the changed, added and removed modules."""
-    comp = record.comparison
-    assert comp is not None
-    if not comp.deltas:  # --irene-strict without a comparable baseline: nothing was compared
-        return [f"[{record.label}] {comp.reason}"]
-    lines = [f"[{record.label}] energy regression against the baseline: {comp.reason}"]
-    changed = [d for d in comp.failed_modules if d.baseline_j is not None and d.now_j is not None]
-    if changed:
-        rows = [
-            (_scope_name(d.scope), d.type, format_energy(d.baseline_j), format_energy(d.now_j), format_change(d.change))
-            for d in changed
-        ]
-        lines += ["  " + line for line in _table(("module", "type", "baseline", "now", "change"), rows)]
-    added = [d for d in comp.deltas if d.baseline_j is None]
-    removed = [d for d in comp.deltas if d.now_j is None]
-    if added:
-        lines.append("added modules: " + ", ".join(f"{d.scope} ({d.type}, {format_energy(d.now_j)})" for d in added))
-    if removed:
-        lines.append(
-            "removed modules: " + ", ".join(f"{d.scope} ({d.type}, {format_energy(d.baseline_j)})" for d in removed)
-        )
-    return lines
-
-
-def failure_text(records: list[CallRecord]) -> str:
-    """The report section for a test whose wrapped calls failed the gate."""
-    blocks: list[str] = []
-    for record in records:
-        lines: list[str] = []
-        if record.over_budget:
-            lines += budget_text(record)
-        if record.comparison is not None and record.comparison.status == "fail":
-            lines += comparison_text(record)
-        if lines:
-            blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)

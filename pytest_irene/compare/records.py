@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_irene.compare.comparison import DEFAULT_MIN_DELTA_J, DEFAULT_TOLERANCE, Comparison, ModuleDelta
+from pytest_irene.compare.comparison import DEFAULT_MIN_DELTA_J, DEFAULT_TOLERANCE, Comparison, ModuleDelta, Rename
 from pytest_irene.engine.tree import EnergyTree
 from pytest_irene.errors import IreneError
 from pytest_irene.units import DEFAULT_PRICE_CENTS_PER_KWH
@@ -108,6 +108,8 @@ def comparison_from_dict(obj: Any, where: str) -> Comparison:
         _require(isinstance(d, dict), at, "an object", d)
         for key in ("scope", "type"):
             _require(isinstance(d.get(key), str), f"{at}.{key}", "a string", d.get(key))
+        was = d.get("was")
+        _require(was is None or isinstance(was, str), f"{at}.was", "a string or null", was)
         out.append(
             ModuleDelta(
                 d["scope"],
@@ -115,9 +117,31 @@ def comparison_from_dict(obj: Any, where: str) -> Comparison:
                 _number(d.get("baseline_j"), f"{at}.baseline_j", optional=True),
                 _number(d.get("now_j"), f"{at}.now_j", optional=True),
                 bool(d.get("failed")),
+                was,
             )
         )
-    return Comparison(status=status, reason=reason, deltas=tuple(out))
+    renames = obj.get("renames", [])
+    _require(isinstance(renames, list), f"{where}.renames", "a list", renames)
+    return Comparison(
+        status=status,
+        reason=reason,
+        deltas=tuple(out),
+        renames=tuple(_rename_from_dict(r, f"{where}.renames[{i}]") for i, r in enumerate(renames)),
+    )
+
+
+def _rename_from_dict(obj: Any, where: str) -> Rename:
+    _require(isinstance(obj, dict), where, "an object", obj)
+    for key in ("old", "new", "type"):
+        _require(isinstance(obj.get(key), str), f"{where}.{key}", "a string", obj.get(key))
+    pairs = obj.get("scopes", [])
+    ok = isinstance(pairs, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs
+    )
+    _require(ok, f"{where}.scopes", "a list of [old, new] scope pairs", pairs)
+    energy_j = _number(obj.get("energy_j"), f"{where}.energy_j")
+    assert energy_j is not None
+    return Rename(obj["old"], obj["new"], obj["type"], energy_j, tuple((a, b) for a, b in pairs))
 
 
 def record_to_dict(record: CallRecord) -> dict[str, Any]:

@@ -166,7 +166,7 @@ class CallChange:
         comp = self.comparison
         if comp is None or comp.status not in ("pass", "fail"):
             return []
-        out = [d for d in comp.failed_modules if d.baseline_j is not None and d.now_j is not None]
+        out = [d for d in comp.failed_modules if d.baseline_j is not None and d.now_j is not None and d.was is None]
         return sorted(out, key=lambda d: (-_depth(d.scope), -abs((d.now_j or 0.0) - (d.baseline_j or 0.0)), d.scope))
 
     @property
@@ -181,9 +181,9 @@ class CallChange:
 
     @property
     def renamed(self) -> list[tuple[str, str]]:
-        """``(old scope, new scope)`` of each renamed subtree's top module (when the gate detects renames)."""
+        """``(old scope, new scope)`` of each renamed subtree's top module."""
         comp = self.comparison
-        return [(r.old, r.new) for r in getattr(comp, "renames", ())] if comp is not None else []
+        return [(r.old, r.new) for r in comp.renames] if comp is not None else []
 
     def fails(self, fail_on: str) -> bool:
         """Whether this call fails ``irene compare --fail-on``: ``increase`` (energy up beyond the

@@ -43,7 +43,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pytest_irene.engine import features as F_
 from pytest_irene.errors import TraceError, UsageError
-from pytest_irene.engine.tree import EnergyNode, EnergyTree
+from pytest_irene.engine.tree import EnergyNode, EnergyTree, scope_label
 
 __all__ = ["NodeCall", "trace", "infer_batch_seq", "model_device"]
 
@@ -429,7 +429,7 @@ def trace(
         except Exception as exc:
             failing = next((f for f in reversed(tracer.stack) if f.node is not None), None)
             where = (
-                f"module '{failing.node.scope or '<root>'}' ({failing.node.type})" if failing else f"{type(model).__name__}"
+                f"module '{scope_label(failing.node.scope)}' ({failing.node.type})" if failing else f"{type(model).__name__}"
             )
             raise TraceError(f"cannot trace {name}: {where} failed: {type(exc).__name__}: {exc}") from exc
         del output

@@ -13,6 +13,7 @@ reporting all produce or consume these objects.
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -61,6 +62,19 @@ _SCOPE_TEXT = {
 def describe_energy_scope(scope: str) -> str:
     """A few words saying what the joules of ``scope`` cover, for report headers and the explorer."""
     return _SCOPE_TEXT.get(scope, f"{scope} energy")
+
+#: How the root (scope ``""``) is named wherever a scope is shown to a person.
+ROOT_LABEL = "<model>"
+
+#: The last scope component the tracer gives a functional primitive (``<caller>.matmul#0``,
+#: ``.softmax#1``, ``.scaled_dot_product_attention#0``, as in the reference dataset). Such a
+#: node is not an ``nn.Module`` the user can name, so baselines and the gate skip it.
+_FUNCTIONAL_SCOPE = re.compile(r"(?:^|\.)(?:matmul|softmax|scaled_dot_product_attention)#\d+$")
+
+
+def scope_label(scope: str) -> str:
+    """A scope as shown to a person: itself, :data:`ROOT_LABEL` for the root."""
+    return scope or ROOT_LABEL
 
 
 _Cls = TypeVar("_Cls", bound=type)
@@ -153,6 +167,13 @@ class EnergyNode:
     @property
     def is_leaf(self) -> bool:
         return not self.children
+
+    @property
+    def is_module(self) -> bool:
+        """Whether the node is an ``nn.Module`` the user can name: the root, a container, or a
+        leaf module such as ``lm_head`` or a ``Conv2d`` stem; ``False`` for a functional primitive
+        (``torch.matmul``, ``softmax``) that the tracer named after its caller."""
+        return self.level != "ml" or not _FUNCTIONAL_SCOPE.search(self.scope)
 
     @property
     def name(self) -> str:
@@ -302,14 +323,23 @@ class EnergyTree:
         return sorted(rows, key=lambda r: (-r[1], r[0]))
 
     def bottlenecks(
-        self, n: int = 10, level: Level | None = None, source: Literal["predicted", "measured"] = "predicted"
+        self,
+        n: int = 10,
+        level: Level | None = None,
+        source: Literal["predicted", "measured"] = "predicted",
+        *,
+        innermost: bool = False,
     ) -> list[EnergyNode]:
-        """The ``n`` costliest non-root nodes (of one level, or any)."""
-        cands = [
-            x
-            for x in self.walk()
-            if x is not self.root and (level is None or x.level == level) and x.energy_of(source) is not None
-        ]
+        """The ``n`` costliest non-root nodes (of one level, or any), energy descending, then scope.
+
+        ``innermost`` ranks only :func:`innermost_modules` (where to optimise); a tree with no
+        module between the root and its primitives then ranks its primitives.
+        """
+        if innermost:
+            pool = innermost_modules(self) or self.leaves()
+        else:
+            pool = [x for x in self.walk() if x is not self.root and (level is None or x.level == level)]
+        cands = [x for x in pool if x.energy_of(source) is not None]
         return sorted(cands, key=lambda x: (-(x.energy_of(source) or 0.0), x.scope))[:n]
 
     # -- serialisation ------------------------------------------------------------------
@@ -334,3 +364,13 @@ class EnergyTree:
             node.features["batch_size"] = float(self.batch_size)
             node.features["seq_len"] = float(self.seq_len)
             node.features["batch_seq"] = float(self.batch_size * self.seq_len)
+
+
+def innermost_modules(tree: EnergyTree) -> list[EnergyNode]:
+    """Modules with no module below them (``BertSelfAttention``, ``BertIntermediate``, ...), in tree order.
+
+    Containers (``encoder``, ``encoder.layer.3``) always cost more than their parts
+    and say nothing about *what* to optimise, so bottleneck lists and budget
+    failures name these.
+    """
+    return [n for n in tree.modules() if not any(c.level == "module" for c in n.children)]

@@ -34,9 +34,10 @@ from pytest_irene.compare.records import CallRecord, record_from_dict, record_to
 from pytest_irene.compare.runfile import RunFile, git_commit
 from pytest_irene.compare.runs import RunSide, load_side, machine_differences, machine_mismatch, not_compared
 from pytest_irene.errors import IreneError, UsageError
-from pytest_irene.compare.gate import check_budget, compare, failure_text
+from pytest_irene.compare.gate import check_budget, compare
 from pytest_irene.engine.feature_sets import ALL, AUTO, MODEL
 from pytest_irene.compare.stale import StaleBaseline, find_stale, stale_note
+from pytest_irene.report.failure import failure_text
 from pytest_irene.plugin.marks import IreneMark, read_mark
 from pytest_irene.plugin.stale import StaleTracker, narrowed_modules
 from pytest_irene.plugin.options import Settings
@@ -327,7 +328,11 @@ class IreneSession:
         if call.excinfo is not None and isinstance(call.excinfo.value, IreneError):
             report.longrepr = f"{type(call.excinfo.value).__name__}: {call.excinfo.value}"
         records = self.item_records.get(item.nodeid, [])
-        notes = [f"[{r.label}] {r.comparison.reason}" for r in records if r.comparison and r.comparison.status != "pass"]
+        notes = [
+            f"[{r.label}] {r.comparison.reason}"
+            for r in records
+            if r.comparison and (r.comparison.status != "pass" or r.comparison.renames)
+        ]
         failed = [r for r in records if r.failed]
         if failed:
             text = failure_text(failed)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pytest_irene.compare.gate import culprits
 from pytest_irene.compare.records import CallRecord
+from pytest_irene.engine.tree import scope_label
 from pytest_irene.units import format_change, format_energy
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def _failing_block(record: CallRecord) -> str:
             lines.append("")
             rows = [
                 (
-                    code(d.scope or "<model>"),
+                    code(scope_label(d.scope)),
                     cell(d.type),
                     format_energy(d.baseline_j) if d.baseline_j is not None else "added",
                     format_energy(d.now_j) if d.now_j is not None else "removed",
@@ -167,7 +168,7 @@ def _call_block(call: CallChange) -> str:
     if call.moved:
         lines += ["", "Modules beyond the limits, deepest first:", ""]
         rows = [
-            (code(d.scope or "<model>"), cell(d.type), format_energy(d.baseline_j), format_energy(d.now_j), format_change(d.change))
+            (code(scope_label(d.scope)), cell(d.type), format_energy(d.baseline_j), format_energy(d.now_j), format_change(d.change))
             for d in call.moved
         ]
         lines += table(("module", "type", "before", "after", "change"), rows, right=(2, 3, 4))

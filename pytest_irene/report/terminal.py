@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import io
 
+from pytest_irene.compare.gate import culprits
 from pytest_irene.compare.records import CallRecord
-from pytest_irene.compare.gate import culprits, innermost_modules
+from pytest_irene.engine.tree import scope_label
+from pytest_irene.report.failure import rename_list
 from pytest_irene.units import (
     DEFAULT_PRICE_CENTS_PER_KWH,
     format_change,
@@ -44,12 +46,12 @@ def root_change(record: CallRecord) -> float | None:
 
 
 def costliest(record: CallRecord) -> str:
-    """``scope (share)`` of the costliest innermost module (see :func:`~pytest_irene.compare.gate.innermost_modules`)."""
-    nodes = innermost_modules(record.tree, 1)
+    """``scope (share)`` of the costliest innermost module (see :func:`~pytest_irene.engine.tree.innermost_modules`)."""
+    nodes = record.tree.bottlenecks(1, innermost=True)
     if not nodes:
         return "-"
     node = nodes[0]
-    return f"{node.scope or '<model>'} ({record.tree.share(node):.0%})"
+    return f"{scope_label(node.scope)} ({record.tree.share(node):.0%})"
 
 
 def summary_counts(records: list[CallRecord]) -> dict[str, int]:
@@ -98,16 +100,27 @@ def failing_module_lines(records: list[CallRecord]) -> list[str]:
                 lines.append(f"{head}: {comp.reason}")
             enclosing = len(comp.failed_modules) - len(mods)
             for d in mods:
-                if d.baseline_j is None:
+                if d.was is not None:
+                    what = f"renamed from {d.was} (--irene-strict)"
+                elif d.baseline_j is None:
                     what = f"added, {format_energy(d.now_j)}"
                 elif d.now_j is None:
                     what = f"removed, was {format_energy(d.baseline_j)}"
                 else:
                     what = f"{format_energy(d.baseline_j)} -> {format_energy(d.now_j)} ({format_change(d.change)})"
-                lines.append(f"{head}: {d.scope or '<model>'} ({d.type}) {what}")
+                lines.append(f"{head}: {scope_label(d.scope)} ({d.type}) {what}")
             if enclosing and mods:
                 lines.append(f"{head}: ... and {enclosing} enclosing module(s) that moved with them")
     return lines
+
+
+def renamed_module_lines(records: list[CallRecord]) -> list[str]:
+    """One line per passing call whose modules were found renamed (they pass unless ``--irene-strict``)."""
+    return [
+        f"{r.nodeid} [{r.label}]: {rename_list(r)}"
+        for r in records
+        if not r.failed and r.comparison is not None and r.comparison.renames
+    ]
 
 
 def render_summary(
@@ -175,6 +188,11 @@ def render_summary(
     if failing:
         console.print("failing modules:", style="bold red" if markup else None, markup=False)
         for line in failing:
+            console.print(f"  {line}", markup=False, soft_wrap=True)
+    renamed = renamed_module_lines(records)
+    if renamed:
+        console.print("renamed modules (same types and energies, not failed):", markup=False)
+        for line in renamed:
             console.print(f"  {line}", markup=False, soft_wrap=True)
     for note in notes or []:
         console.print(note, markup=False, soft_wrap=True, style="bold red" if markup else None)

@@ -23,7 +23,15 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from pytest_irene.engine.tree import LEVELS, EnergyNode, EnergyTree, describe_energy_scope
+from pytest_irene.engine.tree import (
+    LEVELS,
+    ROOT_LABEL,
+    EnergyNode,
+    EnergyTree,
+    describe_energy_scope,
+    innermost_modules,
+    scope_label,
+)
 from pytest_irene.units import format_energy
 
 Source = Literal["predicted", "measured"]
@@ -35,30 +43,21 @@ def format_share(share: float | None) -> str:
 
 
 def node_label(node: EnergyNode) -> str:
-    """The name shown for a node: its scope, ``<root>`` for the model node."""
-    return node.scope or "<root>"
-
-
-def innermost_modules(tree: EnergyTree) -> list[EnergyNode]:
-    """Modules with no module below them (``BertSelfAttention``, ``BertIntermediate``, ...).
-
-    Containers (``encoder``, ``encoder.layer.3``) always cost more than their parts
-    and say nothing about *what* to optimise, so bottleneck lists use these.
-    """
-    return [n for n in tree.modules() if not any(c.level == "module" for c in n.children)]
+    """The name shown for a node: its scope, ``<model>`` for the model node."""
+    return scope_label(node.scope)
 
 
 def bottlenecks(
     tree: EnergyTree, n: int = 10, source: Source = "predicted", *, innermost: bool = True
 ) -> list[EnergyNode]:
-    """The ``n`` costliest modules (innermost by default), energy descending, then scope.
+    """The ``n`` costliest modules (:func:`innermost_modules` by default), energy descending, then scope.
 
     A model made of primitives only (no module between the root and its leaves)
     lists its primitives instead.
     """
-    nodes = (innermost_modules(tree) if innermost else tree.modules()) or tree.leaves()
-    nodes = [x for x in nodes if x.energy_of(source) is not None]
-    return sorted(nodes, key=lambda x: (-(x.energy_of(source) or 0.0), x.scope))[:n]
+    if innermost:
+        return tree.bottlenecks(n, source=source, innermost=True)
+    return tree.bottlenecks(n, "module", source) or tree.bottlenecks(n, "ml", source)
 
 
 # -- rich renderables ----------------------------------------------------------------------
@@ -79,7 +78,7 @@ def _energy_text(node: EnergyNode, tree: EnergyTree, source: Source) -> Text:
 
 def _label(node: EnergyNode, tree: EnergyTree, source: Source) -> Text:
     text = Text()
-    text.append(node.name or (tree.model_name or "<root>"), style="bold" if node.level != "ml" else "")
+    text.append(node.name or (tree.model_name or ROOT_LABEL), style="bold" if node.level != "ml" else "")
     text.append(f" {node.type}", style="green" if node.level != "ml" else "dim green")
     text.append("  ")
     text.append_text(_energy_text(node, tree, source))

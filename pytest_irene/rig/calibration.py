@@ -46,7 +46,7 @@ from typing import Any
 from pytest_irene.engine.dataset import append_trees
 from pytest_irene.errors import IreneError, UsageError
 from pytest_irene.rig.meters.base import MeterError, PowerMeter
-from pytest_irene.engine.tree import EnergyNode, EnergyTree
+from pytest_irene.engine.tree import EnergyNode, EnergyTree, scope_label
 
 DEFAULT_WINDOW_S = 20.0
 DEFAULT_ROUNDS = 5
@@ -479,7 +479,7 @@ class Calibrator:
                 windows = []
                 for key, scopes in groups.items():
                     if key in failed:
-                        advance(scopes[0] or "<model>")
+                        advance(scope_label(scopes[0]))
                         continue
                     self._check_meter()
                     try:
@@ -491,10 +491,10 @@ class Calibrator:
                         )
                     except Exception as exc:  # a node that cannot replay alone must not stop the others
                         failed[key] = f"{type(exc).__name__}: {exc}"
-                        advance(scopes[0] or "<model>")
+                        advance(scope_label(scopes[0]))
                         continue
                     windows.append((key, scopes[0], window))
-                    advance(scopes[0] or "<model>")
+                    advance(scope_label(scopes[0]))
                 # align meter readings with this round's windows (waits only for the last report)
                 for key, scope, window in windows:
                     m = self.meter.energy_between(window.t_start_s, window.t_end_s)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pytest_irene.engine.tree import EnergyNode, EnergyTree
+from pytest_irene.engine.tree import EnergyNode, EnergyTree, scope_label
 from pytest_irene.errors import UsageError
 
 
@@ -97,7 +97,7 @@ def flatten(trees: Sequence[EnergyTree], feature_names: Sequence[str]) -> Forest
             tree = trees[tree_index[i]]
             missing = [f for f in names if f not in feats]
             raise UsageError(
-                f"node {node.scope or '<root>'!r} of {tree.model_name or 'tree'} lacks feature(s) {missing} "
+                f"node {scope_label(node.scope)!r} of {tree.model_name or 'tree'} lacks feature(s) {missing} "
                 f"needed by this predictor; trees traced without measuring have model features only "
                 f"(use features='model')"
             ) from exc
@@ -128,5 +128,5 @@ def training_forest(trees: Sequence[EnergyTree], names: Sequence[str]) -> Forest
     forest = flatten(sort_trees(trees), names)
     if np.isnan(forest.energy).any():
         bad = forest.nodes[int(np.nonzero(np.isnan(forest.energy))[0][0])]
-        raise UsageError(f"training tree node {bad.scope or '<root>'!r} has no measured energy (energy_j)")
+        raise UsageError(f"training tree node {scope_label(bad.scope)!r} has no measured energy (energy_j)")
     return forest
