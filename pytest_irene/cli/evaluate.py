@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pytest_irene.errors import ModelFileError
+from pytest_irene.errors import ModelFileError, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     except ModelFileError as exc:
         raise ModelFileError(f"--profile: {exc}") from None
     trees = load_dataset(*args.datasets)
+    if not trees:
+        raise UsageError(f"DATASET: {', '.join(args.datasets)} hold(s) no trees; nothing to evaluate")
     model.predict_many(trees, features=features)
     levels = summarise(node_errors(trees))
     own_data = dataset_hash(*args.datasets) == model.dataset_hash

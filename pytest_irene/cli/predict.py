@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from pytest_irene.engine.predict.energy_model import EnergyModel
     from pytest_irene.report.tree_report import report, report_json
     from pytest_irene.cli.common import FEATURE_CHOICES, check_choice, console, positive_int, print_json
+    from pytest_irene.outputs import check_output_path, output_error
 
     batch_size = positive_int("--batch-size", args.batch_size)
     seq_len = positive_int("--seq-len", args.seq_len)
@@ -98,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 0:
         raise UsageError(f"--depth: expected a number >= 0, got {args.depth}")
     args.batch_size, args.seq_len = batch_size, seq_len
+    if args.html:
+        check_output_path(args.html, "--html")
     try:
         energy_model = EnergyModel.load(args.profile)
     except ModelFileError as exc:
@@ -114,7 +117,10 @@ def run(args: argparse.Namespace) -> int:
     if args.html:
         from pytest_irene.explorer.html import write_report
 
-        write_report(args.html, [tree], title=f"pytest-irene: {tree.model_name}", profile=energy_model.profile)
+        try:
+            write_report(args.html, [tree], title=f"pytest-irene: {tree.model_name}", profile=energy_model.profile)
+        except OSError as exc:
+            raise output_error("--html", args.html, exc) from None
     if args.json:
         print_json(report_json(tree, top=args.top))
     else:

@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from pytest_irene.explorer.html import write_report
+    from pytest_irene.explorer.html import render_report
+    from pytest_irene.outputs import check_output_path, write_output
     from pytest_irene.explorer.models import bundled_profiles
     from pytest_irene.explorer.params import ParameterError, parse_int_list
     from pytest_irene.explorer.sweep import run_sweep
@@ -81,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
         seq_lens = parse_int_list(args.seq_lens, "--seq-lens", maximum=1 << 20)
     except ParameterError as exc:
         raise UsageError(str(exc)) from None
+    for option, path in (("--csv", args.csv), ("--html", args.html)):
+        if path:
+            check_output_path(path, option)
     specs = build_specs(args)
     for ref in args.module:
         load_factory(ref)  # a bad reference fails before any work
@@ -103,10 +107,10 @@ def run(args: argparse.Namespace) -> int:
 
         sweep = run_sweep(specs, batch_sizes, seq_lens, profile, on_point=advance)
     if args.csv:
-        sweep.write_csv(args.csv)
+        write_output(args.csv, sweep.to_csv(), "--csv")
         console.print(f"irene sweep: wrote {len(sweep.points)} rows to {args.csv}")
     if args.html:
-        write_report(args.html, [], title="pytest-irene energy sweep", sweep=sweep.to_dict())
+        write_output(args.html, render_report([], title="pytest-irene energy sweep", sweep=sweep.to_dict()), "--html")
         console.print(f"irene sweep: wrote charts to {args.html}")
     if not args.csv and not args.html:
         sys.stdout.write(sweep.to_csv())

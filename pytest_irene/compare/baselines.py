@@ -32,6 +32,7 @@ format is reported and never overwritten.
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import json
 import math
@@ -152,12 +153,19 @@ def entry_from_tree(tree: EnergyTree, *, profile: str, features: str, energy_mod
 # -- validation ----------------------------------------------------------------------------
 
 
-def _module_energy(obj: Any, path: Path, where: str) -> ModuleEnergy:
+def _module_energy(obj: Any, path: Path, where: str, *, root: bool = False) -> ModuleEnergy:
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise BaselineError(f"{path}: {where}: expected {{'type': str, 'energy_j': number}}, got {obj!r}")
     energy = obj.get("energy_j")
     if isinstance(energy, bool) or not isinstance(energy, (int, float)) or not math.isfinite(energy):
         raise BaselineError(f"{path}: {where}.energy_j: expected a finite number, got {energy!r}")
+    if energy < 0 or (root and energy == 0):
+        # a predicted energy is positive: a negative one would show as "-100 %" changes
+        expected = "a positive number of joules" if root else "a number of joules >= 0"
+        raise BaselineError(
+            f"{path}: {where}.energy_j: expected {expected}, got {energy!r}; the file was edited or is corrupt: "
+            "fix it or delete the entry, then run with --irene-save"
+        )
     return ModuleEnergy(type=obj["type"], energy_j=float(energy))
 
 
@@ -190,7 +198,7 @@ def entry_from_dict(obj: Any, path: Path, where: str, *, leaves: bool = True) ->
         features=obj["features"],
         inputs=dict(inputs),
         model_name=obj["model_name"],
-        root=_module_energy(obj.get("root"), path, f"{where}.root"),
+        root=_module_energy(obj.get("root"), path, f"{where}.root", root=True),
         modules={str(s): _module_energy(m, path, f"{where}.modules[{s!r}]") for s, m in modules.items()},
         energy_model=version,
         leaves=has_leaves,
@@ -204,19 +212,23 @@ def read_baseline_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Base
     ``irene-baselines/1`` or ``/2`` document, so that a corrupt or foreign file is
     never mistaken for "no baselines" and overwritten.
     """
-    p = Path(path)
+    return _parse_document(Path(path))[1]
+
+
+def _parse_document(p: Path) -> tuple[dict[str, Any], dict[str, dict[str, BaselineEntry]]]:
+    """The raw document (unknown fields included) and its validated entries; empty if no file."""
     if not p.exists():
-        return {}
+        return {"format": FORMAT, "tests": {}}, {}
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise BaselineError(f"{p}: cannot read baseline file: {exc}") from exc
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
+        where = f" at line {exc.lineno}, column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else ": nested too deep"
         raise BaselineError(
-            f"{p}: corrupt baseline file (invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-            "fix or delete it, then run with --irene-save"
+            f"{p}: corrupt baseline file (invalid JSON{where}); fix or delete it, then run with --irene-save"
         ) from exc
     if not isinstance(doc, dict) or doc.get("format") not in READABLE_FORMATS:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
@@ -237,18 +249,30 @@ def read_baseline_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Base
             label: entry_from_dict(entry, p, f"tests[{nodeid!r}][{label!r}]", leaves=leaves)
             for label, entry in labels.items()
         }
-    return out
+    return doc, out
 
 
 def dumps_baselines(tests: dict[str, dict[str, BaselineEntry]]) -> str:
     """The file text: indented, keys sorted, trailing newline (diffs well in git)."""
-    doc = {
-        "format": FORMAT,
-        "tests": {nodeid: {label: e.to_dict() for label, e in labels.items()} for nodeid, labels in tests.items()},
-    }
+    return _dumps_document(
+        {
+            "format": FORMAT,
+            "tests": {nodeid: {label: e.to_dict() for label, e in labels.items()} for nodeid, labels in tests.items()},
+        }
+    )
+
+
+def _dumps_document(doc: dict[str, Any]) -> str:
     text = json.dumps(doc, indent=1, sort_keys=True, allow_nan=False)
     # one line per module ({"energy_j": ..., "type": ...}): a changed module is a one-line diff
     return _INNERMOST_OBJECT.sub(lambda m: "{" + _WS.sub(" ", m.group(1)).strip() + "}", text) + "\n"
+
+
+def _merge_entry(old: Any, entry: BaselineEntry) -> dict[str, Any]:
+    """The stored form of ``entry``, keeping fields of the ``old`` stored entry this version does not know."""
+    new = entry.to_dict()
+    kept = {k: v for k, v in old.items() if k not in new} if isinstance(old, dict) else {}
+    return {**kept, **new}
 
 
 #: A JSON object holding no object or array (JSON strings never contain raw newlines).
@@ -293,6 +317,8 @@ class BaselineStore:
         rel = Path(module)
         if rel.is_absolute() or ".." in rel.parts:  # tests outside the rootdir
             rel = Path("_outside") / "_".join(p for p in rel.parts if p not in ("/", ".."))
+        if not rel.name or rel.name in (".", ".."):  # no module part at all: never crash a save over it
+            rel = Path("_outside") / "_unnamed"
         return self.directory / rel.with_suffix(".json")
 
     def _file(self, path: Path) -> dict[str, dict[str, BaselineEntry]]:
@@ -305,27 +331,42 @@ class BaselineStore:
         return self._file(self.path_for(nodeid)).get(nodeid, {}).get(label)
 
     def save(self, entries: dict[tuple[str, str], BaselineEntry]) -> list[Path]:
-        """Write ``{(node id, label): entry}``, merging into the existing files.
+        """Write ``{(node id, label): entry}`` (see :meth:`save_each`); returns the files written.
 
-        Entries of other tests (e.g. deselected with ``-k``) are kept. Each file
-        is re-read under a lock right before it is replaced, so two sessions
-        saving at once both keep their entries. A bad existing file raises
-        :class:`BaselineError` before anything is written to it. Returns the
-        files written.
+        Raises the first :class:`BaselineError` (or ``OSError``) of a file that was
+        refused, after every other file has been saved.
+        """
+        result = self.save_each(entries)
+        if result.errors:
+            raise next(iter(result.errors.values()))
+        return result.written
+
+    def save_each(self, entries: dict[tuple[str, str], BaselineEntry]) -> SaveResult:
+        """Write ``{(node id, label): entry}``, merging into the existing files, each on its own.
+
+        Entries of other tests (e.g. deselected with ``-k``) are kept, and so are
+        fields this version does not know. Each file is re-read under a lock right
+        before it is replaced, so two sessions saving at once both keep their
+        entries. A bad existing file (or a failed write) refuses that file alone:
+        it is left as it was and the other files are still saved.
         """
         by_file: dict[Path, dict[tuple[str, str], BaselineEntry]] = {}
         for (nodeid, label), entry in entries.items():
             by_file.setdefault(self.path_for(nodeid), {})[(nodeid, label)] = entry
-        written: list[Path] = []
+        result = SaveResult()
         for path in sorted(by_file):
 
             def merge(current: dict[str, dict[str, BaselineEntry]], path: Path = path) -> None:
                 for (nodeid, label), entry in by_file[path].items():
                     current.setdefault(nodeid, {})[label] = entry
 
-            if self._rewrite(path, merge):
-                written.append(path)
-        return written
+            try:
+                changed = self._rewrite(path, merge)
+            except (BaselineError, OSError) as exc:
+                result.errors[path] = exc
+                continue
+            (result.written if changed else result.unchanged).append(path)
+        return result
 
     def files(self) -> list[Path]:
         """Every baseline file under the directory, sorted."""
@@ -360,18 +401,60 @@ class BaselineStore:
         return changed
 
     def _rewrite(self, path: Path, change: Callable[[dict[str, dict[str, BaselineEntry]]], None]) -> bool:
-        """Re-read ``path`` under the lock, apply ``change``, write it back if it changed (delete it if emptied)."""
-        with _locked(path):
-            current = read_baseline_file(path)
+        """Re-read ``path`` under the lock, apply ``change``, write it back if it changed (delete it if emptied).
+
+        A symlinked file is written through (the link stays), temp files a killed
+        writer left are removed, and fields this version does not know (in the
+        file or in an entry) are kept.
+        """
+        target = path.resolve() if path.is_symlink() else path
+        with _locked(target):
+            remove_stale_temp_files(target)
+            doc, current = _parse_document(target)
             change(current)
             self._cache[path] = current
-            old = path.read_text(encoding="utf-8") if path.exists() else None
+            old = target.read_text(encoding="utf-8") if target.exists() else None
             if not current:
                 if old is not None:
-                    path.unlink()
+                    target.unlink()
+                    path.unlink(missing_ok=True)  # the link too, when there was one
                 return old is not None
-            text = dumps_baselines(current)
+            stored = doc.get("tests", {})
+            doc["tests"] = {
+                nodeid: {label: _merge_entry(stored.get(nodeid, {}).get(label), e) for label, e in labels.items()}
+                for nodeid, labels in current.items()
+            }
+            text = _dumps_document(doc)
             if text == old:
                 return False
-            atomic_write_text(path, text)
+            atomic_write_text(target, text)
             return True
+
+
+@dataclass
+class SaveResult:
+    """What :meth:`BaselineStore.save_each` did with each file."""
+
+    written: list[Path] = field(default_factory=list)
+    """Files whose content changed."""
+    unchanged: list[Path] = field(default_factory=list)
+    """Files that already held exactly these entries."""
+    errors: dict[Path, Exception] = field(default_factory=dict)
+    """Files refused (left as they were) and why: a corrupt file, a failed write."""
+
+
+def remove_stale_temp_files(target: Path) -> list[Path]:
+    """Delete the temp files a killed writer left next to ``target`` (``.test_x.json.*.tmp``).
+
+    Called with the directory lock held: every writer of a baseline file holds
+    that lock until its rename, so any temp file found then belongs to a writer
+    that died (``kill -9`` during a save).
+    """
+    removed: list[Path] = []
+    for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            continue
+        removed.append(tmp)
+    return removed

@@ -64,6 +64,8 @@ class CallRecord:
     """The baseline file this call is stored in (or would be)."""
     saved: bool = False
     """Whether the run saved baselines (``--irene-save``) instead of comparing."""
+    save_refused: bool = False
+    """``--irene-save`` refused this call's baseline file (corrupt, unwritable): nothing was stored for it."""
     price_cents_per_kwh: float = DEFAULT_PRICE_CENTS_PER_KWH
     """Electricity price for the cost columns, US cents per kWh."""
     test_file: str = ""
@@ -165,6 +167,7 @@ def record_to_dict(record: CallRecord) -> dict[str, Any]:
         "energy_model": record.energy_model,
         "baseline_file": record.baseline_file,
         "saved": record.saved,
+        "save_refused": record.save_refused,
         "price_cents_per_kwh": record.price_cents_per_kwh,
         "test_file": record.test_file,
         "test_line": record.test_line,
@@ -183,6 +186,7 @@ _FIELDS: tuple[tuple[str, str, Any], ...] = (
     ("energy_model", "str", ""),
     ("baseline_file", "str", ""),
     ("saved", "bool", False),
+    ("save_refused", "bool", False),
     ("price_cents_per_kwh", "float", DEFAULT_PRICE_CENTS_PER_KWH),
     ("test_file", "str", ""),
     ("test_line", "int?", None),

@@ -13,6 +13,8 @@ import hashlib
 import json
 import math
 import os
+import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,9 @@ def _number(value: Any, path: str, line: int, field: str, *, optional: bool = Fa
     return float(value)
 
 
-def _node_from_dict(obj: Any, path: str, line: int, where: str) -> EnergyNode:
+def _node_from_dict(obj: Any, path: str, line: int, where: str, depth: int = 0) -> EnergyNode:
+    if depth > MAX_DEPTH:
+        raise DatasetError(path, line, where[:60] + "...", f"nested deeper than {MAX_DEPTH} levels; not a model tree")
     if not isinstance(obj, dict):
         raise DatasetError(path, line, where, f"expected an object, got {type(obj).__name__}")
     for key in ("scope", "type", "level", "features", "children"):
@@ -77,7 +81,7 @@ def _node_from_dict(obj: Any, path: str, line: int, where: str) -> EnergyNode:
     if not isinstance(children, list):
         raise DatasetError(path, line, f"{where}.children", "expected a list")
     for i, child in enumerate(children):
-        node.add_child(_node_from_dict(child, path, line, f"{where}.children[{i}]"))
+        node.add_child(_node_from_dict(child, path, line, f"{where}.children[{i}]", depth + 1))
     if node.children and node.level == "ml":
         raise DatasetError(path, line, f"{where}.level", "an 'ml' node (a leaf) cannot have children")
     return node
@@ -120,28 +124,73 @@ def tree_from_dict(obj: Any, path: str = "<memory>", line: int = 1) -> EnergyTre
     return tree
 
 
-def iter_trees(path: str | os.PathLike[str]) -> Iterator[EnergyTree]:
-    """Yield the trees of a dataset file, validating each line."""
-    p = Path(path)
+#: Deepest node nesting a dataset line may have: real models are a few dozen levels deep,
+#: and a deeper (hostile or broken) line must not end in a ``RecursionError``.
+MAX_DEPTH = 200
+
+
+class DuplicateTreesWarning(UserWarning):
+    """A dataset holds the same tree (an identical line) more than once; the copies were dropped."""
+
+
+def _numbered_trees(p: Path) -> Iterator[tuple[int, str, EnergyTree]]:
+    """``(line number, line text, tree)`` for every non-empty line of one dataset file."""
     if not p.is_file():
         raise DatasetError(str(p), None, None, "no such dataset file (expected a .jsonl or .jsonl.gz file)")
+    number = 0
     try:
         with _open_text(p) as handle:
             for number, text in enumerate(handle, start=1):
                 if not text.strip():
                     continue
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise DatasetError(str(p), number, None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-                yield tree_from_dict(obj, str(p), number)
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise DatasetError(str(p), None, None, f"cannot read: {exc}") from None
+                yield number, text.strip(), tree_from_dict(_parse_line(text, str(p), number), str(p), number)
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
+        # gzip reads ahead: the corrupt block starts after the last good line
+        where = f"after line {number}" if number else "at the start"
+        raise DatasetError(str(p), number + 1, None, f"cannot read ({where}): {exc}; the file is corrupt or truncated") from None
+
+
+def _parse_line(text: str, path: str, number: int) -> Any:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(path, number, None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise DatasetError(path, number, None, f"nested too deep to be a model tree (over {MAX_DEPTH} levels)") from None
+    return obj
+
+
+def iter_trees(path: str | os.PathLike[str]) -> Iterator[EnergyTree]:
+    """Yield the trees of a dataset file, validating each line."""
+    for _, _, tree in _numbered_trees(Path(path)):
+        yield tree
 
 
 def load_dataset(*paths: str | os.PathLike[str]) -> list[EnergyTree]:
-    """All trees of one or more dataset files."""
-    return [tree for path in paths for tree in iter_trees(path)]
+    """All trees of one or more dataset files, each distinct line once.
+
+    A line repeated verbatim (a run appended twice, a file passed twice) would
+    weigh that run double in training: the copies are dropped and a
+    :class:`DuplicateTreesWarning` says how many and where.
+    """
+    trees: list[EnergyTree] = []
+    first_seen: dict[str, str] = {}
+    dropped: list[str] = []
+    for path in paths:
+        for number, text, tree in _numbered_trees(Path(path)):
+            where = f"{path}:{number}"
+            if text in first_seen:
+                dropped.append(f"{where} repeats {first_seen[text]}")
+                continue
+            first_seen[text] = where
+            trees.append(tree)
+    if dropped:
+        more = f" and {len(dropped) - 1} more" if len(dropped) > 1 else ""
+        warnings.warn(
+            DuplicateTreesWarning(f"dropped {len(dropped)} duplicate tree(s) ({dropped[0]}{more}); kept {len(trees)}"),
+            stacklevel=2,
+        )
+    return trees
 
 
 def dumps_tree(tree: EnergyTree) -> str:

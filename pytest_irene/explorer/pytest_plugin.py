@@ -15,12 +15,15 @@ from typing import Any
 import pytest
 
 from pytest_irene.compare.records import CallRecord
+from pytest_irene.errors import UsageError
+from pytest_irene.outputs import check_output_path, output_error
 
 OPTION = "--irene-html"
 INI = "irene_html"
 
 _PATH = pytest.StashKey[Path]()
 _WRITTEN = pytest.StashKey[tuple[Path, int, int]]()
+_FAILED = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,10 +52,11 @@ def report_path(config: pytest.Config) -> Path | None:
         else:
             base = config.inipath.parent if config.inipath else config.rootpath
         path = Path(base) / path
-    if path.is_dir():
-        source = OPTION if option else f"{INI} (ini)"
-        raise pytest.UsageError(f"{source}={value}: is a directory; expected a file path such as report.html")
-    return path
+    source = OPTION if option else f"{INI} (ini)"
+    try:
+        return check_output_path(path, source, str(value))
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,12 +73,26 @@ def pytest_irene_session_records(config: pytest.Config, records: list[CallRecord
         return
     from pytest_irene.explorer.html import write_report
 
-    write_report(path, list(records), title="pytest-irene energy report")
+    try:
+        write_report(path, list(records), title="pytest-irene energy report")
+    except OSError as exc:
+        config.stash[_FAILED] = str(output_error(OPTION if config.getoption("irene_html", None) else INI, path, exc))
+        return
     config.stash[_WRITTEN] = (path, len(records), sum(1 for r in records if r.failed))
 
 
 @pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A report that could not be written fails the run (after the records hook has run)."""
+    if session.config.stash.get(_FAILED, None) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    failed = config.stash.get(_FAILED, None)
+    if failed:
+        terminalreporter.write_line(f"irene: {failed}", red=True, bold=True)
     written = config.stash.get(_WRITTEN, None)
     if written is None:
         return

@@ -16,8 +16,9 @@ import pytest
 
 from pytest_irene.errors import IreneError
 from pytest_irene.plugin.ci import CiReporter
+from pytest_irene.outputs import output_error
 from pytest_irene.plugin.marks import MARKER_HELP
-from pytest_irene.plugin.options import add_options, load_settings
+from pytest_irene.plugin.options import add_options, check_profile, load_settings
 from pytest_irene.compare.runfile import write_run_file
 from pytest_irene.plugin.session import WORKEROUTPUT_KEY, IreneFixture, IreneSession
 
@@ -44,7 +45,9 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         settings = load_settings(config)
         if not settings.disabled:
-            manager = config.stash[_MANAGER] = IreneSession(config, settings)
+            manager = IreneSession(config, settings)
+            check_profile(settings, manager.host_fingerprint)
+            config.stash[_MANAGER] = manager
             config.pluginmanager.register(CiReporter(manager), "irene_ci")
             config.pluginmanager.register(manager.stale_tracker, "irene_stale")
     except IreneError as exc:
@@ -117,7 +120,10 @@ def pytest_irene_session_records(config: pytest.Config, records: list[Any]) -> N
     """``--irene-json``: a consumer of the merged records, like ``--irene-html``."""
     manager = _manager(config)
     if manager is not None and manager.settings.json_path is not None:
-        write_run_file(manager.settings.json_path, manager.run_file(records))
+        try:
+            write_run_file(manager.settings.json_path, manager.run_file(records))
+        except OSError as exc:
+            manager.report_errors.append(str(output_error("--irene-json", manager.settings.json_path, exc)))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -8,6 +8,7 @@ stops the run before any test with a message naming the option.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from pytest_irene.engine.feature_sets import AUTO, FEATURE_MODES
 from pytest_irene.errors import UsageError
+from pytest_irene.outputs import check_output_path
 from pytest_irene.compare.gate import DEFAULT_MIN_DELTA_J, DEFAULT_TOLERANCE
 from pytest_irene.units import DEFAULT_PRICE_CENTS_PER_KWH, parse_energy, parse_percent, parse_price
 
@@ -83,7 +85,10 @@ def get_raw(config: pytest.Config, name: str) -> tuple[Any, str]:
     value = config.getoption(dest, None)
     if value is not None:
         return value, f"--{name}"
-    ini = config.getini(dest)
+    try:
+        ini = config.getini(dest)
+    except ValueError as exc:  # a bool ini key with a value pytest cannot read ("maybe")
+        raise UsageError(f"{dest} (ini): expected true or false (also 1/0, yes/no, on/off); {exc}") from None
     if ini in (None, ""):
         return None, f"--{name}"
     return ini, f"{dest} (ini)"
@@ -135,6 +140,42 @@ def _path(value: str, source: str, config: pytest.Config) -> Path:
     return base / path
 
 
+def _check_baseline_dir(path: Path, source: str, raw: Any) -> None:
+    """The baseline directory may be missing (``--irene-save`` creates it), but not be a file."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                shown = raw if raw is not None else path
+                what = "is a regular file" if candidate == path else f"lies under {candidate}, a regular file"
+                raise UsageError(f"{source}={shown}: {what}; expected a baseline directory such as .irene")
+            return
+
+
+def check_profile(settings: Settings, host: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Configure-time check of ``--irene-profile`` (and ``--irene-features=all`` against this host).
+
+    Reads only the model file's header (:func:`~pytest_irene.engine.predict.profiles.peek_profile`):
+    no regressor is built, so ``--collect-only`` stays cheap, yet a missing,
+    foreign, too new or NaN-holding file is a usage error before the first test
+    instead of a failure in every test. Returns the header.
+    """
+    from pytest_irene.engine.predict.profiles import peek_profile
+    from pytest_irene.errors import ModelFileError
+
+    option = "--irene-profile"
+    try:
+        header = peek_profile(settings.profile)
+    except ModelFileError as exc:
+        raise UsageError(f"{option}={settings.profile}: {exc}") from None
+    if settings.features == "all":
+        from pytest_irene.rig.runtime.fingerprint import choose_features
+
+        hardware = header.get("hardware")
+        choose_features("all", hardware if isinstance(hardware, dict) else None, host=host(),
+                        available=tuple(header.get("feature_sets") or ()))
+    return header
+
+
 def load_settings(config: pytest.Config) -> Settings:
     """Parse every option (command line first, then ini); :class:`UsageError` names a bad one."""
 
@@ -163,9 +204,10 @@ def load_settings(config: pytest.Config) -> Settings:
 
     raw, src = get_raw(config, "irene-baselines")
     baseline_dir = _path(str(raw), src, config) if raw is not None else config.rootpath / DEFAULT_BASELINE_DIR
+    _check_baseline_dir(baseline_dir, src, raw)
 
     raw, src = get_raw(config, "irene-json")
-    json_path = _path(str(raw), src, config) if raw is not None else None
+    json_path = check_output_path(_path(str(raw), src, config), src, str(raw)) if raw is not None else None
 
     raw, src = get_raw(config, "irene-compare")
     compare_path = _path(str(raw), src, config) if raw is not None else None

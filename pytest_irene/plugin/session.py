@@ -75,6 +75,19 @@ def describe_hardware(hardware: dict[str, Any] | None) -> str:
 
 
 
+def baseline_nodeid(item: pytest.Item) -> str:
+    """The node id a test's baselines are stored under: pytest's own, except for a test
+    file outside the rootdir, whose node id has no module part (``::test_x``); its
+    path relative to the rootdir (``../other/test_x.py::test_x``) is used instead, so it
+    gets a stable file of its own under ``_outside/``."""
+    module, sep, rest = item.nodeid.partition("::")
+    if module or not sep:
+        return item.nodeid
+    import os
+
+    return f"{os.path.relpath(item.path, item.config.rootpath)}::{rest}"
+
+
 class IreneFixture:
     """What the ``irene`` fixture returns: call it to trace, predict and gate one model call.
 
@@ -127,6 +140,8 @@ class IreneSession:
         self.item_records: dict[str, list[CallRecord]] = {}
         self.to_save: dict[tuple[str, str], BaselineEntry] = {}
         self.save_errors: list[str] = []
+        self.report_errors: list[str] = []
+        """``--irene-json`` files that could not be written (one line each; the run fails)."""
         self.saved_files: list[Path] = []
         self._modes: dict[tuple[str, str | None], FeatureMode] = {}
         self._marks: dict[str, IreneMark] = {}
@@ -276,10 +291,12 @@ class IreneSession:
         version = self.energy_model_version(profile)
         entry = entry_from_tree(tree, profile=profile, features=features, energy_model=version)
         comparison: Comparison | None = None
+        key = baseline_nodeid(item)
         if self.settings.save:
-            self.to_save[(item.nodeid, label)] = entry
+            self.to_save[(key, label)] = entry
         else:
-            baseline = (self.base_run or self.store).get(item.nodeid, label)
+            # a run file's records carry pytest's node ids; the baseline store uses the stable key
+            baseline = self.base_run.get(item.nodeid, label) if self.base_run else self.store.get(key, label)
             mismatch = self.machine_mismatch(features)
             comparison = not_compared(mismatch, self.settings.strict) if mismatch and baseline else compare(
                 baseline,
@@ -310,7 +327,7 @@ class IreneSession:
             min_delta_j=self.settings.min_delta_j,
             hardware=describe_hardware(dict(energy_model.hardware)),
             energy_model=version,
-            baseline_file=str(self.store.path_for(item.nodeid)),
+            baseline_file=str(self.store.path_for(key)),
             saved=self.settings.save,
             price_cents_per_kwh=self.settings.price_cents_per_kwh,
             test_file=test_file,
@@ -377,15 +394,27 @@ class IreneSession:
             self.config.workeroutput[WORKEROUTPUT_KEY] = self.worker_output()  # type: ignore[attr-defined]
             return
         if self.settings.save and self.to_save:
-            try:
-                self.saved_files = self.store.save(self.to_save)
-            except (BaselineError, OSError) as exc:
-                self.save_errors.append(f"baselines NOT saved: {exc}")
-                if session.exitstatus == pytest.ExitCode.OK:
-                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            self._save_baselines(session)
         self.find_stale(session)
         self.records = sort_records(self.records)
         self.config.hook.pytest_irene_session_records(config=self.config, records=list(self.records))
+        if self.report_errors and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _save_baselines(self, session: pytest.Session) -> None:
+        """Save each baseline file on its own; a refused file fails the run and its calls say so."""
+        result = self.store.save_each(self.to_save)
+        self.saved_files = result.written
+        for path, exc in result.errors.items():
+            reason = f"{path}: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.save_errors.append(f"baselines NOT saved: {reason}")
+        refused = {str(p) for p in result.errors}
+        for record in self.records:
+            if record.baseline_file in refused:
+                record.saved = False
+                record.save_refused = True
+        if result.errors and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def find_stale(self, session: pytest.Session) -> None:
         """List the stale baselines of ``.irene/`` and, with ``--irene-save --irene-prune``, drop them."""
@@ -432,20 +461,20 @@ class IreneSession:
 
     def summary_notes(self) -> list[str]:
         """The lines under the summary table: save errors, files written."""
-        notes = list(self.save_errors)
+        notes = list(self.save_errors) + list(self.report_errors)
         if self.saved_files:
             notes.append("baselines saved: " + ", ".join(str(p) for p in self.saved_files))
         elif self.settings.save and self.to_save and not self.save_errors:
             notes.append("baselines unchanged")
         if self.stale:
             notes.append(stale_note(self.stale, pruned=bool(self.pruned_files)))
-        if self.settings.json_path is not None:
+        if self.settings.json_path is not None and not self.report_errors:
             notes.append(f"irene: JSON report written to {self.settings.json_path}")
         return notes
 
     def summary_text(self, *, width: int, markup: bool, verbosity: int) -> str | None:
         """The terminal summary; ``None`` on an xdist worker or when nothing was wrapped."""
-        if self.is_worker or (not self.records and not self.save_errors and not self.stale):
+        if self.is_worker or (not self.records and not self.save_errors and not self.stale and not self.report_errors):
             return None
         from pytest_irene.report.terminal import render_summary
 
@@ -520,14 +549,13 @@ def _user_formulas() -> dict[str, Any]:
 def _peek_profile(profile: str) -> dict[str, Any]:
     """The top-level fields of a profile's JSON (``hardware``, ``feature_sets``), without building any regressor.
 
-    The header must not load an energy model (``--collect-only`` loads none), so
-    this only parses the file; any problem gives ``{}`` and the header leaves the
-    hardware out (the first wrapped call reports a bad profile properly).
+    The header must not load an energy model (``--collect-only`` loads none); a
+    bad profile was already a usage error at configure time, so ``{}`` here only
+    means a header with no hardware to show.
     """
-    try:
-        from pytest_irene.engine.predict.profiles import resolve_profile
+    from pytest_irene.engine.predict.profiles import peek_profile
 
-        doc = json.loads(Path(resolve_profile(profile)).read_bytes())
-        return doc if isinstance(doc, dict) else {}
-    except Exception:  # noqa: BLE001 - the header is informative only
+    try:
+        return peek_profile(profile)
+    except IreneError:
         return {}

@@ -23,13 +23,16 @@ from pytest_irene.units import (
     usd_per_million_calls,
 )
 
-_STATUS_STYLE = {"pass": "green", "fail": "bold red", "new": "cyan", "skipped": "yellow", "saved": "blue"}
+_STATUS_STYLE = {"pass": "green", "fail": "bold red", "new": "cyan", "skipped": "yellow", "saved": "blue", "not saved": "bold red"}
 
 
 def call_status(record: CallRecord) -> str:
-    """``fail``, ``pass``, ``new``, ``skipped`` or ``saved`` (baseline written this run)."""
+    """``fail``, ``pass``, ``new``, ``skipped``, ``saved`` (baseline written this run)
+    or ``not saved`` (``--irene-save`` refused its baseline file)."""
     if record.failed:
         return "fail"
+    if record.save_refused:
+        return "not saved"
     if record.comparison is None:
         return "saved" if record.saved else "pass"
     return record.comparison.status

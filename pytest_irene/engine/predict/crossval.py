@@ -105,6 +105,12 @@ def split_trees(
             test = [t for t in trees if t.model_name == model]
             if train:
                 folds.append((model, train, test))
+        if not folds:
+            models = sorted({t.model_name for t in trees})
+            raise UsageError(
+                f"split 'lomo' holds one model out and trains on the others, but the data has only "
+                f"{', '.join(models)}; give trees of at least two models, or use split 'seq' or 'batch'"
+            )
         return folds
     if split in ("seq", "batch"):
         train, test = [], []

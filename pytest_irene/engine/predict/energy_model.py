@@ -45,13 +45,8 @@ from typing import Any
 from pytest_irene.atomic import atomic_write_text
 from pytest_irene.errors import ModelFileError, UsageError
 from pytest_irene.engine.feature_sets import FEATURE_SETS
-from pytest_irene.engine.predict.profiles import resolve_profile
+from pytest_irene.engine.predict.profiles import MODEL_FORMAT, SCHEMA_VERSION, resolve_profile
 from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, ENERGY_SCOPES, RESOURCE_FEATURES, EnergyTree
-
-#: ``format`` tag of an energy model file.
-MODEL_FORMAT = "irene-model"
-#: Schema version this code writes and the newest it reads.
-SCHEMA_VERSION = 1
 
 
 def _version() -> str:

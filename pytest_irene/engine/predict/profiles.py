@@ -11,13 +11,19 @@ wherever a profile is accepted.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from pytest_irene.errors import ModelFileError
 
 #: Suffix of an energy model file.
 MODEL_SUFFIX = ".json"
+#: ``format`` tag of an energy model file.
+MODEL_FORMAT = "irene-model"
+#: Schema version this code writes and the newest it reads.
+SCHEMA_VERSION = 1
 
 
 def models_dirs() -> list[Path]:
@@ -80,3 +86,45 @@ def resolve_profile(name_or_path: str | os.PathLike[str]) -> Path:
 def _names() -> str:
     names = bundled_profiles()
     return ", ".join(names) if names else "(none installed)"
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"holds {name}, which no energy model file written by 'irene train' does")
+
+
+def peek_profile(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed model file of a profile, checked without building any regressor.
+
+    What is checked is what makes every prediction fail: the file exists and is
+    a file, is JSON without NaN or infinite numbers, has ``format`` ``irene-model``,
+    a ``schema_version`` this code reads, and at least one feature set. The
+    pytest plugin calls this at configure time (``--collect-only`` included);
+    the full validation of the weights happens when a call first needs them.
+    """
+    path = resolve_profile(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: cannot read energy model file: {exc}") from None
+    try:
+        doc = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            "expected an energy model file written by 'irene train'"
+        ) from None
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: NaN or infinite number: the file {exc}; retrain it with 'irene train'") from None
+    if not isinstance(doc, dict) or doc.get("format") != MODEL_FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise ModelFileError(f"{path}: field 'format': expected {MODEL_FORMAT!r}, got {found!r}; not an energy model file")
+    version = doc.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+        raise ModelFileError(
+            f"{path}: field 'schema_version': expected 1 to {SCHEMA_VERSION} (what this pytest-irene reads), "
+            f"got {version!r}; a newer file needs a newer pytest-irene"
+        )
+    sets = doc.get("feature_sets")
+    if not isinstance(sets, dict) or not sets:
+        raise ModelFileError(f"{path}: field 'feature_sets': expected a non-empty object, got {sets!r:.60}")
+    return doc
