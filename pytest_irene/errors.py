@@ -12,6 +12,10 @@ class IreneError(Exception):
     """Base class of every user-facing pytest-irene error."""
 
 
+class IreneWarning(UserWarning):
+    """Base class of the warnings pytest-irene gives users; the CLI prints them as one line."""
+
+
 class DatasetError(IreneError):
     """A dataset file (``irene-tree/1``) is unreadable or a line is invalid.
 

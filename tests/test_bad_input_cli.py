@@ -66,17 +66,20 @@ def test_deeply_nested_line_is_a_dataset_error(tmp_path: Path) -> None:
         load_dataset(deep_tree)
 
 
-def test_duplicate_trees_are_dropped_with_a_count(tmp_path: Path, two_trees: list) -> None:
+def test_duplicate_trees_are_not_trained_on_silently(capsys, tmp_path: Path, two_trees: list) -> None:
     path = tmp_path / "dup.jsonl"
     write_dataset(path, [two_trees[0], two_trees[1], two_trees[0]])
-    with pytest.warns(DuplicateTreesWarning, match=r"dropped 1 duplicate tree\(s\) \(.*dup.jsonl:3 repeats .*dup.jsonl:1\); kept 2"):
+    with pytest.warns(DuplicateTreesWarning, match=r"1 duplicate tree\(s\) \(.*dup.jsonl:3 repeats .*dup.jsonl:1\).*2 of 3 trees are distinct"):
         trees = load_dataset(path)
-    assert [t.model_name for t in trees] == ["bert-base-uncased", "gpt2"]
-    with pytest.warns(DuplicateTreesWarning, match="dropped 4 duplicate"):
-        assert len(load_dataset(path, path)) == 2  # the same file passed twice
+    assert [t.model_name for t in trees] == ["bert-base-uncased", "gpt2", "bert-base-uncased"]  # as stored
+    with pytest.warns(DuplicateTreesWarning, match="4 duplicate"):
+        assert len(load_dataset(path, path)) == 6  # the same file passed twice
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(load_dataset(PC1)) == 193  # the paper dataset has none
+    code, _, err = run(capsys, "evaluate", path, "--profile", "irene-pc1", "--json")
+    assert code == 0
+    assert err.startswith("irene evaluate: warning: 1 duplicate tree(s)")  # one line, not a Python warning
 
 
 def test_evaluate_on_an_empty_dataset_is_an_error(capsys, tmp_path: Path) -> None:

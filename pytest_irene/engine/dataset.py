@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_irene.atomic import atomic_append_lines, atomic_write_bytes
-from pytest_irene.errors import DatasetError
+from pytest_irene.errors import DatasetError, IreneWarning
 from pytest_irene.engine.tree import ENERGY_SCOPES, LEVELS, EnergyNode, EnergyTree
 
 FORMAT = "irene-tree/1"
@@ -129,8 +129,8 @@ def tree_from_dict(obj: Any, path: str = "<memory>", line: int = 1) -> EnergyTre
 MAX_DEPTH = 200
 
 
-class DuplicateTreesWarning(UserWarning):
-    """A dataset holds the same tree (an identical line) more than once; the copies were dropped."""
+class DuplicateTreesWarning(IreneWarning):
+    """A dataset holds the same tree (an identical line) more than once."""
 
 
 def _numbered_trees(p: Path) -> Iterator[tuple[int, str, EnergyTree]]:
@@ -167,27 +167,31 @@ def iter_trees(path: str | os.PathLike[str]) -> Iterator[EnergyTree]:
 
 
 def load_dataset(*paths: str | os.PathLike[str]) -> list[EnergyTree]:
-    """All trees of one or more dataset files, each distinct line once.
+    """All trees of one or more dataset files.
 
-    A line repeated verbatim (a run appended twice, a file passed twice) would
-    weigh that run double in training: the copies are dropped and a
-    :class:`DuplicateTreesWarning` says how many and where.
+    A line repeated verbatim (a run appended twice, a file passed twice) weighs
+    that run double in training, and a repeated measurement never gives the same
+    digits: a :class:`DuplicateTreesWarning` says how many copies there are and
+    where, so they are not trained on silently. The trees are returned as stored.
     """
     trees: list[EnergyTree] = []
-    first_seen: dict[str, str] = {}
-    dropped: list[str] = []
+    first_seen: dict[bytes, str] = {}  # digest of the line -> where it first appeared
+    copies: list[str] = []
     for path in paths:
         for number, text, tree in _numbered_trees(Path(path)):
-            where = f"{path}:{number}"
-            if text in first_seen:
-                dropped.append(f"{where} repeats {first_seen[text]}")
-                continue
-            first_seen[text] = where
+            where, digest = f"{path}:{number}", hashlib.sha256(text.encode("utf-8")).digest()
+            if digest in first_seen:
+                copies.append(f"{where} repeats {first_seen[digest]}")
+            else:
+                first_seen[digest] = where
             trees.append(tree)
-    if dropped:
-        more = f" and {len(dropped) - 1} more" if len(dropped) > 1 else ""
+    if copies:
+        more = f" and {len(copies) - 1} more" if len(copies) > 1 else ""
         warnings.warn(
-            DuplicateTreesWarning(f"dropped {len(dropped)} duplicate tree(s) ({dropped[0]}{more}); kept {len(trees)}"),
+            DuplicateTreesWarning(
+                f"{len(copies)} duplicate tree(s) ({copies[0]}{more}): each copy weighs that run again in "
+                f"training; {len(first_seen)} of {len(trees)} trees are distinct"
+            ),
             stacklevel=2,
         )
     return trees
