@@ -232,3 +232,84 @@ def test_irene_serve_serves_the_api(tmp_path: Path) -> None:
         proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+# -- issue 11: compact variants are capped; one slow request does not hold the others up -------------
+
+
+@pytest.mark.parametrize(
+    ("model", "needle"),
+    [
+        ("bert-base-uncased[L=2000,H=64]", "L (layers) must be at most 48"),
+        ("bert-base-uncased[L=0,H=64]", "L (layers) must be at least 1"),
+        ("bert-base-uncased[L=-1,H=64]", "L (layers) must be at least 1"),
+        ("bert-base-uncased[L=2,H=0]", "H (hidden size) must be a positive multiple of 64"),
+        ("bert-base-uncased[L=2,H=-64]", "H (hidden size) must be a positive multiple of 64"),
+        ("bert-base-uncased[L=2,H=100]", "H (hidden size) must be a positive multiple of 64"),
+        ("bert-base-uncased[L=2,H=65536]", "H (hidden size) must be at most 2048 (32 heads"),
+        ("bert-base-uncased[L=2,H=64,X=1]", "expected ARCH[L=<layers>,H=<hidden>]"),
+    ],
+)
+def test_compact_variant_bounds_get_400_naming_the_parameter(client, model: str, needle: str) -> None:
+    explorer = client.application.extensions["irene_explorer"]
+    before = explorer.cache.misses
+    resp = client.get("/api/energy", query_string={"model": model, "batch_size": 1, "seq_len": 8})
+    assert resp.status_code == 400, resp.get_json()
+    body = resp.get_json()
+    assert body["parameter"] == "model" and needle in body["error"]
+    assert explorer.cache.misses == before  # refused before any work
+
+
+def _gated_server(max_concurrent: int, busy_timeout_s: float = 30.0):
+    """A server whose predictions of one model wait on a gate (the real tracer for the others)."""
+    import threading
+
+    from pytest_irene.explorer.models import predict_tree
+
+    started, gate = threading.Event(), threading.Event()
+
+    def predict(spec, batch_size, seq_len, profile):
+        if spec.name == "bert-base-uncased[L=2,H=128]":
+            started.set()
+            assert gate.wait(20), "the slow request was never released"
+        return predict_tree(spec, batch_size, seq_len, profile)
+
+    app = create_app(ServerConfig(predict=predict, max_concurrent=max_concurrent, busy_timeout_s=busy_timeout_s))
+    return app, started, gate
+
+
+def test_one_slow_request_does_not_hold_the_others_up() -> None:
+    import threading
+
+    app, started, gate = _gated_server(max_concurrent=2)
+    slow: dict = {}
+    worker = threading.Thread(
+        target=lambda: slow.update(resp=app.test_client().get(
+            "/api/energy?model=bert-base-uncased[L=2,H=128]&batch_size=1&seq_len=8"))
+    )
+    worker.start()
+    try:
+        assert started.wait(20)
+        fast = app.test_client().get("/api/energy?model=distilbert-base-uncased&batch_size=1&seq_len=8")
+        assert fast.status_code == 200 and "resp" not in slow  # answered while the slow one still runs
+    finally:
+        gate.set()
+        worker.join(30)
+    assert slow["resp"].status_code == 200
+
+
+def test_a_request_that_finds_every_slot_taken_gets_503() -> None:
+    import threading
+
+    app, started, gate = _gated_server(max_concurrent=1, busy_timeout_s=0.2)
+    worker = threading.Thread(
+        target=lambda: app.test_client().get("/api/energy?model=bert-base-uncased[L=2,H=128]&batch_size=1&seq_len=8")
+    )
+    worker.start()
+    try:
+        assert started.wait(20)
+        busy = app.test_client().get("/api/energy?model=distilbert-base-uncased&batch_size=1&seq_len=8")
+        assert busy.status_code == 503 and "busy" in busy.get_json()["error"]
+    finally:
+        gate.set()
+        worker.join(30)

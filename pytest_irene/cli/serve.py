@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from pytest_irene.errors import UsageError
+from pytest_irene.explorer.models import DEFAULT_MAX_HIDDEN, DEFAULT_MAX_LAYERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch-size", type=int, default=256, metavar="N", help="largest batch size a request may ask for (256)")
     p.add_argument("--max-seq-len", type=int, default=2048, metavar="N", help="largest sequence length a request may ask for (2048)")
     p.add_argument("--max-sweep-points", type=int, default=64, metavar="N", help="largest number of combinations in one sweep (64)")
+    p.add_argument("--max-layers", type=int, default=DEFAULT_MAX_LAYERS, metavar="N",
+                   help=f"most layers L of a compact variant ARCH[L=,H=] ({DEFAULT_MAX_LAYERS})")
+    p.add_argument("--max-hidden", type=int, default=DEFAULT_MAX_HIDDEN, metavar="N",
+                   help=f"largest hidden size H of a compact variant; heads are H/64 ({DEFAULT_MAX_HIDDEN})")
+    p.add_argument("--max-concurrent", type=int, default=2, metavar="N",
+                   help="predictions computed at once; other requests wait, up to 30 s, then get 503 (2)")
     p.add_argument("--profile", default=None,
                    help="default energy model: bundled profile or model file (default: the first bundled profile)")
     p.set_defaults(func=run)
@@ -42,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from pytest_irene.engine.factories import load_factory
 
     for name, value in (("--max-batch-size", args.max_batch_size), ("--max-seq-len", args.max_seq_len),
-                        ("--max-sweep-points", args.max_sweep_points)):
+                        ("--max-sweep-points", args.max_sweep_points), ("--max-layers", args.max_layers),
+                        ("--max-hidden", args.max_hidden), ("--max-concurrent", args.max_concurrent)):
         if value < 1:
             raise UsageError(f"{name}: must be at least 1, got {value}")
     if not 0 <= args.port <= 65535:
@@ -58,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         max_seq_len=args.max_seq_len,
         max_sweep_points=args.max_sweep_points,
+        max_layers=args.max_layers,
+        max_hidden=args.max_hidden,
+        max_concurrent=args.max_concurrent,
         default_profile=args.profile,
     )
     app = create_app(config)

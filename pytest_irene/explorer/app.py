@@ -9,9 +9,12 @@ A Flask app with a small JSON API, modelled on IrEne-viz:
 - ``GET /api/sweep?model=&model=&batch_sizes=8,16&seq_lens=32,64&profile=`` a sweep.
 
 Bad parameters get 400 with ``{"error": ..., "parameter": ...}``. Batch size,
-sequence length and sweep size are capped, predictions run one at a time and
-results are kept in an LRU cache, so a request can neither exhaust the machine
-nor make the server redo work it just did. Models named by ``module:factory``
+sequence length, sweep size and the layers and hidden size of a compact variant
+(``ARCH[L=,H=]``, and so its heads) are capped. At most ``max_concurrent``
+predictions run at once, each tree is computed once however many requests ask
+for it, and results are kept in an LRU cache: a request can neither exhaust the
+machine, nor hold every other request up, nor make the server redo work it
+just did. A request that waits ``busy_timeout_s`` for a free slot gets 503. Models named by ``module:factory``
 are served only when the server was started with ``--allow-module`` for them:
 a request must never make the server import arbitrary code.
 """
@@ -29,6 +32,7 @@ from flask import Flask, Response, jsonify, request
 from pytest_irene.errors import IreneError
 from pytest_irene.engine.tree import EnergyTree
 from pytest_irene.explorer.html import render_page
+from pytest_irene.explorer.models import DEFAULT_MAX_HIDDEN, DEFAULT_MAX_LAYERS
 from pytest_irene.explorer.params import ParameterError, parse_int, parse_int_list
 from pytest_irene.explorer.payload import call_view
 
@@ -48,6 +52,14 @@ class ServerConfig:
     max_seq_len: int = 2048
     max_sweep_points: int = 64
     """Largest number of (model, batch size, sequence length) combinations in one sweep."""
+    max_layers: int = DEFAULT_MAX_LAYERS
+    """Most layers (``L``) a compact variant may have."""
+    max_hidden: int = DEFAULT_MAX_HIDDEN
+    """Largest hidden size (``H``) of a compact variant; its heads are ``H/64``."""
+    max_concurrent: int = 2
+    """Predictions computed at the same time; more requests wait for a slot."""
+    busy_timeout_s: float = 30.0
+    """How long a request waits for a free slot before it gets 503."""
     cache_size: int = 256
     """Predicted trees kept in the LRU cache."""
     default_profile: str | None = None
@@ -98,13 +110,23 @@ class LRUCache:
         return len(self._data)
 
 
+class ServerBusy(IreneError):
+    """Every prediction slot stayed taken for ``busy_timeout_s``: the request gets 503."""
+
+
+#: Locks that make concurrent requests for the same tree compute it once (a key's
+#: hash picks one; two different trees share a lock only by chance, rarely).
+_KEY_LOCKS = 64
+
+
 class Explorer:
-    """The app's state: configuration, cache, and the one-at-a-time prediction lock."""
+    """The app's state: configuration, cache, and the slots predictions run in."""
 
     def __init__(self, config: ServerConfig):
         self.config = config
         self.cache = LRUCache(config.cache_size)
-        self._compute = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max(1, config.max_concurrent))
+        self._key_locks = [threading.Lock() for _ in range(_KEY_LOCKS)]
 
     # -- choices ---------------------------------------------------------------------------
     def models(self) -> list[dict[str, str]]:
@@ -136,7 +158,12 @@ class Explorer:
 
         if not name:
             raise ParameterError("model", "missing; expected a name from /api/models")
-        return resolve_model(name, allowed_factories=self.config.allowed_modules)
+        return resolve_model(
+            name,
+            allowed_factories=self.config.allowed_modules,
+            max_layers=self.config.max_layers,
+            max_hidden=self.config.max_hidden,
+        )
 
     def profile(self, name: str | None) -> str:
         if name is None or name == "":
@@ -153,15 +180,23 @@ class Explorer:
         cached = self.cache.get(key)
         if cached is not None:
             return cached, True
-        with self._compute:
+        with self._key_locks[hash(key) % _KEY_LOCKS]:
             cached = self.cache.get(key)  # another request may have computed it meanwhile
             if cached is not None:
                 return cached, True
-            predict = self.config.predict
-            if predict is None:
-                from pytest_irene.explorer.models import predict_tree as predict
-            tree = predict(spec, batch_size, seq_len, profile)
-        self.cache.put(key, tree)
+            if not self._slots.acquire(timeout=self.config.busy_timeout_s):
+                raise ServerBusy(
+                    f"the server is busy ({self.config.max_concurrent} predictions running for over "
+                    f"{self.config.busy_timeout_s:g} s); try again"
+                )
+            try:
+                predict = self.config.predict
+                if predict is None:
+                    from pytest_irene.explorer.models import predict_tree as predict
+                tree = predict(spec, batch_size, seq_len, profile)
+            finally:
+                self._slots.release()
+            self.cache.put(key, tree)
         return tree, False
 
 
@@ -193,6 +228,10 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
     def _bad_parameter(exc: ParameterError):
         return _error(400, str(exc), exc.parameter)
 
+    @app.errorhandler(ServerBusy)
+    def _busy(exc: ServerBusy):
+        return _error(503, str(exc))
+
     @app.errorhandler(IreneError)
     def _irene_error(exc: IreneError):
         # the request was well-formed but the model could not be traced/predicted
@@ -215,6 +254,8 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
                 "max_batch_size": config.max_batch_size,
                 "max_seq_len": config.max_seq_len,
                 "max_sweep_points": config.max_sweep_points,
+                "max_layers": config.max_layers,
+                "max_hidden": config.max_hidden,
             },
             "defaults": {"batch_size": 8, "seq_len": 128, "sweep_batch_sizes": [8, 16], "sweep_seq_lens": [32, 64, 128]},
         }

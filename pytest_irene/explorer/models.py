@@ -26,6 +26,12 @@ from pytest_irene.explorer.params import ParameterError
 #: Config attribute names of compact BERT variants (Turc et al., 2019: L layers, H hidden,
 #: H/64 heads, 4H feed-forward), as in Hugging Face BERT-style configs.
 COMPACT_BERT_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+#: Width of one attention head in a compact variant: heads = hidden / 64.
+HEAD_WIDTH = 64
+#: Default caps of a compact variant (``irene serve --max-layers/--max-hidden``): twice
+#: BERT-large, so every real configuration fits while ``L=2000`` (28 s, 11 MB of JSON) does not.
+DEFAULT_MAX_LAYERS = 48
+DEFAULT_MAX_HIDDEN = 2048
 
 
 def bundled_architectures() -> tuple[str, ...]:
@@ -71,19 +77,43 @@ def compact_name(architecture: str, layers: int, hidden: int) -> str:
     return f"{architecture}[L={layers},H={hidden}]"
 
 
-def compact_variants(architecture: str, layers: Sequence[int], hidden: Sequence[int]) -> list[ModelSpec]:
+def compact_variants(
+    architecture: str,
+    layers: Sequence[int],
+    hidden: Sequence[int],
+    *,
+    max_layers: int | None = None,
+    max_hidden: int | None = None,
+) -> list[ModelSpec]:
     """Compact BERT-style variants: every (layers, hidden) pair, heads = hidden/64, feed-forward 4·hidden.
 
     ``compact_variants("bert-base-uncased", [2, 4, 6, 8, 10, 12], [128, 256, 512, 768])``
-    gives the 24 compact BERTs of Turc et al. (2019).
+    gives the 24 compact BERTs of Turc et al. (2019). Layers must be at least 1
+    and hidden sizes positive multiples of 64 (so there is at least one head);
+    ``max_layers``/``max_hidden`` cap them (the web server's limits; the number of
+    heads is capped with the hidden size). A bad value is a :class:`ParameterError`
+    naming ``layers`` or ``hidden``.
     """
-    specs = []
     for h in hidden:
-        if h % 64:
-            raise ParameterError("hidden", f"hidden sizes must be multiples of 64 (one head per 64), got {h}")
+        if h < HEAD_WIDTH or h % HEAD_WIDTH:
+            raise ParameterError(
+                "hidden",
+                f"H (hidden size) must be a positive multiple of {HEAD_WIDTH} (one head per {HEAD_WIDTH}), got {h}",
+            )
+        if max_hidden is not None and h > max_hidden:
+            raise ParameterError(
+                "hidden",
+                f"H (hidden size) must be at most {max_hidden} ({max_hidden // HEAD_WIDTH} heads; server limit), got {h}",
+            )
+    for layer_count in layers:
+        if layer_count < 1:
+            raise ParameterError("layers", f"L (layers) must be at least 1, got {layer_count}")
+        if max_layers is not None and layer_count > max_layers:
+            raise ParameterError("layers", f"L (layers) must be at most {max_layers} (server limit), got {layer_count}")
+    specs = []
     for layer_count in layers:
         for h in hidden:
-            values = (layer_count, h, h // 64, 4 * h)
+            values = (layer_count, h, h // HEAD_WIDTH, 4 * h)
             specs.append(
                 ModelSpec(
                     compact_name(architecture, layer_count, h),
@@ -94,13 +124,21 @@ def compact_variants(architecture: str, layers: Sequence[int], hidden: Sequence[
     return specs
 
 
-def resolve_model(name: str, *, allowed_factories: Sequence[str] | None = None, parameter: str = "model") -> ModelSpec:
+def resolve_model(
+    name: str,
+    *,
+    allowed_factories: Sequence[str] | None = None,
+    parameter: str = "model",
+    max_layers: int | None = None,
+    max_hidden: int | None = None,
+) -> ModelSpec:
     """The spec for a model name given by a user.
 
     ``allowed_factories=None`` allows any ``module:factory`` (the CLI: users run
     their own code); a sequence restricts them to those references (the web
     server: a request must not import arbitrary modules). Compact variants are
-    written ``ARCH[L=4,H=256]``.
+    written ``ARCH[L=4,H=256]`` and bounded by ``max_layers``/``max_hidden``
+    (see :func:`compact_variants`).
     """
     name = name.strip()
     archs = bundled_architectures()
@@ -111,9 +149,15 @@ def resolve_model(name: str, *, allowed_factories: Sequence[str] | None = None, 
         if arch in archs:
             try:
                 kv = dict(part.split("=", 1) for part in rest.split(","))
-                return compact_variants(arch, [int(kv["L"])], [int(kv["H"])])[0]
+                layers, hidden = int(kv.pop("L")), int(kv.pop("H"))
+                if kv:
+                    raise KeyError(next(iter(kv)))
             except (ValueError, KeyError):
                 raise ParameterError(parameter, f"{name!r}: expected ARCH[L=<layers>,H=<hidden>]") from None
+            try:
+                return compact_variants(arch, [layers], [hidden], max_layers=max_layers, max_hidden=max_hidden)[0]
+            except ParameterError as exc:
+                raise ParameterError(parameter, f"{name!r}: {exc.problem}") from None
     if ":" in name:
         if allowed_factories is not None and name not in allowed_factories:
             raise ParameterError(parameter, f"{name!r} is not among the factories this server allows")
