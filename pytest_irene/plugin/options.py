@@ -168,7 +168,7 @@ def check_profile(settings: Settings, host: Callable[[], dict[str, Any]]) -> dic
     except ModelFileError as exc:
         raise UsageError(f"{option}={settings.profile}: {exc}") from None
     if settings.features == "all":
-        from pytest_irene.rig.runtime.fingerprint import choose_features
+        from pytest_irene.pipeline import choose_features
 
         hardware = header.get("hardware")
         choose_features("all", hardware if isinstance(hardware, dict) else None, host=host(),
