@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_irene.errors import IreneError
+from pytest_irene.plugin import html_report
 from pytest_irene.plugin.ci import CiReporter
 from pytest_irene.outputs import output_error
 from pytest_irene.plugin.marks import MARKER_HELP
@@ -50,6 +51,9 @@ def pytest_configure(config: pytest.Config) -> None:
             config.stash[_MANAGER] = manager
             config.pluginmanager.register(CiReporter(manager), "irene_ci")
             config.pluginmanager.register(manager.stale_tracker, "irene_stale")
+            if html_report.active(config):
+                glue = html_report.HtmlReportGlue(manager, config.getoption("htmlpath"))
+                config.pluginmanager.register(glue, "irene_html_report")
     except IreneError as exc:
         raise pytest.UsageError(str(exc)) from None
 
