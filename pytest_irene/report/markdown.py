@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 #: GitHub's limit for a job step summary, bytes ("supports content up to a size of 1024k").
 STEP_SUMMARY_LIMIT_BYTES = 1024 * 1024
-#: GitHub's limit for a pull-request or issue comment body, characters.
-COMMENT_LIMIT_CHARS = 65536
+#: GitHub's limit for a pull-request or issue comment body (65536 characters), less
+#: room for a marker line the posting step adds to find its own comment again.
+COMMENT_LIMIT_CHARS = 65536 - 256
 
 _STATUS_ICON = {"pass": "✅ pass", "fail": "❌ fail", "new": "🆕 new", "skipped": "⚠️ skipped", "saved": "💾 saved"}
 
