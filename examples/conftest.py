@@ -1,44 +1,60 @@
-"""Models for the example energy tests, built from configs (no weights are downloaded).
+"""Models for the example energy tests, at the sizes teams deploy, built from configs.
 
-Sizes are small enough for a CI runner; the architectures are the real
-HuggingFace BERT and GPT-2 code paths (eager attention), so what the energy
-gate sees is what a bert-base or gpt2 would do, only narrower.
+Every model is built on the meta device: its parameters have shapes and no
+storage, so a Llama-3-8B-shaped decoder costs no memory and no download, and
+tracing it costs about as much as tracing a 2-layer toy. The architectures are
+the real HuggingFace code paths (eager attention, so the tree shows the
+attention's matrix products and softmax as the reference dataset did).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModel, BertConfig, GPT2Config
+from transformers import AutoModel, AutoModelForCausalLM, BertConfig, LlamaConfig, ViTConfig
 
-#: Feed-forward width of the BERT example. Widen it (say to 1024) and run
+#: Feed-forward width of bert-base. Widen it (say to 4096) and run
 #: `pytest examples`: the gate fails and names encoder.layer.*.intermediate.
-BERT_INTERMEDIATE_SIZE = 512
+BERT_INTERMEDIATE_SIZE = 3072
+
+#: Llama-3-8B's shape: hidden 4096, 32 layers, FFN 14336, 32 heads, 8 KV heads, vocab 128256.
+LLAMA3_8B = {
+    "hidden_size": 4096,
+    "num_hidden_layers": 32,
+    "intermediate_size": 14336,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "max_position_embeddings": 8192,
+    "rope_theta": 500000.0,
+}
+
+
+def on_meta(build, config):
+    """``build(config)`` with every parameter on the meta device: shapes only, no weights allocated."""
+    with torch.device("meta"):
+        return build(config, attn_implementation="eager").eval()
 
 
 @pytest.fixture(scope="session")
 def bert() -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=2048,
-        hidden_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=BERT_INTERMEDIATE_SIZE,
-        max_position_embeddings=256,
-    )
-    return AutoModel.from_config(config, attn_implementation="eager").eval()
+    """bert-base-uncased: 12 layers, hidden 768, 12 heads."""
+    return on_meta(AutoModel.from_config, BertConfig(intermediate_size=BERT_INTERMEDIATE_SIZE))
 
 
 @pytest.fixture(scope="session")
-def gpt2() -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=2048, n_positions=256, n_embd=128, n_layer=2, n_head=2)
-    return AutoModel.from_config(config, attn_implementation="eager").eval()
+def llama() -> torch.nn.Module:
+    """A decoder of Llama-3-8B's shape (8.0 B parameters, none of them allocated)."""
+    return on_meta(AutoModelForCausalLM.from_config, LlamaConfig(**LLAMA3_8B))
 
 
-def token_batch(batch_size: int, seq_len: int, vocab_size: int = 2048) -> dict[str, torch.Tensor]:
-    """A batch of random token ids and a full attention mask."""
-    generator = torch.Generator().manual_seed(batch_size * 1000 + seq_len)
-    ids = torch.randint(0, vocab_size, (batch_size, seq_len), generator=generator)
+@pytest.fixture(scope="session")
+def vit() -> torch.nn.Module:
+    """ViT-B/16 at 224 x 224: 196 patches + the class token, 12 layers, hidden 768."""
+    return on_meta(AutoModel.from_config, ViTConfig(image_size=224, patch_size=16))
+
+
+def token_batch(batch_size: int, seq_len: int, vocab_size: int) -> dict[str, torch.Tensor]:
+    """A batch of token ids and a full attention mask (the values do not matter on meta)."""
+    ids = torch.zeros(batch_size, seq_len, dtype=torch.long)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

@@ -12,6 +12,10 @@ from pytest_irene.compare.records import CallRecord
 from pytest_irene.engine.tree import scope_label
 from pytest_irene.units import format_change, format_energy
 
+#: Rows of the changed-modules table: a 32-layer model moves hundreds of modules
+#: at once, and the failing-modules summary already names the deepest ones.
+MAX_TABLE_ROWS = 30
+
 
 def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     """Lines of a plain table: the first two columns left-aligned (names), the others right (numbers)."""
@@ -48,9 +52,11 @@ def comparison_text(record: CallRecord) -> list[str]:
     if changed:
         rows = [
             (scope_label(d.scope), d.type, format_energy(d.baseline_j), format_energy(d.now_j), format_change(d.change))
-            for d in changed
+            for d in changed[:MAX_TABLE_ROWS]
         ]
         lines += ["  " + line for line in text_table(("module", "type", "baseline", "now", "change"), rows)]
+        if len(changed) > MAX_TABLE_ROWS:
+            lines.append(f"  ... and {len(changed) - MAX_TABLE_ROWS} more module(s) that moved (all are in --irene-json)")
     added = [d for d in comp.deltas if d.baseline_j is None]
     removed = [d for d in comp.deltas if d.now_j is None]
     if added:
