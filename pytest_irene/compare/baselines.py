@@ -420,6 +420,7 @@ class BaselineStore:
                     path.unlink(missing_ok=True)  # the link too, when there was one
                 return old is not None
             stored = doc.get("tests", {})
+            doc["format"] = FORMAT  # a /1 file is rewritten as /2; its entries keep "leaves": false
             doc["tests"] = {
                 nodeid: {label: _merge_entry(stored.get(nodeid, {}).get(label), e) for label, e in labels.items()}
                 for nodeid, labels in current.items()
