@@ -232,7 +232,8 @@ def test_the_plugin_passes_a_rename_and_fails_it_under_strict(pytester: pytest.P
     result.stdout.fnmatch_lines(
         ["*renamed modules (same types and energies, not failed):*", "*test_net.py::test_net ?net?: mlp -> ffn (Sequential*"]
     )
-    strict = run(pytester, "--irene-strict")
+    strict = run(pytester, "--irene-strict", "--irene-markdown=summary.md")
     strict.assert_outcomes(failed=1)
+    assert "renamed from `mlp`" in (pytester.path / "summary.md").read_text()
     strict.stdout.fnmatch_lines(["*1 module(s) renamed (mlp -> ffn) and --irene-strict is set*"])
     strict.stdout.fnmatch_lines(["*test_net.py::test_net ?net?: ffn (Sequential) renamed from mlp*"])

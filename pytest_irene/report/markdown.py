@@ -107,7 +107,7 @@ def _failing_block(record: CallRecord) -> str:
                     cell(d.type),
                     format_energy(d.baseline_j) if d.baseline_j is not None else "added",
                     format_energy(d.now_j) if d.now_j is not None else "removed",
-                    format_change(d.change),
+                    f"renamed from {code(d.was)}" if d.was is not None else format_change(d.change),
                 )
                 for d in mods
             ]
