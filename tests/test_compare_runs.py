@@ -43,6 +43,7 @@ def test_widened_feed_forward_is_a_regression_named_deepest_first(example, capsy
     assert "REGRESSION" in head and re.search(r"\(\+\d+(\.\d)?%\)", head)
     moved = [line.strip().split(" ")[0] for line in out.splitlines() if line.startswith("  ") and " -> " in line]
     assert FFN in moved and "encoder.layer.1.intermediate" in moved
+    assert f"{FFN}.dense" in moved and moved[0].endswith(".dense")  # leaf modules are gated too
     assert "encoder.layer.0.attention" not in moved  # only the feed-forward was widened
     depths = [0 if s == "<model>" else s.count(".") + 1 for s in moved]
     assert depths == sorted(depths, reverse=True)  # deepest first: the culprit leads
@@ -120,10 +121,12 @@ def test_a_renamed_module_is_reported(example, capsys) -> None:
     store.save({rec.key: type(entry)(**{**entry.__dict__, "modules": renamed})})
     rc = compare_runs(load_side(example["baselines"]), load_side(example["dir"] / "renamed"))
     (call,) = rc.calls
-    changed = {d.scope for d in call.added} | {d.scope for d in call.removed} | {n for _, n in call.renamed}
-    assert "head" in changed
+    assert call.renamed == [("pooler", "head")]
+    assert not call.added and not call.removed and not call.moved and call.comparison.status == "pass"
     code, out, _ = irene(capsys, example["baselines"], example["dir"] / "renamed")
-    assert "head" in out and "pooler" in out
+    assert code == 0 and "  renamed: pooler -> head" in out
+    code, out, _ = irene(capsys, example["baselines"], example["dir"] / "renamed", "--markdown")
+    assert "Renamed: `pooler` → `head`" in out
 
 
 def test_a_run_from_another_machine(example, capsys, tmp_path: Path) -> None:
