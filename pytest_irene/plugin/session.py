@@ -23,7 +23,6 @@ import pytest
 
 from pytest_irene.compare.baselines import (
     BaselineEntry,
-    BaselineError,
     BaselineStore,
     energy_model_version,
     entry_from_dict,
@@ -36,10 +35,10 @@ from pytest_irene.compare.runs import RunSide, load_side, machine_differences, m
 from pytest_irene.errors import IreneError, UsageError
 from pytest_irene.compare.gate import check_budget, compare
 from pytest_irene.engine.feature_sets import ALL, AUTO, MODEL
-from pytest_irene.compare.stale import StaleBaseline, find_stale, stale_note
+from pytest_irene.compare.stale import StaleBaseline, stale_note
 from pytest_irene.report.failure import failure_text
 from pytest_irene.plugin.marks import IreneMark, read_mark
-from pytest_irene.plugin.stale import StaleTracker, narrowed_modules
+from pytest_irene.plugin.stale import StaleTracker
 from pytest_irene.plugin.options import Settings
 
 if TYPE_CHECKING:
@@ -418,21 +417,10 @@ class IreneSession:
 
     def find_stale(self, session: pytest.Session) -> None:
         """List the stale baselines of ``.irene/`` and, with ``--irene-save --irene-prune``, drop them."""
-        if self.base_run is not None:
-            return
-        passed: dict[str, set[str]] = {}
-        for record in self.records:
-            if record.nodeid in self.stale_tracker.passed:
-                passed.setdefault(record.nodeid, set()).add(record.label)
-        self.stale = find_stale(
-            self.store, self.config.rootpath, self.stale_tracker.known, passed, narrowed_modules(self.config)
-        )
-        if self.stale and self.settings.save and self.settings.prune:
-            try:
-                self.pruned_files = self.store.prune({(s.nodeid, s.label) for s in self.stale})
-            except (BaselineError, OSError) as exc:
-                self.save_errors.append(f"stale baselines NOT pruned: {exc}")
-                self.stale = []
+        if self.base_run is None:
+            prune = self.settings.save and self.settings.prune
+            self.stale, self.pruned_files, error = self.stale_tracker.settle(self.store, self.config, self.records, prune)
+            self.save_errors += [error] if error else []
 
     # -- reports --------------------------------------------------------------------------
 

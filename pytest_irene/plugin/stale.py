@@ -13,6 +13,10 @@ from typing import Any
 
 import pytest
 
+from pytest_irene.compare.baselines import BaselineError, BaselineStore
+from pytest_irene.compare.records import CallRecord
+from pytest_irene.compare.stale import StaleBaseline, find_stale
+
 KNOWN_KEY = "pytest_irene_known"
 
 
@@ -45,6 +49,22 @@ class StaleTracker:
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         self.known.update(getattr(node, "workeroutput", {}).get(KNOWN_KEY, []))
+
+    def settle(
+        self, store: BaselineStore, config: pytest.Config, records: list[CallRecord], prune: bool
+    ) -> tuple[list[StaleBaseline], list[Path], str]:
+        """At session end: the stale baselines, the files pruned (when ``prune``), and an error line or ``""``."""
+        passed: dict[str, set[str]] = {}
+        for record in records:
+            if record.nodeid in self.passed:
+                passed.setdefault(record.nodeid, set()).add(record.label)
+        stale = find_stale(store, config.rootpath, self.known, passed, narrowed_modules(config))
+        if not (stale and prune):
+            return stale, [], ""
+        try:
+            return stale, store.prune({(s.nodeid, s.label) for s in stale}), ""
+        except (BaselineError, OSError) as exc:
+            return [], [], f"stale baselines NOT pruned: {exc}"
 
 
 def narrowed_modules(config: pytest.Config) -> set[str]:
