@@ -191,6 +191,16 @@ def test_irene_compare_gates_a_pytest_run_against_a_run_file(pytester: pytest.Py
     # a call the base run does not have is new, like a call without a baseline
     write_tiny(pytester, width=64, name="test_other")
     run(pytester, "test_other.py", "--irene-compare=main.json").stdout.fnmatch_lines(["*test_other.py::test_tiny*new*"])
+    # a base run from another machine: model-feature calls are still compared, and the header says so
+    pytester.makeconftest(
+        "def pytest_irene_host_fingerprint(config):\n"
+        "    return {'cpu_model': 'Other CPU', 'cpu_count': 3, 'memory_gib': 8.0, 'gpus': [], 'driver_version': None}\n"
+    )
+    result = run(pytester, "test_tiny.py", "--irene-compare=main.json", "--irene-features=model", "--irene-min-delta=0J")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["irene: the base run comes from another machine (CPU model *Other CPU*): calls with "
+                                 "resource features are not compared; model-feature predictions do not depend on the machine"])
+    (pytester.path / "conftest.py").unlink()
     (pytester.path / "bad.json").write_text("{")
     result = run(pytester, "--irene-compare=bad.json")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
