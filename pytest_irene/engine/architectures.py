@@ -102,6 +102,11 @@ def _model_type(name_or_model: Any) -> tuple[str, Any]:
         raise UsageError(
             f"example_inputs: expected an architecture name or a transformers model, got {type(name_or_model).__name__}"
         )
+    if not callable(getattr(config, "to_dict", None)):
+        raise UsageError(
+            f"example_inputs: {type(name_or_model).__name__}.config is a {type(config).__name__}, not a "
+            "transformers config (no to_dict()); build the inputs yourself and pass them with the model"
+        )
     return getattr(config, "model_type", ""), config.to_dict()
 
 

@@ -116,10 +116,17 @@ def _default_inputs(ref: str, model: Any, batch_size: int, seq_len: int, device:
     custom = getattr(model, "irene_inputs", None)
     if callable(custom):
         return custom(batch_size, seq_len, device=device)
-    if getattr(model, "config", None) is not None:
+    config = getattr(model, "config", None)
+    if config is not None and callable(getattr(config, "to_dict", None)):
         from pytest_irene.engine.architectures import example_inputs
 
         return example_inputs(model, batch_size, seq_len, device=device)
+    if config is not None:
+        raise UsageError(
+            f"{ref}: the factory returned a {type(model).__name__} without inputs, and its `config` "
+            f"({type(config).__name__}) is not a transformers config, so no example inputs can be built from it; "
+            "return (module, inputs) or give the module an irene_inputs(batch_size, seq_len, device) method"
+        )
     raise UsageError(
         f"{ref}: the factory returned a {type(model).__name__} without inputs; return "
         "(module, inputs) or give the module an irene_inputs(batch_size, seq_len, device) method"

@@ -55,6 +55,8 @@ from typing import Any
 
 import torch
 
+from pytest_irene.engine.formulas_nn import NN_FORMULAS, nn_heuristic
+
 Formula = Callable[[Any, Sequence[Any], Any], dict[str, float]]
 """``fn(module, inputs, output) -> {"flops": float, "mem_bytes": float}``.
 
@@ -300,6 +302,7 @@ _BUILTIN: dict[str, Formula] = {
     "MatMul": _matmul_fn,
     "Einsum": _einsum_fn,
     "ScaledDotProductAttention": _sdpa_fn,
+    **NN_FORMULAS,
 }
 
 _USER: dict[str, Formula] = {}
@@ -346,24 +349,25 @@ def registered_types() -> tuple[str, ...]:
     return tuple(sorted(set(_BUILTIN) | set(_USER)))
 
 
-def _heuristic(name: str) -> Formula | None:
-    """Families recognised by name, so third-party norms and activations are leaves too."""
+def _heuristic(name: str) -> tuple[str, Formula] | None:
+    """Families recognised by name, so third-party norms, activations and rotary tables are leaves too."""
     low = name.lower()
     if low.endswith("rmsnorm") or low in ("t5layernorm",):
-        return _BUILTIN["RMSNorm"]
+        return "RMSNorm", _BUILTIN["RMSNorm"]
     if low.endswith("layernorm"):
-        return _BUILTIN["LayerNorm"]
-    return None
+        return "LayerNorm", _BUILTIN["LayerNorm"]
+    guess = nn_heuristic(name)
+    return (name, guess) if guess is not None else None
 
 
-def formula_for(module: Any) -> Formula | None:
-    """The formula of a module instance (its class name, then its base classes), or ``None``."""
+def _match(module: Any) -> tuple[str, Formula] | None:
+    """(registry name, formula) of a module instance: its class name, a name family, then its base classes."""
     cls = type(module)
     name = cls.__name__
     if name in _USER:
-        return _USER[name]
+        return name, _USER[name]
     if name in _BUILTIN:
-        return _BUILTIN[name]
+        return name, _BUILTIN[name]
     guess = _heuristic(name)
     if guess is not None:
         return guess
@@ -371,10 +375,49 @@ def formula_for(module: Any) -> Formula | None:
         if base.__module__.startswith("torch.nn") and base.__name__ in ("Module",):
             break
         if base.__name__ in _USER:
-            return _USER[base.__name__]
+            return base.__name__, _USER[base.__name__]
         if base.__name__ in _BUILTIN:
-            return _BUILTIN[base.__name__]
+            return base.__name__, _BUILTIN[base.__name__]
     return None
+
+
+def formula_for(module: Any) -> Formula | None:
+    """The formula of a module instance (its class name, then its base classes), or ``None``."""
+    found = _match(module)
+    return found[1] if found is not None else None
+
+
+#: Built-in formula names -> the primitive type of the reference dataset whose regressor
+#: predicts them. A scaled embedding IS an embedding lookup and an RMSNorm a LayerNorm
+#: without the mean; activations are elementwise, memory-bound ops like ReLU. The node
+#: keeps its own type; ``notes["regressor_type"]`` tells the predictor which regressor to use.
+TRAINED_AS: dict[str, str] = {
+    "LazyLinear": "Linear",
+    "NonDynamicallyQuantizableLinear": "Linear",
+    "RMSNorm": "LayerNorm",
+    "GroupNorm": "LayerNorm",
+    **{a: "ReLU" for a in (
+        "GELU", "GELUActivation", "NewGELUActivation", "GELUTanh", "FastGELUActivation", "QuickGELUActivation",
+        "AccurateGELUActivation", "LeakyReLU", "ReLU6", "Sigmoid", "SiLU", "SiLUActivation", "Mish", "MishActivation",
+    )},
+}
+_TRAINED = ("Conv1D", "Embedding", "LayerNorm", "Linear", "MatMul", "ReLU", "Softmax", "Tanh")
+
+
+def regressor_type(module: Any) -> str | None:
+    """The dataset primitive whose regressor predicts this module, when it differs from its class name.
+
+    ``None`` for a type predicted under its own name (``Linear``) or one with no
+    built-in counterpart (left to the generic regressor, and flagged as such).
+    """
+    found = _match(module)
+    if found is None or found[0] in _USER:
+        return None
+    name = found[0]
+    trained = name if name in _TRAINED else TRAINED_AS.get(name)
+    if trained is None or trained == type(module).__name__:
+        return None
+    return trained
 
 
 def formula_by_name(type_name: str) -> Formula | None:

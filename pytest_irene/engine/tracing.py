@@ -41,7 +41,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from pytest_irene.engine import datadep
 from pytest_irene.engine import features as F_
+from pytest_irene.engine import moe
+from pytest_irene.engine.mha import MHA_FUNCTION, mha_leaves
 from pytest_irene.errors import TraceError, UsageError
 from pytest_irene.engine.tree import EnergyNode, EnergyTree, scope_label
 
@@ -83,6 +86,7 @@ def _functional_table() -> dict[Any, tuple[str, str, str]]:
     table[torch.einsum] = ("MatMul", "matmul", "Einsum")
     for fn in (torch.softmax, torch.nn.functional.softmax, torch.Tensor.softmax):
         table[fn] = ("Softmax", "softmax", "Softmax")
+    table[torch.nn.functional.linear] = ("Linear", "linear", "LinearFn")
     sdpa = "ScaledDotProductAttention"
     table[torch.nn.functional.scaled_dot_product_attention] = (sdpa, "scaled_dot_product_attention", sdpa)
     return table
@@ -94,7 +98,7 @@ _FUNCTIONAL = _functional_table()
 class _Frame:
     """One active node during the forward call."""
 
-    __slots__ = ("node", "formula", "flops", "mem", "skip", "suffixes")
+    __slots__ = ("node", "formula", "flops", "mem", "skip", "suffixes", "routing")
 
     def __init__(self, node: EnergyNode | None, formula: Any = None, skip: bool = False):
         self.node = node
@@ -103,12 +107,15 @@ class _Frame:
         self.flops = 0.0  # glue charged to this node itself
         self.mem = 0.0
         self.suffixes: dict[str, int] = {}
+        self.routing: moe.ExpectedRouting | None = None  # a list-of-experts block traced on meta
 
 
 class _Tracer:
-    def __init__(self, scopes: dict[nn.Module, list[str]], capture: bool):
+    def __init__(self, scopes: dict[nn.Module, list[str]], capture: bool, on_meta: bool = False):
         self.scopes = scopes
         self.capture = capture
+        self.on_meta = on_meta
+        self.token_len: int | None = None  # sequence length of the first token-wise leaf input (B, S, D)
         self.calls: dict[str, NodeCall] = {}
         self.used: dict[str, int] = {}
         self.stack: list[_Frame] = []
@@ -155,14 +162,23 @@ class _Tracer:
             name = f"{parent}.{type(module).__name__.lower()}" if parent else type(module).__name__.lower()
         scope = self.unique(name)
         formula = F_.formula_for(module)
+        if formula is None and moe.is_fused_experts(module):
+            formula = moe.fused_experts_features
         level = "model" if top is None else ("ml" if formula is not None else "module")
         node = EnergyNode(scope=scope, type=type(module).__name__, level=level)
+        trained_as = F_.regressor_type(module) if formula is not None else None
+        if trained_as is not None:
+            node.notes["regressor_type"] = trained_as
         if top is None:
             self.root_node = node
         self.params[id(node)] = float(sum(p.numel() for p in module.parameters()))
         if top is not None and top.node is not None:
             top.node.add_child(node)
-        self.stack.append(_Frame(node, formula))
+        frame = _Frame(node, formula)
+        experts = moe.experts_in_block(module) if self.on_meta and formula is None else None
+        if experts is not None:
+            frame.routing = moe.ExpectedRouting(experts)
+        self.stack.append(frame)
         if self.capture:
             self.calls[scope] = NodeCall(module, _detach(args), _detach(kwargs))
 
@@ -181,13 +197,30 @@ class _Tracer:
             self.element_bytes[id(node)] = size
         if frame.formula is not None:
             self.leaf_values[id(node)] = F_.leaf_features(fn, inputs, output, frame.formula, node.type)
+            if self.token_len is None and isinstance(fn, nn.Module) and _token_wise(fn):
+                x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+                if x is not None and x.dim() == 3 and x.is_floating_point():
+                    self.token_len = int(x.shape[1])
         else:
             self.own[id(node)] = (frame.flops, frame.mem)
+
+    def open_root(self, module: nn.Module, method: str) -> None:
+        """The root of a traced bound method: that method's call (the module's own hooks are not set)."""
+        node = EnergyNode(scope="", type=f"{type(module).__name__}.{method}", level="model")
+        self.root_node = node
+        self.params[id(node)] = float(sum(p.numel() for p in module.parameters()))
+        self.stack.append(_Frame(node))
+
+    def close_root(self) -> None:
+        frame = self.stack.pop()
+        self.own[id(frame.node)] = (frame.flops, frame.mem)
 
     # -- functional primitives ----------------------------------------------------------
     def functional(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         kind = _FUNCTIONAL.get(func)
         top = self.stack[-1] if self.stack else None
+        if func is MHA_FUNCTION and top is not None and top.node is not None and not top.skip and top.formula is None:
+            return self._mha(top, func, args, kwargs)
         if kind is None or top is None or top.skip or top.formula is not None or top.node is None:
             return func(*args, **kwargs)
         type_name, suffix, formula_name = kind
@@ -203,6 +236,47 @@ class _Tracer:
         self.stack.pop()
         self._close(frame, func, tuple(args) + tuple(kwargs.values()), output)
         return output
+
+    def _mha(self, top: _Frame, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run ``multi_head_attention_forward`` uncounted; add its projections and attention as leaves."""
+        self.stack.append(_Frame(None, formula="mha"))
+        try:
+            output = func(*args, **kwargs)
+        finally:
+            self.stack.pop()
+        assert top.node is not None
+        leaves, (glue_flops, glue_mem) = mha_leaves(args, kwargs)
+        for suffix, type_name, values in leaves:
+            node = top.node.add_child(EnergyNode(scope=f"{top.node.scope}.{suffix}", type=type_name, level="ml"))
+            self.leaf_values[id(node)] = values
+            self.params[id(node)] = 0.0
+        top.flops += glue_flops
+        top.mem += glue_mem
+        return output
+
+    # -- values asked of meta tensors ------------------------------------------------------
+    def _scope(self) -> str:
+        frame = next((f for f in reversed(self.stack) if f.node is not None), None)
+        return scope_label(frame.node.scope) if frame is not None and frame.node is not None else scope_label("")
+
+    def _routing(self) -> moe.ExpectedRouting | None:
+        return next((f.routing for f in reversed(self.stack) if f.routing is not None), None)
+
+    def meta_scalar(self, t: torch.Tensor) -> Any:
+        """A value asked of a meta tensor: known for mask helpers and routing, refused otherwise."""
+        frame = datadep.user_frame()
+        if datadep.known_answer(frame):
+            return _meta_scalar(t)
+        if self._routing() is not None and t.dtype == torch.bool:
+            return True  # "does this expert get tokens?": every expert does under even routing
+        raise datadep.refuse(datadep.describe_value(t), self._scope(), frame)
+
+    def meta_nonzero(self, t: torch.Tensor) -> torch.Tensor:
+        routing = self._routing()
+        if routing is not None:
+            return routing.nonzero(t)
+        raise datadep.refuse("the positions of non-zero values (nonzero, torch.where(mask), boolean indexing)",
+                             self._scope(), datadep.user_frame())
 
     # -- aten ops ------------------------------------------------------------------------
     def aten(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
@@ -227,7 +301,7 @@ class _FunctionMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
-        if func in _FUNCTIONAL:
+        if func in _FUNCTIONAL or func is MHA_FUNCTION:
             return self.tracer.functional(func, args, kwargs)
         return func(*args, **kwargs)
 
@@ -239,24 +313,34 @@ class _DispatchMode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
-        if func is _LOCAL_SCALAR and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
-            return _meta_scalar(args[0])
+        if args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            if func is _LOCAL_SCALAR:
+                return self.tracer.meta_scalar(args[0])
+            if func is _NONZERO:
+                return self.tracer.meta_nonzero(args[0])
         out = func(*args, **kwargs)
         self.tracer.aten(func, args, kwargs, out)
         return out
 
 
 _LOCAL_SCALAR = torch.ops.aten._local_scalar_dense.default
+_NONZERO = torch.ops.aten.nonzero.default
+#: Module types whose (batch, tokens, features) input gives the tokens per sample.
+_TOKEN_WISE: tuple[type, ...] = (nn.Linear, nn.LayerNorm)
+
+
+def _token_wise(module: nn.Module) -> bool:
+    """A leaf that works token by token (Linear, LayerNorm, RMSNorm): its input's dim 1 is the tokens."""
+    name = type(module).__name__.lower()
+    return isinstance(module, _TOKEN_WISE) or name.endswith("rmsnorm") or name.endswith("layernorm")
 
 
 def _meta_scalar(t: torch.Tensor) -> Any:
-    """The value a data-dependent check on a meta tensor sees (``mask.all()``, ``x.item()``).
+    """The answer transformers' mask helpers get on meta (see :mod:`pytest_irene.engine.datadep`).
 
-    Meta tensors have no values; models mostly ask such questions of masks and
-    ids. Booleans answer ``False``: "is every position unmasked?" -> no, so the
-    model builds and applies its attention mask, as every model of the reference
-    dataset did (transformers 4.2.2 always added the mask); "is anything NaN?"
-    -> no. Numbers answer ``1``.
+    "Is every position unmasked?" -> no, so the model builds and applies its
+    attention mask, as every model of the reference dataset did (transformers
+    4.2.2 always added the mask). Numbers answer ``1``.
     """
     if t.dtype == torch.bool:
         return False
@@ -331,12 +415,26 @@ def _meta_copy(model: nn.Module) -> nn.Module:
             if isinstance(value, torch.Tensor) and value.dim() > 0 and id(value) not in memo:
                 memo[id(value)] = torch.empty_like(value, device="meta")
     try:
-        return copy.deepcopy(model, memo)
+        clone = copy.deepcopy(model, memo)
     except Exception as exc:  # noqa: BLE001 - any attribute that refuses to copy
         raise TraceError(
             f"cannot trace {type(model).__name__} on the meta device: copying the model failed "
             f"({type(exc).__name__}: {exc}); pass device='cpu' to trace it for real"
         ) from exc
+    for m in clone.modules():
+        _drop_user_hooks(m)
+        if moe.is_fused_experts(m):
+            m.forward = moe.meta_forward(m)
+    return clone
+
+
+def _drop_user_hooks(module: nn.Module) -> None:
+    """The user's forward hooks are for real runs: on the meta copy they would see meta tensors."""
+    for attr in ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
+                 "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called"):
+        table = getattr(module, attr, None)
+        if table is not None:
+            setattr(module, attr, type(table)())
 
 
 def _call(model: nn.Module, inputs: Any) -> Any:
@@ -364,7 +462,7 @@ def model_device(model: nn.Module) -> str | None:
 
 
 def trace(
-    model: nn.Module,
+    model: nn.Module | Callable[..., Any],
     inputs: Any,
     *,
     batch_size: int | None = None,
@@ -375,63 +473,104 @@ def trace(
 ) -> EnergyTree:
     """Build the energy tree of ``model`` called with ``inputs`` (one forward, no grad, eval mode).
 
-    ``inputs`` is a tensor (``model(x)``), a tuple/list (``model(*inputs)``) or a dict
-    (``model(**inputs)``). Every node gets the model features of ONE execution:
-    ``batch_size, seq_len, batch_seq, params, flops, mem_bytes, bytes_per_element`` (the
-    element size of the node's result: its dtype; ``tree.meta["dtype"]`` names the model's). On ``device="meta"``
-    (default) no arithmetic runs and the user's model is left untouched; on a real
-    device the model (which must already live there) runs for real and
+    ``model`` is a ``torch.nn.Module`` or a bound method of one (``model.encode``:
+    the root is that method's call). ``inputs`` is a tensor (``model(x)``), a
+    tuple/list (``model(*inputs)``) or a dict (``model(**inputs)``). Every node gets
+    the model features of ONE execution: ``batch_size, seq_len, batch_seq, params,
+    flops, mem_bytes, bytes_per_element`` (the element size of the node's
+    result: its dtype; ``tree.meta["dtype"]`` names the model's); without ``seq_len=``, tokens per sample are the ids' length,
+    else what the model processes (patches + class token, audio frames: the
+    sequence dim of the first token-wise layer's input), else an image's positions.
+    On ``device="meta"`` (default) no arithmetic runs, the user's model is left
+    untouched and its forward hooks do not fire; code that depends on tensor values
+    raises :class:`TraceError` asking for a real device. On a real device the model
+    (which must already live there, weights used as they are) runs for real and
     ``capture=True`` fills ``tree.calls[scope]`` with a :class:`NodeCall` per node.
     Raises :class:`TraceError` naming the module that failed.
     """
-    if not isinstance(model, nn.Module):
-        raise UsageError(f"trace: model must be a torch.nn.Module, got {type(model).__name__}")
+    module, method = resolve_callable(model, "trace")
     dev = torch.device(device)
     if capture and dev.type == "meta":
         raise UsageError("trace: capture=True records calls to replay for real; pass a real device ('cpu', 'cuda')")
+    target = prepare_target(module, dev)
+    return trace_prepared(target, method, _to_device(inputs, dev), dev, batch_size=batch_size, seq_len=seq_len,
+                          capture=capture, model_name=model_name or _default_name(module))
+
+
+def resolve_callable(model: Any, who: str) -> tuple[nn.Module, str | None]:
+    """``(module, method name or None)`` of what the user passed; a plain function is refused."""
+    if isinstance(model, nn.Module):
+        return model, None
+    owner = getattr(model, "__self__", None)
+    name = getattr(model, "__name__", None)
+    if isinstance(owner, nn.Module) and isinstance(name, str) and callable(model):
+        return owner, name
+    what = "a plain function" if callable(model) else type(model).__name__
+    raise UsageError(
+        f"{who}: expected a torch.nn.Module or a bound method of one (model, model.encode), got {what}; "
+        "a function has no parameters to trace: wrap it in an nn.Module whose forward calls it"
+    )
+
+
+def prepare_target(module: nn.Module, dev: torch.device) -> nn.Module:
+    """The module to run: a meta copy on ``meta``, else the user's own module (no copy), checked to live on ``dev``."""
+    if dev.type == "meta":
+        return _meta_copy(module)
+    here = model_device(module)
+    if here is not None and torch.device(here).type != dev.type:
+        raise UsageError(
+            f"trace: the model lives on {here}, not on {dev}; move it there first (model.to({str(dev)!r})) "
+            "or trace on the meta device"
+        )
+    return module
+
+
+def trace_prepared(
+    target: nn.Module,
+    method: str | None,
+    inputs: Any,
+    dev: torch.device,
+    *,
+    batch_size: int | None = None,
+    seq_len: int | None = None,
+    capture: bool = False,
+    model_name: str = "",
+) -> EnergyTree:
+    """:func:`trace` of a module already prepared by :func:`prepare_target`, inputs already on ``dev``."""
     inferred = infer_batch_seq(inputs)
     batch = int(batch_size) if batch_size is not None else inferred[0]
-    seq = int(seq_len) if seq_len is not None else inferred[1]
-    name = model_name or _default_name(model)
-
-    if dev.type == "meta":
-        target = _meta_copy(model)
-        inputs = _to_device(inputs, dev)
-    else:
-        here = model_device(model)
-        if here is not None and torch.device(here).type != dev.type:
-            raise UsageError(
-                f"trace: the model lives on {here}, not on {dev}; move it there first (model.to({str(dev)!r})) "
-                "or trace on the meta device"
-            )
-        target = model
-        inputs = _to_device(inputs, dev)
-
+    name = model_name or type(target).__name__
     # named_modules(remove_duplicate=False) lists a shared module under each of its paths
     names: dict[nn.Module, list[str]] = {}
     for path, m in target.named_modules(remove_duplicate=False):
         names.setdefault(m, []).append(path)
-    tracer = _Tracer(names, capture)
+    tracer = _Tracer(names, capture, on_meta=dev.type == "meta")
     handles = []
     training = {m: m.training for m in target.modules()}
     try:
         for m in names:
-            if isinstance(m, torch.jit.ScriptModule):
+            if isinstance(m, torch.jit.ScriptModule) or (method is not None and m is target):
                 continue  # compiled: no hooks; its ops are charged to its caller
             handles.append(m.register_forward_pre_hook(tracer.pre_hook, with_kwargs=True))
             handles.append(m.register_forward_hook(tracer.post_hook, with_kwargs=True))
         target.eval()
         try:
             with torch.no_grad(), _FunctionMode(tracer), _DispatchMode(tracer):
-                output = _call(target, inputs)
+                if method is None:
+                    output = _call(target, inputs)
+                else:
+                    tracer.open_root(target, method)
+                    output = _call(getattr(target, method), inputs)
+                    tracer.close_root()
         except TraceError:
             raise
         except Exception as exc:
             failing = next((f for f in reversed(tracer.stack) if f.node is not None), None)
             where = (
-                f"module '{scope_label(failing.node.scope)}' ({failing.node.type})" if failing else f"{type(model).__name__}"
+                f"module '{scope_label(failing.node.scope)}' ({failing.node.type})" if failing else f"{type(target).__name__}"
             )
-            raise TraceError(f"cannot trace {name}: {where} failed: {type(exc).__name__}: {exc}") from exc
+            hint = datadep.meta_failure_hint(exc) if dev.type == "meta" else ""
+            raise TraceError(f"cannot trace {name}: {where} failed: {type(exc).__name__}: {exc}{hint}") from exc
         del output
     finally:
         for h in handles:
@@ -442,11 +581,25 @@ def trace(
     root_node = _root(tracer, target)
     dtype = _model_dtype(target)
     _totals(root_node, tracer, torch.empty((), dtype=dtype).element_size())
+    seq = int(seq_len) if seq_len is not None else _tokens_per_sample(inputs, tracer.token_len, inferred[1])
     tree = EnergyTree(root=root_node, model_name=name, batch_size=batch, seq_len=seq, profile="", calls=tracer.calls)
     tree.meta["traced_on"] = str(dev)
     tree.meta["dtype"] = str(dtype).removeprefix("torch.")
     tree.set_tree_features()
     return tree
+
+
+def _tokens_per_sample(inputs: Any, token_len: int | None, inferred: int) -> int:
+    """Tokens per sample: the ids' length; for pixels or spectrograms what the model processes, never a channel dim."""
+    tensors = _flat_tensors(inputs)
+    if any(t.dim() == 2 and not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool for t in tensors):
+        return inferred
+    first = tensors[0] if tensors else None
+    if first is None or first.dim() < 3 or not first.is_floating_point():
+        return inferred
+    if token_len is not None:
+        return token_len  # ViT patches + class token, Whisper frames
+    return int(math.prod(first.shape[2:]))  # a CNN: every spatial position
 
 
 def _root(tracer: _Tracer, model: nn.Module) -> EnergyNode:

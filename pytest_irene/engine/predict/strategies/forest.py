@@ -104,7 +104,8 @@ def flatten(trees: Sequence[EnergyTree], feature_names: Sequence[str]) -> Forest
     energy = np.array([np.nan if n.energy_j is None else float(n.energy_j) for n in nodes])
     return Forest(
         nodes=nodes,
-        types=np.array([n.type for n in nodes], dtype=object),
+        # a known primitive under another name (a scaled Embedding, nn.GELU) uses its dataset type
+        types=np.array([n.notes.get("regressor_type", n.type) for n in nodes], dtype=object),
         levels=np.array([n.level for n in nodes], dtype=object),
         X=X,
         feature_names=names,

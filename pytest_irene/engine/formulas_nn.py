@@ -1,0 +1,193 @@
+"""Formulas of the ``torch.nn`` primitives the reference dataset never measured.
+
+Vision, audio and recent decoders use modules the 2021 encoders of ``irene-pc1``
+did not have (convolution stems, batch norms, pools, up-sampling, rotary
+tables). Without a formula such a module is a leaf with 0 flops and 0 bytes and
+is predicted at a constant, whatever its size. The counts follow the same
+conventions as :mod:`pytest_irene.engine.features` (``E`` = result elements,
+``u`` = one result-sized transfer); matrix products (convolutions) agree with
+``torch.utils.flop_counter.FlopCounterMode``:
+
+=======================  ==================================  ===========================
+primitive                flops                               mem_bytes
+=======================  ==================================  ===========================
+ConvTranspose1d/2d/3d    2·in·(C_out/groups·kernel) + bias   x + W + out
+BatchNorm (eval)         2·E (scale and shift)               x + out + 4 per-channel vectors
+GroupNorm / InstanceNorm 8·E (as LayerNorm)                  4·u
+Max/Avg pool             out·kernel (one op per window read)  x + out
+Adaptive pools           input elements (each read once)     x + out
+Upsample / interpolate   E (nearest) or 4·E (linear family)  x + out
+Rotary embedding table   3·E over cos and sin (outer product  2·u
+                         and the two trigonometric ops)
+=======================  ==================================  ===========================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["NN_FORMULAS", "nn_heuristic"]
+
+
+def _tensors(values: Any) -> list[torch.Tensor]:
+    if isinstance(values, torch.Tensor):
+        return [values]
+    if isinstance(values, (tuple, list)):
+        return [t for v in values for t in _tensors(v)]
+    return []
+
+
+def _nbytes(t: torch.Tensor) -> float:
+    return float(t.numel() * t.element_size())
+
+
+def _io(inputs: Sequence[Any], output: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    ins, outs = _tensors(list(inputs)), _tensors(output)
+    if not ins or not outs:
+        return None
+    return ins[0], outs[0]
+
+
+_ZERO = {"flops": 0.0, "mem_bytes": 0.0}
+
+
+def conv_transpose(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    """A transposed convolution: every input element is spread over ``C_out/groups·kernel`` outputs."""
+    io = _io(inputs, output)
+    weight = getattr(module, "weight", None)
+    if io is None or not isinstance(weight, torch.Tensor):
+        return dict(_ZERO)
+    x, out = io
+    per_in = math.prod(weight.shape[1:])  # weight: (C_in, C_out/groups, *kernel)
+    flops = 2.0 * x.numel() * per_in
+    if getattr(module, "bias", None) is not None:
+        flops += out.numel()
+    return {"flops": flops, "mem_bytes": _nbytes(x) + _nbytes(weight) + _nbytes(out)}
+
+
+def batch_norm(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    """Inference batch norm: one multiply-add per element with per-channel mean, var, weight, bias."""
+    io = _io(inputs, output)
+    if io is None:
+        return dict(_ZERO)
+    x, out = io
+    channels = x.shape[1] if x.dim() > 1 else x.numel()
+    return {"flops": 2.0 * out.numel(), "mem_bytes": _nbytes(x) + _nbytes(out) + 4.0 * channels * out.element_size()}
+
+
+def _norm_like(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    """Group/instance norm: statistics over groups then scale, counted as LayerNorm (8·E, 4·u)."""
+    io = _io(inputs, output)
+    if io is None:
+        return dict(_ZERO)
+    _, out = io
+    return {"flops": 8.0 * out.numel(), "mem_bytes": 4.0 * _nbytes(out)}
+
+
+def _kernel_elements(module: Any, dims: int) -> int:
+    kernel = getattr(module, "kernel_size", 1)
+    if isinstance(kernel, int):
+        return kernel**dims
+    return math.prod(int(k) for k in kernel)
+
+
+def _pool(dims: int) -> Any:
+    def formula(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+        io = _io(inputs, output)
+        if io is None:
+            return dict(_ZERO)
+        x, out = io
+        return {"flops": float(out.numel() * _kernel_elements(module, dims)), "mem_bytes": _nbytes(x) + _nbytes(out)}
+
+    formula.__doc__ = f"A {dims}-D max/avg pool: one comparison or add per element of each window."
+    return formula
+
+
+def adaptive_pool(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    """An adaptive pool reads every input element once (windows tile the input)."""
+    io = _io(inputs, output)
+    if io is None:
+        return dict(_ZERO)
+    x, out = io
+    return {"flops": float(max(x.numel(), out.numel())), "mem_bytes": _nbytes(x) + _nbytes(out)}
+
+
+def upsample(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    """Nearest up-sampling copies (1 op per output); linear modes weigh neighbours (4 ops per output)."""
+    io = _io(inputs, output)
+    if io is None:
+        return dict(_ZERO)
+    x, out = io
+    mode = str(getattr(module, "mode", "nearest"))
+    per = 1.0 if mode.startswith("nearest") else 4.0
+    return {"flops": per * out.numel(), "mem_bytes": _nbytes(x) + _nbytes(out)}
+
+
+def rotary(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    """A rotary table (``cos``, ``sin``): outer product of positions and frequencies, then cos and sin."""
+    outs = _tensors(output)
+    if not outs:
+        return dict(_ZERO)
+    elements = sum(t.numel() for t in outs)
+    return {"flops": 3.0 * elements, "mem_bytes": 2.0 * sum(_nbytes(t) for t in outs)}
+
+
+def linear_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    """``F.linear(x, W, b)`` called outside a ``Linear`` module (routers, hand-written layers): 2·M·K·N (+ bias)."""
+    ts = _tensors(list(inputs))
+    outs = _tensors(output)
+    if len(ts) < 2 or not outs:
+        return dict(_ZERO)
+    x, weight, out = ts[0], ts[1], outs[0]
+    flops = 2.0 * (out.numel() // max(int(out.shape[-1]), 1)) * int(x.shape[-1]) * int(out.shape[-1])
+    if len(ts) >= 3 and x.dim() > 2:
+        flops += out.numel()
+    return {"flops": flops, "mem_bytes": _nbytes(x) + _nbytes(weight) + _nbytes(out)}
+
+
+#: Type name -> formula, merged into the registry of :mod:`pytest_irene.engine.features`.
+NN_FORMULAS: dict[str, Any] = {
+    "ConvTranspose1d": conv_transpose,
+    "ConvTranspose2d": conv_transpose,
+    "ConvTranspose3d": conv_transpose,
+    "BatchNorm1d": batch_norm,
+    "BatchNorm2d": batch_norm,
+    "BatchNorm3d": batch_norm,
+    "SyncBatchNorm": batch_norm,
+    "GroupNorm": _norm_like,
+    "InstanceNorm1d": _norm_like,
+    "InstanceNorm2d": _norm_like,
+    "InstanceNorm3d": _norm_like,
+    "MaxPool1d": _pool(1),
+    "MaxPool2d": _pool(2),
+    "MaxPool3d": _pool(3),
+    "AvgPool1d": _pool(1),
+    "AvgPool2d": _pool(2),
+    "AvgPool3d": _pool(3),
+    "AdaptiveAvgPool1d": adaptive_pool,
+    "AdaptiveAvgPool2d": adaptive_pool,
+    "AdaptiveAvgPool3d": adaptive_pool,
+    "AdaptiveMaxPool1d": adaptive_pool,
+    "AdaptiveMaxPool2d": adaptive_pool,
+    "AdaptiveMaxPool3d": adaptive_pool,
+    "Upsample": upsample,
+    "UpsamplingNearest2d": upsample,
+    "UpsamplingBilinear2d": upsample,
+    "LinearFn": linear_fn,  # the functional primitive F.linear (the tracer names its node type Linear)
+}
+
+
+def nn_heuristic(name: str) -> Any:
+    """Families recognised by class name: rotary tables (``LlamaRotaryEmbedding``...), batch/group norms."""
+    low = name.lower()
+    if low.endswith("rotaryembedding") or low.endswith("rotaryembeddings"):
+        return rotary
+    if low.endswith("batchnorm2d") or low.endswith("batchnorm"):
+        return batch_norm
+    if low.endswith("groupnorm"):
+        return _norm_like
+    return None
