@@ -31,6 +31,7 @@ How it works, and why:
 from __future__ import annotations
 
 import copy
+import gc
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from pytest_irene.engine import datadep
 from pytest_irene.engine import features as F_
 from pytest_irene.engine import moe
+from pytest_irene.engine.meta_fast import fast_elementwise, fast_sdpa
 from pytest_irene.engine.mha import MHA_FUNCTION, mha_leaves
 from pytest_irene.errors import TraceError, UsageError
 from pytest_irene.engine.tree import EnergyNode, EnergyTree, scope_label
@@ -232,7 +234,9 @@ class _Tracer:
         self.stack.append(frame)
         if self.capture:
             self.calls[scope] = NodeCall(func, _detach(args), _detach(kwargs))
-        output = func(*args, **kwargs)
+        output = fast_sdpa(args, kwargs) if self.on_meta and type_name == "ScaledDotProductAttention" else None
+        if output is None:
+            output = func(*args, **kwargs)
         self.stack.pop()
         self._close(frame, func, tuple(args) + tuple(kwargs.values()), output)
         return output
@@ -318,7 +322,11 @@ class _DispatchMode(TorchDispatchMode):
                 return self.tracer.meta_scalar(args[0])
             if func is _NONZERO:
                 return self.tracer.meta_nonzero(args[0])
-        out = func(*args, **kwargs)
+            out = fast_elementwise(func, args, kwargs)
+            if out is None:
+                out = func(*args, **kwargs)
+        else:
+            out = func(*args, **kwargs)
         self.tracer.aten(func, args, kwargs, out)
         return out
 
@@ -535,8 +543,11 @@ def trace_prepared(
     seq_len: int | None = None,
     capture: bool = False,
     model_name: str = "",
+    on_output: Callable[[Any], None] | None = None,
 ) -> EnergyTree:
-    """:func:`trace` of a module already prepared by :func:`prepare_target`, inputs already on ``dev``."""
+    """:func:`trace` of a module already prepared by :func:`prepare_target`, inputs already on ``dev``.
+
+    ``on_output`` receives what the model returned (the generation loop picks its next token from it)."""
     inferred = infer_batch_seq(inputs)
     batch = int(batch_size) if batch_size is not None else inferred[0]
     name = model_name or type(target).__name__
@@ -547,6 +558,8 @@ def trace_prepared(
     tracer = _Tracer(names, capture, on_meta=dev.type == "meta")
     handles = []
     training = {m: m.training for m in target.modules()}
+    collecting = gc.isenabled()
+    gc.disable()  # a trace allocates many small objects and frees none: collections only cost time
     try:
         for m in names:
             if isinstance(m, torch.jit.ScriptModule) or (method is not None and m is target):
@@ -571,12 +584,16 @@ def trace_prepared(
             )
             hint = datadep.meta_failure_hint(exc) if dev.type == "meta" else ""
             raise TraceError(f"cannot trace {name}: {where} failed: {type(exc).__name__}: {exc}{hint}") from exc
+        if on_output is not None:
+            on_output(output)
         del output
     finally:
         for h in handles:
             h.remove()
         for m, flag in training.items():
             m.training = flag
+        if collecting:
+            gc.enable()
 
     root_node = _root(tracer, target)
     dtype = _model_dtype(target)

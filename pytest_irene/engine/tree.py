@@ -284,6 +284,15 @@ class EnergyTree:
         return self.root.predicted_energy_j
 
     @property
+    def per_token_j(self) -> float | None:
+        """For a generation tree (``meta["new_tokens"]``): predicted energy per generated token, joules."""
+        tokens = self.meta.get("new_tokens")
+        total = self.root.predicted_energy
+        if not tokens or total is None:
+            return None
+        return total / float(tokens)
+
+    @property
     def measured_total_j(self) -> float | None:
         """Measured energy of the whole model, joules."""
         return self.root.energy_j

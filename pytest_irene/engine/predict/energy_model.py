@@ -124,7 +124,12 @@ class EnergyModel:
         predictor = self._predictor(features)
         for tree in trees:
             self._check_features(tree, predictor, features)
-        predictor.predict_many(trees)
+        from pytest_irene.engine.generation_tree import GenerationTree, predict_generation
+
+        predictor.predict_many([t for t in trees if not isinstance(t, GenerationTree)])
+        for tree in trees:
+            if isinstance(tree, GenerationTree):  # prefill and decode steps, summed (see engine.generation)
+                predict_generation(tree, predictor.predict_many)
         ranges = self.training_ranges
         for tree in trees:
             tree.meta["profile"] = self.profile

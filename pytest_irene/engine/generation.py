@@ -1,0 +1,225 @@
+"""The energy of generation: a prefill forward, then one decode step per new token.
+
+What LLM teams pay for is ``generate()``, not one forward. Its tree has a root
+``Generation`` with two children:
+
+* ``prefill``: the forward over the prompt (the usual module tree, scopes
+  prefixed ``prefill.``);
+* ``decode``: every decode step with the KV cache, grouped so the tree stays
+  readable: the module tree of one step (scopes prefixed ``decode.``) whose
+  features and energies are summed over the ``max_new_tokens - 1`` steps (the
+  prefill produces the first new token). :meth:`GenerationTree.decode_step`
+  gives one step's own tree and ``step_energies_j`` each step's energy.
+
+Steps differ only in the KV length, and every node's features are affine in it
+(attention products and softmax grow with the cache, projections do not). So on
+the meta device two steps are traced, the rest is derived exactly, and a third
+trace (the last step) checks the affine law; where it does not hold (a
+sliding-window cache) every step is traced. On a real device every step runs
+for real (greedy next token) and is traced, so data-dependent code such as real
+MoE routing is followed. The loop is written here with transformers'
+``DynamicCache``: ``model.generate`` cannot run on meta (it stops on token values).
+
+How the steps are predicted: :mod:`pytest_irene.engine.generation_tree` (torch-free).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from pytest_irene.engine.generation_tree import SUMMED, DecodeSteps, GenerationTree, copy_node, signature
+from pytest_irene.engine.tracing import prepare_target, resolve_callable, trace_prepared
+from pytest_irene.engine.tree import EnergyNode, EnergyTree
+from pytest_irene.errors import TraceError, UsageError
+
+__all__ = ["trace_generate"]
+
+# -- tracing ----------------------------------------------------------------------------
+
+
+def _ids_and_rest(inputs: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    if isinstance(inputs, torch.Tensor):
+        return inputs, {}
+    if isinstance(inputs, Mapping) and isinstance(inputs.get("input_ids"), torch.Tensor):
+        rest = {k: v for k, v in inputs.items() if k != "input_ids"}
+        return inputs["input_ids"], rest
+    raise UsageError("trace_generate: inputs must be a (batch, prompt) tensor of token ids or a dict with input_ids")
+
+
+def _cache_kwargs(module: torch.nn.Module) -> dict[str, Any]:
+    """How this model takes its cache (``cache`` in transformers 5, ``past_key_values`` before), and
+    ``logits_to_keep=1`` where supported, as ``generate()`` passes it (only the last position's logits)."""
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    out: dict[str, Any] = {"use_cache": True, "cache_name": "cache" if "cache" in params else "past_key_values"}
+    if "logits_to_keep" in params:
+        out["logits_to_keep"] = 1
+    return out
+
+
+def _with_cache(inputs: dict[str, Any], cache: Any, how: dict[str, Any]) -> dict[str, Any]:
+    extra = {k: v for k, v in how.items() if k != "cache_name"}
+    return {**inputs, how["cache_name"]: cache, **extra}
+
+
+def _step_inputs(ids: torch.Tensor, rest: dict[str, Any], kv_len: int) -> dict[str, Any]:
+    """One decode step's inputs: the new token and the mask extended over the cache."""
+    out: dict[str, Any] = {"input_ids": ids}
+    mask = rest.get("attention_mask")
+    if isinstance(mask, torch.Tensor):
+        grow = kv_len + 1 - mask.shape[1]
+        ones = torch.ones((mask.shape[0], grow), dtype=mask.dtype, device=mask.device)
+        out["attention_mask"] = torch.cat([mask, ones], dim=1)
+    return out
+
+
+def _resize_cache(cache: Any, length: int) -> bool:
+    """Set every layer of a meta DynamicCache to KV length ``length``; False when a layer is not a plain one."""
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        return False
+    for layer in layers:
+        for name in ("keys", "values"):
+            t = getattr(layer, name)
+            setattr(layer, name, torch.empty((*t.shape[:-2], length, t.shape[-1]), dtype=t.dtype, device="meta"))
+    return True
+
+
+def _greedy(output: Any, like: torch.Tensor) -> torch.Tensor:
+    logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, (tuple, list)) and output:
+        logits = output[0]
+    if not isinstance(logits, torch.Tensor):
+        raise TraceError("trace_generate: the model returned no logits to pick the next token from")
+    if logits.is_meta:
+        return torch.empty((like.shape[0], 1), dtype=like.dtype, device="meta")
+    return logits[:, -1:, :].argmax(dim=-1).to(like.dtype)
+
+
+def trace_generate(
+    model: torch.nn.Module,
+    inputs: Any,
+    *,
+    max_new_tokens: int,
+    device: str | torch.device = "meta",
+    model_name: str | None = None,
+) -> GenerationTree:
+    """The energy tree of generating ``max_new_tokens`` tokens after the prompt ``inputs`` (greedy, no early stop).
+
+    ``model`` is a causal language model taking ``input_ids``, ``attention_mask``,
+    ``past_key_values`` and ``use_cache`` (transformers' ``*ForCausalLM``);
+    ``inputs`` the prompt ids ``(batch, prompt)`` or a dict with ``input_ids``
+    (and ``attention_mask``). See the module docstring for how decode steps are
+    traced. ``tree.per_token_j`` is the predicted energy per new token after
+    :meth:`EnergyModel.predict`.
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise UsageError(f"trace_generate: max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    module, method = resolve_callable(model, "trace_generate")
+    if method is not None:
+        raise UsageError("trace_generate: pass the model itself (it runs the decode loop), not one of its methods")
+    config = getattr(module, "config", None)
+    if getattr(config, "is_encoder_decoder", False):
+        raise UsageError(
+            f"trace_generate: {type(module).__name__} is an encoder-decoder model; only decoder-only causal "
+            "language models (input_ids + past_key_values) are supported"
+        )
+    from transformers import DynamicCache
+
+    dev = torch.device(device)
+    target = prepare_target(module, dev)
+    ids, rest = _ids_and_rest(inputs)
+    ids = ids.to(dev)
+    rest = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in rest.items()}
+    name = model_name or getattr(config, "_name_or_path", "") or type(module).__name__
+    batch, prompt = int(ids.shape[0]), int(ids.shape[1])
+    cache = DynamicCache(config=config) if config is not None else DynamicCache()
+    outputs: list[Any] = []
+    how = _cache_kwargs(module)
+    prefill = trace_prepared(target, None, _with_cache({**rest, "input_ids": ids}, cache, how),
+                             dev, model_name=name, on_output=outputs.append)
+    steps = _trace_steps(target, dev, name, (cache, how), _greedy(outputs[-1], ids), rest, prompt, max_new_tokens - 1)
+    return _assemble(prefill, steps, name, batch, prompt, max_new_tokens, dev)
+
+
+def _trace_steps(target: Any, dev: torch.device, name: str, cached: tuple[Any, dict[str, Any]], token: torch.Tensor,
+                 rest: dict[str, Any], prompt: int, count: int) -> DecodeSteps | None:
+    """Trace the decode steps: two and a check on meta when the affine law holds, else every one."""
+    if count <= 0:
+        return None
+    cache, how = cached
+    outputs: list[Any] = []
+
+    def step(kv_len: int, token: torch.Tensor) -> EnergyTree:
+        tree = trace_prepared(target, None, _with_cache(_step_inputs(token, rest, kv_len), cache, how), dev, model_name=name,
+                              seq_len=1, on_output=outputs.append)
+        tree.meta["kv_len"] = kv_len
+        return tree
+
+    first = step(prompt, token)
+    if count == 1:
+        return DecodeSteps(template=first, count=1, prompt_len=prompt, traced=[first])
+    traced = [first]
+    if dev.type == "meta":
+        second = step(prompt + 1, token)
+        slope = _slope(first, second)
+        if slope is not None and count == 2:
+            return DecodeSteps(template=first, count=count, prompt_len=prompt, slope=slope)
+        if slope is not None and _resize_cache(cache, prompt + count - 1):
+            last = step(prompt + count - 1, token)
+            if _affine_holds(first, slope, last, count - 1):
+                return DecodeSteps(template=first, count=count, prompt_len=prompt, slope=slope)
+            _resize_cache(cache, prompt + 2)  # not affine: trace every step after the second
+        traced.append(second)
+    while len(traced) < count:
+        token = _greedy(outputs[-1], token)
+        traced.append(step(prompt + len(traced), token))
+    return DecodeSteps(template=first, count=count, prompt_len=prompt, traced=traced)
+
+
+def _slope(first: EnergyTree, second: EnergyTree) -> list[dict[str, float]] | None:
+    if signature(first) != signature(second):
+        return None
+    return [{k: b.features[k] - a.features[k] for k in SUMMED} for a, b in zip(first.walk(), second.walk())]
+
+
+def _affine_holds(first: EnergyTree, slope: list[dict[str, float]], last: EnergyTree, index: int) -> bool:
+    if signature(first) != signature(last):
+        return False
+    for a, s, z in zip(first.walk(), slope, last.walk()):
+        for k in SUMMED:
+            want = a.features[k] + index * s[k]
+            if abs(z.features[k] - want) > 1e-9 * max(abs(want), 1.0):
+                return False
+    return True
+
+
+def _assemble(prefill: EnergyTree, steps: DecodeSteps | None, name: str, batch: int, prompt: int,
+              new_tokens: int, dev: torch.device) -> GenerationTree:
+    root = EnergyNode(scope="", type="Generation", level="model")
+    pre = copy_node(prefill.root, "prefill")
+    pre.level = "module"
+    root.add_child(pre)
+    if steps is not None:
+        dec = copy_node(steps.template.root, "decode")
+        dec.level = "module"
+        for node, summed in zip(dec.walk(), steps.summed(), strict=True):
+            node.features.update(summed)
+            node.features["seq_len"] = float(steps.count)
+            node.features["batch_seq"] = float(batch * steps.count)
+        root.add_child(dec)
+    for k in SUMMED:
+        root.features[k] = sum(c.features[k] for c in root.children)
+    root.features["params"] = prefill.root.features.get("params", 0.0)
+    root.features.update(batch_size=float(batch), seq_len=float(prompt), batch_seq=float(batch * prompt))
+    tree = GenerationTree(root=root, model_name=name, batch_size=batch, seq_len=prompt, prefill=prefill, steps=steps)
+    tree.meta.update(traced_on=str(dev), new_tokens=new_tokens, prompt_len=prompt,
+                     decode_steps=steps.count if steps is not None else 0,
+                     decode_derived=bool(steps is not None and steps.slope is not None))
+    return tree

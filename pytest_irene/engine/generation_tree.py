@@ -1,0 +1,145 @@
+"""Generation trees as data: the grouped decode steps and how they are predicted (no torch).
+
+See :mod:`pytest_irene.engine.generation` for how they are traced. Prediction
+(:func:`predict_generation`) predicts the prefill and up to
+:data:`MAX_PREDICTED_STEPS` decode steps with the energy model, spread evenly
+over the steps (every step when there are fewer); a step in between gets each
+node's energy interpolated linearly in the KV length, and the decode nodes hold
+the sum over steps. The reference data has no decode-step measurements: decode
+figures are extrapolated from forwards over whole sequences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pytest_irene.engine.tree import EnergyNode, EnergyTree
+
+__all__ = ["GenerationTree", "DecodeSteps", "predict_generation", "copy_tree", "copy_node", "signature", "SUMMED",
+           "MAX_PREDICTED_STEPS"]
+
+#: Decode steps predicted by the energy model; the others are interpolated between them.
+MAX_PREDICTED_STEPS = 64
+#: Features that grow with the KV length and add up over steps.
+SUMMED = ("flops", "mem_bytes")
+
+
+@dataclass
+class DecodeSteps:
+    """Every decode step's features: ``base + step·slope`` per node (affine), or one traced tree per step."""
+
+    template: EnergyTree
+    """The tree of the first decode step (the model's own scopes)."""
+    count: int
+    """Number of decode steps."""
+    prompt_len: int
+    """KV length at the first decode step."""
+    slope: list[dict[str, float]] | None = None
+    """Per node (walk order), the change of each summed feature per step; ``None`` when every step was traced."""
+    traced: list[EnergyTree] = field(default_factory=list)
+    """Every step's traced tree, when the affine law did not hold (or on a real device)."""
+
+    def step(self, index: int) -> EnergyTree:
+        """The tree of decode step ``index`` (0-based; KV length ``prompt_len + index``)."""
+        if not 0 <= index < self.count:
+            raise IndexError(f"decode step {index} out of range: {self.count} step(s)")
+        if self.slope is None:
+            return self.traced[index]
+        tree = copy_tree(self.template, "")
+        for node, template, slope in zip(tree.walk(), self.template.walk(), self.slope, strict=True):
+            for name in SUMMED:
+                node.features[name] = template.features[name] + index * slope[name]
+        tree.meta["kv_len"] = self.prompt_len + index
+        return tree
+
+    def summed(self) -> list[dict[str, float]]:
+        """Per node (walk order), each summed feature over every step."""
+        if self.slope is None:
+            per_step = [list(t.walk()) for t in self.traced]
+            return [{k: float(sum(nodes[i].features[k] for nodes in per_step)) for k in SUMMED}
+                    for i in range(len(per_step[0]))]
+        n = self.count
+        return [{k: float(n * node.features[k] + slope[k] * n * (n - 1) / 2) for k in SUMMED}
+                for node, slope in zip(self.template.walk(), self.slope, strict=True)]
+
+
+@dataclass(eq=False)
+class GenerationTree(EnergyTree):
+    """An :class:`EnergyTree` of a whole generation (root ``Generation``: ``prefill`` and ``decode``)."""
+
+    prefill: EnergyTree | None = field(default=None, repr=False)
+    """The prefill forward's own tree (model scopes, not prefixed)."""
+    steps: DecodeSteps | None = field(default=None, repr=False)
+    """Every decode step's features."""
+    step_energies_j: list[float] = field(default_factory=list, repr=False)
+    """Predicted energy of each decode step, joules (after prediction)."""
+
+    def decode_step(self, index: int) -> EnergyTree:
+        """One decode step's tree with its own features (0-based; ``steps.count`` steps)."""
+        if self.steps is None:
+            raise IndexError("this generation has no decode step (max_new_tokens=1)")
+        return self.steps.step(index)
+
+
+def signature(tree: EnergyTree) -> list[tuple[str, str, str]]:
+    """(scope, type, level) of every node: two steps with equal signatures have the same module tree."""
+    return [(n.scope, n.type, n.level) for n in tree.walk()]
+
+
+def copy_tree(tree: EnergyTree, prefix: str) -> EnergyTree:
+    """A copy of ``tree`` (nodes, features, notes; no predictions) with every scope prefixed by ``prefix``."""
+    root = copy_node(tree.root, prefix)
+    out = EnergyTree(root=root, model_name=tree.model_name, batch_size=tree.batch_size, seq_len=tree.seq_len)
+    out.meta = dict(tree.meta)
+    return out
+
+
+def copy_node(node: EnergyNode, prefix: str) -> EnergyNode:
+    """A copy of ``node`` and its subtree with ``prefix.`` before every scope (``prefix`` for the root)."""
+    scope = f"{prefix}.{node.scope}" if prefix and node.scope else (prefix or node.scope)
+    copy = EnergyNode(scope=scope, type=node.type, level=node.level, features=dict(node.features), notes=dict(node.notes))
+    for child in node.children:
+        copy.add_child(copy_node(child, prefix))
+    return copy
+
+
+# -- prediction -------------------------------------------------------------------------
+
+
+def _knots(count: int) -> list[int]:
+    if count <= MAX_PREDICTED_STEPS:
+        return list(range(count))
+    return sorted({int(round(x)) for x in np.linspace(0, count - 1, MAX_PREDICTED_STEPS)})
+
+
+def predict_generation(tree: GenerationTree, predict_many: Callable[[Sequence[EnergyTree]], None]) -> None:
+    """Predict a generation tree: the prefill, then decode steps (see the module docstring)."""
+    assert tree.prefill is not None
+    steps = tree.steps
+    knots = _knots(steps.count) if steps is not None else []
+    knot_trees = [steps.step(k) for k in knots] if steps is not None else []
+    predict_many([tree.prefill, *knot_trees])
+    pre = tree.root.children[0]
+    for mine, theirs in zip(pre.walk(), tree.prefill.walk(), strict=True):
+        mine.predicted_energy = theirs.predicted_energy
+        if theirs.notes.get("generic_regressor"):
+            mine.notes["generic_regressor"] = True
+    total = pre.predicted_energy or 0.0
+    tree.step_energies_j = []
+    if steps is not None:
+        dec = tree.root.children[1]
+        per_knot = [list(t.walk()) for t in knot_trees]
+        all_steps = np.arange(steps.count)
+        for i, node in enumerate(dec.walk()):
+            values = np.array([nodes[i].predicted_energy or 0.0 for nodes in per_knot])
+            node.predicted_energy = float(np.interp(all_steps, knots, values).sum())
+            if any(nodes[i].notes.get("generic_regressor") for nodes in per_knot):
+                node.notes["generic_regressor"] = True
+        roots = np.array([t.root.predicted_energy or 0.0 for t in knot_trees])
+        tree.step_energies_j = [float(v) for v in np.interp(all_steps, knots, roots)]
+        total += dec.predicted_energy or 0.0
+    tree.root.predicted_energy = total
+
