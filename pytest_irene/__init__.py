@@ -25,6 +25,8 @@ _LAZY: dict[str, str] = {
     "write_dataset": "pytest_irene.engine.dataset",
     "IreneError": "pytest_irene.errors",
     "trace": "pytest_irene.engine.tracing",
+    "trace_generate": "pytest_irene.engine.generation",
+    "GenerationTree": "pytest_irene.engine.generation_tree",
     "NodeCall": "pytest_irene.engine.tracing",
     "register_formula": "pytest_irene.engine.features",
     "ARCHITECTURES": "pytest_irene.engine.architectures",

@@ -146,6 +146,16 @@ def choose_features(
     return FeatureMode(ALL, matches, HOST_MATCHES, requested)
 
 
+def check_device(value: Any, where: str) -> str:
+    """A torch device string (``meta``, ``cpu``, ``cuda:0``) to trace on, or :class:`UsageError` naming ``where``."""
+    import torch
+
+    try:
+        return str(torch.device(value))
+    except (RuntimeError, TypeError):
+        raise UsageError(f"{where}: expected a torch device such as meta, cpu or cuda:0, got {value!r}") from None
+
+
 # -- trace or measure, then predict ----------------------------------------------------------------
 
 
@@ -156,9 +166,13 @@ def build_tree(
     *,
     device: Any = None,
     option: str = "features",
+    max_new_tokens: int | None = None,
     **trace_kwargs: Any,
 ) -> EnergyTree:
     """The tree to predict with ``features``: traced for ``model``, measured on this host for ``all``.
+
+    With ``max_new_tokens`` the tree is a whole generation
+    (:func:`pytest_irene.engine.generation.trace_generate`), model features only.
 
     ``model`` traces on the meta device unless ``device`` says otherwise (nothing
     runs); ``all`` measures the model with
@@ -166,10 +180,19 @@ def build_tree(
     the model lives, which must be a real device. ``trace_kwargs`` go to the
     tracer (``batch_size``, ``seq_len``, ``model_name``).
     """
+    where = device if device is not None else "meta"
+    if features == MODEL and max_new_tokens is not None:
+        from pytest_irene.engine.generation import trace_generate
+
+        return trace_generate(model, inputs, max_new_tokens=max_new_tokens, device=where,
+                              model_name=trace_kwargs.get("model_name"))
     if features == MODEL:
         from pytest_irene.engine.tracing import trace
 
-        return trace(model, inputs, device=device if device is not None else "meta", **trace_kwargs)
+        return trace(model, inputs, device=where, **trace_kwargs)
+    if max_new_tokens is not None:
+        raise UsageError(f"{option}=all: a generation is predicted from model features (a rig measures single "
+                         "forwards); use model features with max_new_tokens")
     if features != ALL:
         raise UsageError(f"{option}: expected one of {list(FEATURE_SETS)}, got {features!r}")
     from pytest_irene.engine.tracing import model_device
@@ -189,10 +212,12 @@ def predict_with(
     *,
     device: Any = None,
     option: str = "features",
+    max_new_tokens: int | None = None,
     **trace_kwargs: Any,
 ) -> EnergyTree:
     """:func:`build_tree`, then every node predicted by ``energy_model``; returns the tree."""
-    tree = build_tree(model, inputs, features, device=device, option=option, **trace_kwargs)
+    tree = build_tree(model, inputs, features, device=device, option=option, max_new_tokens=max_new_tokens,
+                      **trace_kwargs)
     return energy_model.predict(tree, features=features)
 
 
@@ -227,6 +252,7 @@ __all__ = [
     "FeatureMode",
     "FeatureModeRefused",
     "build_tree",
+    "check_device",
     "choose_features",
     "predict",
     "predict_with",

@@ -17,6 +17,8 @@ the profile was calibrated on, so a different host is refused.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from typing import Any
 
 from pytest_irene.engine.feature_sets import ALL
@@ -41,10 +43,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, required=True, metavar="B", help="batch size of the inputs")
     p.add_argument("--seq-len", type=int, required=True, metavar="S", help="sequence length of the inputs")
+    p.add_argument(
+        "--new-tokens", type=int, default=None, metavar="N",
+        help="predict a whole generation: the prompt (--seq-len) then N new tokens with the KV cache",
+    )
     p.add_argument("--profile", default="irene-pc1", metavar="P", help="bundled profile or energy model file (default: irene-pc1)")
     p.add_argument("--features", default="model", metavar="model|all", help="feature set (default: model; all measures this host)")
     p.add_argument("--device", default=None, help="with --features all: device to measure on (default: cuda if available, else cpu)")
-    p.add_argument("--json", action="store_true", help="print one JSON object (tree, bottlenecks, breakdown) instead of tables")
+    p.add_argument(
+        "--json", action="store_true",
+        help="print exactly one JSON object (tree, bottlenecks, breakdown) instead of tables; "
+        "anything the model's code prints goes to stderr",
+    )
     p.add_argument("--breakdown", action="store_true", help="also show the energy by module type (paper Tables 10/12)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="number of bottleneck modules shown (default 10)")
     p.add_argument("--html", metavar="PATH", help="also write the interactive HTML report of the tree to PATH")
@@ -53,13 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build(args: argparse.Namespace, device: str) -> tuple[Any, Any, str | None]:
-    """(model, inputs, model name) for ``--model``/``--module`` on ``device``."""
+    """(model, inputs, model name) for ``--model``/``--module`` on ``device`` (with its LM head for ``--new-tokens``)."""
     from pytest_irene.engine.architectures import ARCHITECTURES, build_model, example_inputs
 
     if args.model is not None:
         if args.model not in ARCHITECTURES:
             raise UsageError(f"--model: unknown architecture {args.model!r}; expected one of {', '.join(ARCHITECTURES)}")
-        model = build_model(args.model, device=device)
+        model = build_model(args.model, device=device, causal_lm=getattr(args, "new_tokens", None) is not None)
         return model, example_inputs(args.model, args.batch_size, args.seq_len, device=device), args.model
 
     from pytest_irene.engine.factories import build_from_factory
@@ -108,12 +118,17 @@ def run(args: argparse.Namespace) -> int:
 
     from pytest_irene.pipeline import predict_with
 
+    new_tokens = positive_int("--new-tokens", args.new_tokens) if args.new_tokens is not None else None
+    if new_tokens is not None and features == ALL:
+        raise UsageError("--new-tokens: a generation is predicted from model features; use --features model")
     device = _device_for(args, energy_model) if features == ALL else None
-    model, inputs, name = build(args, device or "meta")
-    tree = predict_with(
-        energy_model, model, inputs, features, device=device, option="--features",
-        batch_size=batch_size, seq_len=seq_len, model_name=name,
-    )
+    # with --json, stdout carries one JSON object: what the user's factory or model prints goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        model, inputs, name = build(args, device or "meta")
+        tree = predict_with(
+            energy_model, model, inputs, features, device=device, option="--features",
+            batch_size=batch_size, seq_len=seq_len, model_name=name, max_new_tokens=new_tokens,
+        )
     if args.html:
         from pytest_irene.explorer.html import write_report
 

@@ -69,15 +69,18 @@ def build_config(name: str, **config_overrides: Any) -> Any:
     return config
 
 
-def build_model(name: Any, *, device: str | torch.device = "meta", **config_overrides: Any) -> torch.nn.Module:
+def build_model(
+    name: Any, *, device: str | torch.device = "meta", causal_lm: bool = False, **config_overrides: Any
+) -> torch.nn.Module:
     """Build a bundled architecture (by name) or a ``transformers`` config object, in eval mode.
 
     Weights are randomly initialised (or meta tensors on ``device="meta"``), never
     downloaded; attention is eager. ``config_overrides`` change config fields,
     e.g. ``build_model("bert-base-uncased", num_hidden_layers=2)``. An unknown name
-    raises :class:`UsageError` listing the known ones.
+    raises :class:`UsageError` listing the known ones. ``causal_lm=True`` builds the
+    model with its language-model head (``AutoModelForCausalLM``), as generation needs.
     """
-    from transformers import AutoModel, PretrainedConfig
+    from transformers import AutoModel, AutoModelForCausalLM, PretrainedConfig
 
     if isinstance(name, PretrainedConfig):
         config = name
@@ -88,8 +91,12 @@ def build_model(name: Any, *, device: str | torch.device = "meta", **config_over
     else:
         raise UsageError(f"build_model: expected an architecture name or a transformers config, got {type(name).__name__}")
     dev = torch.device(device)
+    auto = AutoModelForCausalLM if causal_lm else AutoModel
     with dev:
-        model = AutoModel.from_config(config, attn_implementation="eager")
+        try:
+            model = auto.from_config(config, attn_implementation="eager")
+        except ValueError as exc:
+            raise UsageError(f"build_model: {getattr(config, 'model_type', name)} has no causal LM head: {exc}") from None
     return model.eval()
 
 

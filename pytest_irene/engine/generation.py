@@ -96,7 +96,10 @@ def _greedy(output: Any, like: torch.Tensor) -> torch.Tensor:
     if logits is None and isinstance(output, (tuple, list)) and output:
         logits = output[0]
     if not isinstance(logits, torch.Tensor):
-        raise TraceError("trace_generate: the model returned no logits to pick the next token from")
+        raise TraceError(
+            "trace_generate: the model returned no logits to pick the next token from; pass a causal language "
+            "model with its head (AutoModelForCausalLM, *ForCausalLM), not the bare transformer"
+        )
     if logits.is_meta:
         return torch.empty((like.shape[0], 1), dtype=like.dtype, device="meta")
     return logits[:, -1:, :].argmax(dim=-1).to(like.dtype)

@@ -461,7 +461,11 @@ def _default_name(model: nn.Module) -> str:
 
 def model_device(model: nn.Module) -> str | None:
     """Where ``model`` lives (``"cpu"``, ``"cuda:0"``, ``"meta"``): its first parameter's
-    device, else its first buffer's; ``None`` for a model without tensors."""
+    device, else its first buffer's; ``None`` for a model without tensors. A bound method is
+    looked up on its module; anything else that is not a module gives ``None`` (trace refuses it)."""
+    model = getattr(model, "__self__", model)
+    if not isinstance(model, nn.Module):
+        return None
     for t in model.parameters():
         return str(t.device)
     for t in model.buffers():
@@ -609,9 +613,7 @@ def trace_prepared(
 def _tokens_per_sample(inputs: Any, token_len: int | None, inferred: int) -> int:
     """Tokens per sample: the ids' length; for pixels or spectrograms what the model processes, never a channel dim."""
     tensors = _flat_tensors(inputs)
-    if any(t.dim() == 2 and not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool for t in tensors):
-        return inferred
-    first = tensors[0] if tensors else None
+    first = tensors[0] if tensors else None  # the model's main input: ids, pixels or a spectrogram
     if first is None or first.dim() < 3 or not first.is_floating_point():
         return inferred
     if token_len is not None:

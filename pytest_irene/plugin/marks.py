@@ -15,10 +15,11 @@ from pytest_irene.units import parse_energy, parse_percent
 
 MARKER = "irene"
 MARKER_HELP = (
-    "irene(budget='2J', tolerance='3%', profile='irene-pc1'): energy budget, module tolerance "
-    "and energy model profile for this test, overriding --irene-budget/--irene-tolerance/--irene-profile"
+    "irene(budget='2J', tolerance='3%', profile='irene-pc1', device='cpu'): energy budget, module tolerance, "
+    "energy model profile and tracing device for this test, overriding "
+    "--irene-budget/--irene-tolerance/--irene-profile/--irene-device"
 )
-_ALLOWED = ("budget", "tolerance", "profile")
+_ALLOWED = ("budget", "tolerance", "profile", "device")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class IreneMark:
     """Module tolerance as a fraction."""
     profile: str | None = None
     """Energy model profile name or path."""
+    device: str | None = None
+    """Device to trace on (``cpu`` for data-dependent code); ``None`` keeps ``--irene-device``."""
 
 
 def read_mark(item: pytest.Item) -> IreneMark:
@@ -51,10 +54,14 @@ def read_mark(item: pytest.Item) -> IreneMark:
     budget = mark.kwargs.get("budget")
     tolerance = mark.kwargs.get("tolerance")
     profile = mark.kwargs.get("profile")
+    device = mark.kwargs.get("device")
+    if device is not None and (not isinstance(device, str) or not device.strip()):
+        raise UsageError(f"{where}: device= expected a torch device name such as 'cpu', got {device!r}")
     if profile is not None and (not isinstance(profile, str) or not profile.strip()):
         raise UsageError(f"{where}: profile= expected a profile name or path, got {profile!r}")
     return IreneMark(
         budget_j=parse_energy(budget, f"{where}: budget=") if budget is not None else None,
         tolerance=parse_percent(tolerance, f"{where}: tolerance=") if tolerance is not None else None,
         profile=profile.strip() if profile is not None else None,
+        device=device.strip() if device is not None else None,
     )

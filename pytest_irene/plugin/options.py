@@ -47,6 +47,8 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("irene-markdown", "str", "write the energy summary as Markdown to this file (for a pull-request comment)"),
     ("irene-prune", "bool", "with --irene-save: drop the baselines of tests that no longer exist"),
     ("irene-price", "str", "electricity price for cost columns, e.g. 13.19c/kWh or 0.1319USD/kWh (default: 13.19c)"),
+    ("irene-device", "str", "device model features are traced on: meta (default, no weights touched) or a real "
+     "device such as cpu for data-dependent code (the model must live there)"),
     ("irene-disable", "bool", "turn pytest-irene off: no model is loaded and irene() calls skip the test"),
 )
 
@@ -62,6 +64,7 @@ METAVARS: dict[str, str] = {
     "irene-compare": "RUN.json|DIR",
     "irene-markdown": "PATH",
     "irene-price": "PRICE",
+    "irene-device": "DEVICE",
 }
 
 
@@ -126,6 +129,8 @@ class Settings:
     """``--irene-markdown``, resolved; ``None`` when not asked for."""
     prune: bool = False
     """``--irene-prune`` (with ``--irene-save``): drop baselines of tests that no longer exist."""
+    device: str | None = None
+    """``--irene-device``: where model features are traced (``None``: the meta device)."""
 
 
 def _path(value: str, source: str, config: pytest.Config) -> Path:
@@ -223,6 +228,11 @@ def load_settings(config: pytest.Config) -> Settings:
     raw, src = get_raw(config, "irene-price")
     price = parse_price(str(raw), src) if raw is not None else DEFAULT_PRICE_CENTS_PER_KWH
 
+    raw, src = get_raw(config, "irene-device")
+    device = str(raw).strip() if raw is not None else None
+    if device == "":
+        raise UsageError(f"{src}: expected a torch device such as meta or cpu, got an empty value")
+
     return Settings(
         disabled=flag("irene-disable"),
         budget_j=budget,
@@ -238,4 +248,5 @@ def load_settings(config: pytest.Config) -> Settings:
         compare_path=compare_path,
         markdown_path=markdown_path,
         prune=flag("irene-prune"),
+        device=device,
     )

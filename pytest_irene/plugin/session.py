@@ -108,9 +108,14 @@ class IreneFixture:
         batch_size: int | None = None,
         seq_len: int | None = None,
         model_name: str | None = None,
+        max_new_tokens: int | None = None,
+        device: str | None = None,
     ) -> EnergyTree:
+        """``max_new_tokens=N``: the whole generation (:func:`pytest_irene.trace_generate`);
+        ``device="cpu"``: trace with real values (data-dependent code), overriding the marker and ``--irene-device``."""
         return self._manager.wrapped_call(
-            self._item, model, inputs, label, batch_size=batch_size, seq_len=seq_len, model_name=model_name
+            self._item, model, inputs, label, batch_size=batch_size, seq_len=seq_len, model_name=model_name,
+            max_new_tokens=max_new_tokens, trace_on=device,
         )
 
     @property
@@ -247,6 +252,14 @@ class IreneSession:
         budget = mark.budget_j if mark.budget_j is not None else self.settings.budget_j
         return profile, tolerance, budget
 
+    def trace_device(self, item: pytest.Item, device: str | None) -> str:
+        """Where model features are traced: the call's ``device=``, the marker's, ``--irene-device``, else meta."""
+        from pytest_irene.pipeline import check_device
+
+        chosen = device if device is not None else (self.mark(item).device or self.settings.device or "meta")
+        return check_device(chosen, f"irene(..., device=) in {item.nodeid}" if device is not None else
+                            "@pytest.mark.irene(device=) / --irene-device")
+
     def wrapped_call(
         self,
         item: pytest.Item,
@@ -257,6 +270,8 @@ class IreneSession:
         batch_size: int | None = None,
         seq_len: int | None = None,
         model_name: str | None = None,
+        max_new_tokens: int | None = None,
+        trace_on: str | None = None,
     ) -> EnergyTree:
         """Trace ``model(inputs)``, predict every node, compare with the baseline, record it."""
         if not isinstance(label, str) or not label:
@@ -280,11 +295,12 @@ class IreneSession:
             model,
             inputs,
             features,
-            device=device if features == ALL else None,
+            device=device if features == ALL else self.trace_device(item, trace_on),
             option="--irene-features",
             batch_size=batch_size,
             seq_len=seq_len,
             model_name=model_name,
+            max_new_tokens=max_new_tokens,
         )
 
         version = self.energy_model_version(profile)

@@ -240,6 +240,7 @@ def report_json(tree: EnergyTree, *, top: int = 10, source: Source = "predicted"
         "extrapolation": list(tree.meta.get("extrapolation") or []),
         "energy_scope": tree.energy_scope,
         "total_j": tree.root.energy_of(source),
+        "per_token_j": tree.per_token_j if source == "predicted" else None,  # generation trees only
         "bottlenecks": [node_json(n, tree, source) for n in bottlenecks(tree, top, source)],
         "breakdown": [
             {"type": t, "count": c, "energy_j": j, "share": s} for t, j, s, c in tree.breakdown("module", source)

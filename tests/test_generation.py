@@ -1,0 +1,162 @@
+"""trace_generate: prefill + decode steps, derived exactly, predicted per token (issue 10, section 1)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pytest_irene import EnergyModel, trace_generate
+from pytest_irene.compare.baselines import entry_from_tree
+from pytest_irene.compare.gate import compare
+from pytest_irene.engine import generation
+from pytest_irene.errors import UsageError
+
+transformers = pytest.importorskip("transformers")
+pytest_plugins = ["pytester"]
+
+
+def _llama(device: str = "meta", **overrides: int) -> torch.nn.Module:
+    kwargs = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=256)
+    kwargs.update(overrides)
+    torch.manual_seed(0)
+    with torch.device(device):
+        return transformers.LlamaForCausalLM(transformers.LlamaConfig(**kwargs)).eval()
+
+
+def _prompt(batch: int = 2, length: int = 8) -> dict[str, torch.Tensor]:
+    return {"input_ids": torch.randint(3, 250, (batch, length)), "attention_mask": torch.ones(batch, length, dtype=torch.long)}
+
+
+def _every_step(monkeypatch: pytest.MonkeyPatch, model: torch.nn.Module, new_tokens: int) -> generation.GenerationTree:
+    monkeypatch.setattr(generation, "_slope", lambda first, second: None)  # no derivation: trace each step
+    tree = trace_generate(model, _prompt(), max_new_tokens=new_tokens)
+    monkeypatch.undo()
+    return tree
+
+
+def _features(tree) -> list[tuple[str, float, float]]:  # type: ignore[no-untyped-def]
+    return [(n.scope, n.features["flops"], n.features["mem_bytes"]) for n in tree.walk()]
+
+
+def test_derived_decode_steps_equal_tracing_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _llama()
+    derived = trace_generate(model, _prompt(), max_new_tokens=7)
+    assert derived.meta["decode_derived"] is True and derived.meta["decode_steps"] == 6
+    reference = _every_step(monkeypatch, model, 7)
+    assert reference.meta["decode_derived"] is False
+    for step in range(6):
+        assert _features(derived.decode_step(step)) == _features(reference.decode_step(step))
+    assert _features(derived) == _features(reference)
+    # attention grows with the KV length, projections do not
+    first, last = derived.decode_step(0), derived.decode_step(5)
+    assert last["model.layers.0.self_attn"].features["flops"] > first["model.layers.0.self_attn"].features["flops"]
+    assert last["model.layers.0.mlp"].features == first["model.layers.0.mlp"].features
+
+
+def test_generation_tree_shape_and_per_token_energy() -> None:
+    tree = trace_generate(_llama(), _prompt(), max_new_tokens=5)
+    assert tree.root.type == "Generation"
+    assert [c.scope for c in tree.root.children] == ["prefill", "decode"]
+    assert tree["prefill.model.layers.0.self_attn.q_proj"].type == "Linear"
+    assert tree["decode.lm_head"].features["flops"] == 4 * tree.decode_step(0)["lm_head"].features["flops"]
+    EnergyModel.load("irene-pc1").predict(tree)
+    prefill, decode = tree.root.children
+    assert tree.total_j == pytest.approx(prefill.predicted_energy + decode.predicted_energy)
+    assert decode.predicted_energy == pytest.approx(sum(tree.step_energies_j))
+    assert len(tree.step_energies_j) == 4
+    assert tree.per_token_j == pytest.approx(tree.total_j / 5)
+    single = EnergyModel.load("irene-pc1").predict(tree.decode_step(2))
+    assert tree.step_energies_j[2] == pytest.approx(single.total_j)
+
+
+def test_long_generations_predict_sampled_steps_and_interpolate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_irene.engine import generation_tree
+
+    tree = trace_generate(_llama(), _prompt(), max_new_tokens=13)
+    em = EnergyModel.load("irene-pc1")
+    exact = [em.predict(tree.decode_step(i)).total_j for i in range(12)]
+    monkeypatch.setattr(generation_tree, "MAX_PREDICTED_STEPS", 4)
+    em.predict(tree)
+    assert sum(tree.step_energies_j) == pytest.approx(sum(exact), rel=1e-3)
+
+
+def test_costlier_decoding_fails_the_gate_and_names_the_module() -> None:
+    em = EnergyModel.load("irene-pc1")
+    size = dict(hidden_size=512, intermediate_size=1024, num_attention_heads=8, vocab_size=1000)
+    prompt = {"input_ids": torch.ones(4, 256, dtype=torch.long)}
+    before = em.predict(trace_generate(_llama(**size, num_key_value_heads=1), prompt, max_new_tokens=64))
+    after = em.predict(trace_generate(_llama(**size, num_key_value_heads=8), prompt, max_new_tokens=64))  # 8x KV cache
+    baseline = entry_from_tree(before, profile="irene-pc1", features="model")
+    result = compare(baseline, after, tolerance=0.05, min_delta=0.0, profile="irene-pc1", features="model")
+    assert result.status == "fail"
+    failed = [d.scope for d in result.deltas if d.failed]
+    assert any(s.startswith("decode.") and "self_attn" in s for s in failed), failed
+
+
+def test_real_device_follows_greedy_tokens() -> None:
+    model = _llama("cpu")
+    tree = trace_generate(model, _prompt(), max_new_tokens=3, device="cpu")
+    assert tree.meta["traced_on"] == "cpu" and tree.meta["decode_steps"] == 2
+    assert tree.decode_step(1).meta["kv_len"] == 9
+
+
+def test_bad_arguments_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="max_new_tokens"):
+        trace_generate(_llama(), _prompt(), max_new_tokens=0)
+    with pytest.raises(UsageError, match="input_ids"):
+        trace_generate(_llama(), {"x": torch.ones(2)}, max_new_tokens=2)
+
+
+def test_fixture_max_new_tokens_and_device(pytester: pytest.Pytester) -> None:
+    from tests.inner import run
+
+    pytester.makepyfile(
+        """
+        import pytest, torch, transformers
+
+        def llama():
+            cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                           num_attention_heads=2, num_key_value_heads=1, vocab_size=64)
+            return transformers.LlamaForCausalLM(cfg).eval()
+
+        def test_generate(irene):
+            tree = irene(llama(), {"input_ids": torch.ones(1, 4, dtype=torch.long)}, max_new_tokens=3)
+            assert tree.per_token_j > 0 and tree.root.children[1].scope == "decode"
+
+        class Branchy(torch.nn.Module):
+            def forward(self, x):
+                return x * 2 if x.sum() > 0 else x
+
+        def test_needs_cpu(irene):
+            irene(Branchy(), torch.ones(2, 4))
+
+        @pytest.mark.irene(device="cpu")
+        def test_marker_cpu(irene):
+            assert irene(Branchy(), torch.ones(2, 4)).meta["traced_on"] == "cpu"
+
+        def test_call_cpu(irene):
+            assert irene(Branchy(), torch.ones(2, 4), device="cpu").meta["traced_on"] == "cpu"
+        """
+    )
+    result = run(pytester, "--irene-features=model", "-q")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["DataDependentError: *x.sum() > 0*device='cpu'*"])
+    result = run(pytester, "--irene-features=model", "--irene-device=cpu", "-q", "-k", "needs_cpu")
+    result.assert_outcomes(passed=1)
+
+
+def test_cli_new_tokens_json(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_irene.cli", "predict", "--model", "distilgpt2", "--batch-size", "1",
+         "--seq-len", "16", "--new-tokens", "8", "--json"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["tree"]["meta"]["new_tokens"] == 8
+    assert doc["per_token_j"] == pytest.approx(doc["total_j"] / 8)
