@@ -263,9 +263,9 @@ def test_known_types_under_other_names_use_their_dataset_regressor() -> None:
     tree = trace(Block(), torch.ones(2, 16, dtype=torch.long))
     EnergyModel.load("irene-pc1").predict(tree)
     assert tree["embed"].notes["regressor_type"] == "Embedding"
-    assert tree["act"].notes["regressor_type"] == "ReLU"
-    for scope in ("embed", "act"):
-        assert not tree[scope].notes.get("generic_regressor")
+    assert not tree["embed"].notes.get("generic_regressor")
+    # no activation leaf was measured at these sizes: nn.GELU stays generic, and is flagged
+    assert tree["act"].level == "ml" and tree["act"].notes.get("generic_regressor")
     mha = tree["mha"]
     assert [c.name for c in mha.children] == ["in_proj", "matmul#0", "softmax#0", "matmul#1", "out_proj"]
     assert tree["mha.in_proj"].features["flops"] == 2 * 32 * 64 * 192

@@ -219,7 +219,7 @@ def _assemble(prefill: EnergyTree, steps: DecodeSteps | None, name: str, batch: 
         root.add_child(dec)
     for k in SUMMED:
         root.features[k] = sum(c.features[k] for c in root.children)
-    root.features["params"] = prefill.root.features.get("params", 0.0)
+    root.features.update({k: v for k, v in prefill.root.features.items() if k not in root.features})  # params, dtype
     root.features.update(batch_size=float(batch), seq_len=float(prompt), batch_seq=float(batch * prompt))
     tree = GenerationTree(root=root, model_name=name, batch_size=batch, seq_len=prompt, prefill=prefill, steps=steps)
     tree.meta.update(traced_on=str(dev), new_tokens=new_tokens, prompt_len=prompt,
