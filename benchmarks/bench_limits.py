@@ -66,7 +66,7 @@ CONCLUSIONS = (
     "  a per-row cost from a per-flop one; and with LayerNorm exact the ML level would still be just",
     "  over 8 % (the line under table 3). Tried in-process and not kept: a per-token column in every leaf's linear base",
     "  (ML 59.1 / module 19.4 / model 24.0: the split is arbitrary where it is not identifiable) and",
-    "  holding the log-space correction at its training edge (24.7 / 12.9 / 38.9: within noise).",
+    "  holding the log-space correction at its training edge (24.7 / 12.9 / 38.9: barely moves).",
     "- **Transfer from two trees (ML ≤ 3, module ≤ 2.5, model ≤ 2)**: both trees are at batch 16,",
     "  sequence 128, so LayerNorm, MatMul, Softmax and Tanh are seen at one shape each. The",
     "  measured/predicted ratio drifts by up to ±8 % with the token count, in a different direction",
