@@ -87,7 +87,8 @@ def root_glue_rows(trees) -> list[list[str]]:
         mine = [t for t in trees if t.model_name == model]
         share = [100 * (t.root.energy_j - sum(c.energy_j for c in t.root.children)) / t.root.energy_j for t in mine]
         cpu = [t.root.features["cpu"] for t in mine]
-        rows.append([model, str(len(mine)), f"{min(share):.1f}", f"{np.median(share):.1f}", f"{max(share):.1f}", f"{np.median(cpu):.1f}"])
+        spread = [f"{v:.1f}" for v in (min(share), np.median(share), max(share), np.median(cpu))]
+        rows.append([model, str(len(mine)), *spread])
     return rows
 
 
@@ -131,7 +132,7 @@ def width_leaf_rows(train, test) -> tuple[list[list[str]], str]:
         small_f = mf & (F.col("batch_seq") == F.col("batch_seq")[mf].min())
         per_row = [1e6 * np.median(X.energy[m] / X.col("batch_seq")[m]) for X, m in ((F, small_f), (G, small_g))]
         flops = [np.median(X.col("flops")[m]) for X, m in ((F, small_f), (G, small_g))]
-        rows.append([typ, f"{err[mg].mean():.1f}", f"{ratio:.2f}", f"{per_row[0]:.1f}", f"{per_row[1]:.1f}", f"{flops[0]:.3g}", f"{flops[1]:.3g}"])
+        rows.append([typ, f"{err[mg].mean():.1f}", f"{ratio:.2f}", *(f"{v:.1f}" for v in per_row), *(f"{v:.3g}" for v in flops)])
     worst = max(share, key=share.get)
     ml = err[ml_g].mean()
     return rows, f"ML level {ml:.2f} %; with every {worst} exact it would be {ml - share[worst]:.2f} %"
@@ -188,7 +189,8 @@ def main() -> None:
             "### 3. Leaves at hidden 16 (default predictor, width split)",
             "",
             table(
-                ["type", "error %", "predicted / measured (median)", "µJ per token, six (smallest input)", "µJ per token, tiny-ctrl",
+                ["type", "error %", "predicted / measured (median)",
+                 "µJ per token, six (smallest input)", "µJ per token, tiny-ctrl",
                  "flops, six", "flops, tiny-ctrl"],
                 leaf_rows,
                 markdown=True,
