@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 def junit_properties(record: CallRecord) -> list[tuple[str, str]]:
     """The JUnit ``<property>`` name/value pairs of one call."""
-    change = next((d.change for d in record.comparison.deltas if d.scope == ""), None) if record.comparison else None
-    status = "fail" if record.failed else (record.comparison.status if record.comparison else "saved")
+    from pytest_irene.report.terminal import call_status, root_change
+
+    change, status = root_change(record), call_status(record)
     prefix = f"irene.{record.label}"
     return [
         (f"{prefix}.predicted_j", f"{record.tree.total_j:.6g}"),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pytest_irene.compare.gate import culprits
 from pytest_irene.compare.records import CallRecord
+from pytest_irene.report.terminal import call_status, root_change
 from pytest_irene.engine.tree import scope_label
 from pytest_irene.units import format_change, format_energy
 
@@ -27,7 +28,14 @@ STEP_SUMMARY_LIMIT_BYTES = 1024 * 1024
 #: room for a marker line the posting step adds to find its own comment again.
 COMMENT_LIMIT_CHARS = 65536 - 256
 
-_STATUS_ICON = {"pass": "✅ pass", "fail": "❌ fail", "new": "🆕 new", "skipped": "⚠️ skipped", "saved": "💾 saved"}
+_STATUS_ICON = {
+    "pass": "✅ pass",
+    "fail": "❌ fail",
+    "new": "🆕 new",
+    "skipped": "⚠️ skipped",
+    "saved": "💾 saved",
+    "not saved": "❌ not saved",
+}
 
 
 def cell(text: object) -> str:
@@ -78,19 +86,6 @@ def fit(blocks: list[str], limit: int, *, unit: str = "chars", where: str = "the
 # -- the session summary --------------------------------------------------------------------
 
 
-def _status(record: CallRecord) -> str:
-    if record.failed:
-        return "fail"
-    if record.comparison is None:
-        return "saved" if record.saved else "pass"
-    return record.comparison.status
-
-
-def _root_change(record: CallRecord) -> float | None:
-    comp = record.comparison
-    return next((d.change for d in comp.deltas if d.scope == ""), None) if comp else None
-
-
 def _failing_block(record: CallRecord) -> str:
     lines = [f"#### {code(record.nodeid)} [{cell(record.label)}]"]
     if record.over_budget:
@@ -119,7 +114,7 @@ def session_blocks(records: list[CallRecord], notes: list[str] | None = None) ->
     """The summary as blocks: heading and calls table, failing modules per failing call, then notes."""
     counts: dict[str, int] = {}
     for r in records:
-        counts[_status(r)] = counts.get(_status(r), 0) + 1
+        counts[call_status(r)] = counts.get(call_status(r), 0) + 1
     total = sum(r.tree.total_j or 0.0 for r in records)
     head = [
         "### pytest-irene energy summary",
@@ -133,9 +128,9 @@ def session_blocks(records: list[CallRecord], notes: list[str] | None = None) ->
             code(r.nodeid),
             cell(r.label),
             format_energy(r.tree.total_j),
-            format_change(_root_change(r)),
+            format_change(root_change(r)),
             cell(r.profile),
-            _STATUS_ICON.get(_status(r), _status(r)),
+            _STATUS_ICON.get(call_status(r), call_status(r)),
         )
         for r in records
     ]
