@@ -1,7 +1,7 @@
 """Wall time of the example suite, the README's first command, on two CPU cores.
 
 Target (issue 10): ``pytest examples --irene-budget=12J`` gates production-size
-models (bert-base at batch 32 x 256, a Llama-3-8B-shaped decoder, ViT-B/16, a
+models (bert-base at batch 32 x 256, a Llama-3-8B-shaped decoder and its 256-token generation, ViT-B/16, a
 custom module) and still finishes in under 60 s on 2 cores. Each run is a cold
 ``python -m pytest`` process pinned to the first two cores (``sched_setaffinity``),
 so it pays what CI pays: importing torch and transformers, building the models

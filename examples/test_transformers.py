@@ -44,3 +44,12 @@ def test_llama3_8b_prefill(irene, llama) -> None:
     assert len(layers) == 32
     # the output projection over a 128k vocabulary is gated like every other module
     assert tree["lm_head"].predicted_energy_j > 0
+
+
+@pytest.mark.irene(budget="4kJ", tolerance="3%")
+def test_llama3_8b_generation(irene, llama) -> None:
+    # the whole generate(): a 512-token prompt, then 256 new tokens decoded with the KV cache
+    tree = irene(llama, token_batch(1, 512, LLAMA_VOCAB), label="generate", max_new_tokens=256)
+    assert [child.scope for child in tree.root.children] == ["prefill", "decode"]
+    # what a chat product pays per generated token, prefill included
+    assert 0 < tree.per_token_j < tree.total_j

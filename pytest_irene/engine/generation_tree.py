@@ -124,22 +124,22 @@ def predict_generation(tree: GenerationTree, predict_many: Callable[[Sequence[En
     predict_many([tree.prefill, *knot_trees])
     pre = tree.root.children[0]
     for mine, theirs in zip(pre.walk(), tree.prefill.walk(), strict=True):
-        mine.predicted_energy = theirs.predicted_energy
+        mine.predicted_energy_j = theirs.predicted_energy_j
         if theirs.notes.get("generic_regressor"):
             mine.notes["generic_regressor"] = True
-    total = pre.predicted_energy or 0.0
+    total = pre.predicted_energy_j or 0.0
     tree.step_energies_j = []
     if steps is not None:
         dec = tree.root.children[1]
         per_knot = [list(t.walk()) for t in knot_trees]
         all_steps = np.arange(steps.count)
         for i, node in enumerate(dec.walk()):
-            values = np.array([nodes[i].predicted_energy or 0.0 for nodes in per_knot])
-            node.predicted_energy = float(np.interp(all_steps, knots, values).sum())
+            values = np.array([nodes[i].predicted_energy_j or 0.0 for nodes in per_knot])
+            node.predicted_energy_j = float(np.interp(all_steps, knots, values).sum())
             if any(nodes[i].notes.get("generic_regressor") for nodes in per_knot):
                 node.notes["generic_regressor"] = True
-        roots = np.array([t.root.predicted_energy or 0.0 for t in knot_trees])
+        roots = np.array([t.root.predicted_energy_j or 0.0 for t in knot_trees])
         tree.step_energies_j = [float(v) for v in np.interp(all_steps, knots, roots)]
-        total += dec.predicted_energy or 0.0
-    tree.root.predicted_energy = total
+        total += dec.predicted_energy_j or 0.0
+    tree.root.predicted_energy_j = total
 

@@ -287,7 +287,7 @@ class EnergyTree:
     def per_token_j(self) -> float | None:
         """For a generation tree (``meta["new_tokens"]``): predicted energy per generated token, joules."""
         tokens = self.meta.get("new_tokens")
-        total = self.root.predicted_energy
+        total = self.root.predicted_energy_j
         if not tokens or total is None:
             return None
         return total / float(tokens)
