@@ -18,10 +18,12 @@ How it works, and why:
   adds, scalings and masks it runs itself (the dataset counted them that way).
 * **Meta device by default**: the model is copied with every parameter and
   buffer replaced by a meta tensor (no data copied), the inputs are converted to
-  meta, and nothing of the user's model is touched. Meta tensors have no values,
-  so a data-dependent check (``mask.all()``, ``bool(t)``) answers ``False`` for
-  booleans ("is every position unmasked?" -> no: the model applies its attention
-  mask, as every model of the reference dataset did) and ``1`` for numbers.
+  meta, and nothing of the user's model is touched (its forward hooks do not
+  fire). Meta tensors have no values: code that reads them raises
+  :class:`~pytest_irene.errors.TraceError` naming the line, except transformers'
+  mask helpers ("is every position unmasked?" -> no: the model applies its
+  attention mask, as every model of the reference dataset did; see
+  :mod:`pytest_irene.engine.datadep`) and MoE routing (:mod:`pytest_irene.engine.moe`).
   :func:`~pytest_irene.engine.architectures.example_inputs` pads one position so a real
   device takes the same branch. On a real device the user's
   model runs for real, and ``capture=True`` records each node's call so the
@@ -34,339 +36,19 @@ import copy
 import gc
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from pytest_irene.engine import datadep
-from pytest_irene.engine import features as F_
 from pytest_irene.engine import moe
-from pytest_irene.engine.meta_fast import fast_elementwise, fast_sdpa
-from pytest_irene.engine.mha import MHA_FUNCTION, mha_leaves
+from pytest_irene.engine.tracer import DispatchMode, FunctionMode, NodeCall, Tracer
 from pytest_irene.errors import TraceError, UsageError
 from pytest_irene.engine.tree import EnergyNode, EnergyTree, scope_label
 
-__all__ = ["NodeCall", "trace", "infer_batch_seq", "model_device"]
-
-
-@dataclass
-class NodeCall:
-    """How one node was called, so it can be replayed alone: ``fn(*args, **kwargs)``.
-
-    ``fn`` is the module (module nodes and module leaves) or the torch function
-    (functional leaves); tensors in ``args``/``kwargs`` are detached, not copied.
-    """
-
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def __iter__(self):  # lets ``fn, args, kwargs = call`` work
-        return iter((self.fn, self.args, self.kwargs))
-
-    def __call__(self) -> Any:
-        return self.fn(*self.args, **self.kwargs)
-
-
-#: Module types that are not nodes: they do nothing at inference.
-_SKIPPED_TYPES: tuple[type, ...] = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
-
-
-def _functional_table() -> dict[Any, tuple[str, str, str]]:
-    """torch callables that are functional primitives -> (node type, scope suffix, formula name).
-
-    ``einsum`` is a ``MatMul`` like the others (IrEne's primitive), counted with its own formula.
-    """
-    table: dict[Any, tuple[str, str, str]] = {}
-    for fn in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,
-               torch.bmm, torch.Tensor.bmm, torch.mm, torch.Tensor.mm, torch.baddbmm, torch.Tensor.baddbmm):
-        table[fn] = ("MatMul", "matmul", "MatMul")
-    table[torch.einsum] = ("MatMul", "matmul", "Einsum")
-    for fn in (torch.softmax, torch.nn.functional.softmax, torch.Tensor.softmax):
-        table[fn] = ("Softmax", "softmax", "Softmax")
-    table[torch.nn.functional.linear] = ("Linear", "linear", "LinearFn")
-    sdpa = "ScaledDotProductAttention"
-    table[torch.nn.functional.scaled_dot_product_attention] = (sdpa, "scaled_dot_product_attention", sdpa)
-    return table
-
-
-_FUNCTIONAL = _functional_table()
-
-
-class _Frame:
-    """One active node during the forward call."""
-
-    __slots__ = ("node", "formula", "flops", "mem", "skip", "suffixes", "routing")
-
-    def __init__(self, node: EnergyNode | None, formula: Any = None, skip: bool = False):
-        self.node = node
-        self.formula = formula  # set for formula leaves: their inner ops are not counted
-        self.skip = skip  # a module called inside a leaf, or a Dropout: no node
-        self.flops = 0.0  # glue charged to this node itself
-        self.mem = 0.0
-        self.suffixes: dict[str, int] = {}
-        self.routing: moe.ExpectedRouting | None = None  # a list-of-experts block traced on meta
-
-
-class _Tracer:
-    def __init__(self, scopes: dict[nn.Module, list[str]], capture: bool, on_meta: bool = False):
-        self.scopes = scopes
-        self.capture = capture
-        self.on_meta = on_meta
-        self.token_len: int | None = None  # sequence length of the first token-wise leaf input (B, S, D)
-        self.calls: dict[str, NodeCall] = {}
-        self.used: dict[str, int] = {}
-        self.stack: list[_Frame] = []
-        self.own: dict[int, tuple[float, float]] = {}  # id(node) -> glue (flops, mem)
-        self.leaf_values: dict[int, dict[str, float]] = {}
-        self.params: dict[int, float] = {}
-        self.element_bytes: dict[int, int] = {}  # id(node) -> element size of its result (dtype)
-        self.root_node: EnergyNode | None = None
-
-    # -- naming ---------------------------------------------------------------------
-    def _name(self, module: nn.Module, top: _Frame | None) -> str | None:
-        """The module's path; a module registered under several paths (an activation
-        instance shared by every layer) takes the path under its caller."""
-        names = self.scopes.get(module)
-        if not names:
-            return None
-        if len(names) == 1 or top is None or top.node is None:
-            return names[0]
-        prefix = top.node.scope.split("#", 1)[0] + "." if top.node.scope else ""
-        under = [n for n in names if n.startswith(prefix)]
-        fresh = [n for n in under if n not in self.used]
-        return (fresh or under or names)[0]
-
-    def unique(self, scope: str) -> str:
-        n = self.used.get(scope, 0)
-        self.used[scope] = n + 1
-        return scope if n == 0 else f"{scope}#{n}"
-
-    def functional_scope(self, parent: _Frame, suffix: str) -> str:
-        i = parent.suffixes.get(suffix, 0)
-        parent.suffixes[suffix] = i + 1
-        base = parent.node.scope if parent.node is not None else ""
-        return f"{base}.{suffix}#{i}" if base else f"{suffix}#{i}"
-
-    # -- module hooks -----------------------------------------------------------------
-    def pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        top = self.stack[-1] if self.stack else None
-        if (top is not None and (top.skip or top.formula is not None)) or isinstance(module, _SKIPPED_TYPES):
-            self.stack.append(_Frame(None, skip=True))
-            return
-        name = self._name(module, top)
-        if name is None:  # a module created inside forward: name it after its caller
-            parent = top.node.scope if top is not None and top.node is not None else ""
-            name = f"{parent}.{type(module).__name__.lower()}" if parent else type(module).__name__.lower()
-        scope = self.unique(name)
-        formula = F_.formula_for(module)
-        if formula is None and moe.is_fused_experts(module):
-            formula = moe.fused_experts_features
-        level = "model" if top is None else ("ml" if formula is not None else "module")
-        node = EnergyNode(scope=scope, type=type(module).__name__, level=level)
-        trained_as = F_.regressor_type(module) if formula is not None else None
-        if trained_as is not None:
-            node.notes["regressor_type"] = trained_as
-        if top is None:
-            self.root_node = node
-        self.params[id(node)] = float(sum(p.numel() for p in module.parameters()))
-        if top is not None and top.node is not None:
-            top.node.add_child(node)
-        frame = _Frame(node, formula)
-        experts = moe.experts_in_block(module) if self.on_meta and formula is None else None
-        if experts is not None:
-            frame.routing = moe.ExpectedRouting(experts)
-        self.stack.append(frame)
-        if self.capture:
-            self.calls[scope] = NodeCall(module, _detach(args), _detach(kwargs))
-
-    def post_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-        frame = self.stack.pop()
-        if frame.node is None:
-            return
-        self._close(frame, module, tuple(args) + tuple(kwargs.values()), output)
-
-    def _close(self, frame: _Frame, fn: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        node = frame.node
-        assert node is not None
-        size = F_.element_bytes(output)
-        size = size if size is not None else F_.element_bytes(inputs)
-        if size is not None:
-            self.element_bytes[id(node)] = size
-        if frame.formula is not None:
-            self.leaf_values[id(node)] = F_.leaf_features(fn, inputs, output, frame.formula, node.type)
-            if self.token_len is None and isinstance(fn, nn.Module) and _token_wise(fn):
-                x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
-                if x is not None and x.dim() == 3 and x.is_floating_point():
-                    self.token_len = int(x.shape[1])
-        else:
-            self.own[id(node)] = (frame.flops, frame.mem)
-
-    def open_root(self, module: nn.Module, method: str) -> None:
-        """The root of a traced bound method: that method's call (the module's own hooks are not set)."""
-        node = EnergyNode(scope="", type=f"{type(module).__name__}.{method}", level="model")
-        self.root_node = node
-        self.params[id(node)] = float(sum(p.numel() for p in module.parameters()))
-        self.stack.append(_Frame(node))
-
-    def close_root(self) -> None:
-        frame = self.stack.pop()
-        self.own[id(frame.node)] = (frame.flops, frame.mem)
-
-    # -- functional primitives ----------------------------------------------------------
-    def functional(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        kind = _FUNCTIONAL.get(func)
-        top = self.stack[-1] if self.stack else None
-        if func is MHA_FUNCTION and top is not None and top.node is not None and not top.skip and top.formula is None:
-            return self._mha(top, func, args, kwargs)
-        if kind is None or top is None or top.skip or top.formula is not None or top.node is None:
-            return func(*args, **kwargs)
-        type_name, suffix, formula_name = kind
-        scope = self.functional_scope(top, suffix)
-        formula = F_.formula_by_name(formula_name)
-        node = top.node.add_child(EnergyNode(scope=scope, type=type_name, level="ml"))
-        self.params[id(node)] = 0.0
-        frame = _Frame(node, formula)
-        self.stack.append(frame)
-        if self.capture:
-            self.calls[scope] = NodeCall(func, _detach(args), _detach(kwargs))
-        output = fast_sdpa(args, kwargs) if self.on_meta and type_name == "ScaledDotProductAttention" else None
-        if output is None:
-            output = func(*args, **kwargs)
-        self.stack.pop()
-        self._close(frame, func, tuple(args) + tuple(kwargs.values()), output)
-        return output
-
-    def _mha(self, top: _Frame, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run ``multi_head_attention_forward`` uncounted; add its projections and attention as leaves."""
-        self.stack.append(_Frame(None, formula="mha"))
-        try:
-            output = func(*args, **kwargs)
-        finally:
-            self.stack.pop()
-        assert top.node is not None
-        leaves, (glue_flops, glue_mem) = mha_leaves(args, kwargs)
-        for suffix, type_name, values in leaves:
-            node = top.node.add_child(EnergyNode(scope=f"{top.node.scope}.{suffix}", type=type_name, level="ml"))
-            self.leaf_values[id(node)] = values
-            self.params[id(node)] = 0.0
-        top.flops += glue_flops
-        top.mem += glue_mem
-        return output
-
-    # -- values asked of meta tensors ------------------------------------------------------
-    def _scope(self) -> str:
-        frame = next((f for f in reversed(self.stack) if f.node is not None), None)
-        return scope_label(frame.node.scope) if frame is not None and frame.node is not None else scope_label("")
-
-    def _routing(self) -> moe.ExpectedRouting | None:
-        return next((f.routing for f in reversed(self.stack) if f.routing is not None), None)
-
-    def meta_scalar(self, t: torch.Tensor) -> Any:
-        """A value asked of a meta tensor: known for mask helpers and routing, refused otherwise."""
-        frame = datadep.user_frame()
-        if datadep.known_answer(frame):
-            return _meta_scalar(t)
-        if self._routing() is not None and t.dtype == torch.bool:
-            return True  # "does this expert get tokens?": every expert does under even routing
-        raise datadep.refuse(datadep.describe_value(t), self._scope(), frame)
-
-    def meta_nonzero(self, t: torch.Tensor) -> torch.Tensor:
-        routing = self._routing()
-        if routing is not None:
-            return routing.nonzero(t)
-        raise datadep.refuse("the positions of non-zero values (nonzero, torch.where(mask), boolean indexing)",
-                             self._scope(), datadep.user_frame())
-
-    # -- aten ops ------------------------------------------------------------------------
-    def aten(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
-        top = self.stack[-1] if self.stack else None
-        if top is None or top.formula is not None:
-            return
-        if top.skip:  # inside a Dropout/Identity: charge the nearest real node
-            top = next((f for f in reversed(self.stack) if not f.skip), None)
-            if top is None or top.formula is not None:
-                return
-        name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
-        counted = F_.glue_op_features(name, args, out)
-        if counted is not None:
-            top.flops += counted[0]
-            top.mem += counted[1]
-
-
-class _FunctionMode(TorchFunctionMode):
-    def __init__(self, tracer: _Tracer):
-        super().__init__()
-        self.tracer = tracer
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        kwargs = kwargs or {}
-        if func in _FUNCTIONAL or func is MHA_FUNCTION:
-            return self.tracer.functional(func, args, kwargs)
-        return func(*args, **kwargs)
-
-
-class _DispatchMode(TorchDispatchMode):
-    def __init__(self, tracer: _Tracer):
-        super().__init__()
-        self.tracer = tracer
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        kwargs = kwargs or {}
-        if args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
-            if func is _LOCAL_SCALAR:
-                return self.tracer.meta_scalar(args[0])
-            if func is _NONZERO:
-                return self.tracer.meta_nonzero(args[0])
-            out = fast_elementwise(func, args, kwargs)
-            if out is None:
-                out = func(*args, **kwargs)
-        else:
-            out = func(*args, **kwargs)
-        self.tracer.aten(func, args, kwargs, out)
-        return out
-
-
-_LOCAL_SCALAR = torch.ops.aten._local_scalar_dense.default
-_NONZERO = torch.ops.aten.nonzero.default
-#: Module types whose (batch, tokens, features) input gives the tokens per sample.
-_TOKEN_WISE: tuple[type, ...] = (nn.Linear, nn.LayerNorm)
-
-
-def _token_wise(module: nn.Module) -> bool:
-    """A leaf that works token by token (Linear, LayerNorm, RMSNorm): its input's dim 1 is the tokens."""
-    name = type(module).__name__.lower()
-    return isinstance(module, _TOKEN_WISE) or name.endswith("rmsnorm") or name.endswith("layernorm")
-
-
-def _meta_scalar(t: torch.Tensor) -> Any:
-    """The answer transformers' mask helpers get on meta (see :mod:`pytest_irene.engine.datadep`).
-
-    "Is every position unmasked?" -> no, so the model builds and applies its
-    attention mask, as every model of the reference dataset did (transformers
-    4.2.2 always added the mask). Numbers answer ``1``.
-    """
-    if t.dtype == torch.bool:
-        return False
-    if t.is_floating_point():
-        return 1.0
-    return 1
-
-
-def _detach(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    if isinstance(value, tuple):
-        return tuple(_detach(v) for v in value)
-    if isinstance(value, list):
-        return [_detach(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _detach(v) for k, v in value.items()}
-    return value
+__all__ = ["NodeCall", "trace", "trace_prepared", "prepare_target", "resolve_callable", "infer_batch_seq",
+           "model_device"]
 
 
 def _to_device(value: Any, device: torch.device) -> Any:
@@ -559,7 +241,7 @@ def trace_prepared(
     names: dict[nn.Module, list[str]] = {}
     for path, m in target.named_modules(remove_duplicate=False):
         names.setdefault(m, []).append(path)
-    tracer = _Tracer(names, capture, on_meta=dev.type == "meta")
+    tracer = Tracer(names, capture, on_meta=dev.type == "meta")
     handles = []
     training = {m: m.training for m in target.modules()}
     collecting = gc.isenabled()
@@ -572,7 +254,7 @@ def trace_prepared(
             handles.append(m.register_forward_hook(tracer.post_hook, with_kwargs=True))
         target.eval()
         try:
-            with torch.no_grad(), _FunctionMode(tracer), _DispatchMode(tracer):
+            with torch.no_grad(), FunctionMode(tracer), DispatchMode(tracer):
                 if method is None:
                     output = _call(target, inputs)
                 else:
@@ -621,14 +303,14 @@ def _tokens_per_sample(inputs: Any, token_len: int | None, inferred: int) -> int
     return int(math.prod(first.shape[2:]))  # a CNN: every spatial position
 
 
-def _root(tracer: _Tracer, model: nn.Module) -> EnergyNode:
+def _root(tracer: Tracer, model: nn.Module) -> EnergyNode:
     node = getattr(tracer, "root_node", None)
     if node is not None:
         return node
     raise TraceError(f"cannot trace {type(model).__name__}: its forward was never called")
 
 
-def _element_bytes(node: EnergyNode, tracer: _Tracer, default: int) -> float:
+def _element_bytes(node: EnergyNode, tracer: Tracer, default: int) -> float:
     """A node's ``bytes_per_element``: its result's dtype, else its children's (largest), else
     the model's (a node returning no floating-point tensor, e.g. one that only builds masks)."""
     own = tracer.element_bytes.get(id(node))
@@ -646,7 +328,7 @@ def _model_dtype(model: nn.Module) -> torch.dtype:
     return torch.get_default_dtype()
 
 
-def _totals(root: EnergyNode, tracer: _Tracer, default_bytes: int) -> None:
+def _totals(root: EnergyNode, tracer: Tracer, default_bytes: int) -> None:
     """Features bottom-up: a leaf has its formula's numbers, a module its glue plus its children."""
     order = list(root.walk())
     for node in reversed(order):
