@@ -70,13 +70,17 @@ class CounterReport:
         return self.busy_counter_j / self.busy_power_x_time_j if self.busy_power_x_time_j else float("nan")
 
 
-def _poll(gpu: Any, seconds: float, stop: threading.Event | None = None) -> list[tuple[float, float | None, float | None]]:
-    """``(t_s, energy_j, power_w)`` every ~1 ms for ``seconds`` (or until ``stop``)."""
+def _poll(nvml: Any, gpu: Any, seconds: float, stop: threading.Event | None = None) -> list[tuple[float, float | None, float | None]]:
+    """``(t_s, energy_j, power_w)`` every ~1 ms for ``seconds`` (or until ``stop``): only the two
+    NVML calls needed, so the update times are resolved as finely as the driver allows."""
+    module, handle = nvml.module, gpu.handle
     out = []
     end = time.monotonic() + seconds
     while time.monotonic() < end and not (stop is not None and stop.is_set()):
-        r = gpu.read()
-        out.append((time.monotonic(), r.energy_j, r.power_w))
+        t = time.monotonic()
+        energy_mj = module.nvmlDeviceGetTotalEnergyConsumption(handle)
+        power_mw = module.nvmlDeviceGetPowerUsage(handle)
+        out.append(((t + time.monotonic()) / 2, energy_mj / 1000.0, power_mw / 1000.0))
         time.sleep(0.001)
     return out
 
@@ -123,13 +127,13 @@ def probe_counter(dev: Any, idle_s: float = 2.0, busy_s: float = 3.0) -> Counter
     position = nvml_index(dev)
     with load_nvml() as nvml:
         gpu = nvml.gpus[position]
-        idle = _changes(_poll(gpu, idle_s))
+        idle = _changes(_poll(nvml, gpu, idle_s))
         if busy_s <= 0:
             period, idle_w = _period_and_power(idle)
             return CounterReport(period, len(idle), idle_w, float("nan"), float("nan"), float("nan"))
         rows: list[tuple[float, float | None, float | None]] = []
         stop = threading.Event()
-        poller = threading.Thread(target=lambda: rows.extend(_poll(gpu, busy_s + 5, stop)), daemon=True)
+        poller = threading.Thread(target=lambda: rows.extend(_poll(nvml, gpu, busy_s + 5, stop)), daemon=True)
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
         x = torch.randn(4096 if dev.type == "cuda" else 256, 4096 if dev.type == "cuda" else 256, device=dev, dtype=dtype)
         poller.start()

@@ -239,3 +239,21 @@ def test_idle_powers_of_a_counter_meter_come_from_counter_differences() -> None:
     assert powers == pytest.approx([50.0, 50.0, 150.0, 150.0])
     reports = [PowerSample(t_s=1.0, power_w=80.0), PowerSample(t_s=2.0, power_w=90.0), PowerSample(t_s=3.0, power_w=1.0)]
     assert _powers_in(reports, 0.5, 2.5, kind="power") == [80.0, 90.0]
+
+
+def test_decoders_replay_without_a_cache_and_release_their_inputs(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:
+    """A key/value cache grows with every replayed attention call (found reading the CUDA path:
+    ``measure_tree`` turned it off, calibration did not); and the captured activations of a
+    finished tree must not stay alive while the next target runs (GBs on a GPU)."""
+    from pytest_irene.engine.architectures import build_model, example_inputs
+
+    model = build_model("gpt2", device="cpu", n_layer=1, n_embd=32, n_head=2)
+    emulator = emonpi_emulator("kv", power_fn=lambda: 120.0)
+    with calibrator(emonpi_reader(emulator), tmp_path, rounds=1) as cal:
+        cal.check_idle()
+        prepared = cal.prepare(Target(model, example_inputs(model, 2, 8, device="cpu"), "gpt2", "gpt2"))
+        _, _, root_kwargs = prepared.tree.calls[""]
+        assert root_kwargs["use_cache"] is False
+        tree = cal.measure(prepared)
+    assert tree.calls == {} and tree.root.energy_j > 0
+    assert tree.energy_scope == "wall"  # an emonPi measures at the wall

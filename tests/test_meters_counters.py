@@ -134,3 +134,21 @@ def test_a_failing_counter_fails_the_next_window_not_the_earlier_one() -> None:
         with pytest.raises(MeterError, match="GPU lost or driver reset"):
             meter.end_window("second")
     assert first.energy_j == pytest.approx(100.0 * first.duration_s, rel=0.1)
+
+
+def test_nvml_counter_updates_are_the_meters_readings() -> None:
+    """A real board updates its counter every few tens of ms and repeats the value in between:
+    the meter records updates only, so its period is the counter's (windows are sized from it)
+    and a window's energy is not cut to the last update before its end."""
+    gpu = FakeGpu(power_w=200.0, energy_period_s=0.02)
+    with NvmlMeter(0, poll_s=0.002, nvml_module=FakeNvml([gpu])) as meter:
+        meter.wait_for_samples(8)
+        t0 = time.monotonic()
+        time.sleep(0.3)
+        m = meter.energy_between(t0, time.monotonic())
+        readings = meter.samples()
+    values = [s.energy_j for s in readings]
+    assert len(set(values)) == len(values)  # no repeated value was recorded
+    assert meter.period_s == pytest.approx(0.02, rel=0.3)
+    assert 10 <= m.samples <= 17
+    assert m.energy_j == pytest.approx(200.0 * m.duration_s, rel=0.1)
