@@ -75,7 +75,8 @@ def test_the_summary_records_the_counter_and_idle_power(dry_run):
     assert counter["update_period_s"] == pytest.approx(FAKE_PERIOD_S, rel=0.5)
     assert counter["ratio"] == pytest.approx(1.0, abs=0.05)
     assert summary["idle_power_w"] == pytest.approx(FAKE_POWER_W, rel=0.1)
-    assert summary["window_s"] >= 10 * counter["update_period_s"]
+    assert summary["idle_probe"]["update_period_s"] == pytest.approx(FAKE_PERIOD_S, rel=0.5)
+    assert summary["window_s"] >= 10 * summary["counter_update_period_s"]
     assert [t["label"] for t in summary["targets"]] == [
         "gpt2/bf16/b1s8", "gpt2/fp32/b1s8", "llama-1b-style/bf16/b1s8", "llama-1b-style/fp32/b1s8"]
     for target in summary["targets"]:
