@@ -169,3 +169,14 @@ def test_a_transferred_profile_takes_the_scope_of_the_new_data(tmp_path: Path, m
     board = _write(tmp_path, [t for t in mixed_trees if t.meta["dtype"] == "float32"][:2], "gpu-board", "board.jsonl")
     model = transfer_energy_model([board], prior="irene-pc1", profile="board", feature_sets=("model",), crossvalidate=False)
     assert model.energy_scope == "gpu-board"
+
+
+def test_editing_a_model_files_content_leaves_the_cached_model_alone():
+    """Found by the full suite: a test breaking ``dataset.ranges`` in ``to_json()``'s result broke
+    the cached bundled profile for every later test in the same process."""
+    model = EnergyModel.load("irene-pc1")
+    doc = model.to_json()
+    doc["dataset"]["ranges"]["widths"] = [-1.0]
+    doc["hardware"]["description"] = "changed"
+    assert EnergyModel.load("irene-pc1").training_ranges.widths == [16.0, 768.0]
+    assert EnergyModel.load("irene-pc1").hardware.get("description") != "changed"

@@ -33,6 +33,7 @@ one call is :func:`pytest_irene.pipeline.predict`.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -169,8 +170,9 @@ class EnergyModel:
     # -- (de)serialisation ----------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        """The model file's content, keys in a fixed order."""
-        return {
+        """The model file's content, keys in a fixed order; nested values are copies, so editing
+        the result (a test breaking a field on purpose) never changes this (possibly cached) model."""
+        return copy.deepcopy({
             "format": MODEL_FORMAT,
             "schema_version": self.schema_version,
             "profile": self.profile,
@@ -182,7 +184,7 @@ class EnergyModel:
             "hyper_parameters": dict(self.hyper_parameters),
             "feature_sets": {name: self.predictors[name].to_json() for name in self.feature_sets},
             "cv_errors": {name: _finite_or_none(self.cv_errors[name]) for name in self.feature_sets if name in self.cv_errors},
-        }
+        })
 
     def dumps(self) -> str:
         """The model file's text: readable (nested objects indented, number lists on one line)."""
