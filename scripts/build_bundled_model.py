@@ -21,7 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pytest_irene.engine.predict.energy_model import EnergyModel, train_energy_model  # noqa: E402
+from pytest_irene.engine.predict.energy_model import EnergyModel  # noqa: E402
+from pytest_irene.engine.predict.training import train_energy_model  # noqa: E402
 
 PROFILE = "irene-pc1"
 DATASET = REPO / "calibration" / "datasets" / "irene-pc1.jsonl.gz"

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pytest_irene.cli.common import check_strategy
-    from pytest_irene.engine.predict.energy_model import train_energy_model
+    from pytest_irene.engine.predict.training import train_energy_model
 
     strategy = check_strategy(args.strategy)
     output = Path(args.output)

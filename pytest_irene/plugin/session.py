@@ -34,7 +34,8 @@ from pytest_irene.compare.runfile import RunFile, git_commit
 from pytest_irene.compare.runs import RunSide, load_side, machine_differences, machine_mismatch, not_compared
 from pytest_irene.errors import IreneError, UsageError
 from pytest_irene.compare.gate import check_budget, compare
-from pytest_irene.engine.feature_sets import ALL, AUTO, MODEL
+from pytest_irene.engine.feature_sets import ALL, MODEL
+from pytest_irene.plugin.header import describe_hardware
 from pytest_irene.compare.stale import StaleBaseline, stale_note
 from pytest_irene.report.failure import failure_text
 from pytest_irene.plugin.marks import IreneMark, read_mark
@@ -53,23 +54,6 @@ DEFAULT_LABEL = "default"
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def describe_hardware(hardware: dict[str, Any] | None) -> str:
-    """A one-line description of a hardware fingerprint for headers and reasons."""
-    if not hardware:
-        return "unknown hardware"
-    for key in ("description", "name"):
-        if isinstance(hardware.get(key), str) and hardware[key]:
-            return hardware[key]
-    if "cpu_model" in hardware:
-        from pytest_irene.rig.runtime.fingerprint import describe
-
-        return describe(hardware)
-    parts = [str(hardware[k]) for k in ("cpu", "gpu", "gpu_name", "gpus") if hardware.get(k)]
-    if not parts:
-        parts = [f"{k}={v}" for k, v in sorted(hardware.items())[:3]]
-    return ", ".join(parts)
 
 
 
@@ -494,50 +478,10 @@ class IreneSession:
     # -- header -----------------------------------------------------------------------------
 
     def header_lines(self) -> list[str]:
-        """``pytest_report_header``: profile, hardware, feature mode, baseline dir. Loads no model.
+        """``pytest_report_header`` (see :func:`pytest_irene.plugin.header.header_lines`). Loads no model."""
+        from pytest_irene.plugin.header import header_lines
 
-        The profile's hardware and feature sets are read from its JSON without
-        building a regressor (``--collect-only`` loads none); a model on the CPU
-        with a GPU profile may still fall back to model features at the call.
-        """
-        from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, describe_energy_scope
-
-        s = self.settings
-        peek = _peek_profile(s.profile)
-        hardware = peek.get("hardware") if isinstance(peek.get("hardware"), dict) else None
-        scope = describe_energy_scope(str(peek.get("energy_scope", DEFAULT_ENERGY_SCOPE))) if peek else ""
-        hw = f"stands for {describe_hardware(hardware)}" if hardware else ""
-        hw = f" ({'; '.join(p for p in (hw, scope) if p)})" if hw or scope else ""
-        mode = s.features
-        if s.features == AUTO:
-            mode = "auto (decided at the first wrapped call)"
-            if hardware is not None:
-                try:
-                    from pytest_irene.pipeline import choose_features
-
-                    sets = peek.get("feature_sets")
-                    available = tuple(sets) if isinstance(sets, (dict, list)) else (MODEL,)
-                    chosen = choose_features(AUTO, hardware, host=self.host_fingerprint(), available=available)
-                    mode = f"{chosen.features} (auto: {chosen.summary})"
-                except Exception:  # noqa: BLE001 - the header is informative only
-                    pass
-        baselines = s.baseline_dir
-        try:
-            baselines = s.baseline_dir.relative_to(self.config.rootpath)
-        except ValueError:
-            pass
-        flags = [f for f, on in (("save", s.save), ("strict", s.strict), ("prune", s.prune)) if on]
-        extra = f", {'+'.join(flags)}" if flags else ""
-        lines = [f"irene: profile {s.profile}{hw}, features {mode}, baselines {baselines}/{extra}"]
-        if self.base_run is not None:
-            lines.append(f"irene: comparing against {self.base_run.describe()}, not {baselines}/")
-            diffs = machine_differences(self.base_run.host, self.host_fingerprint())
-            if diffs:
-                lines.append(
-                    "irene: the base run comes from another machine (" + "; ".join(diffs) + "): calls with resource "
-                    "features are not compared; model-feature predictions do not depend on the machine"
-                )
-        return lines
+        return header_lines(self.settings, self.config.rootpath, self.host_fingerprint, self.base_run)
 
 
 #: The module holding user formulas; only looked up in ``sys.modules`` because it imports torch.
@@ -548,18 +492,3 @@ def _user_formulas() -> dict[str, Any]:
     """The user formulas now, without importing torch (none can exist before the module is imported)."""
     features = sys.modules.get(_FEATURES_MODULE)
     return features.user_formulas() if features is not None else {}
-
-
-def _peek_profile(profile: str) -> dict[str, Any]:
-    """The top-level fields of a profile's JSON (``hardware``, ``feature_sets``), without building any regressor.
-
-    The header must not load an energy model (``--collect-only`` loads none); a
-    bad profile was already a usage error at configure time, so ``{}`` here only
-    means a header with no hardware to show.
-    """
-    from pytest_irene.engine.predict.profiles import peek_profile
-
-    try:
-        return peek_profile(profile)
-    except IreneError:
-        return {}

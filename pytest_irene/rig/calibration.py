@@ -637,7 +637,7 @@ def train_rig_model(
     its model predicts from model features (and says so in its ``feature_sets``).
     """
     from pytest_irene.engine.dataset import load_dataset
-    from pytest_irene.engine.predict.energy_model import train_energy_model
+    from pytest_irene.engine.predict.training import train_energy_model
     from pytest_irene.engine.tree import RESOURCE_FEATURES
 
     paths = [str(p) for p in dataset_paths]

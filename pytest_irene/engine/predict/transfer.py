@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from pytest_irene.engine.predict.crossval import node_errors, summarise
-from pytest_irene.engine.predict.energy_model import EnergyModel, energy_scope_of
+from pytest_irene.engine.predict.energy_model import EnergyModel
+from pytest_irene.engine.predict.training import energy_scope_of
 from pytest_irene.engine.predict.ranges import TrainingRanges
 from pytest_irene.engine.predict.regressors import MIN_ENERGY_J, LeafRegressors
 from pytest_irene.engine.predict.strategies import Predictor, predictor_from_json

@@ -1,0 +1,144 @@
+"""Training an energy model file: one predictor per feature set, fitted on measured datasets.
+
+:func:`train_energy_model` loads ``irene-tree/1`` datasets, checks they agree on
+what their joules cover (:func:`energy_scope_of`), cross-validates with the first
+split that applies, fits the predictors and returns an
+:class:`~pytest_irene.engine.predict.energy_model.EnergyModel` ready to save. The
+file format itself (load, validate, save) is :mod:`.energy_model`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_irene.engine.feature_sets import FEATURE_SETS
+from pytest_irene.engine.predict.energy_model import EnergyModel
+from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, ENERGY_SCOPES, RESOURCE_FEATURES, EnergyTree
+from pytest_irene.errors import UsageError
+
+
+def _hardware_from_trees(trees: Sequence[EnergyTree]) -> dict[str, Any]:
+    """The rig's fingerprint recorded by ``measure_tree`` (``meta.host``) when every tree agrees."""
+    hosts = [t.meta.get("host") for t in trees]
+    if hosts and all(isinstance(h, dict) and h == hosts[0] for h in hosts):
+        return dict(hosts[0])  # type: ignore[arg-type]
+    return {}
+
+
+def energy_scope_of(trees: Sequence[EnergyTree], where: str = "the training data") -> str:
+    """The one energy scope of ``trees`` (see :attr:`EnergyTree.energy_scope`); ``UsageError`` when they
+    mix scopes: wall and GPU-board joules are different quantities and one regressor cannot learn both."""
+    scopes = sorted({t.energy_scope for t in trees})
+    bad = [s for s in scopes if s not in ENERGY_SCOPES]
+    if bad:
+        raise UsageError(f"{where}: unknown energy_scope {bad[0]!r} in the trees' meta; expected one of {list(ENERGY_SCOPES)}")
+    if len(scopes) > 1:
+        raise UsageError(
+            f"{where} mixes energy scopes {scopes}: train one profile per scope (a tree's meta.energy_scope "
+            f"says what its energy_j covers; lines without it are {DEFAULT_ENERGY_SCOPE!r})"
+        )
+    return scopes[0] if scopes else DEFAULT_ENERGY_SCOPE
+
+
+def _crossvalidate_any(trees: Sequence[EnergyTree], features: str, strategy: str, seed: int) -> dict[str, Any]:
+    """Cross-validation errors with the first split that applies to this data (see
+    :data:`~pytest_irene.engine.predict.crossval.TRAINING_SPLITS`)."""
+    from pytest_irene.engine.predict.crossval import TRAINING_SPLITS, crossvalidate
+
+    problems = []
+    for split in TRAINING_SPLITS:
+        try:
+            result = crossvalidate(trees, features=features, strategy=strategy, split=split, seed=seed)
+        except UsageError as exc:
+            problems.append(f"{split}: {exc}")
+            continue
+        averages = [row.get("average") for row in result["levels"].values()]
+        if not any(isinstance(a, float) and math.isfinite(a) for a in averages):
+            problems.append(f"{split}: no held-out tree to test on")
+            continue
+        return {"split": split, "levels": result["levels"]}
+    return {"split": None, "levels": {}, "note": "no cross-validation split applies: " + "; ".join(problems)}
+
+
+def train_energy_model(
+    dataset_paths: Sequence[str | os.PathLike[str]],
+    *,
+    profile: str,
+    feature_sets: Sequence[str] = FEATURE_SETS,
+    strategy: str | None = None,
+    hardware: dict[str, Any] | None = None,
+    seed: int = 0,
+    crossvalidate: bool = True,
+) -> EnergyModel:
+    """Fit one predictor per feature set on measured datasets and record its cross-validation errors.
+
+    ``hardware`` defaults to the host fingerprint that ``measure_tree`` stored in the
+    trees (``meta.host``) when every tree agrees, else ``{}``. The errors come from
+    leave-one-model-out when the data has paper models, else from the ``seq`` or
+    ``batch`` split; ``crossvalidate=False`` skips them (empty ``cv_errors``).
+    """
+    from pytest_irene.engine.dataset import dataset_hash, load_dataset
+    from pytest_irene.engine.predict.strategies import DEFAULT_STRATEGY, make_predictor
+
+    if not dataset_paths:
+        raise UsageError("train: expected at least one dataset file")
+    if not isinstance(profile, str) or not profile:
+        raise UsageError(f"profile: expected a non-empty name, got {profile!r}")
+    sets = list(dict.fromkeys(feature_sets))
+    if not sets or any(s not in FEATURE_SETS for s in sets):
+        raise UsageError(f"features: expected some of {list(FEATURE_SETS)}, got {list(feature_sets)}")
+    strategy = strategy or DEFAULT_STRATEGY
+    paths = [Path(p) for p in dataset_paths]
+    trees = load_dataset(*paths)
+    if not trees:
+        raise UsageError(f"train: the dataset(s) {[str(p) for p in paths]} hold no trees")
+    scope = energy_scope_of(trees, f"train: the dataset(s) {[str(p) for p in paths]}")
+    if "all" in sets:
+        lacking = next((t for t in trees if any(f not in t.root.features for f in RESOURCE_FEATURES)), None)
+        if lacking is not None:
+            raise UsageError(
+                f"features 'all': tree {lacking.model_name} (batch {lacking.batch_size}, seq {lacking.seq_len}) "
+                f"has no resource features {list(RESOURCE_FEATURES)}; train with features 'model' only"
+            )
+    predictors: dict[str, Any] = {}
+    cv_errors: dict[str, Any] = {}
+    for name in FEATURE_SETS:
+        if name not in sets:
+            continue
+        if crossvalidate:
+            cv_errors[name] = _crossvalidate_any(trees, name, strategy, seed)
+        predictors[name] = make_predictor(strategy, name, seed=seed).fit(trees)
+    for tree in trees:  # cross-validation wrote predictions into the training trees; they are ours
+        for node in tree.walk():
+            node.predicted_energy_j = None
+    return EnergyModel(
+        profile=profile,
+        hardware=dict(hardware) if hardware is not None else _hardware_from_trees(trees),
+        dataset_hash=dataset_hash(*paths),
+        predictors=predictors,
+        strategy=strategy,
+        cv_errors=cv_errors,
+        dataset_files=[p.name for p in paths],
+        dataset_info=_dataset_info(trees),
+        hyper_parameters={"seed": seed, "cv_split": "lomo, else seq, else batch" if crossvalidate else None},
+        energy_scope=scope,
+    )
+
+
+def _dataset_info(trees: Sequence[EnergyTree]) -> dict[str, Any]:
+    """Facts about the training data: trees, models and, where the lines say, their dtypes."""
+    from pytest_irene.engine.predict.ranges import TrainingRanges
+
+    info: dict[str, Any] = {"trees": len(trees), "models": sorted({t.model_name for t in trees})}
+    info["ranges"] = TrainingRanges.from_trees(trees).to_json()
+    dtypes = sorted({str(t.meta["dtype"]) for t in trees if "dtype" in t.meta})
+    if dtypes:
+        info["dtypes"] = dtypes
+    return info
+
+
+__all__ = ["energy_scope_of", "train_energy_model"]
