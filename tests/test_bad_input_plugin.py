@@ -229,3 +229,10 @@ def test_bad_bool_ini_value_names_the_key(pytester: pytest.Pytester) -> None:
     result = run(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: irene_save (ini): expected true or false*'maybe'*"])
+
+
+def test_meter_without_calibrate_warns(pytester: pytest.Pytester) -> None:
+    write_test(pytester)
+    result = run(pytester, "--irene-meter=emonpi:/dev/ttyAMA0", "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*PytestConfigWarning: --irene-meter=emonpi:/dev/ttyAMA0 is ignored without --irene-calibrate*"])

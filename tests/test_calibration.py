@@ -257,3 +257,31 @@ def test_decoders_replay_without_a_cache_and_release_their_inputs(emonpi_emulato
         tree = cal.measure(prepared)
     assert tree.calls == {} and tree.root.energy_j > 0
     assert tree.energy_scope == "wall"  # an emonPi measures at the wall
+
+
+def test_a_meter_gone_silent_stops_within_a_few_periods_not_a_round(
+    emonpi_emulator, emonpi_reader, tmp_path: Path, monkeypatch
+) -> None:
+    """Issue 11: silence was only noticed when a round's readings were aligned (5 rounds x
+    20 s windows by default); now the window itself stops within a few report periods."""
+    import dataclasses
+
+    emulator = emonpi_emulator("kv", power_fn=lambda: 100.0)
+    reader = emonpi_reader(emulator)  # reports every 0.05 s: silent after max(3 periods, 0.5 s)
+    cal = calibrator(reader, tmp_path, rounds=1)
+    targets = [Target(Tiny(), torch.randn(4, 32), "first"), Target(Tiny(), torch.randn(4, 32), "second")]
+    monkeypatch.setattr(cal, "prepare", lambda target: hooked(target.model, target.inputs))
+    switched: list[float] = []
+
+    def say(line: str) -> None:
+        if "J per run" in line:  # the first tree is stored: long windows from now on, and the meter falls silent
+            cal.settings = dataclasses.replace(cal.settings, window_s=20.0, rounds=5)
+            emulator.fault, emulator.fault_after = "silence", 0
+            switched.append(time.monotonic())
+
+    cal._say = say
+    with cal:
+        with pytest.raises(CalibrationError, match=r"meter failed while measuring tiny: .*silent for .*1 finished tree\(s\)"):
+            cal.run(targets)
+    assert time.monotonic() - switched[0] < 8.0  # one 20 s window alone would take longer; a round takes 60 s
+    assert len(load_dataset(tmp_path / "rig.jsonl.gz")) == 1

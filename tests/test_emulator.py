@@ -144,7 +144,7 @@ def test_vanished_port_is_an_error_and_the_earlier_measurement_stays(emonpi_emul
 
 @pytest.mark.parametrize("fmt, reader_baud", [("kv", 38400), ("jeelib", 115200)])
 def test_wrong_baud_rate_is_diagnosed(fmt: str, reader_baud: int, emonpi_emulator, emonpi_reader) -> None:
-    emulator = emonpi_emulator(fmt, fault="wrong-baud")
+    emulator = emonpi_emulator(fmt, fault="wrong-baud", fault_after=0)  # misclocked from the first byte
     reader = emonpi_reader(emulator, baud=reader_baud)
     with pytest.raises(MeterError, match=f"at {reader_baud} baud.*baud rate is probably wrong"):
         reader.wait_for_samples(1, timeout_s=0.6)

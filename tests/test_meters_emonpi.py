@@ -243,3 +243,21 @@ def test_bad_meter_specs_name_the_problem(spec: str, message: str) -> None:
 def test_missing_port_is_a_clear_error() -> None:
     with pytest.raises(MeterError, match="cannot open emonPi serial port /nonexistent/tty"):
         EmonPiReader("/nonexistent/tty").start()
+
+
+def test_a_channel_the_firmware_does_not_report_is_named_at_once(emonpi_emulator, emonpi_reader) -> None:
+    """Issue 11: channels=P9 used to end in 'is the emonPi still starting' after the timeout."""
+    from pytest_irene.rig.meters import MeterError
+
+    reader = emonpi_reader(emonpi_emulator("kv"), channels=("P9",))
+    with pytest.raises(MeterError, match=r"channels=P9: report has no channel P9 \(channels present: P1, P2, P3, P4\)"):
+        reader.wait_for_samples(1, timeout_s=5.0)
+    assert "still starting" not in str(reader.failure)
+
+
+def test_a_channel_name_that_is_not_a_power_channel_is_a_usage_error() -> None:
+    from pytest_irene.errors import UsageError
+    from pytest_irene.rig.meters import parse_meter_spec
+
+    with pytest.raises(UsageError, match=r"channels=X1.*not an emonPi power channel"):
+        parse_meter_spec("emonpi:/dev/ttyAMA0,channels=X1")

@@ -488,7 +488,10 @@ class Calibrator:
                             window_s=window_s,
                             device=s.device,
                             mark=self._sampler.sample_now,
+                            check=self._check_meter,
                         )
+                    except MeterError:
+                        raise  # the meter went silent or failed: stop now, finished trees are kept
                     except Exception as exc:  # a node that cannot replay alone must not stop the others
                         failed[key] = f"{type(exc).__name__}: {exc}"
                         advance(scope_label(scopes[0]))
@@ -569,8 +572,7 @@ class Calibrator:
                 node.notes["unmeasured"] = "no captured call for this node"
 
     def _check_meter(self) -> None:
-        if self.meter.failure is not None:
-            raise self.meter.failure
+        self.meter.check_alive()
 
     def _gpu_position(self) -> int | None:
         if not self.settings.device.startswith("cuda") or not getattr(self._sampler, "gpu_names", None):

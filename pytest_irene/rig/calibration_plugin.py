@@ -221,6 +221,14 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("irene_calibrate"):
         if config.getoption("irene_prior"):
             raise pytest.UsageError("--irene-prior trains a calibrated model file: it needs --irene-calibrate")
+        if config.getoption("irene_meter"):
+            config.issue_config_time_warning(
+                pytest.PytestConfigWarning(
+                    f"--irene-meter={config.getoption('irene_meter')} is ignored without --irene-calibrate: "
+                    "nothing is measured; add --irene-calibrate to measure on this rig"
+                ),
+                stacklevel=2,
+            )
         return
     from pytest_irene.rig.calibration import CalibrationSettings
     from pytest_irene.rig.meters import parse_meter_spec

@@ -238,8 +238,8 @@ class EmonPiEmulator:
             return json.dumps(values, separators=(",", ":"))
         return encode_jeelib({"P1": p1, "P2": 0, "P1_2": p1, "Vrms": vrms, "T1": 300, "T2": 300, "pulse": 0})
 
-    def _write(self, data: bytes) -> None:
-        if self.fault == "wrong-baud":
+    def _write(self, data: bytes, *, misclocked: bool = False) -> None:
+        if misclocked:
             data = misclock(data, self.baud, self.reader_baud)
         try:
             os.write(self._master, data)
@@ -260,10 +260,12 @@ class EmonPiEmulator:
             self._energy_wh += power * (now - last) / 3600.0
             begun, last = last, now
             line = self.format_report(msg, power)
-            if msg == 1:  # the microcontroller boots during the first period and prints its banner
-                self._write(("\r\n".join(BANNERS[self.fmt]) + "\r\n").encode())
             faulty = self.fault is not None and msg > self.fault_after
-            delivered = True
+            # like every other fault, a wrong baud rate starts after fault_after good reports
+            misclocked = faulty and self.fault == "wrong-baud"
+            if msg == 1:  # the microcontroller boots during the first period and prints its banner
+                self._write(("\r\n".join(BANNERS[self.fmt]) + "\r\n").encode(), misclocked=misclocked)
+            delivered = not misclocked
             if faulty and self.fault == "vanish":
                 self.vanished = True
                 self._close()
@@ -276,7 +278,7 @@ class EmonPiEmulator:
             elif faulty and self.fault == "truncated" and msg % 2 == 0:
                 line = line[: self._rng.randint(4, len(line) - 3)]
                 delivered = False
-            data = (line + "\r\n").encode() if delivered or self.fault == "truncated" else b""
+            data = (line + "\r\n").encode() if delivered or self.fault in ("truncated", "wrong-baud") else b""
             if faulty and self.fault == "garbage":
                 noise = bytes(self._rng.randrange(256) for _ in range(self._rng.randint(3, 24)))
                 noise = noise.replace(b"\n", b"")
@@ -285,7 +287,7 @@ class EmonPiEmulator:
                 # the emonPi relays packets of other RF nodes (an emonTx on node 10)
                 other = encode_jeelib({"P1": 42, "Vrms": 240}, node=10, rssi=67)
                 data += (other + "\r\n").encode()
-            self._write(data)
+            self._write(data, misclocked=misclocked)
             self.log.append(Emitted(time.monotonic(), msg, power, delivered, begun))
 
     def true_energy_j(self, t0: float, t1: float) -> float:

@@ -13,7 +13,8 @@ meter as a context manager) to open the device.
 from __future__ import annotations
 
 from pytest_irene.errors import UsageError
-from pytest_irene.rig.meters.base import Measurement, MeterError, MeterEvent, MeterWarning, PolledMeter, PowerMeter, PowerSample
+from pytest_irene.rig.meters.base import Measurement, MeterError, MeterEvent, MeterWarning, PowerMeter, PowerSample, spec_error
+from pytest_irene.rig.meters.polled import PolledMeter
 
 __all__ = [
     "Measurement",
@@ -31,7 +32,7 @@ METER_SPEC_HELP = "emonpi:PORT[,BAUD][,channels=P1+P2] | nvml[:INDEX] | rapl"
 
 
 def _bad(spec: str, problem: str) -> UsageError:
-    return UsageError(f"meter spec {spec!r}: {problem} (expected {METER_SPEC_HELP})")
+    return spec_error(spec, problem, METER_SPEC_HELP)
 
 
 def parse_meter_spec(spec: str) -> PowerMeter:
@@ -39,33 +40,9 @@ def parse_meter_spec(spec: str) -> PowerMeter:
     kind, _, rest = spec.strip().partition(":")
     kind = kind.lower()
     if kind == "emonpi":
-        from pytest_irene.rig.meters.emonpi import DEFAULT_BAUD, EmonPiReader
+        from pytest_irene.rig.meters.emonpi import EmonPiReader
 
-        parts = [p.strip() for p in rest.split(",") if p.strip()]
-        if not parts or "=" in parts[0]:
-            raise _bad(spec, "the emonPi needs a serial port, e.g. emonpi:/dev/ttyAMA0")
-        port, options = parts[0], parts[1:]
-        baud, channels, node, period = DEFAULT_BAUD, ("P1",), 5, None
-        for opt in options:
-            key, eq, value = opt.partition("=")
-            try:
-                if not eq:
-                    baud = int(key)
-                elif key == "channels":
-                    channels = tuple(c.strip() for c in value.split("+") if c.strip())
-                    if not channels:
-                        raise ValueError("empty channel list")
-                elif key == "node":
-                    node = int(value)
-                elif key == "period":
-                    period = float(value)
-                else:
-                    raise _bad(spec, f"unknown option {key!r}")
-            except ValueError as exc:
-                raise _bad(spec, f"bad value in {opt!r} ({exc})") from None
-        if baud <= 0:
-            raise _bad(spec, f"bad baud rate {baud}")
-        return EmonPiReader(port, baud, channels=channels, node=node, period_s=period)
+        return EmonPiReader.from_spec(rest, spec, METER_SPEC_HELP)
     if kind == "nvml":
         from pytest_irene.rig.meters.nvml import NvmlMeter
 

@@ -31,7 +31,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pytest_irene.errors import IreneError
+from pytest_irene.errors import IreneError, UsageError
 
 SampleKind = Literal["power", "counter"]
 
@@ -229,6 +229,23 @@ class PowerMeter(ABC):
         """The fatal problem the meter hit, if any."""
         return self._failure
 
+    def check_alive(self) -> None:
+        """Raise :class:`MeterError` when the meter failed or has been silent longer than
+        :attr:`timeout_s` (a few report periods).
+
+        Calibration calls this while a window runs, so a meter that stops
+        reporting ends the run within a few periods instead of a whole round of
+        wasted rig time later.
+        """
+        with self._cond:
+            self._raise_failure()
+            last = self._samples[-1].t_s if self._samples else None
+        if last is None:
+            return  # before the first reading wait_for_samples applies its own timeout
+        waited = time.monotonic() - last
+        if waited > self.timeout_s:
+            raise MeterError(self._silence_message(waited, first=False))
+
     def events(self, t0: float = float("-inf"), t1: float = float("inf")) -> list[MeterEvent]:
         """Events (gaps, noise) seen between ``t0`` and ``t1``."""
         with self._cond:
@@ -348,65 +365,6 @@ class PowerMeter(ABC):
         return f"{self.name}: {what} for {waited_s:.1f} s (expected one every ~{self.period_s:.2f} s)"
 
 
-class PolledMeter(PowerMeter):
-    """A meter read by polling a cumulative counter from a background thread."""
-
-    kind: SampleKind = "counter"
-
-    def __init__(self, *, poll_s: float = 0.1, timeout_s: float | None = None) -> None:
-        super().__init__(period_s=poll_s, timeout_s=timeout_s)
-        self.poll_s = poll_s
-        self.stamp_midpoint = True
-        """Stamp readings at the middle of the device read (True) or at its start."""
-        self.changes_only = False
-        """Record a reading only when the counter's value changed (a counter the device updates
-        more slowly than it is polled: a repeated value is stale, not zero power)."""
-        self._last_energy_j: float | None = None
-        self._stop_event = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @abstractmethod
-    def _open(self) -> None:
-        """Open the device; raise :class:`MeterError` with a clear message on failure."""
-
-    @abstractmethod
-    def _read_energy_j(self, t_s: float) -> float:
-        """The cumulative energy since :meth:`_open` at monotonic time ``t_s`` (now), J, wrap-around removed."""
-
-    def _close_device(self) -> None:
-        """Release the device (default: nothing to do)."""
-
-    def _start(self) -> None:
-        self._open()
-        self._poll_once()
-        self._thread = threading.Thread(target=self._loop, name=f"irene-{self.name}", daemon=True)
-        self._thread.start()
-
-    def _poll_once(self) -> None:
-        before = time.monotonic()
-        energy = self._read_energy_j(before)
-        # a counter read takes microseconds to milliseconds: stamp it at its middle; a meter
-        # integrating power itself has already stamped its value at ``before``
-        t = (before + time.monotonic()) / 2 if self.stamp_midpoint else before
-        if self.changes_only and energy == self._last_energy_j:
-            return
-        self._last_energy_j = energy
-        self._record(PowerSample(t_s=t, energy_j=energy))
-
-    def _loop(self) -> None:
-        while not self._stop_event.wait(self.poll_s):
-            try:
-                self._poll_once()
-            except MeterError as exc:
-                self._fail(exc)
-                return
-            except Exception as exc:  # a device error must not kill silently
-                self._fail(MeterError(f"{self.name}: reading failed: {exc}"))
-                return
-
-    def _stop(self) -> None:
-        self._stop_event.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._close_device()
-
+def spec_error(spec: str, problem: str, expected: str) -> UsageError:
+    """The usage error of a bad meter spec string: names the spec, the problem and the expected form."""
+    return UsageError(f"meter spec {spec!r}: {problem} (expected {expected})")

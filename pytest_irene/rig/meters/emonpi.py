@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pytest_irene.rig.meters.base import MeterError, PowerMeter, PowerSample
+from pytest_irene.rig.meters.emonpi_spec import DEFAULT_BAUD, reader_options
 
 Firmware = Literal["jeelib", "kv", "json"]
 
@@ -47,7 +48,6 @@ Firmware = Literal["jeelib", "kv", "json"]
 PERIOD_S: dict[str, float] = {"jeelib": 5.0, "kv": 9.8, "json": 9.8}
 #: Baud rates of the two firmware families.
 BAUD: dict[str, int] = {"jeelib": 38400, "kv": 115200, "json": 115200}
-DEFAULT_BAUD = 38400
 
 #: Names of the fields of the emonPi's own JeeLib payload, with struct codes and scales.
 JEELIB_FIELDS: tuple[tuple[str, str, float], ...] = (
@@ -77,6 +77,10 @@ class MalformedLine(ValueError):
     """A line that looks like a report but is damaged (garbage, truncation, bad bytes)."""
 
 
+class MissingChannel(MalformedLine):
+    """A sound report without a channel the reader was told to sum (``channels=P9``)."""
+
+
 @dataclass(frozen=True)
 class EmonPiReport:
     """One decoded emonPi report."""
@@ -95,7 +99,7 @@ class EmonPiReport:
         missing = [c for c in channels if c not in self.values]
         if missing:
             have = sorted(k for k in self.values if k.startswith("P"))
-            raise MalformedLine(f"report has no channel {', '.join(missing)} (channels present: {', '.join(have)})")
+            raise MissingChannel(f"report has no channel {', '.join(missing)} (channels present: {', '.join(have)})")
         return float(sum(self.values[c] for c in channels))
 
 
@@ -244,6 +248,13 @@ class EmonPiReader(PowerMeter):
 
     # -- device --------------------------------------------------------------------------
 
+
+    @classmethod
+    def from_spec(cls, options: str, spec: str, expected: str) -> EmonPiReader:
+        """The reader of ``PORT[,BAUD][,channels=P1+P2][,node=5][,period=S]`` (the part after ``emonpi:``)."""
+        port, kwargs = reader_options(options, spec, expected)
+        return cls(port, **kwargs)
+
     def _start(self) -> None:
         try:
             import serial  # pyserial
@@ -329,6 +340,12 @@ class EmonPiReader(PowerMeter):
                     raise MalformedLine(f"truncated report (fields {lost} missing)")
                 self._keys = self._keys | keys
             power = report.power_w(self.channels)
+        except MissingChannel as exc:
+            # not noise: every report will lack it, so say so now, not "is the emonPi still starting"
+            self.rejected += 1
+            self._noise(f"rejected a report ({exc})", t_s)
+            self._fail(MeterError(f"{self.name}: channels={'+'.join(self.channels)}: {exc}; pick channels it reports"))
+            return
         except MalformedLine as exc:
             self.rejected += 1
             self._noise(f"rejected a damaged line ({exc})", t_s)

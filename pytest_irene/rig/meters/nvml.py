@@ -21,7 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 from pytest_irene.rig.runtime.nvml import Gpu, Nvml, NvmlUnavailable, load_nvml
-from pytest_irene.rig.meters.base import MeterError, PolledMeter
+from pytest_irene.rig.meters.base import MeterError
+from pytest_irene.rig.meters.polled import PolledMeter
 
 
 class NvmlMeter(PolledMeter):

@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytest_irene.rig.runtime.rapl import POWERCAP_DIR, RaplCounter, RaplUnavailable
-from pytest_irene.rig.meters.base import MeterError, PolledMeter
+from pytest_irene.rig.meters.base import MeterError
+from pytest_irene.rig.meters.polled import PolledMeter
 
 PERMISSION_HINT = (
     "since Linux 5.10 the RAPL energy counters are readable by root only. Grant read access with "

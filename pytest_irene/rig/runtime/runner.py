@@ -178,6 +178,7 @@ def run_call(
     min_executions: int = 1,
     max_executions: int = 1_000_000,
     mark: Callable[[], Any] | None = None,
+    check: Callable[[], Any] | None = None,
 ) -> RunWindow:
     """Run ``call`` (``NodeCall(fn, args, kwargs)`` or a 3-tuple) repeatedly and time it.
 
@@ -187,7 +188,10 @@ def run_call(
     events and the device is synchronised once at the end of the window.
     ``mark`` is called right before the window starts and right after it ends
     (the sampler's ``sample_now``, or a power meter's marker), outside the
-    timed region. Runs under ``torch.inference_mode()``.
+    timed region. ``check`` is called about every :data:`CHECK_EVERY_S` during the
+    window, between executions: an exception it raises (a power meter gone
+    silent) stops the window at once instead of after it. Runs under
+    ``torch.inference_mode()``.
     """
     import torch
 
@@ -199,12 +203,14 @@ def run_call(
     cuda = _cuda_device(device)
     with torch.inference_mode():
         if cuda is not None:
-            return _run_cuda(fn, args, kwargs, cuda, window_s, warmup_s, min_executions, max_executions, mark)
-        return _run_cpu(fn, args, kwargs, window_s, warmup_s, min_executions, max_executions, mark)
+            return _run_cuda(fn, args, kwargs, cuda, window_s, warmup_s, min_executions, max_executions, mark, check)
+        return _run_cpu(fn, args, kwargs, window_s, warmup_s, min_executions, max_executions, mark, check)
 
 
 _Fn = Callable[..., Any]
 _Mark = Callable[[], Any] | None
+#: How often ``run_call``'s ``check`` runs during a window, s (a few times per emonPi report).
+CHECK_EVERY_S = 0.5
 
 
 def _run_cpu(
@@ -216,20 +222,25 @@ def _run_cpu(
     min_executions: int,
     max_executions: int,
     mark: _Mark,
+    check: _Mark = None,
 ) -> RunWindow:
     clock = time.perf_counter
-    t0 = clock()
+    t0 = checked = clock()
     warmup = 0
     while True:
         fn(*args, **kwargs)
         warmup += 1
-        if clock() - t0 >= warmup_s:
+        now = clock()
+        if now - t0 >= warmup_s:
             break
+        if check is not None and now - checked >= CHECK_EVERY_S:
+            check()
+            checked = clock()
     if mark is not None:
         mark()
     durations: list[float] = []
     t_start = time.monotonic()
-    begin = clock()
+    begin = checked = clock()
     while True:
         a = clock()
         fn(*args, **kwargs)
@@ -238,6 +249,9 @@ def _run_cpu(
         n = len(durations)
         if (b - begin >= window_s and n >= min_executions) or n >= max_executions:
             break
+        if check is not None and b - checked >= CHECK_EVERY_S:
+            check()  # outside the timed execution
+            checked = clock()
     t_end = time.monotonic()
     if mark is not None:
         mark()
@@ -254,6 +268,7 @@ def _run_cuda(
     min_executions: int,
     max_executions: int,
     mark: _Mark,
+    check: _Mark = None,
 ) -> RunWindow:
     import torch
 
@@ -268,8 +283,12 @@ def _run_cuda(
         n_warm = max(1, min(10_000, int(warmup_s / max(first_s, 1e-6))))
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
+        checked = time.monotonic()
         for _ in range(n_warm):
             fn(*args, **kwargs)
+            if check is not None and time.monotonic() - checked >= CHECK_EVERY_S:
+                check()
+                checked = time.monotonic()
         end.record()
         torch.cuda.synchronize()
         estimate_s = max(start.elapsed_time(end) / 1000.0 / n_warm, 1e-7)
@@ -279,12 +298,15 @@ def _run_cuda(
         events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in sizes]
         if mark is not None:
             mark()
-        t_start = time.monotonic()
+        t_start = checked = time.monotonic()
         for (ev_a, ev_b), k in zip(events, sizes):
             ev_a.record()
             for _ in range(k):
                 fn(*args, **kwargs)
             ev_b.record()
+            if check is not None and time.monotonic() - checked >= CHECK_EVERY_S:
+                check()  # host side, between event pairs: no synchronisation
+                checked = time.monotonic()
         torch.cuda.synchronize()  # once per window
         t_end = time.monotonic()
         if mark is not None:
