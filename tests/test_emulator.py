@@ -202,3 +202,13 @@ def test_emulator_rejects_unknown_format_and_fault() -> None:
         EmonPiEmulator("csv")
     with pytest.raises(ValueError, match="unknown fault 'fire'"):
         EmonPiEmulator("kv", fault="fire")
+
+
+def test_wrong_baud_waits_for_fault_after_like_every_fault(emonpi_emulator, emonpi_reader) -> None:
+    """Issue 11: --fault-after was ignored for wrong-baud (garbled from the first byte)."""
+    emulator = emonpi_emulator("kv", fault="wrong-baud", fault_after=3)
+    reader = emonpi_reader(emulator)
+    reader.wait_for_samples(3, timeout_s=5.0)  # the three good reports arrive
+    wait_for(lambda: len(emulator.log) >= 8)
+    assert reader.reports == 3
+    assert [e.delivered for e in emulator.log[:6]] == [True, True, True, False, False, False]
