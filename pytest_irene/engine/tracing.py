@@ -48,18 +48,19 @@ from pytest_irene.errors import TraceError, UsageError
 from pytest_irene.engine.tree import EnergyNode, EnergyTree, scope_label
 
 __all__ = ["NodeCall", "trace", "trace_prepared", "prepare_target", "resolve_callable", "infer_batch_seq",
-           "model_device"]
+           "model_device", "to_device"]
 
 
-def _to_device(value: Any, device: torch.device) -> Any:
+def to_device(value: Any, device: torch.device) -> Any:
+    """``value`` with every tensor moved to ``device`` (tuples, lists and mappings walked); the one such helper."""
     if isinstance(value, torch.Tensor):
         return value.to(device)
     if isinstance(value, tuple):
-        return tuple(_to_device(v, device) for v in value)
+        return tuple(to_device(v, device) for v in value)
     if isinstance(value, list):
-        return [_to_device(v, device) for v in value]
+        return [to_device(v, device) for v in value]
     if isinstance(value, Mapping):  # dict, transformers' BatchEncoding
-        return {k: _to_device(v, device) for k, v in value.items()}
+        return {k: to_device(v, device) for k, v in value.items()}
     return value
 
 
@@ -187,7 +188,7 @@ def trace(
     if capture and dev.type == "meta":
         raise UsageError("trace: capture=True records calls to replay for real; pass a real device ('cpu', 'cuda')")
     target = prepare_target(module, dev)
-    return trace_prepared(target, method, _to_device(inputs, dev), dev, batch_size=batch_size, seq_len=seq_len,
+    return trace_prepared(target, method, to_device(inputs, dev), dev, batch_size=batch_size, seq_len=seq_len,
                           capture=capture, model_name=model_name or _default_name(module))
 
 

@@ -34,199 +34,38 @@ procedure in seconds against the emonPi emulator.
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pytest_irene.engine.dataset import append_trees
-from pytest_irene.errors import IreneError, UsageError
+from pytest_irene.rig.calibration_plan import (
+    DEFAULT_COOLDOWN_S,
+    DEFAULT_IDLE_CPU_PCT,
+    DEFAULT_IDLE_TOLERANCE,
+    DEFAULT_MIN_REPORTS,
+    DEFAULT_ROUNDS,
+    DEFAULT_WINDOW_S,
+    WARMUP_FRACTION,
+    CalibrationError,
+    CalibrationPlan,
+    CalibrationSettings,
+    IdleReport,
+    Prepared,
+    Target,
+    WindowRecord,
+    format_duration,
+)
+from pytest_irene.rig.calibration_idle import judge_idle, powers_in, progress_bar
+from pytest_irene.rig.calibration_train import cv_summary, settings_dict, train_rig_model
+
+_powers_in = powers_in  # the name tests and older code use
 from pytest_irene.rig.meters.base import MeterError, PowerMeter
+from pytest_irene.rig.runtime.capture import mark_uncaptured, mark_unmeasured
 from pytest_irene.engine.tree import EnergyNode, EnergyTree, scope_label
-
-DEFAULT_WINDOW_S = 20.0
-DEFAULT_ROUNDS = 5
-DEFAULT_MIN_REPORTS = 10
-DEFAULT_COOLDOWN_S = 30.0
-DEFAULT_IDLE_TOLERANCE = 0.10
-DEFAULT_IDLE_CPU_PCT = 15.0
-#: The node runner warms up for this fraction of the window before timing it.
-WARMUP_FRACTION = 0.2
-
-
-class CalibrationError(IreneError):
-    """Calibration cannot start or go on (machine not idle, nothing to measure, meter lost)."""
-
-
-@dataclass(frozen=True)
-class CalibrationSettings:
-    """Every knob of a calibration run (defaults are the paper's procedure)."""
-
-    window_s: float = DEFAULT_WINDOW_S
-    """Minimum length of one node's timed window, s."""
-    rounds: int = DEFAULT_ROUNDS
-    """How many times every node is measured; energies are averaged over rounds."""
-    min_reports: int = DEFAULT_MIN_REPORTS
-    """Minimum meter reports per window; the window grows to ``min_reports x`` the meter's period."""
-    cooldown_s: float = DEFAULT_COOLDOWN_S
-    """Pause between rounds (the machine returns to its idle temperature and clocks), s."""
-    idle_window_s: float | None = None
-    """Length of the idle measurement, s (default: the node window)."""
-    idle_tolerance: float = DEFAULT_IDLE_TOLERANCE
-    """Refuse to start when idle-window power exceeds the idle reference by more than this fraction."""
-    idle_power_w: float | None = None
-    """The rig's known idle power, W (e.g. from an earlier calibration). Without it the reference
-    is the lowest report of the idle window, so a machine whose load varies is refused."""
-    idle_cpu_pct: float = DEFAULT_IDLE_CPU_PCT
-    """Refuse to start when CPU utilisation during the idle window exceeds this, %."""
-    device: str = "cpu"
-    """Torch device the model runs on (``cpu``, ``cuda:0``)."""
-    profile: str = "rig"
-    """Name of the rig's profile: the ``device`` field of the dataset lines and the model's profile."""
-
-    def __post_init__(self) -> None:
-        for name in ("window_s", "cooldown_s", "idle_tolerance"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise UsageError(f"calibration setting {name} must be a finite number >= 0, got {value!r}")
-        if self.window_s <= 0:
-            raise UsageError(f"calibration window must be positive, got {self.window_s} s")
-        if int(self.rounds) != self.rounds or self.rounds < 1:
-            raise UsageError(f"calibration rounds must be a positive integer, got {self.rounds!r}")
-        if int(self.min_reports) != self.min_reports or self.min_reports < 1:
-            raise UsageError(f"calibration min_reports must be a positive integer, got {self.min_reports!r}")
-
-    def node_window_s(self, meter_period_s: float) -> float:
-        """The timed window per node for a meter reporting every ``meter_period_s``, s."""
-        return max(self.window_s, self.min_reports * meter_period_s)
-
-
-@dataclass(frozen=True)
-class IdleReport:
-    """The machine's power with nothing running."""
-
-    power_w: float
-    """Mean power over the idle window, W."""
-    reference_w: float
-    """What it was compared with: the known idle power, or the lowest report in the window, W."""
-    min_power_w: float
-    max_power_w: float
-    reports: int
-    """Meter reports inside the idle window."""
-    cpu_pct: float | None
-    """Host CPU utilisation during the idle window, %."""
-    duration_s: float
-
-
-@dataclass(frozen=True)
-class WindowRecord:
-    """One measured window: a node run repeatedly while the meter integrated its power."""
-
-    label: str
-    """The target's label."""
-    scope: str
-    """The first scope of the node's signature group (``""``: the whole model)."""
-    round: int
-    executions: int
-    duration_s: float
-    energy_j: float
-    """Wall energy of the whole window, J."""
-    reports: int
-    """Meter reports inside the window."""
-
-
-@dataclass
-class Target:
-    """One model call to calibrate."""
-
-    model: Any
-    """The ``torch.nn.Module``."""
-    inputs: Any
-    """Its inputs (tensor, tuple or dict of tensors)."""
-    label: str = "default"
-    """A name for messages and the dataset's ``meta``."""
-    model_name: str | None = None
-    batch_size: int | None = None
-    seq_len: int | None = None
-    meta: dict[str, Any] | None = None
-    """Extra line-level information stored in the tree's ``meta`` (e.g. the test's node id)."""
-
-
-@dataclass
-class Prepared:
-    """A target traced on the rig's device, with its captured calls grouped by signature."""
-
-    target: Target
-    tree: EnergyTree
-    groups: dict[Hashable, list[str]]
-    """Scopes sharing one signature, keyed by signature, in execution order."""
-
-    @property
-    def windows_per_round(self) -> int:
-        return len(self.groups)
-
-
-@dataclass(frozen=True)
-class CalibrationPlan:
-    """How long the rig will be busy, computed before anything runs."""
-
-    targets: tuple[tuple[str, int, int], ...]
-    """``(label, distinct nodes, nodes)`` per target."""
-    window_s: float
-    rounds: int
-    cooldown_s: float
-    idle_s: float
-    total_s: float
-
-    def describe(self) -> str:
-        windows = sum(d for _, d, _ in self.targets)
-        lines = [
-            f"irene calibrate: {len(self.targets)} model call(s), {windows} distinct node(s) x {self.rounds} "
-            f"round(s) x {self.window_s:.3g} s windows (+{WARMUP_FRACTION:.0%} warm-up), "
-            f"cool-down {self.cooldown_s:g} s between rounds, idle {self.idle_s:g} s",
-        ]
-        for label, distinct, nodes in self.targets:
-            lines.append(f"  {label}: {nodes} nodes, {distinct} distinct")
-        lines.append(f"planned rig time: {format_duration(self.total_s)}")
-        return "\n".join(lines)
-
-
-def format_duration(seconds: float) -> str:
-    """``1 h 02 min``, ``3 min 20 s``, ``12.5 s``, ``0.04 s``."""
-    if seconds < 10:
-        return f"{seconds:.2f} s"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {sec:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def _to_device(value: Any, device: Any) -> Any:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to_device(v, device) for v in value)
-    return value
-
-
-def _root_call(model: Any, inputs: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
-    if isinstance(inputs, dict):
-        return (model, (), dict(inputs))
-    if isinstance(inputs, (tuple, list)):
-        return (model, tuple(inputs), {})
-    return (model, (inputs,), {})
-
 
 def _mean_features(rows: list[dict[str, float]]) -> dict[str, float]:
     keys = {k for row in rows for k in row}
@@ -238,23 +77,16 @@ def _mean_features(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _powers_in(samples: Sequence[Any], t0: float, t1: float, *, kind: str, parts: int = 10) -> list[float]:
-    """The power readings inside ``[t0, t1]``, W: the reports of a power meter, or the mean
-    power over about ``parts`` sub-intervals of a counter meter's readings."""
-    inside = [x for x in samples if t0 <= x.t_s <= t1]
-    if kind == "power":
-        return [x.power_w for x in inside if x.power_w is not None]
-    powers, last = [], None
-    step = (t1 - t0) / parts
-    for x in inside:
-        if x.energy_j is None:
-            continue
-        if last is not None and x.t_s - last.t_s >= step:
-            powers.append((x.energy_j - last.energy_j) / (x.t_s - last.t_s))
-            last = x
-        elif last is None:
-            last = x
-    return powers
+@dataclass
+class _Readings:
+    """What one target's windows measured so far, per group of identical nodes."""
+
+    energies: dict[Hashable, list[float]]
+    """Energy of one execution, J, one value per round."""
+    features: dict[Hashable, list[dict[str, float]]]
+    """Resource features of one execution, one row per round."""
+    reports: dict[Hashable, list[int]]
+    """Meter reports inside each window."""
 
 
 class Calibrator:
@@ -347,34 +179,9 @@ class Calibrator:
         t1 = time.monotonic()
         self._sampler.sample_now()
         m = self.meter.energy_between(t0, t1)
-        powers = _powers_in(self.meter.samples(), t0, t1, kind=self.meter.kind) or [m.power_w]
+        powers = powers_in(self.meter.samples(), t0, t1, kind=self.meter.kind) or [m.power_w]
         cpu = self._sampler.window(t0, t1).get("cpu")
-        reference = s.idle_power_w if s.idle_power_w is not None else min(powers)
-        report = IdleReport(
-            power_w=m.power_w,
-            reference_w=reference,
-            min_power_w=min(powers),
-            max_power_w=max(powers),
-            reports=m.samples,
-            cpu_pct=cpu,
-            duration_s=t1 - t0,
-        )
-        problems = []
-        if reference > 0 and m.power_w > reference * (1 + s.idle_tolerance):
-            what = "the rig's idle power" if s.idle_power_w is not None else "the lowest report in the idle window"
-            problems.append(
-                f"it draws {m.power_w:.1f} W, {100 * (m.power_w / reference - 1):.0f} % above {what} "
-                f"({reference:.1f} W; tolerance {100 * s.idle_tolerance:.0f} %)"
-            )
-        if cpu is not None and cpu > s.idle_cpu_pct:
-            problems.append(f"the CPU is {cpu:.0f} % busy (limit {s.idle_cpu_pct:.0f} %)")
-        if problems:
-            raise CalibrationError(
-                "refusing to calibrate: the machine is not idle: "
-                + "; ".join(problems)
-                + ". Stop other jobs (training, builds, browsers), let it cool down and retry; "
-                "raise the idle tolerance only if this load is part of the machine's normal state."
-            )
+        report = judge_idle(m, powers, cpu, s)
         self.idle = report
         cpu_text = "" if cpu is None else f", CPU {cpu:.0f} %"
         self._say(
@@ -387,22 +194,13 @@ class Calibrator:
 
     def prepare(self, target: Target) -> Prepared:
         """Trace ``target`` on the rig's device with captured calls and group its nodes by signature."""
-        import torch
+        from pytest_irene.rig.runtime.capture import capture
+        from pytest_irene.rig.runtime.signatures import distinct_signatures
 
-        from pytest_irene.rig.runtime.runner import distinct_signatures, without_cache
-        from pytest_irene.engine.tracing import trace
-
-        dev = torch.device(self.settings.device)
-        model = target.model.to(dev).eval()
-        inputs = without_cache(model, _to_device(target.inputs, dev))
-        kwargs: dict[str, Any] = {"device": str(dev), "capture": True, "model_name": target.model_name}
-        if target.batch_size is not None:
-            kwargs["batch_size"] = target.batch_size
-        if target.seq_len is not None:
-            kwargs["seq_len"] = target.seq_len
-        tree = trace(model, inputs, **kwargs)
-        if "" not in tree.calls:
-            tree.calls[""] = _root_call(model, inputs)
+        tree = capture(
+            target.model, target.inputs, self.settings.device,
+            model_name=target.model_name, batch_size=target.batch_size, seq_len=target.seq_len,
+        )
         groups = distinct_signatures(tree)
         if not groups:
             raise CalibrationError(f"{target.label}: the traced model has no node that can be replayed")
@@ -432,86 +230,24 @@ class Calibrator:
 
     # -- measuring -----------------------------------------------------------------------
 
-    @contextmanager
-    def _progress(self, total: int, description: str) -> Iterator[Callable[[str], None]]:
-        if not self._progress_enabled:
-            yield lambda text: None
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        console = self._console or Console(stderr=True)
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[node]}"),
-        )
-        with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task(description, total=total, node="")
-
-            def advance(node: str) -> None:
-                bar.update(task, advance=1, node=node)
-
-            yield advance
-
     def measure(self, prepared: Prepared) -> EnergyTree:
         """Measure every distinct node of ``prepared`` for all rounds; append the tree; return it."""
-        from pytest_irene.rig.runtime.runner import attribute, run_call
-
         if self.idle is None:
             raise CalibrationError("measure idle power first (Calibrator.check_idle)")
         s = self.settings
         tree, groups = prepared.tree, prepared.groups
         window_s = self.window_s
-        energies: dict[Hashable, list[float]] = {k: [] for k in groups}
-        features: dict[Hashable, list[dict[str, float]]] = {k: [] for k in groups}
-        reports: dict[Hashable, list[int]] = {k: [] for k in groups}
+        readings = _Readings({k: [] for k in groups}, {k: [] for k in groups}, {k: [] for k in groups})
         failed: dict[Hashable, str] = {}
         notes: list[str] = []
         started = time.monotonic()
-        total = s.rounds * len(groups)
-        with self._progress(total, f"calibrating {prepared.target.label}") as advance:
+        with progress_bar(self._progress_enabled, self._console, s.rounds * len(groups), f"calibrating {prepared.target.label}") as advance:
             for round_no in range(s.rounds):
                 if round_no:
                     self._sleep(s.cooldown_s)
-                windows = []
-                for key, scopes in groups.items():
-                    if key in failed:
-                        advance(scope_label(scopes[0]))
-                        continue
-                    self._check_meter()
-                    try:
-                        window = run_call(
-                            tree.calls[scopes[0]],
-                            window_s=window_s,
-                            device=s.device,
-                            mark=self._sampler.sample_now,
-                            check=self._check_meter,
-                        )
-                    except MeterError:
-                        raise  # the meter went silent or failed: stop now, finished trees are kept
-                    except Exception as exc:  # a node that cannot replay alone must not stop the others
-                        failed[key] = f"{type(exc).__name__}: {exc}"
-                        advance(scope_label(scopes[0]))
-                        continue
-                    windows.append((key, scopes[0], window))
-                    advance(scope_label(scopes[0]))
-                # align meter readings with this round's windows (waits only for the last report)
-                for key, scope, window in windows:
-                    m = self.meter.energy_between(window.t_start_s, window.t_end_s)
-                    self.windows.append(
-                        WindowRecord(
-                            prepared.target.label, scope, round_no, window.executions, m.duration_s, m.energy_j, m.samples
-                        )
-                    )
-                    energies[key].append(m.energy_j / window.executions)
-                    reports[key].append(m.samples)
-                    features[key].append(attribute(self._sampler, window, gpu=self._gpu_position()))
-                    for w in m.warnings:
-                        if w not in notes:
-                            notes.append(w)
+                windows = self._run_round(prepared, window_s, failed, advance)
+                self._align_round(prepared.target.label, round_no, windows, readings, notes)
+        energies, features, reports = readings.energies, readings.features, readings.reports
         self._apply(tree, groups, energies, features, failed)
         few = [min(r) for r in reports.values() if r]
         spreads = [
@@ -548,6 +284,54 @@ class Calibrator:
         self.trees.append(tree)
         return tree
 
+    def _run_round(
+        self, prepared: Prepared, window_s: float, failed: dict[Hashable, str], advance: Callable[[str], None]
+    ) -> list[tuple[Hashable, str, Any]]:
+        """Run every distinct node once, back to back: ``[(group key, scope, RunWindow)]``.
+
+        A node that cannot replay alone is noted in ``failed`` and skipped from
+        then on; a meter that fails or falls silent stops the round at once
+        (:class:`MeterError`), checked between and during the windows.
+        """
+        from pytest_irene.rig.runtime.runner import run_call
+
+        windows = []
+        for key, scopes in prepared.groups.items():
+            if key not in failed:
+                self._check_meter()
+                try:
+                    window = run_call(
+                        prepared.tree.calls[scopes[0]],
+                        window_s=window_s,
+                        device=self.settings.device,
+                        mark=self._sampler.sample_now,
+                        check=self._check_meter,
+                    )
+                except MeterError:
+                    raise  # the meter went silent or failed: stop now, finished trees are kept
+                except Exception as exc:  # a node that cannot replay alone must not stop the others
+                    failed[key] = f"{type(exc).__name__}: {exc}"
+                else:
+                    windows.append((key, scopes[0], window))
+            advance(scope_label(scopes[0]))
+        return windows
+
+    def _align_round(
+        self, label: str, round_no: int, windows: list[tuple[Hashable, str, Any]], readings: _Readings, notes: list[str]
+    ) -> None:
+        """Match the meter's readings to one round's windows by timestamp (waits only for the last report)."""
+        from pytest_irene.rig.runtime.runner import attribute
+
+        for key, scope, window in windows:
+            m = self.meter.energy_between(window.t_start_s, window.t_end_s)
+            self.windows.append(WindowRecord(label, scope, round_no, window.executions, m.duration_s, m.energy_j, m.samples))
+            readings.energies[key].append(m.energy_j / window.executions)
+            readings.reports[key].append(m.samples)
+            readings.features[key].append(attribute(self._sampler, window, gpu=self._gpu_position()))
+            for w in m.warnings:
+                if w not in notes:
+                    notes.append(w)
+
     def _apply(
         self,
         tree: EnergyTree,
@@ -566,10 +350,8 @@ class Calibrator:
                     node.energy_j = float(statistics.fmean(values))
                     node.features.update(feats)
                 else:
-                    node.notes["unmeasured"] = failed.get(key, "not measured")
-        for node in tree.walk():
-            if node.scope not in tree.calls and "unmeasured" not in node.notes:
-                node.notes["unmeasured"] = "no captured call for this node"
+                    mark_unmeasured([node], failed.get(key, "not measured"))
+        mark_uncaptured(tree)
 
     def _check_meter(self) -> None:
         self.meter.check_alive()
@@ -622,75 +404,9 @@ class Calibrator:
         return done
 
 
-def train_rig_model(
-    dataset_paths: Sequence[str | Path],
-    output: str | Path,
-    *,
-    profile: str,
-    hardware: dict[str, Any] | None = None,
-    prior: str | Path | None = None,
-) -> Any:
-    """Retrain the regressors on the rig's dataset(s) and save an energy model file; returns it.
-
-    With ``prior`` (a profile name or model file) the model is a transfer of that prior
-    (:func:`pytest_irene.engine.predict.transfer.transfer_energy_model`): a few measured
-    trees suffice. The ``all`` feature set (model + resource features) is trained only when every
-    tree carries every resource feature: a CPU-only rig has no GPU features, so
-    its model predicts from model features (and says so in its ``feature_sets``).
-    """
-    from pytest_irene.engine.dataset import load_dataset
-    from pytest_irene.engine.predict.training import train_energy_model
-    from pytest_irene.engine.tree import RESOURCE_FEATURES
-
-    paths = [str(p) for p in dataset_paths]
-    trees = load_dataset(*paths)
-    complete = bool(trees) and all(all(f in t.root.features for f in RESOURCE_FEATURES) for t in trees)
-    feature_sets = ("model", "all") if complete else ("model",)
-    if prior is not None:
-        from pytest_irene.engine.predict.transfer import transfer_energy_model
-
-        model = transfer_energy_model(paths, prior=prior, profile=profile, hardware=hardware, feature_sets=feature_sets)
-    else:
-        model = train_energy_model(paths, profile=profile, hardware=hardware, feature_sets=feature_sets)
-    model.save(output)
-    return model
-
-
-def cv_summary(model: Any) -> list[str]:
-    """One line per feature set with the model file's cross-validation errors (average %, per level)."""
-    lines = []
-    for name, result in (getattr(model, "cv_errors", None) or {}).items():
-        if not isinstance(result, dict):
-            continue
-        levels = result.get("levels") or {}
-        parts = []
-        for level in ("ml", "module", "model"):
-            row = levels.get(level)
-            value = row.get("average") if isinstance(row, dict) else None
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                parts.append(f"{level} {value:.2f} %")
-        if parts:
-            lines.append(f"cross-validation ({name} features, {result.get('split')} split): " + ", ".join(parts))
-        elif result.get("note"):
-            lines.append(f"cross-validation ({name} features): {result['note']}")
-    return lines
-
-
-def settings_dict(settings: CalibrationSettings) -> dict[str, Any]:
-    """The settings as a JSON-able dict (for reports)."""
-    return asdict(settings)
-
-
 __all__ = [
-    "CalibrationError",
-    "CalibrationPlan",
-    "CalibrationSettings",
-    "Calibrator",
-    "IdleReport",
-    "Prepared",
-    "Target",
-    "WindowRecord",
-    "format_duration",
+    "DEFAULT_COOLDOWN_S", "DEFAULT_IDLE_CPU_PCT", "DEFAULT_IDLE_TOLERANCE", "DEFAULT_MIN_REPORTS", "DEFAULT_ROUNDS",
+    "DEFAULT_WINDOW_S", "WARMUP_FRACTION", "CalibrationError", "CalibrationPlan", "CalibrationSettings", "Calibrator",
+    "IdleReport", "Prepared", "Target", "WindowRecord", "cv_summary", "format_duration", "settings_dict",
     "train_rig_model",
-    "cv_summary",
 ]

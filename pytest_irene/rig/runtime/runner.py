@@ -19,18 +19,24 @@ read a power meter over the very same windows.
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_irene.errors import UsageError
 from pytest_irene.engine.tree import OPTIONAL_RESOURCE_FEATURES, RESOURCE_FEATURES, EnergyNode, EnergyTree
+from pytest_irene.rig.runtime.capture import capture, mark_uncaptured, mark_unmeasured, unpack_call
 from pytest_irene.rig.runtime.sampler import ResourceSampler
+from pytest_irene.rig.runtime.signatures import distinct_signatures, signature
+
+__all__ = [
+    "DEFAULT_WINDOW_S", "RUNTIME_FEATURES", "RunWindow", "attribute", "distinct_signatures", "gpu_position",
+    "measure_tree", "run_call", "signature",
+]
 
 #: Default length of the timed window per distinct node, s.
 DEFAULT_WINDOW_S = 0.25
@@ -58,105 +64,6 @@ class RunWindow:
     @property
     def duration_s(self) -> float:
         return self.t_end_s - self.t_start_s
-
-
-@dataclass(frozen=True)
-class _Call:
-    """A replayable call when the tracer stored none (the whole model)."""
-
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-
-
-def _unpack(call: Any) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-    if isinstance(call, tuple) and len(call) == 3:
-        fn, args, kwargs = call
-    else:
-        fn, args, kwargs = call.fn, call.args, call.kwargs
-    return fn, tuple(args or ()), dict(kwargs or {})
-
-
-# -- signatures -------------------------------------------------------------------------
-
-
-def _value_sig(value: Any) -> Hashable:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return ("tensor", tuple(value.shape), str(value.dtype), str(value.device), value.is_contiguous())
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return (type(value).__name__, value)
-    if isinstance(value, (torch.dtype, torch.device, torch.Size, slice)):
-        return (type(value).__name__, str(value))
-    if isinstance(value, (tuple, list)):
-        return (type(value).__name__, tuple(_value_sig(v) for v in value))
-    if isinstance(value, dict):
-        return ("dict", tuple(sorted((str(k), _value_sig(v)) for k, v in value.items())))
-    if isinstance(value, torch.nn.Module):
-        return _module_sig(value)
-    return ("object", type(value).__module__, type(value).__qualname__)
-
-
-def _is_identity_attr(name: str) -> bool:
-    # Position in the model (layer_idx) must not split otherwise identical layers.
-    lowered = name.lower()
-    return name.startswith("_") or "idx" in lowered or "index" in lowered
-
-
-def _module_sig(module: Any) -> Hashable:
-    own = tuple(
-        sorted(
-            (k, v)
-            for k, v in vars(module).items()
-            if isinstance(v, (bool, int, float, str)) and not _is_identity_attr(k)
-        )
-    )
-    tensors = tuple(
-        (name, tuple(t.shape), str(t.dtype), str(t.device))
-        for name, t in list(module.named_parameters()) + list(module.named_buffers())
-    )
-    return ("module", type(module).__module__, type(module).__qualname__, repr(module), own, tensors)
-
-
-def _fn_sig(fn: Any) -> Hashable:
-    import torch
-
-    if isinstance(fn, torch.nn.Module):
-        return _module_sig(fn)
-    owner = getattr(fn, "__self__", None)
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__qualname__
-    if isinstance(owner, torch.nn.Module):
-        return ("method", name, _module_sig(owner))
-    if isinstance(owner, torch.Tensor):
-        return ("method", name, _value_sig(owner))
-    return ("function", getattr(fn, "__module__", None) or "", str(name))
-
-
-def signature(node_type: str, call: Any) -> Hashable:
-    """A hashable key equal for two calls that do the same work on the same hardware.
-
-    Made of the node type, the callable (for modules: class, structure with
-    hyper-parameters, parameter shapes/dtypes/devices, scalar attributes except
-    positional ones like ``layer_idx``) and every argument (tensors by shape,
-    dtype, device and contiguity; scalars by value).
-    """
-    fn, args, kwargs = _unpack(call)
-    return (node_type, _fn_sig(fn), _value_sig(args), _value_sig(kwargs))
-
-
-def distinct_signatures(tree: EnergyTree) -> dict[Hashable, list[str]]:
-    """Scopes of the tree's captured calls grouped by :func:`signature`, in execution order.
-
-    Nodes without a captured call are left out.
-    """
-    groups: dict[Hashable, list[str]] = {}
-    for node in tree.walk():
-        call = tree.calls.get(node.scope)
-        if call is None:
-            continue
-        groups.setdefault(signature(node.type, call), []).append(node.scope)
-    return groups
 
 
 # -- running ----------------------------------------------------------------------------
@@ -197,7 +104,7 @@ def run_call(
 
     if window_s <= 0:
         raise ValueError(f"window_s must be positive, got {window_s}")
-    fn, args, kwargs = _unpack(call)
+    fn, args, kwargs = unpack_call(call)
     warmup_s = 0.2 * window_s if warmup_s is None else warmup_s
     min_executions = max(int(min_executions), 1)
     cuda = _cuda_device(device)
@@ -318,43 +225,6 @@ def _run_cuda(
 # -- whole trees ------------------------------------------------------------------------
 
 
-def _to_device(value: Any, dev: Any) -> Any:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return value.to(dev)
-    if isinstance(value, dict):
-        return {k: _to_device(v, dev) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to_device(v, dev) for v in value)
-    return value
-
-
-def without_cache(model: Any, inputs: Any) -> Any:
-    """Inputs with ``use_cache=False`` when the model takes it.
-
-    A key/value cache (transformers' ``DynamicCache``) is mutated by every
-    call: replaying a captured attention call would append to it each time, so
-    the sequence would grow with every repetition. The paper's measurements ran
-    without a cache too.
-    """
-    if not isinstance(inputs, dict) or "use_cache" in inputs:
-        return inputs
-    try:
-        accepts = "use_cache" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        accepts = False
-    return {**inputs, "use_cache": False} if accepts else inputs
-
-
-def _root_call(model: Any, inputs: Any) -> _Call:
-    if isinstance(inputs, dict):
-        return _Call(model, (), dict(inputs))
-    if isinstance(inputs, (tuple, list)):
-        return _Call(model, tuple(inputs), {})
-    return _Call(model, (inputs,), {})
-
-
 def gpu_position(sampler: ResourceSampler, dev: Any) -> int | None:
     """Position of CUDA device ``dev`` among the sampler's GPUs (NVML order may differ).
 
@@ -429,7 +299,6 @@ def measure_tree(
     """
     import torch
 
-    from pytest_irene.engine.tracing import trace
     from pytest_irene.rig.runtime.fingerprint import host_fingerprint
 
     dev = torch.device(device)
@@ -441,16 +310,7 @@ def measure_tree(
             "build it on a real device, e.g. build_model(name, device='cpu')"
         )
     cuda = dev.type == "cuda"
-    model = model.to(dev).eval()
-    inputs = without_cache(model, _to_device(inputs, dev))
-    trace_kwargs: dict[str, Any] = {"device": str(dev), "capture": True, "model_name": model_name}
-    if batch_size is not None:
-        trace_kwargs["batch_size"] = batch_size
-    if seq_len is not None:
-        trace_kwargs["seq_len"] = seq_len
-    tree = trace(model, inputs, **trace_kwargs)
-    if "" not in tree.calls:
-        tree.calls[""] = _root_call(model, inputs)
+    tree = capture(model, inputs, dev, model_name=model_name, batch_size=batch_size, seq_len=seq_len)
 
     if sampler is None:
         sampler = ResourceSampler(gpus="auto" if cuda else None)
@@ -474,15 +334,12 @@ def measure_tree(
                     mark=sampler.sample_now,
                 )
             except Exception as exc:  # a node that cannot replay alone must not lose the others
-                for scope in scopes:
-                    by_scope[scope].notes["unmeasured"] = f"{type(exc).__name__}: {exc}"
+                mark_unmeasured([by_scope[scope] for scope in scopes], f"{type(exc).__name__}: {exc}")
                 continue
             features = attribute(sampler, window, gpu=gpu_pos)
             for scope in scopes:
                 by_scope[scope].features.update(features)
-        for node in tree.walk():
-            if node.scope not in tree.calls and "unmeasured" not in node.notes:
-                node.notes["unmeasured"] = "no captured call for this node"
+        mark_uncaptured(tree)
     finally:
         if own:
             sampler.stop()

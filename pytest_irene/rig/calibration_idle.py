@@ -1,0 +1,88 @@
+"""Judging idle power before a calibration run, and the run's progress bar.
+
+Every node energy would carry any power the machine draws beyond idle, so a
+run refuses to start on a machine that is not idle (:func:`judge_idle`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from pytest_irene.rig.calibration_plan import CalibrationError, CalibrationSettings, IdleReport
+
+
+def powers_in(samples: Sequence[Any], t0: float, t1: float, *, kind: str, parts: int = 10) -> list[float]:
+    """The power readings inside ``[t0, t1]``, W: the reports of a power meter, or the mean
+    power over about ``parts`` sub-intervals of a counter meter's readings."""
+    inside = [x for x in samples if t0 <= x.t_s <= t1]
+    if kind == "power":
+        return [x.power_w for x in inside if x.power_w is not None]
+    powers, last = [], None
+    step = (t1 - t0) / parts
+    for x in inside:
+        if x.energy_j is None:
+            continue
+        if last is not None and x.t_s - last.t_s >= step:
+            powers.append((x.energy_j - last.energy_j) / (x.t_s - last.t_s))
+            last = x
+        elif last is None:
+            last = x
+    return powers
+
+
+def judge_idle(m: Any, powers: list[float], cpu: float | None, s: CalibrationSettings) -> IdleReport:
+    """The idle report of measurement ``m``; :class:`CalibrationError` when the machine is not idle."""
+    reference = s.idle_power_w if s.idle_power_w is not None else min(powers)
+    report = IdleReport(
+        power_w=m.power_w,
+        reference_w=reference,
+        min_power_w=min(powers),
+        max_power_w=max(powers),
+        reports=m.samples,
+        cpu_pct=cpu,
+        duration_s=m.duration_s,
+    )
+    problems = []
+    if reference > 0 and m.power_w > reference * (1 + s.idle_tolerance):
+        what = "the rig's idle power" if s.idle_power_w is not None else "the lowest report in the idle window"
+        problems.append(
+            f"it draws {m.power_w:.1f} W, {100 * (m.power_w / reference - 1):.0f} % above {what} "
+            f"({reference:.1f} W; tolerance {100 * s.idle_tolerance:.0f} %)"
+        )
+    if cpu is not None and cpu > s.idle_cpu_pct:
+        problems.append(f"the CPU is {cpu:.0f} % busy (limit {s.idle_cpu_pct:.0f} %)")
+    if problems:
+        raise CalibrationError(
+            "refusing to calibrate: the machine is not idle: "
+            + "; ".join(problems)
+            + ". Stop other jobs (training, builds, browsers), let it cool down and retry; "
+            "raise the idle tolerance only if this load is part of the machine's normal state."
+        )
+    return report
+
+
+@contextmanager
+def progress_bar(enabled: bool, console: Any, total: int, description: str) -> Iterator[Callable[[str], None]]:
+    """``advance(node)`` for a rich progress bar on stderr (or ``console``); a no-op when not ``enabled``."""
+    if not enabled:
+        yield lambda text: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[node]}"),
+    )
+    with Progress(*columns, console=console or Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(description, total=total, node="")
+
+        def advance(node: str) -> None:
+            bar.update(task, advance=1, node=node)
+
+        yield advance

@@ -1,0 +1,175 @@
+"""What a calibration run is made of: its settings, targets, plan and records (no measuring here).
+
+:class:`~pytest_irene.rig.calibration.Calibrator` does the measuring; these are
+the values it takes and gives, kept apart so the CLI, the pytest plugin and the
+GPU collection script can build and print them without the runner.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_irene.engine.tree import EnergyTree
+from pytest_irene.errors import IreneError, UsageError
+
+DEFAULT_WINDOW_S = 20.0
+DEFAULT_ROUNDS = 5
+DEFAULT_MIN_REPORTS = 10
+DEFAULT_COOLDOWN_S = 30.0
+DEFAULT_IDLE_TOLERANCE = 0.10
+DEFAULT_IDLE_CPU_PCT = 15.0
+#: The node runner warms up for this fraction of the window before timing it.
+WARMUP_FRACTION = 0.2
+
+
+class CalibrationError(IreneError):
+    """Calibration cannot start or go on (machine not idle, nothing to measure, meter lost)."""
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """Every knob of a calibration run (defaults are the paper's procedure)."""
+
+    window_s: float = DEFAULT_WINDOW_S
+    """Minimum length of one node's timed window, s."""
+    rounds: int = DEFAULT_ROUNDS
+    """How many times every node is measured; energies are averaged over rounds."""
+    min_reports: int = DEFAULT_MIN_REPORTS
+    """Minimum meter reports per window; the window grows to ``min_reports x`` the meter's period."""
+    cooldown_s: float = DEFAULT_COOLDOWN_S
+    """Pause between rounds (the machine returns to its idle temperature and clocks), s."""
+    idle_window_s: float | None = None
+    """Length of the idle measurement, s (default: the node window)."""
+    idle_tolerance: float = DEFAULT_IDLE_TOLERANCE
+    """Refuse to start when idle-window power exceeds the idle reference by more than this fraction."""
+    idle_power_w: float | None = None
+    """The rig's known idle power, W (e.g. from an earlier calibration). Without it the reference
+    is the lowest report of the idle window, so a machine whose load varies is refused."""
+    idle_cpu_pct: float = DEFAULT_IDLE_CPU_PCT
+    """Refuse to start when CPU utilisation during the idle window exceeds this, %."""
+    device: str = "cpu"
+    """Torch device the model runs on (``cpu``, ``cuda:0``)."""
+    profile: str = "rig"
+    """Name of the rig's profile: the ``device`` field of the dataset lines and the model's profile."""
+
+    def __post_init__(self) -> None:
+        for name in ("window_s", "cooldown_s", "idle_tolerance"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise UsageError(f"calibration setting {name} must be a finite number >= 0, got {value!r}")
+        if self.window_s <= 0:
+            raise UsageError(f"calibration window must be positive, got {self.window_s} s")
+        if int(self.rounds) != self.rounds or self.rounds < 1:
+            raise UsageError(f"calibration rounds must be a positive integer, got {self.rounds!r}")
+        if int(self.min_reports) != self.min_reports or self.min_reports < 1:
+            raise UsageError(f"calibration min_reports must be a positive integer, got {self.min_reports!r}")
+
+    def node_window_s(self, meter_period_s: float) -> float:
+        """The timed window per node for a meter reporting every ``meter_period_s``, s."""
+        return max(self.window_s, self.min_reports * meter_period_s)
+
+
+@dataclass(frozen=True)
+class IdleReport:
+    """The machine's power with nothing running."""
+
+    power_w: float
+    """Mean power over the idle window, W."""
+    reference_w: float
+    """What it was compared with: the known idle power, or the lowest report in the window, W."""
+    min_power_w: float
+    max_power_w: float
+    reports: int
+    """Meter reports inside the idle window."""
+    cpu_pct: float | None
+    """Host CPU utilisation during the idle window, %."""
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class WindowRecord:
+    """One measured window: a node run repeatedly while the meter integrated its power."""
+
+    label: str
+    """The target's label."""
+    scope: str
+    """The first scope of the node's signature group (``""``: the whole model)."""
+    round: int
+    executions: int
+    duration_s: float
+    energy_j: float
+    """Wall energy of the whole window, J."""
+    reports: int
+    """Meter reports inside the window."""
+
+
+@dataclass
+class Target:
+    """One model call to calibrate."""
+
+    model: Any
+    """The ``torch.nn.Module``."""
+    inputs: Any
+    """Its inputs (tensor, tuple or dict of tensors)."""
+    label: str = "default"
+    """A name for messages and the dataset's ``meta``."""
+    model_name: str | None = None
+    batch_size: int | None = None
+    seq_len: int | None = None
+    meta: dict[str, Any] | None = None
+    """Extra line-level information stored in the tree's ``meta`` (e.g. the test's node id)."""
+
+
+@dataclass
+class Prepared:
+    """A target traced on the rig's device, with its captured calls grouped by signature."""
+
+    target: Target
+    tree: EnergyTree
+    groups: dict[Hashable, list[str]]
+    """Scopes sharing one signature, keyed by signature, in execution order."""
+
+    @property
+    def windows_per_round(self) -> int:
+        return len(self.groups)
+
+
+@dataclass(frozen=True)
+class CalibrationPlan:
+    """How long the rig will be busy, computed before anything runs."""
+
+    targets: tuple[tuple[str, int, int], ...]
+    """``(label, distinct nodes, nodes)`` per target."""
+    window_s: float
+    rounds: int
+    cooldown_s: float
+    idle_s: float
+    total_s: float
+
+    def describe(self) -> str:
+        windows = sum(d for _, d, _ in self.targets)
+        lines = [
+            f"irene calibrate: {len(self.targets)} model call(s), {windows} distinct node(s) x {self.rounds} "
+            f"round(s) x {self.window_s:.3g} s windows (+{WARMUP_FRACTION:.0%} warm-up), "
+            f"cool-down {self.cooldown_s:g} s between rounds, idle {self.idle_s:g} s",
+        ]
+        for label, distinct, nodes in self.targets:
+            lines.append(f"  {label}: {nodes} nodes, {distinct} distinct")
+        lines.append(f"planned rig time: {format_duration(self.total_s)}")
+        return "\n".join(lines)
+
+
+def format_duration(seconds: float) -> str:
+    """``1 h 02 min``, ``3 min 20 s``, ``12.5 s``, ``0.04 s``."""
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
