@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from pytest_irene.engine import features
+from pytest_irene.engine.glue_ops import glue_op_features
 from pytest_irene.errors import TraceError
 from pytest_irene.engine.tracing import trace
 
@@ -103,13 +104,13 @@ def test_matmul_counts_operands_at_the_broadcast_batch() -> None:
 def test_glue_ops() -> None:
     x = meta(8, 12, 32, 32)
     mask = meta(8, 1, 1, 32)
-    assert features.glue_op_features("add", (x, mask), x) == (98_304, 786_432)  # mask not counted
-    assert features.glue_op_features("div", (x, 8.0), x) == (98_304, 786_432)
-    assert features.glue_op_features("tanh", (x,), x) == (4 * 98_304, 393_216)
+    assert glue_op_features("add", (x, mask), x) == (98_304, 786_432)  # mask not counted
+    assert glue_op_features("div", (x, 8.0), x) == (98_304, 786_432)
+    assert glue_op_features("tanh", (x,), x) == (4 * 98_304, 393_216)
     for free in ("where", "masked_fill", "view", "clone", "eq", "_to_copy", "expand", "cat"):
-        assert features.glue_op_features(free, (x,), x) is None
-    assert features.glue_op_features("mm", (meta(4, 5), meta(5, 6)), meta(4, 6)) == (240, 4 * (20 + 30 + 24))
-    assert features.glue_op_features("sum", (x,), meta(8)) == (98_304, 2 * 393_216)
+        assert glue_op_features(free, (x,), x) is None
+    assert glue_op_features("mm", (meta(4, 5), meta(5, 6)), meta(4, 6)) == (240, 4 * (20 + 30 + 24))
+    assert glue_op_features("sum", (x,), meta(8)) == (98_304, 2 * 393_216)
 
 
 def test_einsum_formula() -> None:

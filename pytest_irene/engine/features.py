@@ -50,12 +50,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from pytest_irene.engine.formulas_nn import NN_FORMULAS, nn_heuristic
+from pytest_irene.engine.tensor_sizes import first_tensor, nbytes, output_tensor, tensors
 
 Formula = Callable[[Any, Sequence[Any], Any], dict[str, float]]
 """``fn(module, inputs, output) -> {"flops": float, "mem_bytes": float}``.
@@ -69,53 +70,13 @@ Both numbers describe ONE execution of the module."""
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _tensors(values: Iterable[Any]) -> list[torch.Tensor]:
-    out: list[torch.Tensor] = []
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            out.append(v)
-        elif isinstance(v, (tuple, list)):
-            out.extend(_tensors(v))
-    return out
-
-
-def nbytes(t: torch.Tensor) -> float:
-    """Bytes of a tensor's elements (its logical size, not its storage)."""
-    return float(t.numel() * t.element_size())
-
-
-def element_bytes(value: Any) -> int | None:
-    """Element size of the first floating-point tensor in ``value`` (tensors, tuples, lists,
-    dicts and transformers' ``ModelOutput``), bytes: 4 for fp32, 2 for bf16/fp16; ``None``
-    when it holds none. This is the dtype a node computes in (its ``bytes_per_element``)."""
-    if isinstance(value, torch.Tensor):
-        return value.element_size() if value.is_floating_point() else None
-    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (tuple, list)) else ()
-    for item in items:
-        found = element_bytes(item)
-        if found is not None:
-            return found
-    return None
-
-
-def _first(values: Iterable[Any]) -> torch.Tensor | None:
-    ts = _tensors(values)
-    return ts[0] if ts else None
-
-
-def _out(output: Any) -> torch.Tensor | None:
-    if isinstance(output, torch.Tensor):
-        return output
-    return _first(output if isinstance(output, (tuple, list)) else [])
-
-
 def _elementwise(flops_per_el: float, units: float) -> Formula:
     """Formula for an elementwise primitive: ``flops_per_el·E`` flops and ``units·u`` bytes."""
 
     def formula(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
-        out = _out(output)
+        out = output_tensor(output)
         if out is None:
-            out = _first(inputs)
+            out = first_tensor(inputs)
         if out is None:
             return {"flops": 0.0, "mem_bytes": 0.0}
         return {"flops": flops_per_el * out.numel(), "mem_bytes": units * nbytes(out)}
@@ -146,8 +107,8 @@ def matmul_features(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> dict
 
 def _weighted_io(module: Any, inputs: Sequence[Any], output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """(input, weight, output) of a module that multiplies by its ``weight``; ``None`` when one is missing."""
-    x = _first(inputs)
-    out = _out(output)
+    x = first_tensor(inputs)
+    out = output_tensor(output)
     weight = getattr(module, "weight", None)
     if x is None or out is None or not isinstance(weight, torch.Tensor):
         return None
@@ -198,15 +159,15 @@ def _conv(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
 
 
 def _embedding(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
-    idx = _first(inputs)
-    out = _out(output)
+    idx = first_tensor(inputs)
+    out = output_tensor(output)
     mem = (nbytes(idx) if idx is not None else 0.0) + (nbytes(out) if out is not None else 0.0)
     return {"flops": 0.0, "mem_bytes": mem}
 
 
 def _matmul_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
-    ts = _tensors(inputs)
-    out = _out(output)
+    ts = tensors(inputs)
+    out = output_tensor(output)
     if out is None or len(ts) < 2:
         return {"flops": 0.0, "mem_bytes": 0.0}
     if len(ts) >= 3 and getattr(fn, "__name__", "") in ("baddbmm", "addbmm", "addmm"):
@@ -220,8 +181,8 @@ _EINSUM_LABELS = re.compile(r"[A-Za-z]")
 def _einsum_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
     """einsum: 2 flops per (result element × contracted index combination); operands + result bytes."""
     eq = next((v for v in inputs if isinstance(v, str)), None)
-    ts = _tensors(inputs)
-    out = _out(output)
+    ts = tensors(inputs)
+    out = output_tensor(output)
     if eq is None or out is None or not ts:
         return {"flops": 0.0, "mem_bytes": 0.0}
     lhs, _, rhs = eq.replace(" ", "").partition("->")
@@ -247,8 +208,8 @@ def _einsum_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
 
 def _sdpa_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
     """F.scaled_dot_product_attention counted as its eager decomposition (see the module docstring)."""
-    ts = _tensors(inputs)
-    out = _out(output)
+    ts = tensors(inputs)
+    out = output_tensor(output)
     if len(ts) < 3 or out is None:
         return {"flops": 0.0, "mem_bytes": 0.0}
     q, k, v = ts[0], ts[1], ts[2]
@@ -440,60 +401,3 @@ def leaf_features(module: Any, inputs: Sequence[Any], output: Any, formula: Form
 
 
 # -- glue: aten ops a module runs itself ------------------------------------------------
-
-#: aten op name -> (flops per result element, result-sized transfers).
-ELEMENTWISE_OPS: dict[str, tuple[float, float]] = {
-    **{op: (1.0, 2.0) for op in (
-        "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "pow", "pow_",
-        "sqrt", "rsqrt", "exp", "log", "abs", "reciprocal", "square", "maximum", "minimum",
-        "clamp", "clamp_", "clamp_min", "clamp_max", "addcmul", "addcdiv", "true_divide", "floor_divide",
-        "mean", "sum", "var", "std", "cumsum", "exp_", "sin", "cos", "erf", "lerp",
-    )},
-    "tanh": (4.0, 1.0),
-    "tanh_": (4.0, 1.0),
-    "gelu": (6.0, 2.0),
-    "gelu_": (6.0, 2.0),
-    "relu": (1.0, 2.0),
-    "relu_": (1.0, 2.0),
-    "sigmoid": (4.0, 2.0),
-    "silu": (5.0, 2.0),
-    "silu_": (5.0, 2.0),
-    "_softmax": (5.0, 3.0),
-    "softmax": (5.0, 3.0),
-    "native_layer_norm": (8.0, 4.0),
-    "_fused_rms_norm": (6.0, 4.0),
-}
-#: Reductions count the elements they read, not the (small) result.
-_READ_SIZED = {"mean", "sum", "var", "std"}
-_MATMUL_OPS = {"mm", "bmm", "matmul"}
-_ADDMM_OPS = {"addmm", "baddbmm", "addbmm"}
-
-
-def glue_op_features(op_name: str, args: Sequence[Any], out: Any) -> tuple[float, float] | None:
-    """(flops, mem_bytes) of one aten op run as module glue, or ``None`` when the op is free."""
-    rule = ELEMENTWISE_OPS.get(op_name)
-    if rule is not None:
-        res = _out(out)
-        if res is None:
-            return None
-        sized = res
-        if op_name in _READ_SIZED:
-            first = _first(args)
-            sized = first if first is not None else res
-        return rule[0] * sized.numel(), rule[1] * nbytes(sized)
-    if op_name in _MATMUL_OPS or op_name in _ADDMM_OPS:
-        ts = _tensors(args)
-        res = _out(out)
-        if res is None or len(ts) < 2:
-            return None
-        if op_name in _ADDMM_OPS and len(ts) >= 3:
-            ts = ts[1:]
-        f = matmul_features(ts[0], ts[1], res)
-        return f["flops"], f["mem_bytes"]
-    if op_name == "embedding":
-        ts = _tensors(args)
-        res = _out(out)
-        if res is None or len(ts) < 2:
-            return None
-        return 0.0, nbytes(ts[1]) + nbytes(res)
-    return None

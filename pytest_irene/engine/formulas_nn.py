@@ -30,23 +30,13 @@ from typing import Any
 
 import torch
 
+from pytest_irene.engine.tensor_sizes import nbytes, tensors
+
 __all__ = ["NN_FORMULAS", "nn_heuristic"]
 
 
-def _tensors(values: Any) -> list[torch.Tensor]:
-    if isinstance(values, torch.Tensor):
-        return [values]
-    if isinstance(values, (tuple, list)):
-        return [t for v in values for t in _tensors(v)]
-    return []
-
-
-def _nbytes(t: torch.Tensor) -> float:
-    return float(t.numel() * t.element_size())
-
-
 def _io(inputs: Sequence[Any], output: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
-    ins, outs = _tensors(list(inputs)), _tensors(output)
+    ins, outs = tensors(list(inputs)), tensors(output)
     if not ins or not outs:
         return None
     return ins[0], outs[0]
@@ -66,7 +56,7 @@ def conv_transpose(module: Any, inputs: Sequence[Any], output: Any) -> dict[str,
     flops = 2.0 * x.numel() * per_in
     if getattr(module, "bias", None) is not None:
         flops += out.numel()
-    return {"flops": flops, "mem_bytes": _nbytes(x) + _nbytes(weight) + _nbytes(out)}
+    return {"flops": flops, "mem_bytes": nbytes(x) + nbytes(weight) + nbytes(out)}
 
 
 def batch_norm(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
@@ -76,7 +66,7 @@ def batch_norm(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, flo
         return dict(_ZERO)
     x, out = io
     channels = x.shape[1] if x.dim() > 1 else x.numel()
-    return {"flops": 2.0 * out.numel(), "mem_bytes": _nbytes(x) + _nbytes(out) + 4.0 * channels * out.element_size()}
+    return {"flops": 2.0 * out.numel(), "mem_bytes": nbytes(x) + nbytes(out) + 4.0 * channels * out.element_size()}
 
 
 def _norm_like(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
@@ -85,7 +75,7 @@ def _norm_like(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, flo
     if io is None:
         return dict(_ZERO)
     _, out = io
-    return {"flops": 8.0 * out.numel(), "mem_bytes": 4.0 * _nbytes(out)}
+    return {"flops": 8.0 * out.numel(), "mem_bytes": 4.0 * nbytes(out)}
 
 
 def _kernel_elements(module: Any, dims: int) -> int:
@@ -101,7 +91,7 @@ def _pool(dims: int) -> Any:
         if io is None:
             return dict(_ZERO)
         x, out = io
-        return {"flops": float(out.numel() * _kernel_elements(module, dims)), "mem_bytes": _nbytes(x) + _nbytes(out)}
+        return {"flops": float(out.numel() * _kernel_elements(module, dims)), "mem_bytes": nbytes(x) + nbytes(out)}
 
     formula.__doc__ = f"A {dims}-D max/avg pool: one comparison or add per element of each window."
     return formula
@@ -113,7 +103,7 @@ def adaptive_pool(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, 
     if io is None:
         return dict(_ZERO)
     x, out = io
-    return {"flops": float(max(x.numel(), out.numel())), "mem_bytes": _nbytes(x) + _nbytes(out)}
+    return {"flops": float(max(x.numel(), out.numel())), "mem_bytes": nbytes(x) + nbytes(out)}
 
 
 def upsample(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
@@ -124,29 +114,29 @@ def upsample(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float
     x, out = io
     mode = str(getattr(module, "mode", "nearest"))
     per = 1.0 if mode.startswith("nearest") else 4.0
-    return {"flops": per * out.numel(), "mem_bytes": _nbytes(x) + _nbytes(out)}
+    return {"flops": per * out.numel(), "mem_bytes": nbytes(x) + nbytes(out)}
 
 
 def rotary(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
     """A rotary table (``cos``, ``sin``): outer product of positions and frequencies, then cos and sin."""
-    outs = _tensors(output)
+    outs = tensors(output)
     if not outs:
         return dict(_ZERO)
     elements = sum(t.numel() for t in outs)
-    return {"flops": 3.0 * elements, "mem_bytes": 2.0 * sum(_nbytes(t) for t in outs)}
+    return {"flops": 3.0 * elements, "mem_bytes": 2.0 * sum(nbytes(t) for t in outs)}
 
 
 def linear_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
     """``F.linear(x, W, b)`` called outside a ``Linear`` module (routers, hand-written layers): 2·M·K·N (+ bias)."""
-    ts = _tensors(list(inputs))
-    outs = _tensors(output)
+    ts = tensors(list(inputs))
+    outs = tensors(output)
     if len(ts) < 2 or not outs:
         return dict(_ZERO)
     x, weight, out = ts[0], ts[1], outs[0]
     flops = 2.0 * (out.numel() // max(int(out.shape[-1]), 1)) * int(x.shape[-1]) * int(out.shape[-1])
     if len(ts) >= 3 and x.dim() > 2:
         flops += out.numel()
-    return {"flops": flops, "mem_bytes": _nbytes(x) + _nbytes(weight) + _nbytes(out)}
+    return {"flops": flops, "mem_bytes": nbytes(x) + nbytes(weight) + nbytes(out)}
 
 
 #: Type name -> formula, merged into the registry of :mod:`pytest_irene.engine.features`.

@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from pytest_irene.engine.features import matmul_features, nbytes
+from pytest_irene.engine.features import matmul_features
+from pytest_irene.engine.tensor_sizes import nbytes
 
 __all__ = ["MHA_FUNCTION", "mha_leaves"]
 

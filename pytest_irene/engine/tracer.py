@@ -22,6 +22,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pytest_irene.engine import datadep
 from pytest_irene.engine import features as F_
+from pytest_irene.engine.glue_ops import glue_op_features
+from pytest_irene.engine.tensor_sizes import element_bytes
 from pytest_irene.engine import moe
 from pytest_irene.engine.meta_fast import fast_elementwise, fast_sdpa
 from pytest_irene.engine.mha import MHA_FUNCTION, mha_leaves
@@ -170,8 +172,8 @@ class Tracer:
     def _close(self, frame: _Frame, fn: Any, inputs: tuple[Any, ...], output: Any) -> None:
         node = frame.node
         assert node is not None
-        size = F_.element_bytes(output)
-        size = size if size is not None else F_.element_bytes(inputs)
+        size = element_bytes(output)
+        size = size if size is not None else element_bytes(inputs)
         if size is not None:
             self.element_bytes[id(node)] = size
         if frame.formula is not None:
@@ -269,7 +271,7 @@ class Tracer:
             if top is None or top.formula is not None:
                 return
         name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
-        counted = F_.glue_op_features(name, args, out)
+        counted = glue_op_features(name, args, out)
         if counted is not None:
             top.flops += counted[0]
             top.mem += counted[1]

@@ -1,0 +1,72 @@
+"""Glue: the aten ops a module runs itself, outside its children, counted as the dataset counted them.
+
+See :mod:`pytest_irene.engine.features` for the conventions; the tracer calls
+:func:`glue_op_features` for every op it sees run directly in a module's forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pytest_irene.engine.features import matmul_features
+from pytest_irene.engine.tensor_sizes import first_tensor, nbytes, output_tensor, tensors
+
+__all__ = ["ELEMENTWISE_OPS", "glue_op_features"]
+
+#: aten op name -> (flops per result element, result-sized transfers).
+ELEMENTWISE_OPS: dict[str, tuple[float, float]] = {
+    **{op: (1.0, 2.0) for op in (
+        "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "pow", "pow_",
+        "sqrt", "rsqrt", "exp", "log", "abs", "reciprocal", "square", "maximum", "minimum",
+        "clamp", "clamp_", "clamp_min", "clamp_max", "addcmul", "addcdiv", "true_divide", "floor_divide",
+        "mean", "sum", "var", "std", "cumsum", "exp_", "sin", "cos", "erf", "lerp",
+    )},
+    "tanh": (4.0, 1.0),
+    "tanh_": (4.0, 1.0),
+    "gelu": (6.0, 2.0),
+    "gelu_": (6.0, 2.0),
+    "relu": (1.0, 2.0),
+    "relu_": (1.0, 2.0),
+    "sigmoid": (4.0, 2.0),
+    "silu": (5.0, 2.0),
+    "silu_": (5.0, 2.0),
+    "_softmax": (5.0, 3.0),
+    "softmax": (5.0, 3.0),
+    "native_layer_norm": (8.0, 4.0),
+    "_fused_rms_norm": (6.0, 4.0),
+}
+#: Reductions count the elements they read, not the (small) result.
+_READ_SIZED = {"mean", "sum", "var", "std"}
+_MATMUL_OPS = {"mm", "bmm", "matmul"}
+_ADDMM_OPS = {"addmm", "baddbmm", "addbmm"}
+
+
+def glue_op_features(op_name: str, args: Sequence[Any], out: Any) -> tuple[float, float] | None:
+    """(flops, mem_bytes) of one aten op run as module glue, or ``None`` when the op is free."""
+    rule = ELEMENTWISE_OPS.get(op_name)
+    if rule is not None:
+        res = output_tensor(out)
+        if res is None:
+            return None
+        sized = res
+        if op_name in _READ_SIZED:
+            first = first_tensor(args)
+            sized = first if first is not None else res
+        return rule[0] * sized.numel(), rule[1] * nbytes(sized)
+    if op_name in _MATMUL_OPS or op_name in _ADDMM_OPS:
+        ts = tensors(args)
+        res = output_tensor(out)
+        if res is None or len(ts) < 2:
+            return None
+        if op_name in _ADDMM_OPS and len(ts) >= 3:
+            ts = ts[1:]
+        f = matmul_features(ts[0], ts[1], res)
+        return f["flops"], f["mem_bytes"]
+    if op_name == "embedding":
+        ts = tensors(args)
+        res = output_tensor(out)
+        if res is None or len(ts) < 2:
+            return None
+        return 0.0, nbytes(ts[1]) + nbytes(res)
+    return None
