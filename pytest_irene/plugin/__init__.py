@@ -21,7 +21,9 @@ from pytest_irene.outputs import output_error
 from pytest_irene.plugin.marks import MARKER_HELP
 from pytest_irene.plugin.options import add_options, check_profile, load_settings
 from pytest_irene.compare.runfile import write_run_file
-from pytest_irene.plugin.session import WORKEROUTPUT_KEY, IreneFixture, IreneSession
+from pytest_irene.plugin.fixture import IreneFixture
+from pytest_irene.plugin.reports import run_file, summary_text
+from pytest_irene.plugin.session import WORKEROUTPUT_KEY, IreneSession
 
 _MANAGER = pytest.StashKey[IreneSession]()
 
@@ -125,7 +127,7 @@ def pytest_irene_session_records(config: pytest.Config, records: list[Any]) -> N
     manager = _manager(config)
     if manager is not None and manager.settings.json_path is not None:
         try:
-            write_run_file(manager.settings.json_path, manager.run_file(records))
+            write_run_file(manager.settings.json_path, run_file(manager, records))
         except OSError as exc:
             manager.report_errors.append(str(output_error("--irene-json", manager.settings.json_path, exc)))
 
@@ -135,7 +137,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if manager is None:
         return
     writer = config.get_terminal_writer()
-    text = manager.summary_text(width=writer.fullwidth, markup=writer.hasmarkup, verbosity=config.get_verbosity())
+    text = summary_text(manager, width=writer.fullwidth, markup=writer.hasmarkup, verbosity=config.get_verbosity())
     if text is None:
         return
     terminalreporter.write_sep("=", "irene energy summary")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_irene.compare.records import CallRecord
+from pytest_irene.plugin.reports import summary_notes
 
 if TYPE_CHECKING:
     from pytest_irene.plugin.session import IreneSession
@@ -87,7 +88,7 @@ class CiReporter:
         self.records = list(records)
         if not records:
             return
-        notes = self.manager.summary_notes()
+        notes = summary_notes(self.manager)
         path = self.manager.settings.markdown_path
         if path is not None:
             from pytest_irene.atomic import atomic_write_text

@@ -30,13 +30,12 @@ from pytest_irene.compare.baselines import (
 )
 from pytest_irene.compare.comparison import Comparison
 from pytest_irene.compare.records import CallRecord, record_from_dict, record_to_dict, sort_records
-from pytest_irene.compare.runfile import RunFile, git_commit
 from pytest_irene.compare.runs import RunSide, load_side, machine_differences, machine_mismatch, not_compared
 from pytest_irene.errors import IreneError, UsageError
 from pytest_irene.compare.gate import check_budget, compare
 from pytest_irene.engine.feature_sets import ALL, MODEL
 from pytest_irene.plugin.header import describe_hardware
-from pytest_irene.compare.stale import StaleBaseline, stale_note
+from pytest_irene.compare.stale import StaleBaseline
 from pytest_irene.report.failure import failure_text
 from pytest_irene.plugin.marks import IreneMark, read_mark
 from pytest_irene.plugin.stale import StaleTracker
@@ -50,12 +49,9 @@ if TYPE_CHECKING:
     from pytest_irene.pipeline import FeatureMode
 
 WORKEROUTPUT_KEY = "pytest_irene"
-DEFAULT_LABEL = "default"
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
 
 
 def baseline_nodeid(item: pytest.Item) -> str:
@@ -69,43 +65,6 @@ def baseline_nodeid(item: pytest.Item) -> str:
     import os
 
     return f"{os.path.relpath(item.path, item.config.rootpath)}::{rest}"
-
-
-class IreneFixture:
-    """What the ``irene`` fixture returns: call it to trace, predict and gate one model call.
-
-    ``irene(model, inputs, label="encoder")`` returns the predicted
-    :class:`~pytest_irene.engine.tree.EnergyTree` (``.total_j``, ``tree["encoder.layer.0"]``,
-    ``.breakdown()``). Call it several times per test with different labels.
-    """
-
-    def __init__(self, manager: IreneSession, item: pytest.Item):
-        self._manager = manager
-        self._item = item
-
-    def __call__(
-        self,
-        model: torch.nn.Module,
-        inputs: Any,
-        label: str = DEFAULT_LABEL,
-        *,
-        batch_size: int | None = None,
-        seq_len: int | None = None,
-        model_name: str | None = None,
-        max_new_tokens: int | None = None,
-        device: str | None = None,
-    ) -> EnergyTree:
-        """``max_new_tokens=N``: the whole generation (:func:`pytest_irene.trace_generate`);
-        ``device="cpu"``: trace with real values (data-dependent code), overriding the marker and ``--irene-device``."""
-        return self._manager.wrapped_call(
-            self._item, model, inputs, label, batch_size=batch_size, seq_len=seq_len, model_name=model_name,
-            max_new_tokens=max_new_tokens, trace_on=device,
-        )
-
-    @property
-    def records(self) -> list[CallRecord]:
-        """The records of this test's calls so far."""
-        return list(self._manager.item_records.get(self._item.nodeid, []))
 
 
 class IreneSession:
@@ -421,59 +380,6 @@ class IreneSession:
             prune = self.settings.save and self.settings.prune
             self.stale, self.pruned_files, error = self.stale_tracker.settle(self.store, self.config, self.records, prune)
             self.save_errors += [error] if error else []
-
-    # -- reports --------------------------------------------------------------------------
-
-    def run_file(self, records: list[CallRecord]) -> RunFile:
-        """``--irene-json``: the run as a self-describing run file (machine, commit, version, settings)."""
-        from pytest_irene import __version__
-
-        s = self.settings
-        return RunFile(
-            records=list(records),
-            host=self.host_fingerprint(),
-            commit=git_commit(self.config.rootpath),
-            version=__version__,
-            profile=s.profile,
-            feature_mode=s.features,
-            settings={
-                "budget_j": s.budget_j,
-                "tolerance": s.tolerance,
-                "min_delta_j": s.min_delta_j,
-                "strict": s.strict,
-                "saved": s.save,
-                "price_cents_per_kwh": s.price_cents_per_kwh,
-                "feature_modes": self.feature_modes(),
-            },
-        )
-
-    def summary_notes(self) -> list[str]:
-        """The lines under the summary table: save errors, files written."""
-        notes = list(self.save_errors) + list(self.report_errors)
-        if self.saved_files:
-            notes.append("baselines saved: " + ", ".join(str(p) for p in self.saved_files))
-        elif self.settings.save and self.to_save and not self.save_errors:
-            notes.append("baselines unchanged")
-        if self.stale:
-            notes.append(stale_note(self.stale, pruned=bool(self.pruned_files)))
-        if self.settings.json_path is not None and not self.report_errors:
-            notes.append(f"irene: JSON report written to {self.settings.json_path}")
-        return notes
-
-    def summary_text(self, *, width: int, markup: bool, verbosity: int) -> str | None:
-        """The terminal summary; ``None`` on an xdist worker or when nothing was wrapped."""
-        if self.is_worker or (not self.records and not self.save_errors and not self.stale and not self.report_errors):
-            return None
-        from pytest_irene.report.terminal import render_summary
-
-        return render_summary(
-            self.records,
-            width=width,
-            markup=markup,
-            verbosity=verbosity,
-            price_cents_per_kwh=self.settings.price_cents_per_kwh,
-            notes=self.summary_notes(),
-        )
 
     # -- header -----------------------------------------------------------------------------
 

@@ -1,0 +1,70 @@
+"""What a session writes at its end: the run file and the terminal summary's text.
+
+Functions of the session's state (:class:`~pytest_irene.plugin.session.IreneSession`),
+kept apart from it so the session holds the run and this module says how it is reported.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pytest_irene.compare.records import CallRecord
+from pytest_irene.compare.runfile import RunFile, git_commit
+from pytest_irene.compare.stale import stale_note
+
+if TYPE_CHECKING:
+    from pytest_irene.plugin.session import IreneSession
+
+__all__ = ["run_file", "summary_notes", "summary_text"]
+
+
+def run_file(manager: IreneSession, records: list[CallRecord]) -> RunFile:
+    """``--irene-json``: the run as a self-describing run file (machine, commit, version, settings)."""
+    from pytest_irene import __version__
+
+    s = manager.settings
+    return RunFile(
+        records=list(records),
+        host=manager.host_fingerprint(),
+        commit=git_commit(manager.config.rootpath),
+        version=__version__,
+        profile=s.profile,
+        feature_mode=s.features,
+        settings={
+            "budget_j": s.budget_j,
+            "tolerance": s.tolerance,
+            "min_delta_j": s.min_delta_j,
+            "strict": s.strict,
+            "saved": s.save,
+            "price_cents_per_kwh": s.price_cents_per_kwh,
+            "feature_modes": manager.feature_modes(),
+        },
+    )
+
+def summary_notes(manager: IreneSession) -> list[str]:
+    """The lines under the summary table: save errors, files written."""
+    notes = list(manager.save_errors) + list(manager.report_errors)
+    if manager.saved_files:
+        notes.append("baselines saved: " + ", ".join(str(p) for p in manager.saved_files))
+    elif manager.settings.save and manager.to_save and not manager.save_errors:
+        notes.append("baselines unchanged")
+    if manager.stale:
+        notes.append(stale_note(manager.stale, pruned=bool(manager.pruned_files)))
+    if manager.settings.json_path is not None and not manager.report_errors:
+        notes.append(f"irene: JSON report written to {manager.settings.json_path}")
+    return notes
+
+def summary_text(manager: IreneSession, *, width: int, markup: bool, verbosity: int) -> str | None:
+    """The terminal summary; ``None`` on an xdist worker or when nothing was wrapped."""
+    if manager.is_worker or (not manager.records and not manager.save_errors and not manager.stale and not manager.report_errors):
+        return None
+    from pytest_irene.report.terminal import render_summary
+
+    return render_summary(
+        manager.records,
+        width=width,
+        markup=markup,
+        verbosity=verbosity,
+        price_cents_per_kwh=manager.settings.price_cents_per_kwh,
+        notes=summary_notes(manager),
+    )
