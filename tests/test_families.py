@@ -132,7 +132,7 @@ def test_family_traces_and_predicts(name: str, energy_model: EnergyModel) -> Non
     tree = trace(model, _meta_inputs(make_inputs(2, 8)))
     energy_model.predict(tree)
     for node in tree.walk():
-        assert node.predicted_energy is not None and math.isfinite(node.predicted_energy) and node.predicted_energy > 0
+        assert node.predicted_energy_j is not None and math.isfinite(node.predicted_energy_j) and node.predicted_energy_j > 0
     for leaf in tree.leaves():
         known = leaf.notes.get("regressor_type", leaf.type) in TRAINED
         assert bool(leaf.notes.get("generic_regressor")) is not known, (leaf.scope, leaf.type)

@@ -66,8 +66,8 @@ def test_generation_tree_shape_and_per_token_energy() -> None:
     assert tree["decode.lm_head"].features["flops"] == 4 * tree.decode_step(0)["lm_head"].features["flops"]
     EnergyModel.load("irene-pc1").predict(tree)
     prefill, decode = tree.root.children
-    assert tree.total_j == pytest.approx(prefill.predicted_energy + decode.predicted_energy)
-    assert decode.predicted_energy == pytest.approx(sum(tree.step_energies_j))
+    assert tree.total_j == pytest.approx(prefill.predicted_energy_j + decode.predicted_energy_j)
+    assert decode.predicted_energy_j == pytest.approx(sum(tree.step_energies_j))
     assert len(tree.step_energies_j) == 4
     assert tree.per_token_j == pytest.approx(tree.total_j / 5)
     single = EnergyModel.load("irene-pc1").predict(tree.decode_step(2))
