@@ -186,7 +186,8 @@ def _(d: Path):
 
 @case("11", "a temp file left by kill -9 during a save; a symlinked baseline; unknown fields")
 def _(d: Path):
-    from pytest_irene.compare.baselines import BaselineStore, read_baseline_file
+    from pytest_irene.compare.baselines import read_baseline_file
+    from pytest_irene.compare.baseline_store import BaselineStore
 
     project(d)
     real = d / "real"

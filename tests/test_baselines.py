@@ -8,13 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_irene.compare.baselines import (
-    BaselineError,
-    BaselineStore,
-    entry_from_tree,
-    read_baseline_file,
-    tree_energies,
-)
+from pytest_irene.compare.baselines import BaselineError, entry_from_tree, read_baseline_file, tree_energies
+from pytest_irene.compare.baseline_store import BaselineStore
 from pytest_irene.compare.gate import check_budget, compare
 from pytest_irene.compare.records import CallRecord
 from pytest_irene.report.failure import failure_text

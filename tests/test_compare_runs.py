@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pytest_irene.cli import main
-from pytest_irene.compare.baselines import BaselineStore, entry_from_tree
+from pytest_irene.compare.baselines import entry_from_tree
+from pytest_irene.compare.baseline_store import BaselineStore
 from pytest_irene.compare.runs import compare_runs, entry_tree, load_side
 from runs import HOST, bert_record, write_run
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_irene.compare.baselines import BaselineStore, ModuleEnergy, entry_from_tree, tree_energies
+from pytest_irene.compare.baselines import ModuleEnergy, entry_from_tree, tree_energies
+from pytest_irene.compare.baseline_store import BaselineStore
 from pytest_irene.compare.records import CallRecord, comparison_from_dict
 from pytest_irene.compare.gate import compare, culprits
 from pytest_irene.compare.renames import find_renames

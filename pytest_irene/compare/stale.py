@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_irene.compare.baselines import BaselineError, BaselineStore
+from pytest_irene.compare.baselines import BaselineError
+from pytest_irene.compare.baseline_store import BaselineStore
 
 
 @dataclass(frozen=True)

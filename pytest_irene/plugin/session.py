@@ -21,13 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_irene.compare.baselines import (
-    BaselineEntry,
-    BaselineStore,
-    energy_model_version,
-    entry_from_dict,
-    entry_from_tree,
-)
+from pytest_irene.compare.baselines import BaselineEntry, energy_model_version, entry_from_dict, entry_from_tree
+from pytest_irene.compare.baseline_store import BaselineStore
 from pytest_irene.compare.comparison import Comparison
 from pytest_irene.compare.records import CallRecord, record_from_dict, record_to_dict, sort_records
 from pytest_irene.compare.runs import RunSide, load_side, machine_differences, machine_mismatch, not_compared

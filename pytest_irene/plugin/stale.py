@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from pytest_irene.compare.baselines import BaselineError, BaselineStore
+from pytest_irene.compare.baselines import BaselineError
+from pytest_irene.compare.baseline_store import BaselineStore
 from pytest_irene.compare.records import CallRecord
 from pytest_irene.compare.stale import StaleBaseline, find_stale
 
