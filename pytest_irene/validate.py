@@ -47,6 +47,12 @@ def finite(value: Any, name: str) -> float:
     return float(value)
 
 
+def names(obj: Any, what: str) -> list[str]:
+    """A list of strings (feature or type names); ``what`` names the field in the error."""
+    check(isinstance(obj, list) and all(isinstance(n, str) for n in obj), f"{what}: expected a list of names")
+    return list(obj)
+
+
 def require(obj: Any, keys: Sequence[str], what: str) -> dict[str, Any]:
     """``obj`` as a dict holding every key of ``keys``; ``what`` names it in the error."""
     check(isinstance(obj, dict), f"{what}: expected an object, got {type(obj).__name__}")
@@ -55,4 +61,4 @@ def require(obj: Any, keys: Sequence[str], what: str) -> dict[str, Any]:
     return obj
 
 
-__all__ = ["check", "finite", "floats", "require"]
+__all__ = ["check", "finite", "floats", "names", "require"]

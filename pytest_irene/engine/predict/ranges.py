@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_irene.engine.tree import EnergyTree
-from pytest_irene.validate import check, floats, require
+from pytest_irene.validate import check, floats, names, require
 
 #: Flops per element of the normalisation primitives whose width reveals the model's.
 NORM_FLOPS_PER_ELEMENT = {"LayerNorm": 8.0, "RMSNorm": 6.0}
@@ -112,11 +112,10 @@ class TrainingRanges:
             values = floats(obj[key], key)
             check(len(values) in (0, 2) and (not values or values[0] <= values[1]), f"training ranges field '{key}': expected [min, max] or []")
             spans[key] = values
-        types = obj["leaf_types"]
-        check(isinstance(types, list) and all(isinstance(t, str) for t in types), "training ranges field 'leaf_types': expected a list of names")
+        types = names(obj["leaf_types"], "training ranges field 'leaf_types'")
         widths = floats(obj["widths"], "widths")
         check(all(w > 0 for w in widths), "training ranges field 'widths': expected positive hidden sizes")
-        return cls(spans["batch_size"], spans["seq_len"], widths, list(types))
+        return cls(spans["batch_size"], spans["seq_len"], widths, types)
 
 
 def _span(span: Iterable[float]) -> str:

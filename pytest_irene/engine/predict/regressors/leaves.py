@@ -18,7 +18,7 @@ from pytest_irene.engine.predict.regressors.anchored import ANCHOR_BASE, Anchore
 from pytest_irene.engine.predict.regressors.linear import LinearRegressor
 from pytest_irene.engine.predict.regressors.lstsq import MIN_ENERGY_J
 from pytest_irene.errors import ModelFileError
-from pytest_irene.validate import check, require
+from pytest_irene.validate import check, names, require
 
 
 class Regressor(Protocol):
@@ -133,11 +133,7 @@ class LeafRegressors:
     @classmethod
     def from_json(cls, obj: Any) -> LeafRegressors:
         obj = require(obj, ("features", "kind", "min_samples", "per_type", "generic"), "leaf regressors")
-        feats = obj["features"]
-        check(
-            isinstance(feats, list) and all(isinstance(f, str) for f in feats),
-            "leaf regressors field 'features': expected a list of names",
-        )
+        feats = names(obj["features"], "leaf regressors field 'features'")
         check(obj["kind"] in LEAF_KINDS, f"leaf regressors field 'kind': expected one of {LEAF_KINDS}")
         check(isinstance(obj["per_type"], dict), "leaf regressors field 'per_type': expected an object")
         out = cls(features=list(feats), kind=obj["kind"], min_samples=int(obj["min_samples"]))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pytest_irene.engine.predict.regressors.lstsq import DEFAULT_RIDGE, MIN_ENERGY_J, columns, weighted_lstsq
-from pytest_irene.validate import check, finite, floats, require
+from pytest_irene.validate import check, finite, floats, names, require
 
 
 @dataclass
@@ -186,11 +186,7 @@ class LinearRegressor:
             ),
             "linear regressor",
         )
-        feats = obj["features"]
-        check(
-            isinstance(feats, list) and all(isinstance(f, str) for f in feats),
-            "linear regressor field 'features': expected a list of names",
-        )
+        feats = names(obj["features"], "linear regressor field 'features'")
         n = len(feats)
         reg = cls(
             features=list(feats),

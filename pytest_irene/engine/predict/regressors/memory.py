@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_irene.validate import check, finite, floats, require
+from pytest_irene.validate import check, finite, floats, names, require
 
 #: Gaussian kernel width of the memories, in log units of each shape coordinate:
 #: shapes 5 % apart count as another shape.
@@ -107,11 +107,7 @@ class ResidualMemory:
     @classmethod
     def from_json(cls, obj: Any) -> ResidualMemory:
         obj = require(obj, ("features", "bandwidth", "prior", "points", "residuals", "counts"), "residual memory")
-        feats = obj["features"]
-        check(
-            isinstance(feats, list) and all(isinstance(f, str) for f in feats),
-            "residual memory field 'features': expected a list of names",
-        )
+        feats = names(obj["features"], "residual memory field 'features'")
         check(isinstance(obj["points"], list), "residual memory field 'points': expected a list")
         points = [floats(p, "points", len(feats)) for p in obj["points"]]
         m = len(points)
