@@ -62,6 +62,21 @@ def test_values_and_value_dependent_shapes_are_refused_on_meta(what: str) -> Non
         trace(Ask(), torch.ones(2, 8))
 
 
+def test_transformers_padding_warning_check_is_answered_and_the_tree_matches_cpu() -> None:
+    """DeBERTa without an attention mask asks "is a pad id at either end?" only to decide on a
+    warning: on meta that is answered (no) and the tree is the one a real run traces."""
+    config = transformers.DebertaV2Config(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=50, pad_token_id=0
+    )
+    torch.manual_seed(0)
+    model = transformers.DebertaV2Model(config).eval()
+    inputs = {"input_ids": torch.randint(1, 50, (2, 8))}
+    on_meta, on_cpu = trace(model, inputs), trace(model, inputs, device="cpu")
+    assert [(n.scope, n.features["flops"]) for n in on_meta.walk()] == [
+        (n.scope, n.features["flops"]) for n in on_cpu.walk()
+    ]
+
+
 def test_user_forward_hooks_do_not_fire_during_a_meta_trace() -> None:
     seen: list[str] = []
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())

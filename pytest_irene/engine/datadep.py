@@ -14,6 +14,9 @@ The exceptions, where the answer is known:
   the model applies its mask, as every model of the reference dataset did
   (transformers 4.2.2 always added it); the example inputs pad one position so
   a real device takes the same branch.
+* transformers' ``warn_if_padding_and_no_attention_mask`` asks "is a padding id at either
+  end?" when no attention mask is given (DeBERTa, among others). It only decides whether to
+  print a warning, never what runs, so the answer *no* changes nothing in the tree.
 * inside a mixture-of-experts block, which tokens go to which expert is
   answered with the expected routing (:mod:`pytest_irene.engine.moe`).
 """
@@ -26,12 +29,25 @@ from typing import Any
 
 from pytest_irene.errors import TraceError
 
-__all__ = ["DataDependentError", "MASK_HELPERS", "describe_value", "known_answer", "meta_failure_hint", "refuse", "user_frame"]
+__all__ = [
+    "DataDependentError",
+    "MASK_HELPERS",
+    "WARNING_ONLY_CHECKS",
+    "describe_value",
+    "known_answer",
+    "meta_failure_hint",
+    "refuse",
+    "user_frame",
+]
 
 #: Source files whose value checks are answered ``False`` on meta (see the module docstring).
 MASK_HELPERS: tuple[str, ...] = (
     os.path.join("transformers", "masking_utils.py"),
     os.path.join("transformers", "modeling_attn_mask_utils.py"),
+)
+#: (source file, function) whose value checks only decide whether to warn: answered ``False``.
+WARNING_ONLY_CHECKS: tuple[tuple[str, str], ...] = (
+    (os.path.join("transformers", "modeling_utils.py"), "warn_if_padding_and_no_attention_mask"),
 )
 _GENERATION = os.path.join("transformers", "generation")
 _INTERNAL = (
@@ -61,8 +77,12 @@ def _where(frame: traceback.FrameSummary | None) -> str:
 
 
 def known_answer(frame: traceback.FrameSummary | None) -> bool:
-    """True when the value check comes from one of :data:`MASK_HELPERS`."""
-    return frame is not None and any(frame.filename.endswith(h) for h in MASK_HELPERS)
+    """True when the value check comes from one of :data:`MASK_HELPERS` or :data:`WARNING_ONLY_CHECKS`."""
+    if frame is None:
+        return False
+    return any(frame.filename.endswith(h) for h in MASK_HELPERS) or any(
+        frame.filename.endswith(f) and frame.name == fn for f, fn in WARNING_ONLY_CHECKS
+    )
 
 
 def refuse(what: str, module: str, frame: traceback.FrameSummary | None) -> DataDependentError:
