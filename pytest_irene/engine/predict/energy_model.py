@@ -1,4 +1,4 @@
-"""Energy model files: trained predictors plus where and how they were trained.
+"""Energy models: trained predictors plus where and how they were trained (the file format: :mod:`.model_file`).
 
 An energy model is what a profile name (``irene-pc1``) stands for: one fitted
 :class:`~pytest_irene.engine.predict.strategies.Predictor` per feature set (``model``: model
@@ -34,8 +34,6 @@ measuring a model and predicting it in one call is :func:`pytest_irene.pipeline.
 from __future__ import annotations
 
 import copy
-import json
-import math
 import os
 import threading
 from collections.abc import Sequence
@@ -46,14 +44,9 @@ from typing import Any
 from pytest_irene.atomic import atomic_write_text
 from pytest_irene.errors import ModelFileError, UsageError
 from pytest_irene.engine.feature_sets import FEATURE_SETS
+from pytest_irene.engine.predict.model_file import writer_name, dump_json, finite_or_none, parse_fields, read_json
 from pytest_irene.engine.predict.profiles import MODEL_FORMAT, SCHEMA_VERSION, resolve_profile
-from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, ENERGY_SCOPES, EnergyTree
-
-
-def _version() -> str:
-    from pytest_irene import __version__
-
-    return f"pytest-irene {__version__}"
+from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, EnergyTree
 
 
 @dataclass(eq=False)
@@ -82,7 +75,7 @@ class EnergyModel:
     energy_scope: str = DEFAULT_ENERGY_SCOPE
     """What the predicted energy covers (one of :data:`~pytest_irene.engine.tree.ENERGY_SCOPES`):
     ``wall`` (the whole machine) or ``gpu-board`` (the GPU alone, NVML), as the training data said."""
-    created_by: str = field(default_factory=_version)
+    created_by: str = field(default_factory=writer_name)
     schema_version: int = SCHEMA_VERSION
     source: Path | None = None
     """The file this model was loaded from (not stored)."""
@@ -183,12 +176,12 @@ class EnergyModel:
             "strategy": self.strategy,
             "hyper_parameters": dict(self.hyper_parameters),
             "feature_sets": {name: self.predictors[name].to_json() for name in self.feature_sets},
-            "cv_errors": {name: _finite_or_none(self.cv_errors[name]) for name in self.feature_sets if name in self.cv_errors},
+            "cv_errors": {name: finite_or_none(self.cv_errors[name]) for name in self.feature_sets if name in self.cv_errors},
         })
 
     def dumps(self) -> str:
         """The model file's text: readable (nested objects indented, number lists on one line)."""
-        return _dump(self.to_json()) + "\n"
+        return dump_json(self.to_json()) + "\n"
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model file atomically: an existing file is replaced whole or kept as it was."""
@@ -198,7 +191,7 @@ class EnergyModel:
     @classmethod
     def from_json(cls, obj: Any, source: str | os.PathLike[str] = "<memory>") -> EnergyModel:
         """Validate a parsed model file; :class:`ModelFileError` names ``source`` and the field."""
-        return _parse(obj, str(source))
+        return cls(**parse_fields(obj, str(source)))
 
     @classmethod
     def load(cls, name_or_path: str | os.PathLike[str]) -> EnergyModel:
@@ -213,7 +206,8 @@ class EnergyModel:
             cached = _CACHE.get(key)
         if cached is not None:
             return cached
-        model = _read(path)
+        model = cls.from_json(read_json(path), path)
+        model.source = path
         with _CACHE_LOCK:
             for old in [k for k in _CACHE if k[0] == key[0]]:
                 del _CACHE[old]
@@ -229,180 +223,6 @@ def clear_cache() -> None:
     """Forget every loaded model (tests, long-running servers after retraining)."""
     with _CACHE_LOCK:
         _CACHE.clear()
-
-
-# -- reading and validation -------------------------------------------------------------------
-
-
-def _error(source: str, field_name: str | None, problem: str) -> ModelFileError:
-    where = f"field '{field_name}': " if field_name else ""
-    return ModelFileError(f"{source}: {where}{problem}")
-
-
-def _read(path: Path) -> EnergyModel:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _error(str(path), None, f"cannot read energy model file: {exc}") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _error(
-            str(path), None, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-            "expected an energy model file written by 'irene train'"
-        ) from None
-    model = _parse(obj, str(path))
-    model.source = path
-    return model
-
-
-def _find_non_finite(obj: Any, where: str) -> str | None:
-    """Dotted path of the first NaN/infinite number in ``obj``, ``None`` when all are finite."""
-    if isinstance(obj, float):
-        return None if math.isfinite(obj) else where
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            found = _find_non_finite(value, f"{where}.{key}" if where else str(key))
-            if found:
-                return found
-    elif isinstance(obj, list):
-        for i, value in enumerate(obj):
-            found = _find_non_finite(value, f"{where}[{i}]")
-            if found:
-                return found
-    return None
-
-
-_TOP_FIELDS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
-    ("profile", str, "a string"),
-    ("created_by", str, "a string"),
-    ("hardware", dict, "an object"),
-    ("dataset", dict, "an object"),
-    ("strategy", str, "a string"),
-    ("hyper_parameters", dict, "an object"),
-    ("feature_sets", dict, "an object"),
-    ("cv_errors", dict, "an object"),
-)
-
-
-def _parse(obj: Any, source: str) -> EnergyModel:
-    from pytest_irene.engine.predict.strategies import predictor_from_json
-
-    if not isinstance(obj, dict):
-        raise _error(source, None, f"expected a JSON object (an energy model file), got {type(obj).__name__}")
-    if obj.get("format") != MODEL_FORMAT:
-        raise _error(source, "format", f"expected {MODEL_FORMAT!r}, got {obj.get('format')!r}; not an energy model file")
-    version = obj.get("schema_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise _error(source, "schema_version", f"expected a positive integer, got {version!r}")
-    if version > SCHEMA_VERSION:
-        raise _error(
-            source,
-            "schema_version",
-            f"the file has schema version {version}, newer than {SCHEMA_VERSION} understood by this "
-            f"{_version()}; upgrade pytest-irene to load it",
-        )
-    for name, kind, what in _TOP_FIELDS:
-        if name not in obj:
-            raise _error(source, name, "missing")
-        if not isinstance(obj[name], kind):
-            raise _error(source, name, f"expected {what}, got {type(obj[name]).__name__}")
-    bad = _find_non_finite(obj, "")
-    if bad is not None:
-        raise _error(source, bad, "NaN or infinite number; the model file is corrupt (retrain it with 'irene train')")
-
-    dataset = obj["dataset"]
-    files = dataset.get("files")
-    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-        raise _error(source, "dataset.files", f"expected a list of file names, got {files!r}")
-    digest = dataset.get("hash")
-    if not isinstance(digest, str) or not digest.startswith("sha256:"):
-        raise _error(source, "dataset.hash", f"expected 'sha256:<hex>', got {digest!r}")
-
-    sets = obj["feature_sets"]
-    if not sets:
-        raise _error(source, "feature_sets", f"expected at least one of {list(FEATURE_SETS)}, got none")
-    predictors: dict[str, Any] = {}
-    for name, content in sets.items():
-        where = f"feature_sets.{name}"
-        if name not in FEATURE_SETS:
-            raise _error(source, where, f"unknown feature set; expected one of {list(FEATURE_SETS)}")
-        try:
-            predictor = predictor_from_json(content)
-        except ModelFileError as exc:
-            raise _error(source, where, str(exc)) from None
-        except (UsageError, KeyError, TypeError, ValueError) as exc:
-            raise _error(source, where, f"invalid predictor: {exc}") from None
-        if predictor.features != name:
-            raise _error(source, f"{where}.features", f"expected {name!r}, got {predictor.features!r}")
-        if predictor.strategy != obj["strategy"]:
-            raise _error(source, f"{where}.strategy", f"expected {obj['strategy']!r} (the file's strategy), got {predictor.strategy!r}")
-        predictors[name] = predictor
-
-    if "ranges" in dataset:
-        from pytest_irene.engine.predict.ranges import TrainingRanges
-
-        try:
-            TrainingRanges.from_json(dataset["ranges"])
-        except ModelFileError as exc:
-            raise _error(source, "dataset.ranges", str(exc)) from None
-
-    scope = obj.get("energy_scope", DEFAULT_ENERGY_SCOPE)
-    if scope not in ENERGY_SCOPES:
-        raise _error(source, "energy_scope", f"expected one of {list(ENERGY_SCOPES)}, got {scope!r}")
-
-    cv_errors = obj["cv_errors"]
-    for name, value in cv_errors.items():
-        if not isinstance(value, dict):
-            raise _error(source, f"cv_errors.{name}", f"expected an object, got {type(value).__name__}")
-
-    return EnergyModel(
-        profile=obj["profile"],
-        hardware=dict(obj["hardware"]),
-        dataset_hash=digest,
-        predictors=predictors,
-        strategy=obj["strategy"],
-        cv_errors={k: v for k, v in cv_errors.items()},
-        dataset_files=list(files),
-        dataset_info={k: v for k, v in dataset.items() if k not in ("files", "hash")},
-        hyper_parameters=dict(obj["hyper_parameters"]),
-        energy_scope=scope,
-        created_by=obj["created_by"],
-        schema_version=version,
-    )
-
-
-# -- writing ------------------------------------------------------------------------------------
-
-
-def _finite_or_none(obj: Any) -> Any:
-    """Replace NaN/inf (e.g. an average over no held-out model) by ``None``."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite_or_none(v) for v in obj]
-    return obj
-
-
-def _dump(obj: Any, indent: int = 0) -> str:
-    """JSON with objects indented one space per level and scalar lists kept on one line.
-
-    Regressor weights stay compact while the structure (profile, hardware, per-type
-    regressors) reads top to bottom in a diff. ``allow_nan=False``: a NaN raises
-    before anything is written.
-    """
-    pad = " " * (indent + 1)
-    if isinstance(obj, dict):
-        if not obj:
-            return "{}"
-        items = [f"{pad}{json.dumps(str(k))}: {_dump(v, indent + 1)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
-    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
-        items = [f"{pad}{_dump(v, indent + 1)}" for v in obj]
-        return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
-    return json.dumps(obj, allow_nan=False, separators=(", ", ": "))
 
 
 def __getattr__(name: str) -> Any:
