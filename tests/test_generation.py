@@ -105,6 +105,60 @@ def test_real_device_follows_greedy_tokens() -> None:
     assert tree.decode_step(1).meta["kv_len"] == 9
 
 
+def _bart(**overrides: int) -> torch.nn.Module:
+    kwargs = dict(d_model=64, encoder_ffn_dim=128, decoder_ffn_dim=128, encoder_layers=2, decoder_layers=2,
+                  encoder_attention_heads=4, decoder_attention_heads=4, vocab_size=256)
+    kwargs.update(overrides)
+    torch.manual_seed(0)
+    return transformers.BartForConditionalGeneration(transformers.BartConfig(**kwargs)).eval()
+
+
+def test_encoder_decoder_generation_runs_the_encoder_once_and_derives_decoder_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _bart()
+    derived = trace_generate(model, _prompt(length=10), max_new_tokens=6)
+    assert derived.meta["decode_derived"] is True and derived.seq_len == 10
+    assert derived["prefill.model.encoder"].type == "BartEncoder"
+    decode = derived.root.children[1]
+    assert not any(n.scope.startswith("decode.model.encoder") for n in decode.walk())  # encoder output reused
+    # cross-attention projects the encoder's keys and values once, in the prefill
+    assert "prefill.model.decoder.layers.0.encoder_attn.k_proj" in [n.scope for n in derived.walk()]
+    assert "decode.model.decoder.layers.0.encoder_attn.k_proj" not in [n.scope for n in decode.walk()]
+    first, last = derived.decode_step(0), derived.decode_step(4)
+    assert (first.meta["kv_len"], last.meta["kv_len"]) == (1, 5)  # the start token, then each new one
+    attn = "model.decoder.layers.0"
+    assert last[f"{attn}.self_attn"].features["flops"] > first[f"{attn}.self_attn"].features["flops"]
+    assert last[f"{attn}.encoder_attn"].features == first[f"{attn}.encoder_attn"].features
+    monkeypatch.setattr(generation, "_slope", lambda first, second: None)
+    reference = trace_generate(model, _prompt(length=10), max_new_tokens=6)
+    assert _features(reference) == _features(derived)
+    on_cpu = trace_generate(model, _prompt(length=10), max_new_tokens=3, device="cpu")
+    assert on_cpu.decode_step(1).meta["kv_len"] == 2
+    EnergyModel.load("irene-pc1").predict(derived)
+    assert derived.per_token_j == pytest.approx(derived.total_j / 6)
+
+
+def test_whisper_generation_counts_encoder_frames_as_the_prompt() -> None:
+    config = transformers.WhisperConfig(
+        d_model=64, encoder_ffn_dim=128, decoder_ffn_dim=128, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=4, decoder_attention_heads=4, vocab_size=100, num_mel_bins=16,
+        max_source_positions=30, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+    )
+    tree = trace_generate(transformers.WhisperForConditionalGeneration(config).eval(),
+                          {"input_features": torch.randn(2, 16, 60)}, max_new_tokens=4)
+    assert tree.seq_len == 30 and tree.meta["decode_steps"] == 3 and tree.decode_step(2).meta["kv_len"] == 3
+
+
+def test_encoder_decoder_inputs_are_checked() -> None:
+    with pytest.raises(UsageError, match="encoder's inputs"):
+        trace_generate(_bart(), {**_prompt(), "decoder_input_ids": torch.ones(2, 1, dtype=torch.long)}, max_new_tokens=2)
+    model = _bart()
+    for name in ("decoder_start_token_id", "pad_token_id", "bos_token_id"):
+        setattr(model.config, name, None)
+        setattr(model.generation_config, name, None)
+    with pytest.raises(UsageError, match="decoder_start_token_id"):
+        trace_generate(model, _prompt(), max_new_tokens=2)
+
+
 def test_bad_arguments_are_usage_errors() -> None:
     with pytest.raises(UsageError, match="max_new_tokens"):
         trace_generate(_llama(), _prompt(), max_new_tokens=0)

@@ -18,7 +18,9 @@ trace (the last step) checks the affine law; where it does not hold (a
 sliding-window cache) every step is traced. On a real device every step runs
 for real (greedy next token) and is traced, so data-dependent code such as real
 MoE routing is followed. The loop is written here with transformers'
-``DynamicCache``: ``model.generate`` cannot run on meta (it stops on token values).
+``DynamicCache`` (``EncoderDecoderCache`` for T5/BART/Whisper, whose prefill is the
+encoder plus the decoder's start token and whose steps are the decoder alone):
+``model.generate`` cannot run on meta (it stops on token values).
 
 How the steps are predicted: :mod:`pytest_irene.engine.generation_tree` (torch-free).
 """
@@ -50,6 +52,104 @@ def _ids_and_rest(inputs: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     raise UsageError("trace_generate: inputs must be a (batch, prompt) tensor of token ids or a dict with input_ids")
 
 
+def _on(value: Any, dev: torch.device) -> Any:
+    return value.to(dev) if isinstance(value, torch.Tensor) else value
+
+
+class _DecoderOnly:
+    """A causal LM: the prefill reads the prompt; a step reads one token and the mask over the cache."""
+
+    def __init__(self, inputs: Any, dev: torch.device) -> None:
+        ids, rest = _ids_and_rest(inputs)
+        self.ids, self.rest = ids.to(dev), {k: _on(v, dev) for k, v in rest.items()}
+        self.batch, self.prompt = int(ids.shape[0]), int(ids.shape[1])
+        self.kv_start = self.prompt  # the cache holds the prompt when decoding starts
+        self.like = self.ids  # what the next token's batch and dtype follow
+
+    def new_cache(self, config: Any) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=config) if config is not None else DynamicCache()
+
+    def prefill_inputs(self) -> dict[str, Any]:
+        return {**self.rest, "input_ids": self.ids}
+
+    def after_prefill(self, output: Any, prefill: EnergyTree) -> None:
+        pass
+
+    def step_inputs(self, token: torch.Tensor, kv_len: int) -> dict[str, Any]:
+        """One decode step's inputs: the new token and the mask extended over the cache."""
+        out: dict[str, Any] = {"input_ids": token}
+        mask = self.rest.get("attention_mask")
+        if isinstance(mask, torch.Tensor):
+            grow = kv_len + 1 - mask.shape[1]
+            ones = torch.ones((mask.shape[0], grow), dtype=mask.dtype, device=mask.device)
+            out["attention_mask"] = torch.cat([mask, ones], dim=1)
+        return out
+
+
+class _EncoderDecoder:
+    """T5, BART, Whisper: the prefill is the encoder over the inputs plus the decoder's first step
+    (the start token), as ``generate()`` runs it; a step is the decoder alone, one token against its
+    self-attention cache and the encoder's output (the encoder never runs again)."""
+
+    def __init__(self, inputs: Any, dev: torch.device, config: Any, module: torch.nn.Module) -> None:
+        if isinstance(inputs, torch.Tensor):
+            inputs = {"input_ids": inputs}
+        tensors = [v for v in inputs.values() if isinstance(v, torch.Tensor)] if isinstance(inputs, Mapping) else []
+        if not tensors or "decoder_input_ids" in inputs:
+            raise UsageError(
+                "trace_generate: inputs of an encoder-decoder model must be the encoder's inputs (input_ids, "
+                "input_features, attention_mask); the decoder starts from the model's decoder_start_token_id"
+            )
+        start = _decoder_start(config, module)
+        self.inputs = {k: _on(v, dev) for k, v in inputs.items()}
+        self.batch = int(tensors[0].shape[0])
+        self.start = torch.full((self.batch, 1), start, dtype=torch.long, device=dev)
+        self.prompt = 0  # the encoder's tokens per sample, known once the prefill is traced
+        self.kv_start = 1  # the decoder's cache holds the start token when decoding starts
+        self.like = self.start
+        self.encoder_outputs: Any = None
+
+    def new_cache(self, config: Any) -> Any:
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        return EncoderDecoderCache(DynamicCache(), DynamicCache())  # self-attention, cross-attention
+
+    def prefill_inputs(self) -> dict[str, Any]:
+        return {**self.inputs, "decoder_input_ids": self.start}
+
+    def after_prefill(self, output: Any, prefill: EnergyTree) -> None:
+        from transformers.modeling_outputs import BaseModelOutput
+
+        hidden = getattr(output, "encoder_last_hidden_state", None)
+        if not isinstance(hidden, torch.Tensor):
+            raise TraceError(
+                "trace_generate: the encoder-decoder model returned no encoder_last_hidden_state; pass a "
+                "*ForConditionalGeneration model (it returns the encoder's output and the logits)"
+            )
+        self.encoder_outputs = BaseModelOutput(last_hidden_state=hidden)
+        self.prompt = prefill.seq_len
+
+    def step_inputs(self, token: torch.Tensor, kv_len: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"decoder_input_ids": token, "encoder_outputs": self.encoder_outputs}
+        if isinstance(self.inputs.get("attention_mask"), torch.Tensor):
+            out["attention_mask"] = self.inputs["attention_mask"]  # the encoder's: cross-attention keeps it
+        return out
+
+
+def _decoder_start(config: Any, module: torch.nn.Module) -> int:
+    for source in (config, getattr(module, "generation_config", None)):
+        for name in ("decoder_start_token_id", "pad_token_id", "bos_token_id"):
+            value = getattr(source, name, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+    raise UsageError(
+        f"trace_generate: {type(module).__name__} is an encoder-decoder model without a decoder_start_token_id "
+        "(nor pad or bos token id) in its config; set config.decoder_start_token_id"
+    )
+
+
 def _cache_kwargs(module: torch.nn.Module) -> dict[str, Any]:
     """How this model takes its cache (``cache`` in transformers 5, ``past_key_values`` before), and
     ``logits_to_keep=1`` where supported, as ``generate()`` passes it (only the last position's logits)."""
@@ -68,20 +168,10 @@ def _with_cache(inputs: dict[str, Any], cache: Any, how: dict[str, Any]) -> dict
     return {**inputs, how["cache_name"]: cache, **extra}
 
 
-def _step_inputs(ids: torch.Tensor, rest: dict[str, Any], kv_len: int) -> dict[str, Any]:
-    """One decode step's inputs: the new token and the mask extended over the cache."""
-    out: dict[str, Any] = {"input_ids": ids}
-    mask = rest.get("attention_mask")
-    if isinstance(mask, torch.Tensor):
-        grow = kv_len + 1 - mask.shape[1]
-        ones = torch.ones((mask.shape[0], grow), dtype=mask.dtype, device=mask.device)
-        out["attention_mask"] = torch.cat([mask, ones], dim=1)
-    return out
-
-
 def _resize_cache(cache: Any, length: int) -> bool:
-    """Set every layer of a meta DynamicCache to KV length ``length``; False when a layer is not a plain one."""
-    layers = getattr(cache, "layers", None)
+    """Set every layer of a meta DynamicCache (an encoder-decoder's self-attention one) to KV length
+    ``length``; False when a layer is not a plain one."""
+    layers = getattr(getattr(cache, "self_attention_cache", cache), "layers", None)
     if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
         return False
     for layer in layers:
@@ -116,9 +206,12 @@ def trace_generate(
     """The energy tree of generating ``max_new_tokens`` tokens after the prompt ``inputs`` (greedy, no early stop).
 
     ``model`` is a causal language model taking ``input_ids``, ``attention_mask``,
-    ``past_key_values`` and ``use_cache`` (transformers' ``*ForCausalLM``);
-    ``inputs`` the prompt ids ``(batch, prompt)`` or a dict with ``input_ids``
-    (and ``attention_mask``). See the module docstring for how decode steps are
+    ``past_key_values`` and ``use_cache`` (transformers' ``*ForCausalLM``), with
+    ``inputs`` the prompt ids ``(batch, prompt)`` or a dict with ``input_ids`` (and
+    ``attention_mask``); or an encoder-decoder (``*ForConditionalGeneration``: T5,
+    BART, Whisper), with ``inputs`` the encoder's (``input_ids`` or ``input_features``,
+    ``attention_mask``): the prefill is the encoder plus the decoder's start token, and
+    ``decode`` the decoder's steps against the encoder's output. See the module docstring for how decode steps are
     traced. ``tree.per_token_j`` is the predicted energy per new token after
     :meth:`EnergyModel.predict`.
     """
@@ -128,39 +221,34 @@ def trace_generate(
     if method is not None:
         raise UsageError("trace_generate: pass the model itself (it runs the decode loop), not one of its methods")
     config = getattr(module, "config", None)
-    if getattr(config, "is_encoder_decoder", False):
-        raise UsageError(
-            f"trace_generate: {type(module).__name__} is an encoder-decoder model; only decoder-only causal "
-            "language models (input_ids + past_key_values) are supported"
-        )
-    from transformers import DynamicCache
-
     dev = torch.device(device)
+    plan: _DecoderOnly | _EncoderDecoder = (
+        _EncoderDecoder(inputs, dev, config, module) if getattr(config, "is_encoder_decoder", False)
+        else _DecoderOnly(inputs, dev)
+    )
     target = prepare_target(module, dev)
-    ids, rest = _ids_and_rest(inputs)
-    ids = ids.to(dev)
-    rest = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in rest.items()}
     name = model_name or getattr(config, "_name_or_path", "") or type(module).__name__
-    batch, prompt = int(ids.shape[0]), int(ids.shape[1])
-    cache = DynamicCache(config=config) if config is not None else DynamicCache()
+    cache = plan.new_cache(config)
     outputs: list[Any] = []
     how = _cache_kwargs(module)
-    prefill = trace_prepared(target, None, _with_cache({**rest, "input_ids": ids}, cache, how),
+    prefill = trace_prepared(target, None, _with_cache(plan.prefill_inputs(), cache, how),
                              dev, model_name=name, on_output=outputs.append)
-    steps = _trace_steps(target, dev, name, (cache, how), _greedy(outputs[-1], ids), rest, prompt, max_new_tokens - 1)
-    return _assemble(prefill, steps, name, batch, prompt, max_new_tokens, dev)
+    plan.after_prefill(outputs[-1], prefill)
+    steps = _trace_steps(target, dev, name, (cache, how), _greedy(outputs[-1], plan.like), plan, max_new_tokens - 1)
+    return _assemble(prefill, steps, name, plan.batch, plan.prompt, max_new_tokens, dev)
 
 
 def _trace_steps(target: Any, dev: torch.device, name: str, cached: tuple[Any, dict[str, Any]], token: torch.Tensor,
-                 rest: dict[str, Any], prompt: int, count: int) -> DecodeSteps | None:
+                 plan: _DecoderOnly | _EncoderDecoder, count: int) -> DecodeSteps | None:
     """Trace the decode steps: two and a check on meta when the affine law holds, else every one."""
     if count <= 0:
         return None
     cache, how = cached
+    prompt = plan.kv_start  # the cache's length at the first decode step
     outputs: list[Any] = []
 
     def step(kv_len: int, token: torch.Tensor) -> EnergyTree:
-        tree = trace_prepared(target, None, _with_cache(_step_inputs(token, rest, kv_len), cache, how), dev, model_name=name,
+        tree = trace_prepared(target, None, _with_cache(plan.step_inputs(token, kv_len), cache, how), dev, model_name=name,
                               seq_len=1, on_output=outputs.append)
         tree.meta["kv_len"] = kv_len
         return tree
