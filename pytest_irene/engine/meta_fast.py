@@ -17,6 +17,9 @@ import torch
 
 __all__ = ["fast_elementwise", "fast_sdpa"]
 
+#: Elementwise and two shape-only ops beyond them: a biased Linear's ``addmm`` and LayerNorm's
+#: ``native_layer_norm`` (BERT, BART, Whisper), whose Python meta kernels cost 0.5-1.5 ms each.
+
 aten = torch.ops.aten
 #: Ops whose result is the broadcast of their operands, in the promoted dtype.
 _BINARY = {
@@ -53,6 +56,10 @@ def fast_elementwise(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -
         dtype = a.dtype if a.is_floating_point() or func in (aten.neg.default, aten.abs.default, aten.relu.default) \
             else torch.get_default_dtype()
         return torch.empty(a.shape, dtype=dtype, device="meta")
+    if func is aten.addmm.default:
+        return _addmm(args, kwargs)
+    if func is aten.native_layer_norm.default:
+        return _layer_norm(args, kwargs)
     if func in _BINARY or func in _TO_FLOAT:
         if len(args) < 2 or any(k not in ("alpha",) for k in kwargs):
             return None
@@ -70,6 +77,44 @@ def fast_elementwise(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -
             dtype = torch.get_default_dtype()
         return torch.empty(shape, dtype=dtype, device="meta")
     return None
+
+
+def _addmm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """``bias + mat1 @ mat2``: ``(n, m)`` from two same-dtype 2-D matrices (the bias broadcasts)."""
+    if len(args) != 3 or kwargs:
+        return None
+    bias, m1, m2 = args
+    if not all(isinstance(t, torch.Tensor) and t.is_meta for t in (bias, m1, m2)):
+        return None
+    if m1.dim() != 2 or m2.dim() != 2 or m1.dtype != m2.dtype or bias.dtype != m1.dtype:
+        return None
+    shape = (m1.shape[0], m2.shape[1])
+    try:
+        if m1.shape[1] != m2.shape[0] or torch.broadcast_shapes(bias.shape, shape) != shape:
+            return None
+    except RuntimeError:  # shapes that do not broadcast: torch's own path raises its message
+        return None
+    return torch.empty(shape, dtype=m1.dtype, device="meta")
+
+
+def _layer_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``(out, mean, rstd)``: ``out`` like the input; mean and rstd over the leading dimensions, in
+    the computation dtype (float32 for half types), as torch's meta kernel gives them."""
+    from torch._prims_common import get_computation_dtype
+
+    if kwargs or len(args) != 5 or not isinstance(args[1], (list, tuple)):
+        return None
+    x, shape = args[0], list(args[1])
+    if not x.is_floating_point() or len(shape) > x.dim() or list(x.shape[x.dim() - len(shape):]) != shape:
+        return None
+    lead = x.dim() - len(shape)
+    stats = (*x.shape[:lead], *([1] * len(shape)))
+    acc = get_computation_dtype(x.dtype)
+    return (
+        torch.empty(x.shape, dtype=x.dtype, device="meta"),
+        torch.empty(stats, dtype=acc, device="meta"),
+        torch.empty(stats, dtype=acc, device="meta"),
+    )
 
 
 def fast_sdpa(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
