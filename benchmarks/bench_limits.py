@@ -36,7 +36,7 @@ from bench_transfer import PC2, PLANS
 from common import DATASET, table, write_results_section
 
 from pytest_irene.engine.dataset import load_dataset
-from pytest_irene.engine.predict.crossval import PAPER_MODELS, node_errors, split_trees, summarise
+from pytest_irene.engine.predict.crossval import node_errors, split_trees, summarise
 from pytest_irene.engine.predict.energy_model import EnergyModel
 from pytest_irene.engine.predict.strategies import make_predictor
 from pytest_irene.engine.predict.strategies.forest import training_forest
@@ -150,11 +150,16 @@ def width_leaf_rows(train, test) -> tuple[list[list[str]], str]:
     return rows, f"ML level {ml:.2f} %; with every {worst} exact it would be {ml - share[worst]:.2f} %"
 
 
-def transfer_drift_rows() -> list[list[str]]:
+def two_tree_transfer():  # type: ignore[no-untyped-def]
+    """The PC2 fitting and test trees, the prior and its transfer from the two trees (tables 4 and 5)."""
     trees = load_dataset(PC2)
     fit = [t for t in trees if (t.model_name, t.batch_size, t.seq_len) in TWO_TREES]
     test = [t for t in trees if (t.model_name, t.batch_size, t.seq_len) not in TWO_TREES]
-    predictor = transfer(EnergyModel.load("irene-pc1").predictors["model"], fit).predictor
+    prior = EnergyModel.load("irene-pc1").predictors["model"]
+    return fit, test, prior, transfer(prior, fit).predictor
+
+
+def transfer_drift_rows(fit, test, predictor) -> list[list[str]]:  # type: ignore[no-untyped-def]
     predictor.predict_many(test)
     names = ["flops", "mem_bytes", "batch_seq"]
     F, G = training_forest(fit, names), training_forest(test, names)
@@ -177,15 +182,10 @@ def _levels(trees) -> list[str]:
     return [f"{row['average']:.2f}" for row in summarise(node_errors(trees)).values()]
 
 
-def transfer_oracle_rows() -> list[list[str]]:
+def transfer_oracle_rows(test, prior, transferred) -> list[list[str]]:  # type: ignore[no-untyped-def]
     """Table 5: what a transfer from the two trees would reach with knowledge of the test trees."""
     from scipy.optimize import minimize
 
-    trees = load_dataset(PC2)
-    fit = [t for t in trees if (t.model_name, t.batch_size, t.seq_len) in TWO_TREES]
-    test = [t for t in trees if (t.model_name, t.batch_size, t.seq_len) not in TWO_TREES]
-    prior = EnergyModel.load("irene-pc1").predictors["model"]
-    transferred = transfer(prior, fit).predictor
     transferred.predict_many(test)
     rows = [["transfer as built (two trees)", *_levels(test)]]
     leaves = [n for t in test for n in t.walk() if n.level == "ml"]
@@ -217,6 +217,9 @@ def main() -> None:
     _name, train, test = split_trees(pc1, "width")[0]
     cpu_rows, cpu_range = cpu_term_rows(train, test)
     leaf_rows, leaf_note = width_leaf_rows(train, test)
+    fit2, test2, prior, transferred = two_tree_transfer()
+    drift_rows = transfer_drift_rows(fit2, test2, transferred)
+    oracle_rows = transfer_oracle_rows(test2, prior, transferred)
     bins = [f"{lo}-{hi}" if hi < 10**9 else f"≥ {lo}" for lo, hi in TOKEN_BINS]
     body = "\n".join(
         [
@@ -248,11 +251,11 @@ def main() -> None:
             "",
             "### 4. Transfer from two PC2 trees: measured / predicted on the other 62, by tokens",
             "",
-            table(["type", "shapes in the two trees", *bins, "ML error %"], transfer_drift_rows(), markdown=True),
+            table(["type", "shapes in the two trees", *bins, "ML error %"], drift_rows, markdown=True),
             "",
             "### 5. Transfer from two PC2 trees: what no method fitted on them can beat (oracles on the 62)",
             "",
-            table(["predictor", "ML %", "module %", "model %"], transfer_oracle_rows(), markdown=True),
+            table(["predictor", "ML %", "module %", "model %"], oracle_rows, markdown=True),
             "",
             *CONCLUSIONS,
         ]
