@@ -24,6 +24,7 @@ from pytest_irene.engine.predict.energy_model import EnergyModel
 from pytest_irene.engine.tracing import trace
 from pytest_irene.engine.tree import EnergyTree
 from pytest_irene.report.failure import failure_text
+from tests.models import tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +37,7 @@ def predicted(model: nn.Module, inputs: object, energy_model: EnergyModel) -> En
 
 
 def llama(vocab_size: int, energy_model: EnergyModel) -> EnergyTree:
-    transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    with torch.device("meta"):
-        model = transformers.LlamaForCausalLM(config).eval()
+    model = tiny_llama(vocab_size=vocab_size, max_position_embeddings=256)
     return predicted(model, {"input_ids": torch.zeros(8, 128, dtype=torch.long)}, energy_model)
 
 

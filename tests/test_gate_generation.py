@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 import pytest_irene
 from pytest_irene.compare.baselines import entry_from_tree
 from pytest_irene.compare.gate import compare, culprits
 from pytest_irene.engine.predict.energy_model import EnergyModel
+from tests.models import tiny_llama
 
 
 def generation(ffn: int, energy_model: EnergyModel):
-    transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(
-        vocab_size=1000,
-        hidden_size=256,
-        intermediate_size=ffn,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    with torch.device("meta"):
-        model = transformers.LlamaForCausalLM(config).eval()
+    model = tiny_llama(vocab_size=1000, hidden_size=256, intermediate_size=ffn, max_position_embeddings=256)
     prompt = {"input_ids": torch.zeros(4, 64, dtype=torch.long)}
     return energy_model.predict(pytest_irene.trace_generate(model, prompt, max_new_tokens=32), features="model")
 

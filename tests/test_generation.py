@@ -14,18 +14,10 @@ from pytest_irene.compare.baselines import entry_from_tree
 from pytest_irene.compare.gate import compare
 from pytest_irene.engine import generation
 from pytest_irene.errors import UsageError
+from tests.models import tiny_llama
 
 transformers = pytest.importorskip("transformers")
 pytest_plugins = ["pytester"]
-
-
-def _llama(device: str = "meta", **overrides: int) -> torch.nn.Module:
-    kwargs = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=256)
-    kwargs.update(overrides)
-    torch.manual_seed(0)
-    with torch.device(device):
-        return transformers.LlamaForCausalLM(transformers.LlamaConfig(**kwargs)).eval()
 
 
 def _prompt(batch: int = 2, length: int = 8) -> dict[str, torch.Tensor]:
@@ -44,7 +36,7 @@ def _features(tree) -> list[tuple[str, float, float]]:  # type: ignore[no-untype
 
 
 def test_derived_decode_steps_equal_tracing_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = _llama()
+    model = tiny_llama()
     derived = trace_generate(model, _prompt(), max_new_tokens=7)
     assert derived.meta["decode_derived"] is True and derived.meta["decode_steps"] == 6
     reference = _every_step(monkeypatch, model, 7)
@@ -59,7 +51,7 @@ def test_derived_decode_steps_equal_tracing_every_step(monkeypatch: pytest.Monke
 
 
 def test_generation_tree_shape_and_per_token_energy() -> None:
-    tree = trace_generate(_llama(), _prompt(), max_new_tokens=5)
+    tree = trace_generate(tiny_llama(), _prompt(), max_new_tokens=5)
     assert tree.root.type == "Generation"
     assert [c.scope for c in tree.root.children] == ["prefill", "decode"]
     assert tree["prefill.model.layers.0.self_attn.q_proj"].type == "Linear"
@@ -77,7 +69,7 @@ def test_generation_tree_shape_and_per_token_energy() -> None:
 def test_long_generations_predict_sampled_steps_and_interpolate(monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_irene.engine import generation_tree
 
-    tree = trace_generate(_llama(), _prompt(), max_new_tokens=13)
+    tree = trace_generate(tiny_llama(), _prompt(), max_new_tokens=13)
     em = EnergyModel.load("irene-pc1")
     exact = [em.predict(tree.decode_step(i)).total_j for i in range(12)]
     monkeypatch.setattr(generation_tree, "MAX_PREDICTED_STEPS", 4)
@@ -89,8 +81,8 @@ def test_costlier_decoding_fails_the_gate_and_names_the_module() -> None:
     em = EnergyModel.load("irene-pc1")
     size = dict(hidden_size=512, intermediate_size=1024, num_attention_heads=8, vocab_size=1000)
     prompt = {"input_ids": torch.ones(4, 256, dtype=torch.long)}
-    before = em.predict(trace_generate(_llama(**size, num_key_value_heads=1), prompt, max_new_tokens=64))
-    after = em.predict(trace_generate(_llama(**size, num_key_value_heads=8), prompt, max_new_tokens=64))  # 8x KV cache
+    before = em.predict(trace_generate(tiny_llama(**size, num_key_value_heads=1), prompt, max_new_tokens=64))
+    after = em.predict(trace_generate(tiny_llama(**size, num_key_value_heads=8), prompt, max_new_tokens=64))  # 8x KV cache
     baseline = entry_from_tree(before, profile="irene-pc1", features="model")
     result = compare(baseline, after, tolerance=0.05, min_delta=0.0, profile="irene-pc1", features="model")
     assert result.status == "fail"
@@ -99,7 +91,7 @@ def test_costlier_decoding_fails_the_gate_and_names_the_module() -> None:
 
 
 def test_real_device_follows_greedy_tokens() -> None:
-    model = _llama("cpu")
+    model = tiny_llama("cpu")
     tree = trace_generate(model, _prompt(), max_new_tokens=3, device="cpu")
     assert tree.meta["traced_on"] == "cpu" and tree.meta["decode_steps"] == 2
     assert tree.decode_step(1).meta["kv_len"] == 9
@@ -161,9 +153,9 @@ def test_encoder_decoder_inputs_are_checked() -> None:
 
 def test_bad_arguments_are_usage_errors() -> None:
     with pytest.raises(UsageError, match="max_new_tokens"):
-        trace_generate(_llama(), _prompt(), max_new_tokens=0)
+        trace_generate(tiny_llama(), _prompt(), max_new_tokens=0)
     with pytest.raises(UsageError, match="input_ids"):
-        trace_generate(_llama(), {"x": torch.ones(2)}, max_new_tokens=2)
+        trace_generate(tiny_llama(), {"x": torch.ones(2)}, max_new_tokens=2)
 
 
 def test_fixture_max_new_tokens_and_device(pytester: pytest.Pytester) -> None:
