@@ -3,7 +3,6 @@ or option, never a traceback."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import warnings
 from pathlib import Path

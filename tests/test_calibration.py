@@ -18,13 +18,13 @@ torch = pytest.importorskip("torch")
 
 from pytest_irene.rig.calibration import (  # noqa: E402
     CalibrationError,
-    _powers_in,
     CalibrationSettings,
     Calibrator,
     Prepared,
     Target,
     format_duration,
 )
+from pytest_irene.rig.calibration_idle import powers_in  # noqa: E402
 from pytest_irene.engine.dataset import load_dataset  # noqa: E402
 from pytest_irene.errors import UsageError  # noqa: E402
 from pytest_irene.rig.meters import MeterError, PowerSample  # noqa: E402
@@ -235,10 +235,10 @@ def test_meter_that_never_reports_is_a_clear_error(emonpi_emulator, emonpi_reade
 def test_idle_powers_of_a_counter_meter_come_from_counter_differences() -> None:
     # a RAPL/NVML counter polled every 0.1 s: 50 W for 1 s, then 150 W for 1 s
     samples = [PowerSample(t_s=i / 10, energy_j=5.0 * i if i <= 10 else 50.0 + 15.0 * (i - 10)) for i in range(21)]
-    powers = _powers_in(samples, 0.0, 2.0, kind="counter", parts=4)
+    powers = powers_in(samples, 0.0, 2.0, kind="counter", parts=4)
     assert powers == pytest.approx([50.0, 50.0, 150.0, 150.0])
     reports = [PowerSample(t_s=1.0, power_w=80.0), PowerSample(t_s=2.0, power_w=90.0), PowerSample(t_s=3.0, power_w=1.0)]
-    assert _powers_in(reports, 0.5, 2.5, kind="power") == [80.0, 90.0]
+    assert powers_in(reports, 0.5, 2.5, kind="power") == [80.0, 90.0]
 
 
 def test_decoders_replay_without_a_cache_and_release_their_inputs(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:

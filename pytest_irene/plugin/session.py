@@ -37,8 +37,6 @@ from pytest_irene.plugin.stale import StaleTracker
 from pytest_irene.plugin.options import Settings
 
 if TYPE_CHECKING:
-    import torch
-
     from pytest_irene.engine.predict.energy_model import EnergyModel
     from pytest_irene.engine.tree import EnergyTree
     from pytest_irene.pipeline import FeatureMode

@@ -34,10 +34,8 @@ procedure in seconds against the emonPi emulator.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,33 +58,10 @@ from pytest_irene.rig.calibration_plan import (
     format_duration,
 )
 from pytest_irene.rig.calibration_idle import judge_idle, powers_in, progress_bar
+from pytest_irene.rig.calibration_readings import Readings
 from pytest_irene.rig.calibration_train import cv_summary, settings_dict, train_rig_model
-
-_powers_in = powers_in  # the name tests and older code use
 from pytest_irene.rig.meters.base import MeterError, PowerMeter
-from pytest_irene.rig.runtime.capture import mark_uncaptured, mark_unmeasured
-from pytest_irene.engine.tree import EnergyNode, EnergyTree, scope_label
-
-def _mean_features(rows: list[dict[str, float]]) -> dict[str, float]:
-    keys = {k for row in rows for k in row}
-    out = {}
-    for key in sorted(keys):
-        values = [row[key] for row in rows if key in row and row[key] is not None]
-        if values:
-            out[key] = float(statistics.fmean(values))
-    return out
-
-
-@dataclass
-class _Readings:
-    """What one target's windows measured so far, per group of identical nodes."""
-
-    energies: dict[Hashable, list[float]]
-    """Energy of one execution, J, one value per round."""
-    features: dict[Hashable, list[dict[str, float]]]
-    """Resource features of one execution, one row per round."""
-    reports: dict[Hashable, list[int]]
-    """Meter reports inside each window."""
+from pytest_irene.engine.tree import EnergyTree, scope_label
 
 
 class Calibrator:
@@ -237,7 +212,7 @@ class Calibrator:
         s = self.settings
         tree, groups = prepared.tree, prepared.groups
         window_s = self.window_s
-        readings = _Readings({k: [] for k in groups}, {k: [] for k in groups}, {k: [] for k in groups})
+        readings = Readings(groups)
         failed: dict[Hashable, str] = {}
         notes: list[str] = []
         started = time.monotonic()
@@ -247,12 +222,8 @@ class Calibrator:
                     self._sleep(s.cooldown_s)
                 windows = self._run_round(prepared, window_s, failed, advance)
                 self._align_round(prepared.target.label, round_no, windows, readings, notes)
-        energies, features, reports = readings.energies, readings.features, readings.reports
-        self._apply(tree, groups, energies, features, failed)
-        few = [min(r) for r in reports.values() if r]
-        spreads = [
-            statistics.pstdev(e) / statistics.fmean(e) for e in energies.values() if len(e) > 1 and statistics.fmean(e) > 0
-        ]
+        readings.apply(tree, groups, failed)
+        few = readings.fewest_reports()
         tree.profile = s.profile
         tree.meta.update({
             "label": prepared.target.label,
@@ -263,8 +234,8 @@ class Calibrator:
                 "cooldown_s": s.cooldown_s,
                 "idle_power_w": round(self.idle.power_w, 4),
                 "distinct_nodes": len(groups),
-                "min_reports_per_window": min(few) if few else 0,
-                "max_round_spread": round(max(spreads), 6) if spreads else 0.0,
+                "min_reports_per_window": few or 0,
+                "max_round_spread": round(readings.max_spread(), 6),
                 "unmeasured_nodes": len(failed),
                 "meter_warnings": notes[:20],
                 "measure_s": round(time.monotonic() - started, 3),
@@ -273,8 +244,8 @@ class Calibrator:
             "energy_scope": self.meter.energy_scope,
             **(prepared.target.meta or {}),
         })
-        if few and min(few) < s.min_reports:
-            notes.append(f"some windows saw only {min(few)} meter reports (wanted {s.min_reports})")
+        if few is not None and few < s.min_reports:
+            notes.append(f"some windows saw only {few} meter reports (wanted {s.min_reports})")
         for note in notes:
             self.warnings.append(f"{prepared.target.label}: {note}")
         append_trees(self.dataset, [tree])
@@ -317,7 +288,7 @@ class Calibrator:
         return windows
 
     def _align_round(
-        self, label: str, round_no: int, windows: list[tuple[Hashable, str, Any]], readings: _Readings, notes: list[str]
+        self, label: str, round_no: int, windows: list[tuple[Hashable, str, Any]], readings: Readings, notes: list[str]
     ) -> None:
         """Match the meter's readings to one round's windows by timestamp (waits only for the last report)."""
         from pytest_irene.rig.runtime.runner import attribute
@@ -325,33 +296,10 @@ class Calibrator:
         for key, scope, window in windows:
             m = self.meter.energy_between(window.t_start_s, window.t_end_s)
             self.windows.append(WindowRecord(label, scope, round_no, window.executions, m.duration_s, m.energy_j, m.samples))
-            readings.energies[key].append(m.energy_j / window.executions)
-            readings.reports[key].append(m.samples)
-            readings.features[key].append(attribute(self._sampler, window, gpu=self._gpu_position()))
+            readings.add(key, m.energy_j / window.executions, attribute(self._sampler, window, gpu=self._gpu_position()), m.samples)
             for w in m.warnings:
                 if w not in notes:
                     notes.append(w)
-
-    def _apply(
-        self,
-        tree: EnergyTree,
-        groups: dict[Hashable, list[str]],
-        energies: dict[Hashable, list[float]],
-        features: dict[Hashable, list[dict[str, float]]],
-        failed: dict[Hashable, str],
-    ) -> None:
-        by_scope: dict[str, EnergyNode] = {n.scope: n for n in tree.walk()}
-        for key, scopes in groups.items():
-            values = energies[key]
-            feats = _mean_features(features[key]) if features[key] else {}
-            for scope in scopes:
-                node = by_scope[scope]
-                if values:
-                    node.energy_j = float(statistics.fmean(values))
-                    node.features.update(feats)
-                else:
-                    mark_unmeasured([node], failed.get(key, "not measured"))
-        mark_uncaptured(tree)
 
     def _check_meter(self) -> None:
         self.meter.check_alive()

@@ -70,16 +70,4 @@ def settings_dict(settings: CalibrationSettings) -> dict[str, Any]:
     return asdict(settings)
 
 
-__all__ = [
-    "CalibrationError",
-    "CalibrationPlan",
-    "CalibrationSettings",
-    "Calibrator",
-    "IdleReport",
-    "Prepared",
-    "Target",
-    "WindowRecord",
-    "format_duration",
-    "train_rig_model",
-    "cv_summary",
-]
+__all__ = ["cv_summary", "settings_dict", "train_rig_model"]
