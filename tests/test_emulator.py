@@ -15,7 +15,7 @@ import pytest
 
 from pytest_irene.rig.emulator import CpuUtilisation, EmonPiEmulator, misclock
 from pytest_irene.rig.meters import MeterError, MeterWarning
-from pytest_irene.rig.meters.emonpi import parse_line
+from pytest_irene.rig.meters.emonpi_lines import parse_line
 
 WINDOW_S = 0.5
 

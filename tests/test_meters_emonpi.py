@@ -6,7 +6,8 @@ import pytest
 
 from pytest_irene.errors import UsageError
 from pytest_irene.rig.meters import MeterError, MeterWarning, parse_meter_spec
-from pytest_irene.rig.meters.emonpi import EmonPiReader, MalformedLine, encode_jeelib, parse_line
+from pytest_irene.rig.meters.emonpi import EmonPiReader
+from pytest_irene.rig.meters.emonpi_lines import MalformedLine, encode_jeelib, parse_line
 from pytest_irene.rig.meters.nvml import NvmlMeter
 from pytest_irene.rig.meters.rapl import RaplMeter
 

@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from pytest_irene.rig.emulator import FAULTS, FORMATS, EmonPiEmulator
-from pytest_irene.rig.meters.emonpi import BAUD
+from pytest_irene.rig.meters.emonpi_lines import BAUD
 
 
 def register(subparsers: Any) -> None:

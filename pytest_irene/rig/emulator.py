@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_irene.rig.meters.emonpi import BAUD, PERIOD_S, encode_jeelib
+from pytest_irene.rig.meters.emonpi_lines import BAUD, PERIOD_S, encode_jeelib
 from pytest_irene.rig.runtime.sampler import PROC_STAT, read_cpu_times
 
 FORMATS: tuple[str, ...] = ("kv", "jeelib", "json")
