@@ -399,5 +399,3 @@ def leaf_features(module: Any, inputs: Sequence[Any], output: Any, formula: Form
         raise ValueError(f"the formula for {type_name!r} returned negative or non-finite values: {result!r}")
     return {"flops": flops, "mem_bytes": mem}
 
-
-# -- glue: aten ops a module runs itself ------------------------------------------------
