@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_irene.engine.dataset import append_trees, dataset_hash, iter_trees, load_dataset, tree_from_dict, write_dataset
+from pytest_irene.engine.dataset import DuplicateTreesWarning, append_trees, dataset_hash, iter_trees, load_dataset, tree_from_dict, write_dataset
 from pytest_irene.errors import DatasetError
 from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
@@ -85,7 +85,8 @@ def test_round_trip_jsonl_and_gz(tmp_path):
     for name in ("d.jsonl", "d.jsonl.gz"):
         path = tmp_path / name
         write_dataset(path, [tree, tree])
-        back = load_dataset(path)
+        with pytest.warns(DuplicateTreesWarning, match="1 of 2 trees are distinct"):
+            back = load_dataset(path)
         assert len(back) == 2
         assert back[0].to_dict() == tree.to_dict()
         assert back[0]["head"].notes == {"generic_regressor": True}
@@ -96,7 +97,8 @@ def test_append_keeps_earlier_lines(tmp_path):
     write_dataset(path, [small_tree()])
     before = dataset_hash(path)
     append_trees(path, [small_tree()])
-    assert len(load_dataset(path)) == 2
+    with pytest.warns(DuplicateTreesWarning):  # the same tree twice: both lines are kept
+        assert len(load_dataset(path)) == 2
     assert dataset_hash(path) != before
     assert gzip.decompress(path.read_bytes()).count(b"\n") == 2
 
