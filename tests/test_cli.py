@@ -160,12 +160,21 @@ def test_evaluate_json_on_held_out_and_training_data(capsys, subset: Path, tmp_p
     obj = json.loads(out)
     assert code == 0, err
     assert obj["profile"] == "m" and obj["features"] == "model" and obj["trees"] == 8
-    assert obj["training_data"] is False
+    assert obj["training_data"] is False and obj["training_trees"] == 0
     assert set(obj["levels"]["model"]) == {"roberta-base", "average"}
     assert 0 < obj["levels"]["model"]["average"] < 50
 
     code, out, _ = run(capsys, "evaluate", subset, "--profile", model_file, "--features", "all")
-    assert code == 0 and "own training data" in out
+    assert code == 0 and "note: all trees are the model's own training data" in out
+
+    # some training trees, reordered, in another file with held-out ones: recognised tree by tree
+    mixed = tmp_path / "mixed.jsonl.gz"
+    write_dataset(mixed, load_dataset(subset)[:3][::-1] + load_dataset(held_out)[:2])
+    code, out, _ = run(capsys, "evaluate", mixed, "--profile", model_file, "--json")
+    obj = json.loads(out)
+    assert code == 0 and obj["training_data"] is True and obj["training_trees"] == 3 and obj["trees"] == 5
+    code, out, _ = run(capsys, "evaluate", mixed, "--profile", model_file)
+    assert "note: 3 of 5 trees are the model's own training data" in out
 
 
 def test_evaluate_bad_profile_exit_2(capsys, subset: Path):

@@ -267,6 +267,13 @@ def test_bad_dataset_hash_is_named(model_file: Path):
         EnergyModel.load(model_file)
 
 
+@pytest.mark.parametrize("prints", ["abc", [123], ["not-hex-digits-16"], ["0123456789abcde"]])
+def test_bad_tree_fingerprints_are_named(model_file: Path, prints):
+    _edit(model_file, lambda o: o["dataset"].update(tree_fingerprints=prints))
+    with pytest.raises(ModelFileError, match="field 'dataset.tree_fingerprints': expected a list of 16-digit"):
+        EnergyModel.load(model_file)
+
+
 def test_nan_weight_is_refused_naming_the_field(model_file: Path):
     def poison(obj):
         _first_weight_list(obj)[0] = float("nan")
@@ -363,3 +370,19 @@ def test_module_level_predict_traces_and_predicts():
     assert tree.total_j == pytest.approx(tree.root.predicted_energy_j)
     with pytest.raises(UsageError, match="features"):
         pipeline.predict(model, example_inputs("distilbert-base-uncased", 8, 64), features="some")
+
+
+def test_training_on_two_machines_warns_and_records_no_hardware(tmp_path: Path):
+    import warnings
+
+    from pytest_irene.engine.predict.training import MixedMachinesWarning
+
+    pc1, pc2 = tmp_path / "pc1.jsonl", tmp_path / "pc2.jsonl"
+    write_dataset(pc1, [t for t in load_dataset(PC1) if t.model_name == "gpt2" and t.batch_size == 8])
+    write_dataset(pc2, [t for t in load_dataset(PC1.parent / "irene-pc2-sample.jsonl.gz") if t.model_name == "gpt2"][:4])
+    with pytest.warns(MixedMachinesWarning, match=r"2 machines: irene-pc1 \(\d+ trees\), irene-pc2 \(4 trees\)"):
+        mixed = train_energy_model([pc1, pc2], profile="mix", feature_sets=["model"], crossvalidate=False)
+    assert mixed.hardware == {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MixedMachinesWarning)  # one machine: silent
+        train_energy_model([pc1], profile="one", feature_sets=["model"], crossvalidate=False)

@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Predict every tree of the dataset with the energy model and report the mean percent "
             "error per level (ml, module, model) and model. Evaluating on the model's own training "
-            "data measures the fit, not generalisation: the command says so."
+            "data measures the fit, not generalisation: the command says how many of the trees are "
+            "training data (recognised tree by tree, whatever file they come in)."
         ),
         epilog="Example: irene evaluate my-rig.jsonl.gz --profile irene-pc1 --json",
     )
@@ -40,9 +41,11 @@ def run(args: argparse.Namespace) -> int:
     trees = load_dataset(*args.datasets)
     if not trees:
         raise UsageError(f"DATASET: {', '.join(args.datasets)} hold(s) no trees; nothing to evaluate")
+    own = model.training_trees_among(trees)
+    if own is None:  # a file from before tree fingerprints: only the whole file list can be recognised
+        own = len(trees) if dataset_hash(*args.datasets) == model.dataset_hash else 0
     model.predict_many(trees, features=features)
     levels = summarise(node_errors(trees))
-    own_data = dataset_hash(*args.datasets) == model.dataset_hash
     if args.json:
         print_json(
             {
@@ -50,13 +53,18 @@ def run(args: argparse.Namespace) -> int:
                 "features": features,
                 "strategy": model.strategy,
                 "trees": len(trees),
-                "training_data": own_data,
+                "training_data": own > 0,
+                "training_trees": own,
                 "levels": levels,
             }
         )
         return 0
     out = console()
     out.print(errors_table({"levels": levels}, title=f"{model.describe()}, {features} features: percent error"))
-    if own_data:
-        out.print("note: this is the model's own training data (fit error, not a held-out error)", style="yellow")
+    if own:
+        which = "all" if own == len(trees) else f"{own} of {len(trees)}"
+        out.print(
+            f"note: {which} trees are the model's own training data (their error is a fit, not a held-out error)",
+            style="yellow",
+        )
     return 0

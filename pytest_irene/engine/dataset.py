@@ -197,6 +197,21 @@ def load_dataset(*paths: str | os.PathLike[str]) -> list[EnergyTree]:
     return trees
 
 
+#: Hex digits of a tree fingerprint: 64 bits, no collision among millions of trees.
+FINGERPRINT_HEX_DIGITS = 16
+
+
+def tree_fingerprint(tree: EnergyTree) -> str:
+    """A short digest of what was *measured*: the model, the input size and every node's
+    scope and measured energy. Predictions, notes and line formatting do not enter it, so
+    an energy model can record the trees it was trained on (``dataset.tree_fingerprints``)
+    and ``irene evaluate`` can tell which of any file's trees are that training data, even
+    from a subset or a reordered copy of the files."""
+    measured = [tree.model_name, tree.batch_size, tree.seq_len, [[n.scope, n.energy_j] for n in tree.walk()]]
+    text = json.dumps(measured, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:FINGERPRINT_HEX_DIGITS]
+
+
 def dumps_tree(tree: EnergyTree) -> str:
     """One ``irene-tree/1`` line (no newline)."""
     return json.dumps(tree.to_dict(), separators=(",", ":"), allow_nan=False)

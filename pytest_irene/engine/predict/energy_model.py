@@ -96,6 +96,18 @@ class EnergyModel:
         raw = self.dataset_info.get("ranges")
         return None if raw is None else TrainingRanges.from_json(raw)
 
+    def training_trees_among(self, trees: Sequence[EnergyTree]) -> int | None:
+        """How many of ``trees`` this model was trained on (by :func:`tree_fingerprint
+        <pytest_irene.engine.dataset.tree_fingerprint>`), ``None`` for files written before
+        the fingerprints were stored. Their error is a fit, not a held-out error."""
+        from pytest_irene.engine.dataset import tree_fingerprint
+
+        known = self.dataset_info.get("tree_fingerprints")
+        if known is None:
+            return None
+        seen = set(known)
+        return sum(tree_fingerprint(t) in seen for t in trees)
+
     def describe(self) -> str:
         """``irene-pc1 (/path/to/irene-pc1.json)`` for messages."""
         return f"{self.profile} ({self.source})" if self.source else self.profile

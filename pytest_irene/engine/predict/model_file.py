@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_irene.errors import ModelFileError, UsageError
+from pytest_irene.engine.dataset import FINGERPRINT_HEX_DIGITS
 from pytest_irene.engine.feature_sets import FEATURE_SETS
 from pytest_irene.engine.predict.profiles import MODEL_FORMAT, SCHEMA_VERSION
 from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, ENERGY_SCOPES
@@ -139,6 +140,15 @@ def parse_fields(obj: Any, source: str) -> dict[str, Any]:
             TrainingRanges.from_json(dataset["ranges"])
         except ModelFileError as exc:
             raise _error(source, "dataset.ranges", str(exc)) from None
+
+    if "tree_fingerprints" in dataset:
+        prints = dataset["tree_fingerprints"]
+        if not isinstance(prints, list) or not all(
+            isinstance(f, str) and len(f) == FINGERPRINT_HEX_DIGITS and all(c in "0123456789abcdef" for c in f) for f in prints
+        ):
+            raise _error(
+                source, "dataset.tree_fingerprints", f"expected a list of {FINGERPRINT_HEX_DIGITS}-digit lowercase hex strings"
+            )
 
     scope = obj.get("energy_scope", DEFAULT_ENERGY_SCOPE)
     if scope not in ENERGY_SCOPES:

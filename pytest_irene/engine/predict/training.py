@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,48 @@ from typing import Any
 from pytest_irene.engine.feature_sets import FEATURE_SETS
 from pytest_irene.engine.predict.energy_model import EnergyModel
 from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, ENERGY_SCOPES, RESOURCE_FEATURES, EnergyTree
-from pytest_irene.errors import UsageError
+from pytest_irene.errors import IreneWarning, UsageError
 
 
-def _hardware_from_trees(trees: Sequence[EnergyTree]) -> dict[str, Any]:
+def hardware_of(trees: Sequence[EnergyTree]) -> dict[str, Any]:
     """The rig's fingerprint recorded by ``measure_tree`` (``meta.host``) when every tree agrees."""
     hosts = [t.meta.get("host") for t in trees]
     if hosts and all(isinstance(h, dict) and h == hosts[0] for h in hosts):
         return dict(hosts[0])  # type: ignore[arg-type]
     return {}
+
+
+class MixedMachinesWarning(IreneWarning):
+    """The training trees were measured on more than one machine."""
+
+
+def _machine_of(tree: EnergyTree) -> str:
+    """Which machine measured ``tree``: its host fingerprint's CPU and GPUs where the rig
+    recorded one, else the profile tag of its line (``irene-pc1``, ``irene-pc2``)."""
+    host = tree.meta.get("host")
+    if isinstance(host, dict) and (host.get("cpu_model") or host.get("gpus")):
+        gpus = ", ".join(str(g) for g in host.get("gpus") or []) or "no GPU"
+        return f"{host.get('cpu_model', '?')} + {gpus}"
+    return tree.profile or "unnamed machine"
+
+
+def warn_mixed_machines(trees: Sequence[EnergyTree], where: str) -> None:
+    """Warn when ``trees`` come from several machines: one profile then predicts an average
+    of machines that none of them is, and its hardware cannot be recorded. Not refused like
+    mixed energy scopes (the joules are the same quantity), but rarely what was meant."""
+    counts: dict[str, int] = {}
+    for tree in trees:
+        machine = _machine_of(tree)
+        counts[machine] = counts.get(machine, 0) + 1
+    if len(counts) > 1:
+        listed = ", ".join(f"{m} ({n} trees)" for m, n in sorted(counts.items()))
+        warnings.warn(
+            MixedMachinesWarning(
+                f"{where} mixes trees of {len(counts)} machines: {listed}. A profile predicts one machine: "
+                "train one profile per machine, or fit a new machine from a few trees with --prior"
+            ),
+            stacklevel=3,
+        )
 
 
 def energy_scope_of(trees: Sequence[EnergyTree], where: str = "the training data") -> str:
@@ -97,6 +131,7 @@ def train_energy_model(
     if not trees:
         raise UsageError(f"train: the dataset(s) {[str(p) for p in paths]} hold no trees")
     scope = energy_scope_of(trees, f"train: the dataset(s) {[str(p) for p in paths]}")
+    warn_mixed_machines(trees, f"train: the dataset(s) {[str(p) for p in paths]}")
     if "all" in sets:
         lacking = next((t for t in trees if any(f not in t.root.features for f in RESOURCE_FEATURES)), None)
         if lacking is not None:
@@ -117,28 +152,38 @@ def train_energy_model(
             node.predicted_energy_j = None
     return EnergyModel(
         profile=profile,
-        hardware=dict(hardware) if hardware is not None else _hardware_from_trees(trees),
+        hardware=dict(hardware) if hardware is not None else hardware_of(trees),
         dataset_hash=dataset_hash(*paths),
         predictors=predictors,
         strategy=strategy,
         cv_errors=cv_errors,
         dataset_files=[p.name for p in paths],
-        dataset_info=_dataset_info(trees),
+        dataset_info=dataset_info(trees),
         hyper_parameters={"seed": seed, "cv_split": "lomo, else seq, else batch" if crossvalidate else None},
         energy_scope=scope,
     )
 
 
-def _dataset_info(trees: Sequence[EnergyTree]) -> dict[str, Any]:
-    """Facts about the training data: trees, models and, where the lines say, their dtypes."""
+def dataset_info(trees: Sequence[EnergyTree]) -> dict[str, Any]:
+    """Facts about the training data: trees, models, ranges, the trees' fingerprints (so
+    ``irene evaluate`` knows its own training data) and, where the lines say, their dtypes."""
+    from pytest_irene.engine.dataset import tree_fingerprint
     from pytest_irene.engine.predict.ranges import TrainingRanges
 
     info: dict[str, Any] = {"trees": len(trees), "models": sorted({t.model_name for t in trees})}
     info["ranges"] = TrainingRanges.from_trees(trees).to_json()
+    info["tree_fingerprints"] = sorted({tree_fingerprint(t) for t in trees})
     dtypes = sorted({str(t.meta["dtype"]) for t in trees if "dtype" in t.meta})
     if dtypes:
         info["dtypes"] = dtypes
     return info
 
 
-__all__ = ["energy_scope_of", "train_energy_model"]
+__all__ = [
+    "MixedMachinesWarning",
+    "dataset_info",
+    "energy_scope_of",
+    "hardware_of",
+    "train_energy_model",
+    "warn_mixed_machines",
+]

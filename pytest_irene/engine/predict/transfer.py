@@ -34,7 +34,7 @@ import numpy as np
 
 from pytest_irene.engine.predict.crossval import node_errors, summarise
 from pytest_irene.engine.predict.energy_model import EnergyModel
-from pytest_irene.engine.predict.training import energy_scope_of
+from pytest_irene.engine.predict.training import dataset_info, energy_scope_of, hardware_of, warn_mixed_machines
 from pytest_irene.engine.predict.ranges import TrainingRanges
 from pytest_irene.engine.predict.regressors import MIN_ENERGY_J, LeafRegressors
 from pytest_irene.engine.predict.strategies import Predictor, predictor_from_json
@@ -277,6 +277,7 @@ def transfer_energy_model(
     if not trees:
         raise UsageError(f"train --prior: the dataset(s) {[str(p) for p in paths]} hold no trees")
     scope = energy_scope_of(trees, f"train --prior: the dataset(s) {[str(p) for p in paths]}")
+    warn_mixed_machines(trees, f"train --prior: the dataset(s) {[str(p) for p in paths]}")
     if feature_sets is None:
         complete = all(all(f in t.root.features for f in RESOURCE_FEATURES) for t in trees)
         feature_sets = [f for f in prior_model.feature_sets if f == "model" or complete]
@@ -295,20 +296,18 @@ def transfer_energy_model(
         used[name] = {"trees": result.trees, "signatures": result.signatures}
         if crossvalidate:
             cv_errors[name] = leave_one_tree_out(prior_model.predictors[name], trees)
-    ranges = TrainingRanges.from_trees(trees)
+    info = dataset_info(trees)
     if prior_model.training_ranges is not None:  # the structure is the prior's: so is what it knows
-        ranges = ranges.merged(prior_model.training_ranges)
-    hosts = [t.meta.get("host") for t in trees]  # the rig's fingerprint when every tree agrees
-    same_host = all(isinstance(h, dict) and h == hosts[0] for h in hosts)
+        info["ranges"] = TrainingRanges.from_trees(trees).merged(prior_model.training_ranges).to_json()
     return EnergyModel(
         profile=profile,
-        hardware=dict(hardware) if hardware is not None else (dict(hosts[0]) if same_host else {}),
+        hardware=dict(hardware) if hardware is not None else hardware_of(trees),
         dataset_hash=dataset_hash(*paths),
         predictors=predictors,
         strategy=prior_model.strategy,
         cv_errors=cv_errors,
         dataset_files=[p.name for p in paths],
-        dataset_info={"trees": len(trees), "models": sorted({t.model_name for t in trees}), "ranges": ranges.to_json()},
+        dataset_info=info,
         hyper_parameters={
             "transfer": {
                 "prior": prior_model.profile,
