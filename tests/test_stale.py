@@ -56,3 +56,37 @@ def test_stale_baselines_are_listed_and_pruned(pytester: pytest.Pytester) -> Non
     assert set(tests) == {"test_tiny.py::test_tiny", "test_tiny.py::test_new", "test_tiny.py::test_calls"}
     assert set(tests["test_tiny.py::test_calls"]) == {"b"}
     assert "stale baseline" not in run(pytester).stdout.str()
+
+
+def test_tests_dropped_from_collection_keep_their_baselines(pytester: pytest.Pytester) -> None:
+    """--lf and a conftest that filters items drop living tests from the run without
+    deselecting them: --irene-save --irene-prune must not take them for deleted tests."""
+    write(pytester, "test_tiny", ("a", "x"), ("slow", "y"))
+    run(pytester, "--irene-save", "-p", "cacheprovider").assert_outcomes(passed=3)
+    before = set(stored(pytester, "test_tiny"))
+
+    pytester.makepyfile(test_fail="def test_broken():\n    assert False\n")
+    run(pytester, "-p", "cacheprovider").assert_outcomes(passed=3, failed=1)
+    out = run(pytester, "--lf", "--irene-save", "--irene-prune", "-p", "cacheprovider").stdout.str()
+    assert "pruned" not in out and "stale baseline" not in out
+    assert set(stored(pytester, "test_tiny")) == before
+
+    pytester.makeconftest(
+        "def pytest_collection_modifyitems(config, items):\n"
+        "    items[:] = [i for i in items if 'slow' not in i.nodeid]\n"
+    )
+    out = run(pytester, "--irene-save", "--irene-prune").stdout.str()
+    assert "pruned" not in out and "stale baseline" not in out
+    assert set(stored(pytester, "test_tiny")) == before
+
+
+def test_a_removed_parametrized_case_is_stale(pytester: pytest.Pytester) -> None:
+    body = TINY.format(width=64) + (
+        "\n\n@pytest.mark.parametrize('n', {cases})\n"
+        "def test_sizes(irene, n):\n    irene(Tiny(), torch.randn(n, 8, 64), label='s')\n"
+    )
+    pytester.makepyfile(test_tiny=body.format(cases="[1, 2]"))
+    run(pytester, "--irene-save").assert_outcomes(passed=3)
+    pytester.makepyfile(test_tiny=body.format(cases="[1]"))
+    out = run(pytester).stdout.str()
+    assert "test_tiny.py::test_sizes[2] [s] (test no longer exists)" in out

@@ -46,8 +46,8 @@ def summary_notes(manager: IreneSession) -> list[str]:
     notes = list(manager.save_errors) + list(manager.report_errors)
     if manager.saved_files:
         notes.append("baselines saved: " + ", ".join(str(p) for p in manager.saved_files))
-    elif manager.settings.save and manager.to_save and not manager.save_errors:
-        notes.append("baselines unchanged")
+    elif manager.settings.save and manager.to_save and not manager.save_errors and not manager.pruned_files:
+        notes.append("baselines unchanged")  # (pruning rewrote files: its own line says so)
     if manager.stale:
         notes.append(stale_note(manager.stale, pruned=bool(manager.pruned_files)))
     if manager.settings.json_path is not None and not manager.report_errors:

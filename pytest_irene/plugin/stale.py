@@ -29,6 +29,10 @@ class StaleTracker:
         self.passed: set[str] = set()
 
     @pytest.hookimpl
+    def pytest_itemcollected(self, item: pytest.Item) -> None:
+        self.known.add(item.nodeid)  # before any conftest or plugin drops items from the run
+
+    @pytest.hookimpl
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         self.known.update(item.nodeid for item in items)
 
@@ -59,7 +63,10 @@ class StaleTracker:
         for record in records:
             if record.nodeid in self.passed:
                 passed.setdefault(record.nodeid, set()).add(record.label)
-        stale = find_stale(store, config.rootpath, self.known, passed, narrowed_modules(config))
+        narrowed = narrowed_modules(config)
+        if config.getoption("lf", False):  # pytest drops last time's passed tests from collection
+            narrowed |= {nodeid.split("::", 1)[0] for nodeid in self.known}
+        stale = find_stale(store, config.rootpath, self.known, passed, narrowed)
         if not (stale and prune):
             return stale, [], ""
         try:
