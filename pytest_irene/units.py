@@ -77,12 +77,19 @@ def parse_percent(text: str | float | int, option: str = "tolerance") -> float:
     """Parse a tolerance into a fraction: ``"5%"`` → 0.05.
 
     Strings must carry ``%`` (``"5"`` could mean 5 % or 500 %). Python numbers,
-    as in ``@pytest.mark.irene(tolerance=0.05)``, are taken as fractions.
+    as in ``@pytest.mark.irene(tolerance=0.05)``, are taken as fractions, and a number
+    above 1 is refused for the same reason (``tolerance=5``).
     """
     if isinstance(text, bool):
         raise UsageError(f"{option}: expected a percentage such as '5%', got {text!r}")
     if isinstance(text, (int, float)):
-        return _finite(float(text), option, text, "a fraction")
+        value = _finite(float(text), option, text, "a fraction")
+        if value > 1:  # tolerance=5 is far likelier a 5 % meant than a 500 % one
+            raise UsageError(
+                f"{option}: {text!r} is a fraction ({value:.0%}); write 0.05 or '5%' for five percent "
+                f"(a tolerance over 100 % must be a string such as '{value:.0%}')"
+            )
+        return value
     match = _PERCENT_RE.match(str(text))
     if match is None:
         raise UsageError(f"{option}: expected a percentage such as '5%' or '2.5 %', got {text!r}")

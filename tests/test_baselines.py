@@ -91,10 +91,13 @@ def test_change_within_tolerance_or_below_min_delta_passes() -> None:
 
 def test_added_and_removed_modules() -> None:
     base = entry_from_tree(make_tree(extra=True), profile="p", features="model")
-    comp = compare(base, make_tree(), tolerance=0.05, min_delta=0.001)
+    comp = compare(base, make_tree(), tolerance=0.05, min_delta=0.001, fail_on="any")
     assert comp.status == "fail"
     removed = [d for d in comp.deltas if d.now_j is None]
     assert [d.scope for d in removed] == ["pooler", "pooler.dense"] and removed[0].failed
+    # by default (fail on increases) dropping a module is a decrease: it passes, and says so
+    default = compare(base, make_tree(), tolerance=0.05, min_delta=0.001)
+    assert default.status == "pass" and default.cheaper == ("pooler.dense",) and not default.failed_modules
     back = compare(entry_from_tree(make_tree(), profile="p", features="model"), make_tree(extra=True),
                    tolerance=0.05, min_delta=0.001)
     assert [d.scope for d in back.deltas if d.baseline_j is None] == ["pooler", "pooler.dense"]

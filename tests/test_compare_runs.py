@@ -81,9 +81,13 @@ def test_identical_runs_and_fail_on(example, capsys) -> None:
     code, out, _ = irene(capsys, example["base"], example["base"])
     assert code == 0 and " pass" in out and "0 failing" in out
     assert irene(capsys, example["base"], example["wide"], "--fail-on", "none")[0] == 0
-    # a smaller model is not an increase, but it is a change
-    assert irene(capsys, example["wide"], example["base"])[0] == 0
-    assert irene(capsys, example["wide"], example["base"], "--fail-on", "any")[0] == 1
+    # a smaller model is not an increase, but it is a change: the call says "changed", not "fail"
+    code, out, _ = irene(capsys, example["wide"], example["base"])
+    assert code == 0 and ") changed" in out and ") fail" not in out and "0 failing" in out
+    code, out, _ = irene(capsys, example["wide"], example["base"], "--markdown")
+    assert code == 0 and "📉 changed" in out and "❌" not in out
+    code, out, _ = irene(capsys, example["wide"], example["base"], "--fail-on", "any")
+    assert code == 1 and "REGRESSION" in out
     # a looser tolerance than the change lets it through
     assert irene(capsys, example["base"], example["wide"], "--tolerance", "1000%")[0] == 0
     code, _, err = irene(capsys, example["base"], example["wide"], "--fail-on", "sometimes")

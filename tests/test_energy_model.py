@@ -386,3 +386,21 @@ def test_training_on_two_machines_warns_and_records_no_hardware(tmp_path: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", MixedMachinesWarning)  # one machine: silent
         train_energy_model([pc1], profile="one", feature_sets=["model"], crossvalidate=False)
+
+
+def test_recording_tree_fingerprints_keeps_the_energy_model_version(tmp_path: Path):
+    """Baselines store the model file's version; the fingerprints list is bookkeeping that never
+    changes a prediction, so a file with and without it has one version, and a weight does not."""
+    from pytest_irene.compare.baselines import energy_model_version
+    from pytest_irene.engine.predict.model_file import dump_json
+
+    shipped = resolve_profile("irene-pc1")
+    obj = json.loads(shipped.read_text())
+    assert obj["dataset"]["tree_fingerprints"]
+    obj["dataset"].pop("tree_fingerprints")
+    without = tmp_path / "without.json"
+    without.write_text(dump_json(obj) + "\n")
+    assert energy_model_version(without) == energy_model_version(shipped)
+    _first_weight_list(obj)[0] += 1e-3
+    without.write_text(dump_json(obj) + "\n")
+    assert energy_model_version(without) != energy_model_version(shipped)

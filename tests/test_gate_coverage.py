@@ -152,7 +152,9 @@ def test_a_rename_that_also_changes_the_computation_fails(energy_model: EnergyMo
     assert comp.status == "fail"
     assert [(r.old, r.new) for r in comp.renames] == [("layers.0.mlp", "layers.0.ffn")]
     assert "layers.1.ffn" in {d.scope for d in comp.failed_modules if d.baseline_j is None}
-    assert "layers.1.mlp" in {d.scope for d in comp.failed_modules if d.now_j is None}
+    assert "layers.1.mlp" in {d.scope for d in comp.deltas if d.now_j is None}  # gone: a decrease
+    strict = compare(base, two_layers("ffn", (256, 1024), energy_model), tolerance=0.05, min_delta=0.001, fail_on="any")
+    assert "layers.1.mlp" in {d.scope for d in strict.failed_modules if d.now_j is None}
 
 
 def test_find_renames_prefers_the_same_parent_and_needs_the_same_types() -> None:

@@ -50,7 +50,7 @@ def test_select_tolerance_hook(pytester: pytest.Pytester) -> None:
         '''
 def pytest_irene_select_tolerance(item, default):
     assert default == 0.05  # what --irene-tolerance / the marker chose
-    return 1000.0 if item.name == "test_tiny" else None
+    return "100000%" if item.name == "test_tiny" else None
 '''
     )
     result = run(pytester, "--irene-min-delta=0J", "--irene-json=r.json")

@@ -100,7 +100,7 @@ def text_lines(rc: RunComparison, fail_on: str) -> list[str]:
 def _call_lines(call: CallChange, fail_on: str) -> list[str]:
     comp = call.comparison
     assert comp is not None
-    verdict = "REGRESSION" if call.fails(fail_on) else comp.status
+    verdict = "REGRESSION" if call.fails(fail_on) else call.status(fail_on)
     lines = [
         f"{call.nodeid} [{call.label}]: {format_energy(call.base_total_j)} -> {format_energy(call.new_total_j)} "
         f"({format_change(call.change)}) {verdict}",

@@ -103,8 +103,25 @@ class BaselineEntry:
 
 
 def energy_model_version(path: str | os.PathLike[str]) -> str:
-    """The version stored with baselines: first 12 hex digits of the model file's SHA-256."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    """The version stored with baselines: first 12 hex digits of the model file's SHA-256.
+
+    The list of training-tree fingerprints (``dataset.tree_fingerprints``, for ``irene
+    evaluate``) is left out: it never changes a prediction, so recording it must not turn
+    every stored baseline into "another version". Such a file is hashed as our writer
+    would write it without the list (the bytes of a file from before the list existed)."""
+    data = Path(path).read_bytes()
+    if b'"tree_fingerprints"' in data:
+        import json
+
+        from pytest_irene.engine.predict.model_file import dump_json
+
+        try:
+            obj = json.loads(data)
+            obj["dataset"].pop("tree_fingerprints")
+            data = (dump_json(obj) + "\n").encode("utf-8")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass  # not our layout: the bytes as they are
+    return hashlib.sha256(data).hexdigest()[:12]
 
 
 def tree_energies(tree: EnergyTree, *, leaves: bool = True) -> dict[str, ModuleEnergy]:

@@ -17,6 +17,21 @@ DEFAULT_TOLERANCE = 0.05
 DEFAULT_MIN_DELTA_J = 0.001
 
 
+#: What fails the gate: ``increase`` (a module costs more beyond the limits, or a costly
+#: module appeared: the default, as pytest-benchmark and CodSpeed fail only on slowdowns)
+#: or ``any`` (decreases and removed modules too, to keep the baselines tight).
+FAIL_ON: tuple[str, ...] = ("increase", "any")
+DEFAULT_FAIL_ON = "increase"
+
+
+def counts_against(baseline_j: float | None, now_j: float | None, fail_on: str) -> bool:
+    """Whether a change that :func:`moved` fails under ``fail_on``: any change for ``any``;
+    for ``increase`` a module that costs more now, or did not exist before."""
+    if fail_on == "any":
+        return True
+    return baseline_j is None or (now_j is not None and now_j > baseline_j)
+
+
 def moved(baseline_j: float, now_j: float, *, tolerance: float, min_delta: float) -> bool:
     """Whether a module's energy changed enough to fail the gate.
 
@@ -42,7 +57,8 @@ class ModuleDelta:
     now_j: float | None
     """Energy now, joules; ``None`` when the module was removed."""
     failed: bool
-    """Whether this change alone fails the test (beyond tolerance and minimum delta, or added/removed)."""
+    """Whether this change alone fails the test: beyond tolerance and minimum delta (or added,
+    or removed) in the direction ``fail_on`` counts (:func:`counts_against`)."""
     was: str | None = None
     """The module's scope in the baseline when it was renamed (``layers.0.mlp`` for
     ``layers.0.ffn``, see :class:`Rename`); ``None`` otherwise."""
@@ -106,6 +122,9 @@ class Comparison:
     under its new scope, with :attr:`ModuleDelta.was`)."""
     renames: tuple[Rename, ...] = ()
     """Subtrees found renamed: they pass, except under ``--irene-strict``."""
+    cheaper: tuple[str, ...] = ()
+    """Innermost modules that got cheaper beyond the limits without failing (``--irene-fail-on
+    increase``): the baseline is stale, ``--irene-save`` records the lower energy."""
 
     @property
     def failed_modules(self) -> list[ModuleDelta]:
@@ -117,4 +136,5 @@ class Comparison:
             "reason": self.reason,
             "deltas": [d.to_dict() for d in self.deltas],
             "renames": [r.to_dict() for r in self.renames],
+            "cheaper": list(self.cheaper),
         }

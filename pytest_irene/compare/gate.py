@@ -12,12 +12,14 @@ from dataclasses import dataclass
 
 from pytest_irene.compare.baselines import BaselineEntry, tree_energies
 from pytest_irene.compare.comparison import (
+    DEFAULT_FAIL_ON,
     DEFAULT_MIN_DELTA_J,
     DEFAULT_TOLERANCE,
     Comparison,
     ModuleDelta,
     Rename,
     Status,
+    counts_against,
     moved,
 )
 from pytest_irene.compare.renames import find_renames, is_under
@@ -56,14 +58,17 @@ def compare(
     features: str | None = None,
     strict: bool = False,
     energy_model: str | None = None,
+    fail_on: str = DEFAULT_FAIL_ON,
 ) -> Comparison:
     """Compare every module of ``tree`` (leaf modules included) with the baseline.
 
     A module fails when its energy :func:`~pytest_irene.compare.comparison.moved`:
     by more than ``tolerance`` (relative) AND by more than ``min_delta`` joules
     (absolute), so tiny modules whose few microjoules move by 10 % never trip the
-    gate. A module that appeared or disappeared fails when its energy exceeds
-    ``min_delta``, unless it was renamed (:func:`~pytest_irene.compare.renames.find_renames`:
+    gate, in a direction ``fail_on`` counts (``increase``: up; ``any``: either way;
+    a call whose modules only got cheaper passes and says so). A module that
+    appeared fails when its energy exceeds ``min_delta``, one that disappeared
+    too under ``any``, unless it was renamed (:func:`~pytest_irene.compare.renames.find_renames`:
     same subtree shape, types and energies under another scope), which passes
     and is reported, and fails only when ``strict``. The root (scope ``""``) is
     compared like any module.
@@ -88,6 +93,7 @@ def compare(
     renamed_from = {new: old for r in renames for old, new in r.scopes}
     tops = {r.new for r in renames}
     deltas: list[ModuleDelta] = []
+    cheaper: list[ModuleDelta] = []  # moved down beyond the limits, which fail_on does not count
     for scope, cur in now.items():
         if scope in renamed_from:
             old = was[renamed_from[scope]]
@@ -98,18 +104,31 @@ def compare(
         if prev is None:
             deltas.append(ModuleDelta(scope, cur.type, None, cur.energy_j, cur.energy_j > min_delta))
             continue
-        failed = moved(prev.energy_j, cur.energy_j, tolerance=tolerance, min_delta=min_delta)
+        beyond = moved(prev.energy_j, cur.energy_j, tolerance=tolerance, min_delta=min_delta)
+        failed = beyond and counts_against(prev.energy_j, cur.energy_j, fail_on)
         deltas.append(ModuleDelta(scope, cur.type, prev.energy_j, cur.energy_j, failed))
+        if beyond and not failed:
+            cheaper.append(deltas[-1])
     gone = set(renamed_from.values())
     for scope, prev in was.items():
         if scope not in now and scope not in gone:
-            deltas.append(ModuleDelta(scope, prev.type, prev.energy_j, None, prev.energy_j > min_delta))
-    status, reason = _verdict(deltas, renames, tolerance, min_delta, strict, baseline_entry.leaves)
-    return Comparison(status, reason, tuple(deltas), tuple(renames))
+            beyond = prev.energy_j > min_delta
+            failed = beyond and counts_against(prev.energy_j, None, fail_on)
+            deltas.append(ModuleDelta(scope, prev.type, prev.energy_j, None, failed))
+            if beyond and not failed:
+                cheaper.append(deltas[-1])
+    status, reason = _verdict(deltas, renames, tolerance, min_delta, strict, baseline_entry.leaves, cheaper)
+    return Comparison(status, reason, tuple(deltas), tuple(renames), tuple(d.scope for d in culprits(cheaper)))
 
 
 def _verdict(
-    deltas: list[ModuleDelta], renames: list[Rename], tolerance: float, min_delta: float, strict: bool, leaves: bool
+    deltas: list[ModuleDelta],
+    renames: list[Rename],
+    tolerance: float,
+    min_delta: float,
+    strict: bool,
+    leaves: bool,
+    cheaper: list[ModuleDelta],
 ) -> tuple[Status, str]:
     """The status and the one-sentence reason of a comparison that ran."""
     moved_ = [d for d in deltas if d.failed and d.was is None]
@@ -120,15 +139,22 @@ def _verdict(
         notes.append(f"{len(renames)} module(s) renamed ({shown}{more})")
     if not leaves:
         notes.append("the baseline predates leaf-module coverage (irene-baselines/1): --irene-save to gate leaf modules")
+    if cheaper:
+        names = ", ".join(scope_label(d.scope) for d in culprits(cheaper)[:3])
+        notes.append(
+            f"{len(cheaper)} module(s) cheaper beyond the limits, starting at {names} "
+            "(--irene-save records the lower energy; --irene-fail-on=any fails on decreases)"
+        )
     tail = "".join(f"; {n}" for n in notes)
+    limits = f"{tolerance:.1%} and {format_energy(min_delta)}"
     if moved_:
         names = ", ".join(scope_label(d.scope) for d in culprits(moved_)[:3])
-        return "fail", (
-            f"{len(moved_)} module(s) changed beyond {tolerance:.1%} and {format_energy(min_delta)}, "
-            f"starting at {names}{tail}"
-        )
+        grew = "changed" if any(not counts_against(d.baseline_j, d.now_j, "increase") for d in moved_) else "costlier"
+        return "fail", f"{len(moved_)} module(s) {grew} beyond {limits}, starting at {names}{tail}"
     if renames and strict:
         return "fail", f"{notes[0]} and --irene-strict is set; accept the new names with --irene-save"
+    if cheaper:
+        return "pass", f"no module costlier beyond {limits}{tail}"
     return "pass", f"every module within {tolerance:.1%} (or {format_energy(min_delta)}){tail}"
 
 

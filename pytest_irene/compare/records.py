@@ -124,11 +124,14 @@ def comparison_from_dict(obj: Any, where: str) -> Comparison:
         )
     renames = obj.get("renames", [])
     _require(isinstance(renames, list), f"{where}.renames", "a list", renames)
+    cheaper = obj.get("cheaper", [])  # absent in run files written before --irene-fail-on
+    _require(isinstance(cheaper, list) and all(isinstance(c, str) for c in cheaper), f"{where}.cheaper", "a list of scopes", cheaper)
     return Comparison(
         status=status,
         reason=reason,
         deltas=tuple(out),
         renames=tuple(_rename_from_dict(r, f"{where}.renames[{i}]") for i, r in enumerate(renames)),
+        cheaper=tuple(cheaper),
     )
 
 

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pytest_irene.compare.baselines import BaselineEntry, BaselineError, entry_from_tree, read_baseline_file
-from pytest_irene.compare.comparison import DEFAULT_MIN_DELTA_J, DEFAULT_TOLERANCE, Comparison, ModuleDelta
+from pytest_irene.compare.comparison import FAIL_ON as GATE_FAIL_ON
+from pytest_irene.compare.comparison import DEFAULT_MIN_DELTA_J, DEFAULT_TOLERANCE, Comparison, ModuleDelta, counts_against
 from pytest_irene.compare.runfile import CommitInfo, RunFileError, read_run_file
 from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
 FailOn = Literal["none", "increase", "any"]
-FAIL_ON: tuple[str, ...] = ("none", "increase", "any")
+FAIL_ON: tuple[str, ...] = ("none", *GATE_FAIL_ON)
 
 CallKey = tuple[str, str]
 
@@ -196,7 +197,16 @@ class CallChange:
         failed = self.comparison.failed_modules
         if fail_on == "any":
             return self.comparison.status == "fail"
-        return any(d.baseline_j is None or (d.now_j is not None and d.now_j > d.baseline_j) for d in failed)
+        return any(counts_against(d.baseline_j, d.now_j, "increase") for d in failed)
+
+    def status(self, fail_on: str) -> str:
+        """The call's word under ``--fail-on``: ``fail`` only when it fails that rule; a change
+        the rule lets pass (a decrease under ``increase``) is ``changed``; else the comparison's."""
+        if self.comparison is None:
+            return "base only" if self.new is None else "new only"
+        if self.fails(fail_on):
+            return "fail"
+        return "changed" if self.comparison.status == "fail" else self.comparison.status
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -311,6 +321,7 @@ def compare_runs(
                 features=now.features,
                 strict=strict,
                 energy_model=now.energy_model or None,
+                fail_on="any",  # every move is marked; CallChange.fails applies --fail-on
             )
         calls.append(CallChange(key[0], key[1], was, now, comparison))
     calls += [CallChange(k[0], k[1], e, None, None) for k, e in base.entries.items() if k not in new.entries]

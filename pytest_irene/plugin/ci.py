@@ -86,15 +86,20 @@ class CiReporter:
         from pytest_irene.report.markdown import COMMENT_LIMIT_CHARS, STEP_SUMMARY_LIMIT_BYTES, session_markdown
 
         self.records = list(records)
-        if not records:
-            return
         notes = summary_notes(self.manager)
         path = self.manager.settings.markdown_path
-        if path is not None:
-            from pytest_irene.atomic import atomic_write_text
+        if path is not None:  # written even with no wrapped call: an older file must not be posted
+            from pytest_irene.outputs import OutputError, write_output
 
-            atomic_write_text(path, session_markdown(records, notes, limit=COMMENT_LIMIT_CHARS))
-            self.notes.append(f"irene: Markdown summary written to {path}")
+            try:
+                write_output(path, session_markdown(records, notes, limit=COMMENT_LIMIT_CHARS), "--irene-markdown")
+            except OutputError as exc:  # the other reports are still written; the run fails
+                self.manager.report_errors.append(str(exc))
+                self.notes.append(f"irene: {exc}")
+            else:
+                self.notes.append(f"irene: Markdown summary written to {path}")
+        if not records:
+            return
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary:
             target = Path(summary)

@@ -49,11 +49,12 @@ def pytest_irene_select_profile(item: pytest.Item, default: str) -> str | None:
 
 
 @pytest.hookspec(firstresult=True)
-def pytest_irene_select_tolerance(item: pytest.Item, default: float) -> float | None:
-    """Choose the module-level tolerance (a fraction: 0.05 = 5 %) for one test.
+def pytest_irene_select_tolerance(item: pytest.Item, default: float) -> float | str | None:
+    """Choose the module-level tolerance for one test: a fraction up to 1 (0.05 = 5 %) or a
+    percentage string (``"5%"``, ``"150%"``), as the marker takes it.
 
-    ``default`` is what the ``irene`` marker or ``--irene-tolerance`` selected.
-    Return ``None`` to keep it.
+    ``default`` is what the ``irene`` marker or ``--irene-tolerance`` selected (a fraction).
+    Return ``None`` to keep it. A value of another kind fails the test, naming the hook.
     """
 
 

@@ -8,6 +8,7 @@ stops the run before any test with a message naming the option.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from pytest_irene.engine.feature_sets import AUTO, FEATURE_MODES
 from pytest_irene.errors import UsageError
 from pytest_irene.outputs import check_output_path
+from pytest_irene.compare.comparison import DEFAULT_FAIL_ON, FAIL_ON
 from pytest_irene.compare.gate import DEFAULT_MIN_DELTA_J, DEFAULT_TOLERANCE
 from pytest_irene.units import DEFAULT_PRICE_CENTS_PER_KWH, parse_energy, parse_percent, parse_price
 
@@ -29,6 +31,11 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("irene-budget", "str", "fail any test whose predicted energy exceeds this, e.g. 12J, 500mJ, 0.01Wh"),
     ("irene-tolerance", "str", "relative change of a module's energy allowed against the baseline (default: 5%%)"),
     ("irene-min-delta", "str", "absolute changes below this never fail, e.g. 0.01J (default: 1mJ)"),
+    (
+        "irene-fail-on",
+        "str",
+        "increase|any: fail only when a module got costlier (default), or on decreases too (keeps baselines tight)",
+    ),
     ("irene-profile", "str", f"energy model: bundled profile name or model file path (default: {DEFAULT_PROFILE})"),
     (
         "irene-features",
@@ -57,6 +64,7 @@ METAVARS: dict[str, str] = {
     "irene-budget": "ENERGY",
     "irene-tolerance": "PERCENT",
     "irene-min-delta": "ENERGY",
+    "irene-fail-on": "increase|any",
     "irene-profile": "NAME|PATH",
     "irene-features": "auto|model|all",
     "irene-baselines": "DIR",
@@ -131,6 +139,8 @@ class Settings:
     """``--irene-prune`` (with ``--irene-save``): drop baselines of tests that no longer exist."""
     device: str | None = None
     """``--irene-device``: where model features are traced (``None``: the meta device)."""
+    fail_on: str = DEFAULT_FAIL_ON
+    """``--irene-fail-on``: ``increase`` or ``any`` (see :data:`~pytest_irene.compare.comparison.FAIL_ON`)."""
 
 
 def _path(value: str, source: str, config: pytest.Config) -> Path:
@@ -181,6 +191,28 @@ def check_profile(settings: Settings, host: Callable[[], dict[str, Any]]) -> dic
     return header
 
 
+#: Device types ``torch.device`` accepts (torch 2.x): checked without importing torch, which
+#: every pytest session would pay for.
+TORCH_DEVICE_TYPES = (
+    "cpu", "cuda", "meta", "mps", "xpu", "hpu", "mtia", "xla", "lazy", "ipu", "hip", "ve", "fpga", "maia",
+    "vulkan", "opengl", "opencl", "ideep", "mkldnn", "privateuseone",
+)
+_DEVICE_RE = re.compile(r"^([a-z]+)(?::(\d+))?$")
+
+
+def check_device_name(device: str, src: str) -> str:
+    """``device`` when it names a torch device (``meta``, ``cpu``, ``cuda:1``), else a
+    :class:`UsageError` naming the option. Whether that device exists here is checked per
+    call, where the model's own device is known."""
+    match = _DEVICE_RE.match(device)
+    if match is None or match.group(1) not in TORCH_DEVICE_TYPES:
+        raise UsageError(
+            f"{src}: expected a torch device such as meta, cpu or cuda:0, got {device!r} "
+            f"(device types: {', '.join(TORCH_DEVICE_TYPES[:5])}, ...)"
+        )
+    return device
+
+
 def load_settings(config: pytest.Config) -> Settings:
     """Parse every option (command line first, then ini); :class:`UsageError` names a bad one."""
 
@@ -196,6 +228,11 @@ def load_settings(config: pytest.Config) -> Settings:
 
     raw, src = get_raw(config, "irene-min-delta")
     min_delta = parse_energy(str(raw), src) if raw is not None else DEFAULT_MIN_DELTA_J
+
+    raw, src = get_raw(config, "irene-fail-on")
+    fail_on = str(raw).strip().lower() if raw is not None else DEFAULT_FAIL_ON
+    if fail_on not in FAIL_ON:
+        raise UsageError(f"{src}: expected one of {', '.join(FAIL_ON)}, got {raw!r}")
 
     raw, src = get_raw(config, "irene-profile")
     profile = str(raw).strip() if raw is not None else DEFAULT_PROFILE
@@ -220,7 +257,7 @@ def load_settings(config: pytest.Config) -> Settings:
         raise UsageError(f"{src}: cannot be combined with --irene-save (saving does not compare); choose one")
 
     raw, src = get_raw(config, "irene-markdown")
-    markdown_path = _path(str(raw), src, config) if raw is not None else None
+    markdown_path = check_output_path(_path(str(raw), src, config), src, str(raw)) if raw is not None else None
 
     if flag("irene-prune") and not flag("irene-save"):
         raise UsageError("--irene-prune: only with --irene-save (it rewrites the baselines)")
@@ -229,9 +266,7 @@ def load_settings(config: pytest.Config) -> Settings:
     price = parse_price(str(raw), src) if raw is not None else DEFAULT_PRICE_CENTS_PER_KWH
 
     raw, src = get_raw(config, "irene-device")
-    device = str(raw).strip() if raw is not None else None
-    if device == "":
-        raise UsageError(f"{src}: expected a torch device such as meta or cpu, got an empty value")
+    device = check_device_name(str(raw).strip(), src) if raw is not None else None
 
     return Settings(
         disabled=flag("irene-disable"),
@@ -249,4 +284,5 @@ def load_settings(config: pytest.Config) -> Settings:
         markdown_path=markdown_path,
         prune=flag("irene-prune"),
         device=device,
+        fail_on=fail_on,
     )

@@ -34,6 +34,7 @@ def run_file(manager: IreneSession, records: list[CallRecord]) -> RunFile:
             "budget_j": s.budget_j,
             "tolerance": s.tolerance,
             "min_delta_j": s.min_delta_j,
+            "fail_on": s.fail_on,
             "strict": s.strict,
             "saved": s.save,
             "price_cents_per_kwh": s.price_cents_per_kwh,

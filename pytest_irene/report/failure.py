@@ -8,6 +8,7 @@ pytest-memray turns a limit into a readable failure.
 
 from __future__ import annotations
 
+from pytest_irene.compare.comparison import counts_against
 from pytest_irene.compare.records import CallRecord
 from pytest_irene.engine.tree import scope_label
 from pytest_irene.units import format_change, format_energy
@@ -47,7 +48,9 @@ def comparison_text(record: CallRecord) -> list[str]:
     assert comp is not None
     if not comp.deltas:  # --irene-strict without a comparable baseline: nothing was compared
         return [f"[{record.label}] {comp.reason}"]
-    lines = [f"[{record.label}] energy regression against the baseline: {comp.reason}"]
+    grew = any(counts_against(d.baseline_j, d.now_j, "increase") for d in comp.failed_modules)
+    what = "energy regression" if grew else ("energy change" if comp.failed_modules else "energy gate")
+    lines = [f"[{record.label}] {what} against the baseline: {comp.reason}"]
     changed = [d for d in comp.failed_modules if d.baseline_j is not None and d.now_j is not None and d.was is None]
     if changed:
         rows = [

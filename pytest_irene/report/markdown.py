@@ -35,6 +35,9 @@ _STATUS_ICON = {
     "skipped": "⚠️ skipped",
     "saved": "💾 saved",
     "not saved": "❌ not saved",
+    "changed": "📉 changed",
+    "base only": "only in BASE",
+    "new only": "only in NEW",
 }
 
 
@@ -112,6 +115,9 @@ def _failing_block(record: CallRecord) -> str:
 
 def session_blocks(records: list[CallRecord], notes: list[str] | None = None) -> list[str]:
     """The summary as blocks: heading and calls table, failing modules per failing call, then notes."""
+    if not records:
+        head = "### pytest-irene energy summary\n\nNo wrapped call ran in this session."
+        return [head] + (["\n".join(f"- {cell(n)}" for n in notes)] if notes else [])
     counts: dict[str, int] = {}
     for r in records:
         counts[call_status(r)] = counts.get(call_status(r), 0) + 1
@@ -153,12 +159,6 @@ def session_markdown(records: list[CallRecord], notes: list[str] | None = None, 
 # -- irene compare --markdown ---------------------------------------------------------------------
 
 
-def _call_verdict(call: CallChange) -> str:
-    if call.comparison is None:
-        return "only in BASE" if call.new is None else "only in NEW"
-    return _STATUS_ICON.get(call.comparison.status, call.comparison.status)
-
-
 def _call_block(call: CallChange) -> str:
     lines = [f"#### {code(call.nodeid)} [{cell(call.label)}]", cell(call.comparison.reason if call.comparison else "")]
     if call.moved:
@@ -193,7 +193,7 @@ def compare_blocks(rc: RunComparison, fail_on: str = "increase") -> list[str]:
             format_energy(c.base_total_j) if c.base_total_j is not None else "-",
             format_energy(c.new_total_j) if c.new_total_j is not None else "-",
             format_change(c.change),
-            ("**regression** " if c.fails(fail_on) else "") + _call_verdict(c),
+            ("**regression** " if c.fails(fail_on) else "") + _STATUS_ICON.get(c.status(fail_on), c.status(fail_on)),
         )
         for c in rc.calls
     ]

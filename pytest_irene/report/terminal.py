@@ -192,6 +192,15 @@ def render_summary(
         console.print("failing modules:", style="bold red" if markup else None, markup=False)
         for line in failing:
             console.print(f"  {line}", markup=False, soft_wrap=True)
+    cheaper = [
+        f"{r.nodeid} [{r.label}]: " + ", ".join(scope_label(s) for s in r.comparison.cheaper)
+        for r in records
+        if r.comparison is not None and r.comparison.cheaper
+    ]
+    if cheaper:
+        console.print("cheaper than the baseline (passed; --irene-save records the lower energy):", markup=False)
+        for line in cheaper:
+            console.print(f"  {line}", markup=False, soft_wrap=True)
     renamed = renamed_module_lines(records)
     if renamed:
         console.print("renamed modules (same types and energies, not failed):", markup=False)

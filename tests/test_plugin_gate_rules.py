@@ -1,0 +1,128 @@
+"""What fails the gate, and options checked before any test runs.
+
+- ``--irene-fail-on``: decreases pass by default (and say so), ``any`` fails them too;
+- an xfail test whose gate fails is the failure it expected;
+- ``--irene-markdown`` and ``--irene-device`` are checked like the other options (exit 4),
+  and the Markdown file is written even when no wrapped call ran;
+- hook return values obey the marker's rules.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from inner import run
+from test_plugin import write_tiny
+
+
+@pytest.fixture
+def cheaper(pytester: pytest.Pytester) -> pytest.Pytester:
+    """Baselines saved at width 512, the code now at width 64: every block module got cheaper."""
+    write_tiny(pytester, width=512)
+    run(pytester, "--irene-save").assert_outcomes(passed=1)
+    write_tiny(pytester, width=64)
+    return pytester
+
+
+def test_a_cheaper_call_passes_and_says_so(cheaper: pytest.Pytester) -> None:
+    result = run(cheaper, "--irene-min-delta=0J", "-rA")
+    result.assert_outcomes(passed=1)
+    out = result.stdout.str()
+    assert "no module costlier beyond 5.0%" in out and "cheaper beyond the limits, starting at block" in out
+    assert "--irene-save records the lower energy" in out
+
+
+def test_fail_on_any_fails_a_decrease_as_a_change(cheaper: pytest.Pytester) -> None:
+    result = run(cheaper, "--irene-min-delta=0J", "--irene-fail-on=any")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "[tiny] energy change against the baseline" in out and "energy regression" not in out
+
+
+def test_a_costlier_call_still_fails_as_a_regression(pytester: pytest.Pytester) -> None:
+    write_tiny(pytester, width=64)
+    run(pytester, "--irene-save").assert_outcomes(passed=1)
+    write_tiny(pytester, width=512)
+    result = run(pytester, "--irene-min-delta=0J")
+    result.assert_outcomes(failed=1)
+    assert "[tiny] energy regression against the baseline: " in result.stdout.str()
+    assert "module(s) costlier beyond 5.0%" in result.stdout.str()
+
+
+XFAIL = '''
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.mark.irene(budget="1uJ")
+@pytest.mark.xfail(reason="known energy issue", strict={strict})
+def test_known(irene):
+    irene(nn.Sequential(nn.Linear(64, 64)), torch.randn(4, 32, 64))
+
+
+@pytest.mark.irene(budget="1uJ")
+@pytest.mark.xfail(reason="expects a ValueError", raises=ValueError)
+def test_other_failure_expected(irene):
+    irene(nn.Sequential(nn.Linear(64, 64)), torch.randn(4, 32, 64))
+'''
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_an_xfail_test_whose_gate_fails_is_xfailed(pytester: pytest.Pytester, strict: bool) -> None:
+    pytester.makepyfile(test_x=XFAIL.format(strict=strict))
+    result = run(pytester, "-rxXf")
+    result.assert_outcomes(xfailed=1, failed=1)  # raises=ValueError: the gate is not that failure
+    result.stdout.fnmatch_lines(["*XFAIL*test_known*known energy issue*", "*FAILED*test_other_failure_expected*"])
+
+
+def test_bad_markdown_path_and_device_are_usage_errors(pytester: pytest.Pytester) -> None:
+    write_tiny(pytester)
+    (pytester.path / "adir").mkdir()
+    for option, needle in (
+        ("--irene-markdown=adir", "--irene-markdown=adir: is a directory"),
+        ("--irene-device=gpu", "--irene-device: expected a torch device such as meta, cpu or cuda:0, got 'gpu'"),
+        ("--irene-fail-on=sometimes", "--irene-fail-on: expected one of increase, any"),
+    ):
+        result = run(pytester, option, "--irene-json=r.json")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, option
+        result.stderr.fnmatch_lines([f"*{needle}*"])
+        assert not (pytester.path / "r.json").exists()
+
+
+def test_markdown_is_written_when_no_wrapped_call_ran(pytester: pytest.Pytester) -> None:
+    write_tiny(pytester)
+    stale = pytester.path / "m.md"
+    stale.write_text("an older summary that must not be posted\n")
+    run(pytester, "-k", "nothing", "--irene-markdown=m.md")
+    text = stale.read_text()
+    assert "older summary" not in text and "No wrapped call ran in this session." in text
+
+
+@pytest.mark.parametrize(
+    ("returned", "outcome", "needle"),
+    [
+        ('"100000%"', "passed", None),
+        ("-1", "failed", "pytest_irene_select_tolerance for test_tiny.py::test_tiny: "),
+        ("5", "failed", "is a fraction (500%)"),
+    ],
+)
+def test_select_tolerance_values_obey_the_marker_rules(
+    pytester: pytest.Pytester, returned: str, outcome: str, needle: str | None
+) -> None:
+    write_tiny(pytester, width=64)
+    run(pytester, "--irene-save").assert_outcomes(passed=1)
+    write_tiny(pytester, width=512)
+    pytester.makeconftest(f"def pytest_irene_select_tolerance(item, default):\n    return {returned}\n")
+    result = run(pytester, "--irene-min-delta=0J")
+    result.assert_outcomes(**{outcome: 1})
+    if needle:
+        assert needle in result.stdout.str()
+
+
+def test_a_host_fingerprint_hook_must_return_a_dict(pytester: pytest.Pytester) -> None:
+    write_tiny(pytester)
+    pytester.makeconftest("def pytest_irene_host_fingerprint(config):\n    return 'my-rig'\n")
+    result = run(pytester, "--irene-features=all")
+    assert "pytest_irene_host_fingerprint: expected a dict" in result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
