@@ -63,3 +63,21 @@ def test_junit_xml_carries_the_energy_properties(pytester: pytest.Pytester) -> N
     assert float(props["irene.tiny.predicted_j"]) == pytest.approx(total, rel=1e-5)
     assert float(props["irene.tiny.change"]) > 0.01
     assert props["irene.tiny.profile"] == "irene-pc1" and props["irene.tiny.status"] == "fail"
+
+
+def test_annotations_are_relative_to_the_github_workspace(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A suite with its own rootdir in a subdirectory (like examples/): GitHub places an
+    annotation by its path in the repository, not in pytest's rootdir."""
+    suite = pytester.mkdir("suite")
+    (suite / "pytest.ini").write_text("[pytest]\n")
+    monkeypatch.chdir(suite)
+    write_tiny(pytester, width=64).rename(suite / "test_tiny.py")
+    run(pytester, "--irene-save").assert_outcomes(passed=1)
+    (suite / "test_tiny.py").unlink()
+    write_tiny(pytester, width=512).rename(suite / "test_tiny.py")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_WORKSPACE", str(pytester.path))
+    result = run(pytester, "--irene-min-delta=0J")
+    result.assert_outcomes(failed=1)
+    (error,) = [line for line in result.stdout.lines if line.startswith("::error ")]
+    assert error.startswith("::error file=suite/test_tiny.py,line=")

@@ -70,7 +70,7 @@ def test_percentages(text: object, fraction: float) -> None:
     assert math.isclose(parse_percent(text, "--irene-tolerance"), fraction)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("text", ["5", "five%", "-5%", "%", True])
+@pytest.mark.parametrize("text", ["5", "five%", "-5%", "%", True, 5, 1.5])
 def test_bad_percentages(text: object) -> None:
     with pytest.raises(UsageError, match="--irene-tolerance"):
         parse_percent(text, "--irene-tolerance")  # type: ignore[arg-type]

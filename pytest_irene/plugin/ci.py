@@ -55,13 +55,27 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def annotation(record: CallRecord) -> str:
+def workspace_path(test_file: str, rootdir: Path) -> str:
+    """``test_file`` (relative to pytest's rootdir) relative to the repository GitHub checked
+    out (``GITHUB_WORKSPACE``), where annotations are placed: a suite with its own
+    ``pytest.ini`` in a subdirectory has another rootdir than the repository."""
+    workspace = os.environ.get("GITHUB_WORKSPACE")
+    if not workspace:
+        return test_file
+    try:
+        return (rootdir / test_file).resolve().relative_to(Path(workspace).resolve()).as_posix()
+    except ValueError:  # outside the checkout: the rootdir-relative path is the best there is
+        return test_file
+
+
+def annotation(record: CallRecord, rootdir: Path | None = None) -> str:
     """The ``::error file=...,line=...,title=...::message`` line for one failing call."""
     from pytest_irene.report.terminal import failing_module_lines
 
     props = []
     if record.test_file:
-        props.append(f"file={_escape_property(record.test_file)}")
+        path = workspace_path(record.test_file, rootdir) if rootdir is not None else record.test_file
+        props.append(f"file={_escape_property(path)}")
         if record.test_line is not None:
             props.append(f"line={record.test_line}")
     props.append(f"title={_escape_property(f'irene energy gate: {record.nodeid} [{record.label}]')}")
@@ -118,4 +132,4 @@ class CiReporter:
         if os.environ.get("GITHUB_ACTIONS") == "true":
             for record in self.records:
                 if record.failed:
-                    terminalreporter.write_line(annotation(record))
+                    terminalreporter.write_line(annotation(record, config.rootpath))
