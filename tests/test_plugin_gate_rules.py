@@ -126,3 +126,18 @@ def test_a_host_fingerprint_hook_must_return_a_dict(pytester: pytest.Pytester) -
     result = run(pytester, "--irene-features=all")
     assert "pytest_irene_host_fingerprint: expected a dict" in result.stdout.str() + result.stderr.str()
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_calls_the_gate_could_not_compare_are_said_under_the_summary(pytester: pytest.Pytester) -> None:
+    write_tiny(pytester)
+    run(pytester, "--irene-save", "--irene-json=first.json").assert_outcomes(passed=1)
+    body = (pytester.path / "test_tiny.py").read_text().replace("torch.randn(4, 32, 64)", "torch.randn(4, 16, 64)")
+    (pytester.path / "test_tiny.py").write_text(body)  # another input size: not comparable
+    out = run(pytester).stdout.str()
+    assert "irene: 1 of 1 call(s) not gated: baseline was made with input size batch_size=4, seq_len=32" in out
+
+    other = pytester.path / "other"
+    other.mkdir()
+    (other / "test_other.py").write_text(body.replace("def test_tiny(", "def test_other("))
+    out = run(pytester, "other", "--irene-compare=first.json").stdout.str()
+    assert "irene: none of this run's 1 call(s) is in " in out and "nothing was gated against it" in out

@@ -51,9 +51,30 @@ def summary_notes(manager: IreneSession) -> list[str]:
         notes.append("baselines unchanged")  # (pruning rewrote files: its own line says so)
     if manager.stale:
         notes.append(stale_note(manager.stale, pruned=bool(manager.pruned_files)))
+    notes += ungated_notes(manager)
     if manager.settings.json_path is not None and not manager.report_errors:
         notes.append(f"irene: JSON report written to {manager.settings.json_path}")
     return notes
+
+def ungated_notes(manager: IreneSession) -> list[str]:
+    """Say so when the gate compared nothing for some calls, which a passing run hides:
+    baselines of another energy-model version or input size (``skipped``), or a run file
+    to compare with that holds none of this run's calls."""
+    comps = [r.comparison for r in manager.records if r.comparison is not None]
+    skipped = [c for c in comps if c.status == "skipped"]
+    notes = []
+    if skipped:
+        reasons = sorted({c.reason.removeprefix("not compared: ") for c in skipped})
+        more = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
+        notes.append(
+            f"irene: {len(skipped)} of {len(comps)} call(s) not gated: {reasons[0]}{more}; "
+            "--irene-save refreshes them, --irene-strict fails such calls"
+        )
+    where = manager.settings.compare_path
+    if where is not None and comps and all(c.status == "new" for c in comps):
+        notes.append(f"irene: none of this run's {len(comps)} call(s) is in {where}: nothing was gated against it")
+    return notes
+
 
 def summary_text(manager: IreneSession, *, width: int, markup: bool, verbosity: int) -> str | None:
     """The terminal summary; ``None`` on an xdist worker or when nothing was wrapped."""
