@@ -66,7 +66,7 @@ def parse_energy(text: str | float | int, option: str = "energy") -> float:
         raise UsageError(f"{option}: expected an energy such as '12J', '500 mJ' or '0.1Wh', got {text!r}")
     number, unit = match.groups()
     factor = ENERGY_UNITS_J.get(unit.lower())
-    if factor is None or unit == "MJ":  # MJ would be megajoules: refuse rather than guess milli
+    if factor is None or unit.startswith("M"):  # M is mega in SI (MJ, Mj): refuse rather than guess milli
         raise UsageError(
             f"{option}: unknown energy unit {unit!r} in {text!r}; use one of {', '.join(ENERGY_UNIT_NAMES)}"
         )
