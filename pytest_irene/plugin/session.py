@@ -26,13 +26,13 @@ from pytest_irene.compare.baseline_store import BaselineStore
 from pytest_irene.compare.comparison import Comparison
 from pytest_irene.compare.records import CallRecord, record_from_dict, record_to_dict, sort_records
 from pytest_irene.compare.runs import RunSide, load_side, machine_differences, machine_mismatch, not_compared
-from pytest_irene.errors import IreneError, UsageError
+from pytest_irene.errors import UsageError
 from pytest_irene.units import parse_percent
 from pytest_irene.compare.gate import check_budget, compare
 from pytest_irene.engine.feature_sets import ALL, MODEL
 from pytest_irene.plugin.header import describe_hardware
 from pytest_irene.compare.stale import StaleBaseline
-from pytest_irene.report.failure import failure_text
+from pytest_irene.plugin.outcome import apply_gate
 from pytest_irene.plugin.marks import IreneMark, read_mark
 from pytest_irene.plugin.stale import StaleTracker
 from pytest_irene.plugin.options import Settings
@@ -297,33 +297,9 @@ class IreneSession:
         return tree
 
     def update_report(self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
-        """Turn the test's own report into a failure when its calls failed the gate (as pytest-memray does)."""
-        if call.when != "call":
-            return
-        if call.excinfo is not None and isinstance(call.excinfo.value, IreneError):
-            report.longrepr = f"{type(call.excinfo.value).__name__}: {call.excinfo.value}"
-        records = self.item_records.get(item.nodeid, [])
-        notes = [
-            f"[{r.label}] {r.comparison.reason}"
-            for r in records
-            if r.comparison and (r.comparison.status != "pass" or r.comparison.renames or r.comparison.cheaper)
-        ]
-        failed = [r for r in records if r.failed]
-        if failed:
-            text = failure_text(failed)
-            reason = expected_failure(item) if call.excinfo is None else None
-            if reason is not None:  # an xfail test whose gate failed: the failure it expected
-                report.outcome = "skipped"
-                report.wasxfail = reason
-                report.longrepr = None
-                report.sections.append(("irene energy gate", text))
-            elif report.passed:
-                report.outcome = "failed"
-                report.longrepr = text
-            else:
-                report.sections.append(("irene energy gate", text))
-        elif notes:
-            report.sections.append(("irene", "\n".join(notes)))
+        """The test's own report, with its wrapped calls' verdicts (see :func:`~pytest_irene.plugin.outcome.apply_gate`)."""
+        if call.when == "call":
+            apply_gate(item, call, report, self.item_records.get(item.nodeid, []))
 
     # -- xdist ----------------------------------------------------------------------------------
 
@@ -404,20 +380,3 @@ def _user_formulas() -> dict[str, Any]:
     """The user formulas now, without importing torch (none can exist before the module is imported)."""
     features = sys.modules.get(_FEATURES_MODULE)
     return features.user_formulas() if features is not None else {}
-
-
-def expected_failure(item: pytest.Item) -> str | None:
-    """The reason of the ``xfail`` mark pytest evaluated for ``item`` when a failed energy gate
-    counts as the failure it expects (no ``raises=``: the gate raises nothing; not under
-    ``--runxfail``), else ``None``."""
-    if item.config.option.runxfail:
-        return None
-    try:
-        from _pytest.skipping import xfailed_key  # where pytest keeps the evaluated mark
-    except ImportError:  # pragma: no cover - a pytest without it
-        return None
-    xfailed = item.stash.get(xfailed_key, None)
-    if xfailed is None or xfailed.raises is not None:
-        return None
-    return xfailed.reason
-
