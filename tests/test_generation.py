@@ -158,6 +158,52 @@ def test_bad_arguments_are_usage_errors() -> None:
         trace_generate(tiny_llama(), {"x": torch.ones(2)}, max_new_tokens=2)
 
 
+def test_a_1d_prompt_is_a_batch_of_one_as_in_trace() -> None:
+    """1-D ids raised a raw IndexError; trace() takes them as one sequence, so generation does too."""
+    model = tiny_llama()
+    ids, mask = torch.randint(3, 250, (8,)), torch.ones(8, dtype=torch.long)
+    for one, batched in ((ids, ids[None]), ({"input_ids": ids, "attention_mask": mask},
+                                            {"input_ids": ids[None], "attention_mask": mask[None]})):
+        tree = trace_generate(model, one, max_new_tokens=4)
+        assert (tree.batch_size, tree.seq_len) == (1, 8)
+        assert _features(tree) == _features(trace_generate(model, batched, max_new_tokens=4))
+    for bad in (torch.ones(2, 3, 4, dtype=torch.long), torch.ones(2, 8), torch.ones(2, 0, dtype=torch.long)):
+        with pytest.raises(UsageError, match=r"inputs: expected integer token ids of shape \(batch, prompt_len\)"):
+            trace_generate(model, bad, max_new_tokens=2)
+    with pytest.raises(UsageError, match=r"inputs\['attention_mask'\]: expected .*\(batch, prompt_len\)"):
+        trace_generate(model, {"input_ids": ids, "attention_mask": torch.ones(1, 1, 8, dtype=torch.long)}, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("predicted_steps", [64, 3])
+def test_a_decode_step_after_prediction_carries_the_energies_the_totals_were_built_from(
+        monkeypatch: pytest.MonkeyPatch, predicted_steps: int) -> None:
+    """decode_step(i).total_j was None while step_energies_j[i] had a value: the step's tree is rebuilt from the
+    template, and the energy model had predicted throwaway copies of it."""
+    from pytest_irene.engine import generation_tree
+
+    monkeypatch.setattr(generation_tree, "MAX_PREDICTED_STEPS", predicted_steps)  # 3: steps between are interpolated
+    tree = EnergyModel.load("irene-pc1").predict(trace_generate(tiny_llama(), _prompt(), max_new_tokens=7))
+    steps = [tree.decode_step(i) for i in range(6)]
+    assert [s.total_j for s in steps] == pytest.approx(tree.step_energies_j)
+    decode = tree.root.children[1]
+    for node in decode.walk():
+        scope = node.scope.removeprefix("decode").removeprefix(".")
+        assert sum(s[scope].predicted_energy_j for s in steps) == pytest.approx(node.predicted_energy_j)
+    assert trace_generate(tiny_llama(), _prompt(), max_new_tokens=3).decode_step(0).total_j is None  # not predicted
+
+
+def test_generation_past_an_absolute_position_table_is_refused_and_rotary_models_go_on() -> None:
+    """gpt2 decodes up to n_positions: the prompt and every new token but the last (never fed back) need a row."""
+    with torch.device("meta"):
+        gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
+    prompt = {"input_ids": torch.ones(1, 1000, dtype=torch.long)}
+    assert trace_generate(gpt2, prompt, max_new_tokens=25).meta["new_tokens"] == 25  # 1024 positions
+    with pytest.raises(UsageError, match=r"GPT2LMHeadModel: 1025 positions needed \(a prompt of 1000 token\(s\) \+ 26 new .* holds 1024"):
+        trace_generate(gpt2, prompt, max_new_tokens=26)
+    llama = tiny_llama(max_position_embeddings=16)
+    assert trace_generate(llama, _prompt(length=12), max_new_tokens=20).meta["decode_steps"] == 19
+
+
 def test_fixture_max_new_tokens_and_device(pytester: pytest.Pytester) -> None:
     from tests.inner import run
 

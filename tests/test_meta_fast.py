@@ -45,3 +45,67 @@ def test_unusual_calls_take_torchs_path() -> None:
     assert fast_elementwise(aten.addmm.default, (_meta(7), m1, _meta(8, 7, dtype=torch.float16)), {}) is None
     assert fast_elementwise(aten.native_layer_norm.default, (_meta(2, 5, 8), [4], None, None, 1e-5), {}) is None
     assert fast_elementwise(aten.add.Tensor, (torch.ones(2), torch.ones(2)), {}) is None  # not meta
+
+
+def _cpu(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.zeros(shape, dtype=dtype)
+
+
+_BF, _LONG = torch.bfloat16, torch.int64
+
+#: (op, arguments built on a device) whose dtypes torch's CPU kernel refuses but its meta kernel accepted.
+_MIXED = [
+    (aten.addmm.default, lambda t: (t(4), t(3, 5, dtype=_LONG), t(5, 4))),
+    (aten.addmm.default, lambda t: (t(4), t(3, 5, dtype=_BF), t(5, 4, dtype=_BF))),
+    (aten.mm.default, lambda t: (t(3, 5, dtype=_BF), t(5, 4))),
+    (aten.mv.default, lambda t: (t(3, 5, dtype=_BF), t(5))),
+    (aten.convolution.default, lambda t: (t(1, 3, 8, 8, dtype=_BF), t(4, 3, 3, 3), None, [1, 1], [0, 0], [1, 1],
+                                          False, [0, 0], 1)),
+    (aten.native_layer_norm.default, lambda t: (t(2, 8), [8], t(8, dtype=_BF), t(8, dtype=_BF), 1e-5)),
+    (aten.native_layer_norm.default, lambda t: (t(2, 8, dtype=torch.float64), [8], t(8), t(8), 1e-5)),
+    (aten.gelu.default, lambda t: (t(3, dtype=_LONG),)),
+    (aten.silu.default, lambda t: (t(3, dtype=_LONG),)),
+]
+
+
+@pytest.mark.parametrize(("func", "make"), _MIXED, ids=["addmm-int", "addmm-bias", "mm", "mv", "conv", "layer-norm-params",
+                                                        "layer-norm-fp64", "gelu-int", "silu-int"])
+def test_dtypes_the_real_kernel_refuses_are_refused_on_meta(func, make) -> None:  # type: ignore[no-untyped-def]
+    from pytest_irene.engine.meta_fast import check_dtypes
+
+    with pytest.raises(RuntimeError):
+        func(*make(_cpu))  # the real kernel refuses...
+    func(*make(_meta))  # ...torch's meta kernel does not...
+    with pytest.raises(RuntimeError):
+        check_dtypes(func, make(_meta))  # ...this check does, as the CPU does
+
+
+@pytest.mark.parametrize(("func", "make"), [
+    (aten.addmm.default, lambda t: (t(4), t(3, 5), t(5, 4))),
+    (aten.native_layer_norm.default, lambda t: (t(2, 8, dtype=_BF), [8], t(8), t(8), 1e-5)),  # CPU's mixed mode
+    (aten.native_layer_norm.default, lambda t: (t(2, 8, dtype=torch.float16), [8], t(8), None, 1e-5)),
+    (aten.convolution.default, lambda t: (t(1, 3, 8, 8), t(4, 3, 3, 3), t(4, dtype=_BF), [1, 1], [0, 0], [1, 1],
+                                          False, [0, 0], 1)),  # a bias of another dtype runs on CPU
+    (aten.gelu.default, lambda t: (t(3, dtype=_BF),)),
+], ids=["addmm", "layer-norm-mixed", "layer-norm-no-bias", "conv-bias", "gelu-bf16"])
+def test_dtypes_the_real_kernel_runs_pass(func, make) -> None:  # type: ignore[no-untyped-def]
+    from pytest_irene.engine.meta_fast import check_dtypes
+
+    func(*make(_cpu))
+    check_dtypes(func, make(_meta))
+
+
+@pytest.mark.parametrize(("func", "make"), [
+    (aten.neg.default, lambda t: (t(3, dtype=torch.bool),)),
+    (aten.sub.Tensor, lambda t: (t(3, dtype=torch.bool), t(3, dtype=torch.bool))),
+    (aten.add_.Tensor, lambda t: (t(3, dtype=_LONG), t(3))),
+    (aten.mul_.Scalar, lambda t: (t(3, dtype=_LONG), 1.5)),  # torch's meta kernel lets this one through; CPU does not
+], ids=["neg-bool", "sub-bools", "int-add_-float", "int-mul_-float"])
+def test_a_fast_path_is_never_laxer_than_the_real_kernel(func, make) -> None:  # type: ignore[no-untyped-def]
+    """Each returned a result where torch refuses the op (the fast path had skipped the check)."""
+    with pytest.raises(RuntimeError):
+        func(*make(_cpu))
+    try:
+        assert fast_elementwise(func, make(_meta), {}) is None  # torch's own path decides...
+    except RuntimeError:
+        pass  # ...or the fast path refuses it itself

@@ -58,3 +58,16 @@ def test_build_tree_traces_on_meta_and_refuses_to_measure_a_meta_model():
         build_tree(model.to("meta"), torch.zeros(2, 4, device="meta"), "all", option="--o")
     with pytest.raises(UsageError, match=r"features: expected one of \['model', 'all'\], got 'x'"):
         build_tree(model, torch.zeros(2, 4), "x")
+
+
+def test_predict_refuses_sizes_that_are_not_positive_integers():
+    """``pytest_irene.predict(model, x, batch_size=-3)`` used -3 as a feature of every node."""
+    import pytest_irene
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    for kwargs in ({"batch_size": -3}, {"seq_len": 0}, {"seq_len": 1.5}):
+        (argument, value), = kwargs.items()
+        with pytest.raises(UsageError, match=f"{argument}: expected a positive integer, got {value}"):
+            pytest_irene.predict(model, torch.zeros(2, 4), **kwargs)
+    tree = pytest_irene.predict(model, torch.zeros(2, 4), batch_size=3, seq_len=7)
+    assert (tree.batch_size, tree.seq_len) == (3, 7) and tree.total_j > 0

@@ -220,6 +220,14 @@ def test_batch_and_seq_inference_and_override() -> None:
         trace(Net(), {"x": 3})
 
 
+@pytest.mark.parametrize(("argument", "value"), [("batch_size", -3), ("batch_size", 0), ("seq_len", 0),
+                                                ("seq_len", 2.5), ("batch_size", True), ("seq_len", "8")])
+def test_explicit_batch_size_and_seq_len_must_be_positive_integers(argument: str, value: object) -> None:
+    """They become every node's features: a negative or zero size was predicted as if it were one."""
+    with pytest.raises(UsageError, match=rf"^{argument}: expected a positive integer, got {re.escape(repr(value))}$"):
+        trace(Net(), torch.randn(2, 5, 8), **{argument: value})
+
+
 def test_model_name_defaults_to_the_config_name() -> None:
     model = build_model("distilgpt2", n_layer=1)
     tree = trace(model, example_inputs(model, 1, 4))

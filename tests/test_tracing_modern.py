@@ -333,3 +333,159 @@ def test_predict_json_is_one_object_whatever_the_factory_prints(tmp_path) -> Non
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["total_j"] > 0
     assert "number of parameters" in proc.stderr
+
+
+# -- token layouts, roots, wrappers, and inputs the model could never run ---------------------------
+
+
+class _Attend(nn.Module):
+    def __init__(self, batch_first: bool) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(32, 4, batch_first=batch_first)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mha(x, x, x)[0]
+
+
+class _Recur(nn.Module):
+    def __init__(self, cls: type[nn.RNNBase], batch_first: bool) -> None:
+        super().__init__()
+        self.rnn = cls(16, 32, batch_first=batch_first)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x)[0]
+
+
+@pytest.mark.parametrize(("model", "shape"), [
+    (lambda: _Attend(batch_first=True), (4, 12, 32)),
+    (lambda: _Attend(batch_first=False), (12, 4, 32)),
+    (lambda: _Recur(nn.LSTM, batch_first=True), (4, 12, 16)),
+    (lambda: _Recur(nn.GRU, batch_first=False), (12, 4, 16)),
+    (lambda: _Recur(nn.RNN, batch_first=True), (4, 12, 16)),
+], ids=["mha-batch-first", "mha-seq-first", "lstm-batch-first", "gru-seq-first", "rnn-batch-first"])
+def test_attention_and_recurrent_layers_give_the_batch_and_tokens_not_the_hidden_size(
+        model, shape) -> None:  # type: ignore[no-untyped-def]
+    """The tokens per sample were the hidden size (prod(shape[2:])) and a seq-first layer's batch its steps."""
+    tree = trace(model(), torch.randn(*shape))
+    assert (tree.batch_size, tree.seq_len) == (4, 12)
+    assert trace(model(), torch.randn(*shape), seq_len=5, batch_size=3).root.features["batch_seq"] == 15
+
+
+def test_multihead_attention_as_the_root_has_plain_scopes_and_its_parameters() -> None:
+    x = torch.randn(6, 2, 16)
+    packed = trace(nn.MultiheadAttention(16, 2), (x, x, x))
+    assert [n.scope for n in packed.walk()] == ["", "in_proj", "matmul#0", "softmax#0", "matmul#1", "out_proj"]
+    assert packed["in_proj"].features["params"] == 3 * 16 * 16 + 3 * 16
+    assert packed["out_proj"].features["params"] == 16 * 16 + 16
+    assert sum(c.features["params"] for c in packed.root.children) == packed.root.features["params"]
+    _same_tree(trace(nn.MultiheadAttention(16, 2), (x, x, x), device="cpu"), packed)  # x passed thrice stays one
+    separate = trace(nn.MultiheadAttention(16, 2, kdim=8, vdim=4), (x, torch.randn(5, 2, 8), torch.randn(5, 2, 4)))
+    params = {n.scope: n.features["params"] for n in separate.root.children}
+    assert params == {"q_proj": 16 * 16 + 16, "k_proj": 16 * 8 + 16, "v_proj": 16 * 4 + 16, "matmul#0": 0,
+                      "softmax#0": 0, "matmul#1": 0, "out_proj": 16 * 16 + 16}
+    assert sum(params.values()) == separate.root.features["params"]
+
+
+def _same_tree(a, b) -> None:  # type: ignore[no-untyped-def]
+    assert [(n.scope, n.type, n.features) for n in a.walk()] == [(n.scope, n.type, n.features) for n in b.walk()]
+
+
+def test_compiled_and_data_parallel_models_trace_as_the_model_itself() -> None:
+    """A wrapper added its glue and prefixed every scope (``_orig_mod.``, ``module.``): baselines broke."""
+    from pytest_irene import EnergyModel
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 4))
+    x = torch.randn(2, 5, 16)
+    plain = EnergyModel.load("irene-pc1").predict(trace(model, x))
+    for wrapped, device in ((torch.compile(model), "meta"), (nn.DataParallel(model), "cpu"),
+                            (torch.compile(nn.DataParallel(model)), "meta")):
+        tree = EnergyModel.load("irene-pc1").predict(trace(wrapped, x, device=device))
+        _same_tree(tree, plain)
+        assert tree.total_j == pytest.approx(plain.total_j) and tree.model_name == "Sequential"
+
+
+@pytest.mark.parametrize("x", [torch.randn(2, 3), torch.tensor(1.0), torch.randn(2, 3, dtype=torch.complex64)],
+                         ids=["2-d", "0-d", "complex"])
+@pytest.mark.parametrize("model", [nn.Identity, lambda: nn.Dropout(0.1)], ids=["identity", "dropout"])
+def test_a_root_that_does_nothing_says_so_not_that_its_forward_never_ran(model, x) -> None:  # type: ignore[no-untyped-def]
+    import pytest_irene
+
+    for call in (lambda: trace(model(), x), lambda: pytest_irene.predict(model(), x)):
+        with pytest.raises(TraceError, match="does nothing at inference .* no module or primitive to trace"):
+            call()
+
+
+def test_a_torchscript_root_is_refused_naming_torchscript() -> None:
+    scripted = torch.jit.script(nn.Sequential(nn.Linear(4, 4)))
+    for device in ("meta", "cpu"):
+        with pytest.raises(TraceError, match="TorchScript module .* trace the nn.Module"):
+            trace(scripted, torch.randn(2, 4), device=device)
+
+
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(self.q(x), kv, kv)
+
+
+@pytest.mark.parametrize(("model", "inputs", "message"), [
+    (lambda: nn.Linear(16, 4), lambda: torch.randint(0, 5, (2, 8, 16)), "mat1 and mat2 must have the same dtype"),
+    (lambda: nn.Linear(16, 4), lambda: torch.randn(2, 8, 16, dtype=torch.bfloat16), "mat1 and mat2"),
+    (lambda: nn.Linear(16, 4, bias=False), lambda: torch.randn(2, 16, dtype=torch.float16), "m1 and m2"),
+    (lambda: nn.Linear(16, 4).to(torch.bfloat16), lambda: torch.randn(2, 8, 16), "mat1 and mat2"),
+    (lambda: nn.LayerNorm(16).to(torch.bfloat16), lambda: torch.randn(2, 8, 16), "LayerNorm|parameter"),
+    (lambda: nn.Conv2d(3, 4, 3, bias=False), lambda: torch.randn(1, 3, 8, 8, dtype=torch.bfloat16), "weight type"),
+    (lambda: _Attend(batch_first=True), lambda: torch.randint(0, 5, (2, 8, 32)), "m1 and m2"),
+    (lambda: _Attention(), lambda: (torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16, dtype=torch.bfloat16)),
+     "query, key, and value to have the same dtype"),
+], ids=["int-linear", "bf16-linear", "fp16-mm", "fp32-into-bf16", "fp32-into-bf16-layernorm", "bf16-conv", "int-mha",
+        "sdpa"])
+def test_meta_refuses_the_dtypes_a_real_device_refuses(model, inputs, message) -> None:  # type: ignore[no-untyped-def]
+    """torch's meta kernels (and the shape-only fast paths) skipped these dtype checks: meta predicted, CPU failed."""
+    for device in ("meta", "cpu"):
+        with pytest.raises(TraceError, match=rf"cannot trace .* failed: RuntimeError: .*({message})"):
+            trace(model(), inputs(), device=device)
+
+
+def _tiny(cls: str, config: str, **kwargs: int) -> nn.Module:
+    with torch.device("meta"):
+        return getattr(transformers, cls)(getattr(transformers, config)(**kwargs))
+
+
+_SMALL = dict(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=64)
+
+
+def test_absolute_position_tables_bound_the_length_and_rotary_or_relative_ones_do_not() -> None:
+    """On meta a position lookup past the table has no index to fail on: gpt2 at 5000 tokens was predicted."""
+    from pytest_irene.engine.architectures import build_model
+
+    gpt2 = build_model("gpt2", n_layer=1)
+    assert trace(gpt2, example_inputs(gpt2, 1, 1024)).seq_len == 1024
+    for device in ("meta", "cpu"):
+        refused = r"gpt2: 5000 positions needed .* holds 1024 \(config.max_position_embeddings\)"
+        with pytest.raises(UsageError, match=refused):
+            trace(gpt2, {"input_ids": torch.ones(1, 5000, dtype=torch.long)}, device=device)  # refused before it runs
+    bert = _tiny("BertModel", "BertConfig", **_SMALL, max_position_embeddings=16)
+    with pytest.raises(UsageError, match="17 positions needed .* holds 16"):
+        trace(bert, example_inputs(bert, 1, 17))
+    roberta = _tiny("RobertaModel", "RobertaConfig", **_SMALL, max_position_embeddings=18)  # positions start at pad + 1
+    trace(roberta, example_inputs(roberta, 1, 16))
+    with pytest.raises(UsageError, match="17 positions needed .* holds 16"):
+        trace(roberta, example_inputs(roberta, 1, 17))
+    whisper = _tiny("WhisperModel", "WhisperConfig", d_model=32, encoder_layers=1, decoder_layers=1,
+                    encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                    num_mel_bins=8, max_source_positions=25, max_target_positions=16, vocab_size=64, pad_token_id=0)
+    frames = torch.randn(1, 8, 50)  # the encoder's input is frames, bounded by Whisper itself
+    trace(whisper, {"input_features": frames, "decoder_input_ids": torch.ones(1, 16, dtype=torch.long)})
+    with pytest.raises(UsageError, match=r"holds 16 \(config.max_target_positions\)"):
+        trace(whisper, {"input_features": frames, "decoder_input_ids": torch.ones(1, 17, dtype=torch.long)})
+    # rotary (Llama: its vocabulary as large as its max_position_embeddings here) and relative (T5): no table
+    llama = _tiny("LlamaForCausalLM", "LlamaConfig", **{**_SMALL, "vocab_size": 16}, max_position_embeddings=16)
+    assert trace(llama, example_inputs(llama, 1, 40)).seq_len == 40
+    t5 = _tiny("T5Model", "T5Config", num_layers=1, d_model=32, num_heads=2, d_ff=64, d_kv=16, vocab_size=64)
+    long_ids = torch.ones(1, 600, dtype=torch.long)
+    assert trace(t5, {"input_ids": long_ids, "decoder_input_ids": long_ids}).seq_len == 600

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_irene.engine.dataset import DuplicateTreesWarning, append_trees, dataset_hash, iter_trees, load_dataset, tree_from_dict, write_dataset
-from pytest_irene.errors import DatasetError
+from pytest_irene.errors import DatasetError, UsageError
 from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
 REFERENCE = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
@@ -45,11 +45,30 @@ def test_levels_and_find():
 def test_share_breakdown_and_bottlenecks_on_measured_energy():
     tree = small_tree()
     assert tree.share(tree["block"], "measured") == pytest.approx(0.6)
-    assert tree.share(tree["block"]) == 0.0  # nothing predicted yet
     rows = tree.breakdown(level="ml", source="measured")
     assert rows[0][0] == "Linear" and rows[0][1] == pytest.approx(7.0) and rows[0][3] == 2
     assert rows[0][2] == pytest.approx(0.7)
     assert [n.scope for n in tree.bottlenecks(2, source="measured")] == ["block", "block.fc"]
+
+
+def test_share_before_any_prediction_and_unknown_levels_are_refused():
+    """A share of a tree with no energy is not 0 %, and a misspelt level matches nothing: both say so."""
+    tree = small_tree()
+    with pytest.raises(UsageError, match="net has no predictions yet: call EnergyModel.predict"):
+        tree.share(tree["block"])
+    for node in tree.walk():
+        node.energy_j = None
+    with pytest.raises(UsageError, match="no measured energy"):
+        tree.share(tree["block"], "measured")
+    tree.root.predicted_energy_j = 10.0
+    assert tree.share(tree["block"]) == 0.0  # predicted tree, a node without energy
+    with pytest.raises(UsageError, match=r"breakdown\(level=...\): expected one of 'model', 'module', 'ml', None, got 'bogus'"):
+        tree.breakdown("bogus")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="source"):
+        tree.breakdown("ml", "measure")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="level"):
+        tree.bottlenecks(3, level="modules")  # type: ignore[arg-type]
+    assert tree.breakdown(None) == []  # no level is every level; nothing measured: no rows
 
 
 def test_tree_features_come_from_the_line():

@@ -34,7 +34,9 @@ from typing import Any
 import torch
 
 from pytest_irene.engine.generation_tree import SUMMED, DecodeSteps, GenerationTree, copy_node, signature
-from pytest_irene.engine.tracing import prepare_target, resolve_callable, trace_prepared
+from pytest_irene.engine.positions import check_positions
+from pytest_irene.engine.tracing import check_count, ids_length, model_label, prepare_target, resolve_callable, \
+    trace_prepared
 from pytest_irene.engine.tree import EnergyNode, EnergyTree
 from pytest_irene.errors import TraceError, UsageError
 
@@ -43,13 +45,42 @@ __all__ = ["trace_generate"]
 # -- tracing ----------------------------------------------------------------------------
 
 
+#: Inputs laid out ``(batch, prompt_len)``: a 1-D one is a batch of one prompt, as :func:`trace` takes it.
+_PER_TOKEN = ("input_ids", "attention_mask")
+
+
+def _batched(inputs: Any) -> Any:
+    """``inputs`` with 1-D ids (and mask) made a batch of one ``(1, prompt_len)``; the decode loop
+    appends tokens along dim 1, so other shapes are refused naming the argument."""
+    if isinstance(inputs, torch.Tensor):
+        return _prompt_ids(inputs, "inputs")
+    if not isinstance(inputs, Mapping):
+        return inputs
+    out = dict(inputs)
+    for key in _PER_TOKEN:
+        if isinstance(out.get(key), torch.Tensor):
+            out[key] = _prompt_ids(out[key], f"inputs[{key!r}]")
+    return out
+
+
+def _prompt_ids(t: torch.Tensor, argument: str) -> torch.Tensor:
+    if t.dim() == 1:
+        t = t.unsqueeze(0)
+    if t.dim() != 2 or t.shape[1] < 1 or t.is_floating_point() or t.is_complex():
+        raise UsageError(
+            f"trace_generate: {argument}: expected integer token ids of shape (batch, prompt_len) (or (prompt_len,) "
+            f"for one prompt), got a {str(t.dtype).removeprefix('torch.')} tensor of shape {tuple(t.shape)}"
+        )
+    return t
+
+
 def _ids_and_rest(inputs: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     if isinstance(inputs, torch.Tensor):
         return inputs, {}
     if isinstance(inputs, Mapping) and isinstance(inputs.get("input_ids"), torch.Tensor):
         rest = {k: v for k, v in inputs.items() if k != "input_ids"}
         return inputs["input_ids"], rest
-    raise UsageError("trace_generate: inputs must be a (batch, prompt) tensor of token ids or a dict with input_ids")
+    raise UsageError("trace_generate: inputs must be a (batch, prompt_len) tensor of token ids or a dict with input_ids")
 
 
 def _on(value: Any, dev: torch.device) -> Any:
@@ -76,6 +107,11 @@ class _DecoderOnly:
 
     def after_prefill(self, output: Any, prefill: EnergyTree) -> None:
         pass
+
+    def positions(self, new_tokens: int) -> tuple[int, str]:
+        """Positions the generation reads: the prompt, then every new token but the last (never fed back)."""
+        what = f"a prompt of {self.prompt} token(s) + {new_tokens} new token(s), the last not fed back"
+        return self.prompt + new_tokens - 1, what
 
     def step_inputs(self, token: torch.Tensor, kv_len: int) -> dict[str, Any]:
         """One decode step's inputs: the new token and the mask extended over the cache."""
@@ -130,6 +166,14 @@ class _EncoderDecoder:
             )
         self.encoder_outputs = BaseModelOutput(last_hidden_state=hidden)
         self.prompt = prefill.seq_len
+
+    def positions(self, new_tokens: int) -> tuple[int, str]:
+        """Positions the decoder reads (the start token, then every new token but the last), or the
+        encoder's ids when longer (an encoder and a decoder sharing one table)."""
+        encoder = ids_length(self.inputs) or 0
+        what = f"{new_tokens} new token(s) from the decoder's start token"
+        what += f"; {encoder} encoder token(s)" if encoder else ""
+        return max(new_tokens, encoder), what
 
     def step_inputs(self, token: torch.Tensor, kv_len: int) -> dict[str, Any]:
         out: dict[str, Any] = {"decoder_input_ids": token, "encoder_outputs": self.encoder_outputs}
@@ -207,27 +251,30 @@ def trace_generate(
 
     ``model`` is a causal language model taking ``input_ids``, ``attention_mask``,
     ``past_key_values`` and ``use_cache`` (transformers' ``*ForCausalLM``), with
-    ``inputs`` the prompt ids ``(batch, prompt)`` or a dict with ``input_ids`` (and
-    ``attention_mask``); or an encoder-decoder (``*ForConditionalGeneration``: T5,
-    BART, Whisper), with ``inputs`` the encoder's (``input_ids`` or ``input_features``,
+    ``inputs`` the prompt ids ``(batch, prompt_len)`` (a 1-D tensor is one prompt, as in
+    :func:`trace`) or a dict with ``input_ids`` (and ``attention_mask``); or an encoder-decoder
+    (``*ForConditionalGeneration``: T5, BART, Whisper), with ``inputs`` the encoder's (``input_ids`` or ``input_features``,
     ``attention_mask``): the prefill is the encoder plus the decoder's start token, and
     ``decode`` the decoder's steps against the encoder's output. See the module docstring for how decode steps are
     traced. ``tree.per_token_j`` is the predicted energy per new token after
-    :meth:`EnergyModel.predict`.
+    :meth:`EnergyModel.predict`. A generation longer than the model's absolute position
+    table is refused (:mod:`pytest_irene.engine.positions`), as on a real device.
     """
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise UsageError(f"trace_generate: max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    max_new_tokens = check_count("max_new_tokens", max_new_tokens)
     module, method = resolve_callable(model, "trace_generate")
     if method is not None:
         raise UsageError("trace_generate: pass the model itself (it runs the decode loop), not one of its methods")
     config = getattr(module, "config", None)
     dev = torch.device(device)
+    inputs = _batched(inputs)
     plan: _DecoderOnly | _EncoderDecoder = (
         _EncoderDecoder(inputs, dev, config, module) if getattr(config, "is_encoder_decoder", False)
         else _DecoderOnly(inputs, dev)
     )
+    name = model_name or model_label(module)
+    length, what = plan.positions(max_new_tokens)
+    check_positions(module, length, model_name=name, what=what)
     target = prepare_target(module, dev)
-    name = model_name or getattr(config, "_name_or_path", "") or type(module).__name__
     cache = plan.new_cache(config)
     outputs: list[Any] = []
     how = _cache_kwargs(module)

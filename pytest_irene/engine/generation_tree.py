@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from pytest_irene.engine.tree import EnergyNode, EnergyTree
+from pytest_irene.engine.tree import EnergyNode, EnergyTree, join_scope
 
 __all__ = ["GenerationTree", "DecodeSteps", "predict_generation", "copy_tree", "copy_node", "signature", "SUMMED",
            "MAX_PREDICTED_STEPS"]
@@ -76,12 +77,29 @@ class GenerationTree(EnergyTree):
     """Every decode step's features."""
     step_energies_j: list[float] = field(default_factory=list, repr=False)
     """Predicted energy of each decode step, joules (after prediction)."""
+    _knots: list[int] = field(default_factory=list, init=False, repr=False)
+    """The decode steps the energy model predicted (see :func:`predict_generation`)."""
+    _knot_energies: list[list[float | None]] = field(default_factory=list, init=False, repr=False)
+    """Per predicted step, each node's predicted energy (walk order); the other steps interpolate them."""
+    _knot_generic: list[bool] = field(default_factory=list, init=False, repr=False)
+    """Per node (walk order), whether a generic regressor predicted it in any predicted step."""
 
     def decode_step(self, index: int) -> EnergyTree:
-        """One decode step's tree with its own features (0-based; ``steps.count`` steps)."""
+        """One decode step's tree with its own features (0-based; ``steps.count`` steps).
+
+        After prediction every node carries the energy the generation's totals were built from
+        (the predicted steps' energies, interpolated in between), so ``decode_step(i).total_j``
+        is ``step_energies_j[i]``: the step's tree is built afresh from the template, and would
+        otherwise hold no prediction at all."""
         if self.steps is None:
             raise IndexError("this generation has no decode step (max_new_tokens=1)")
-        return self.steps.step(index)
+        tree = self.steps.step(index)
+        if self._knots:
+            for i, node in enumerate(tree.walk()):
+                node.predicted_energy_j = _interpolated(self._knot_energies, i, self._knots, index)
+                if self._knot_generic[i]:
+                    node.notes["generic_regressor"] = True
+        return tree
 
 
 def signature(tree: EnergyTree) -> list[tuple[str, str, str]]:
@@ -99,7 +117,7 @@ def copy_tree(tree: EnergyTree, prefix: str) -> EnergyTree:
 
 def copy_node(node: EnergyNode, prefix: str) -> EnergyNode:
     """A copy of ``node`` and its subtree with ``prefix.`` before every scope (``prefix`` for the root)."""
-    scope = f"{prefix}.{node.scope}" if prefix and node.scope else (prefix or node.scope)
+    scope = join_scope(prefix, node.scope)
     copy = EnergyNode(scope=scope, type=node.type, level=node.level, features=dict(node.features), notes=dict(node.notes))
     for child in node.children:
         copy.add_child(copy_node(child, prefix))
@@ -129,17 +147,25 @@ def predict_generation(tree: GenerationTree, predict_many: Callable[[Sequence[En
             mine.notes["generic_regressor"] = True
     total = pre.predicted_energy_j or 0.0
     tree.step_energies_j = []
+    walks = [list(t.walk()) for t in knot_trees]
+    tree._knots = knots
+    tree._knot_energies = [[n.predicted_energy_j for n in nodes] for nodes in walks]
+    tree._knot_generic = [any(bool(n.notes.get("generic_regressor")) for n in column) for column in zip(*walks)]
     if steps is not None:
         dec = tree.root.children[1]
-        per_knot = [list(t.walk()) for t in knot_trees]
         all_steps = np.arange(steps.count)
         for i, node in enumerate(dec.walk()):
-            values = np.array([nodes[i].predicted_energy_j or 0.0 for nodes in per_knot])
-            node.predicted_energy_j = float(np.interp(all_steps, knots, values).sum())
-            if any(nodes[i].notes.get("generic_regressor") for nodes in per_knot):
+            node.predicted_energy_j = float(_interpolated(tree._knot_energies, i, knots, all_steps).sum())
+            if tree._knot_generic[i]:
                 node.notes["generic_regressor"] = True
-        roots = np.array([t.root.predicted_energy_j or 0.0 for t in knot_trees])
-        tree.step_energies_j = [float(v) for v in np.interp(all_steps, knots, roots)]
+        tree.step_energies_j = [float(v) for v in _interpolated(tree._knot_energies, 0, knots, all_steps)]
         total += dec.predicted_energy_j or 0.0
     tree.root.predicted_energy_j = total
 
+
+def _interpolated(energies: list[list[float | None]], node: int, knots: list[int], at: Any) -> Any:
+    """Node ``node``'s energy at step(s) ``at``, linear in the step between the predicted ``knots``
+    (a node the energy model left unpredicted counts 0 J); a float for one step, an array for many."""
+    values = np.array([per_node[node] or 0.0 for per_node in energies])
+    out = np.interp(at, knots, values)
+    return float(out) if np.ndim(out) == 0 else out

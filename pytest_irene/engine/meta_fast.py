@@ -5,17 +5,26 @@ operands' broadcast) and a dtype (torch's type promotion). torch computes that
 in Python reference code (about 0.5 ms per op), which makes a meta trace of a
 32-layer decoder take seconds; here it takes microseconds. Results are
 contiguous (a real op may return another layout; a trace only reads shapes).
-Anything unusual (an ``out=`` argument, a non-meta operand, an op not listed)
-returns ``None`` and takes torch's own path.
+Anything unusual (an ``out=`` argument, a non-meta operand, an op not listed, a
+non-floating operand) returns ``None`` and takes torch's own path, so a fast path is
+never laxer than torch's meta kernel.
+
+:func:`check_dtypes` restores the dtype checks that torch's meta kernels skip but its
+CPU and CUDA kernels make (``addmm``, ``mm``, ``mv``, ``convolution``, LayerNorm's
+parameters, GELU/SiLU of integers, a cast an in-place op cannot make): without them a
+meta trace predicts an input the model could never run (an int or bf16 input to an
+fp32 ``Linear``), which ``device="cpu"`` refuses. The error is the kernel's
+``RuntimeError``, which the tracer reports as it reports any failing forward.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-__all__ = ["fast_elementwise", "fast_sdpa"]
+__all__ = ["check_dtypes", "fast_elementwise", "fast_sdpa"]
 
 #: Elementwise and two shape-only ops beyond them: a biased Linear's ``addmm`` and LayerNorm's
 #: ``native_layer_norm`` (BERT, BART, Whisper), whose Python meta kernels cost 0.5-1.5 ms each.
@@ -40,6 +49,93 @@ def _promoted(a: torch.Tensor, b: Any) -> torch.dtype:
     return torch.result_type(a, b)
 
 
+# -- the dtype checks of torch's real kernels ------------------------------------------------------
+
+#: torch dtypes as torch's C++ kernels name them in their messages.
+_KERNEL_NAMES: dict[torch.dtype, str] = {
+    torch.float32: "Float", torch.float64: "Double", torch.float16: "Half", torch.bfloat16: "BFloat16",
+    torch.int64: "Long", torch.int32: "Int", torch.int16: "Short", torch.int8: "Char", torch.uint8: "Byte",
+    torch.bool: "Bool", torch.complex64: "ComplexFloat", torch.complex128: "ComplexDouble",
+}
+_REDUCED_FLOATS = (torch.bfloat16, torch.float16)
+
+
+def _name(t: torch.Tensor | torch.dtype) -> str:
+    dtype = t.dtype if isinstance(t, torch.Tensor) else t
+    return _KERNEL_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def _same(message: str, *tensors: Any) -> None:
+    """Every tensor operand in one dtype, else the kernel's ``RuntimeError`` (``message`` gets the names)."""
+    ts = [t for t in tensors if isinstance(t, torch.Tensor)]
+    if any(t.dtype != ts[0].dtype for t in ts):
+        raise RuntimeError(message.format(*(_name(t) for t in ts)))
+
+
+def _check_addmm(args: tuple[Any, ...]) -> None:
+    bias, m1, m2 = args[:3]
+    _same("mat1 and mat2 must have the same dtype, but got {} and {}", m1, m2)
+    _same("self and mat2 must have the same dtype, but got {} and {}", bias, m2)
+
+
+def _check_mm(args: tuple[Any, ...]) -> None:
+    _same("expected m1 and m2 to have the same dtype, but got: {} != {}", args[0], args[1])
+
+
+def _check_mv(args: tuple[Any, ...]) -> None:
+    _same("mv: expected the matrix and the vector to have the same dtype, but got {} and {}", args[0], args[1])
+
+
+def _check_convolution(args: tuple[Any, ...]) -> None:
+    _same("Input type ({}) and weight type ({}) should be the same", args[0], args[1])
+
+
+def _check_layer_norm(args: tuple[Any, ...]) -> None:
+    """Weight and bias share a dtype: the input's, or float32 under a bf16/fp16 input (CPU's mixed mode)."""
+    x = args[0]
+    params = [t for t in args[2:4] if isinstance(t, torch.Tensor)]
+    for p in params:
+        mixed_ok = x.dtype in _REDUCED_FLOATS and p.dtype == torch.float32 and all(q.dtype == p.dtype for q in params)
+        if p.dtype != x.dtype and not mixed_ok:
+            raise RuntimeError(f"mixed dtype: expected the LayerNorm parameters to have scalar type {_name(x)} "
+                               f"(or Float for a BFloat16/Half input), but found {_name(p)}")
+
+
+def _float_only(kernel: str) -> Callable[[tuple[Any, ...]], None]:
+    def check(args: tuple[Any, ...]) -> None:
+        x = args[0]
+        if isinstance(x, torch.Tensor) and not x.is_floating_point():
+            raise RuntimeError(f"\"{kernel}\" not implemented for '{_name(x)}'")
+    return check
+
+
+_DTYPE_CHECKS: dict[Any, Callable[[tuple[Any, ...]], None]] = {
+    aten.addmm.default: _check_addmm,
+    aten.mm.default: _check_mm,
+    aten.mv.default: _check_mv,
+    aten.convolution.default: _check_convolution,
+    aten.native_layer_norm.default: _check_layer_norm,
+    aten.gelu.default: _float_only("GeluKernelImpl"),
+    aten.silu.default: _float_only("silu"),
+}
+
+
+def check_dtypes(func: Any, args: tuple[Any, ...]) -> None:
+    """Raise the ``RuntimeError`` a CPU/CUDA kernel raises for operands of dtypes it cannot mix,
+    for the ops whose meta kernel does not check them (see the module docstring)."""
+    check = _DTYPE_CHECKS.get(func)
+    if check is not None:
+        check(args)
+
+
+def _check_inplace_cast(a: torch.Tensor, other: Any) -> None:
+    """An in-place op keeps ``a``'s dtype: a result that cannot be cast back to it (an int tensor
+    times a float) is refused, as by torch's kernels (its meta kernel lets some through)."""
+    result = torch.result_type(a, other)
+    if not torch.can_cast(result, a.dtype):
+        raise RuntimeError(f"result type {_name(result)} can't be cast to the desired output type {_name(a)}")
+
+
 def fast_elementwise(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
     """The meta result of an elementwise op, or ``None`` to let torch compute it."""
     if kwargs.get("out") is not None or not args or not isinstance(args[0], torch.Tensor) or not args[0].is_meta:
@@ -49,13 +145,13 @@ def fast_elementwise(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -
         other = args[1] if len(args) > 1 else None
         if isinstance(other, torch.Tensor) and (not other.is_meta or torch.broadcast_shapes(a.shape, other.shape) != a.shape):
             return None
+        if other is not None:
+            _check_inplace_cast(a, other)
         return a
     if func in _UNARY:
-        if func is aten.gelu.default and kwargs:
+        if (func is aten.gelu.default and kwargs) or not a.is_floating_point():
             return None
-        dtype = a.dtype if a.is_floating_point() or func in (aten.neg.default, aten.abs.default, aten.relu.default) \
-            else torch.get_default_dtype()
-        return torch.empty(a.shape, dtype=dtype, device="meta")
+        return torch.empty(a.shape, dtype=a.dtype, device="meta")
     if func is aten.addmm.default:
         return _addmm(args, kwargs)
     if func is aten.native_layer_norm.default:
@@ -73,6 +169,8 @@ def fast_elementwise(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -
         else:
             return None
         dtype = _promoted(a, b)
+        if dtype == torch.bool:
+            return None  # bool arithmetic: torch's kernel refuses some (``-`` of two bools)
         if func in _TO_FLOAT and not (dtype.is_floating_point or dtype.is_complex):
             dtype = torch.get_default_dtype()
         return torch.empty(shape, dtype=dtype, device="meta")
@@ -121,8 +219,12 @@ def fast_sdpa(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | N
     """``F.scaled_dot_product_attention`` on meta: ``(..., L, Ev)`` from the query and value shapes."""
     q = args[0] if args else kwargs.get("query")
     v = args[2] if len(args) > 2 else kwargs.get("value")
+    k = args[1] if len(args) > 1 else kwargs.get("key")
     if not (isinstance(q, torch.Tensor) and isinstance(v, torch.Tensor) and q.is_meta and v.is_meta):
         return None
     if q.dim() < 2 or v.dim() < 2:
         return None
+    if isinstance(k, torch.Tensor) and not q.dtype == k.dtype == v.dtype:
+        raise RuntimeError(f"Expected query, key, and value to have the same dtype, but got query.dtype: {_name(q)} "
+                           f"key.dtype: {_name(k)} and value.dtype: {_name(v)} instead.")
     return torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device="meta")

@@ -25,11 +25,11 @@ from pytest_irene.engine import features as F_
 from pytest_irene.engine.glue_ops import glue_op_features
 from pytest_irene.engine.tensor_sizes import element_bytes
 from pytest_irene.engine import moe
-from pytest_irene.engine.meta_fast import fast_elementwise, fast_sdpa
+from pytest_irene.engine.meta_fast import check_dtypes, fast_elementwise, fast_sdpa
 from pytest_irene.engine.mha import MHA_FUNCTION, mha_leaves
-from pytest_irene.engine.tree import EnergyNode, scope_label
+from pytest_irene.engine.tree import EnergyNode, join_scope, scope_label
 
-__all__ = ["NodeCall", "Tracer", "FunctionMode", "DispatchMode", "detach"]
+__all__ = ["NodeCall", "Tracer", "FunctionMode", "DispatchMode", "SKIPPED_TYPES", "detach", "token_layout"]
 
 
 @dataclass
@@ -52,7 +52,7 @@ class NodeCall:
 
 
 #: Module types that are not nodes: they do nothing at inference.
-_SKIPPED_TYPES: tuple[type, ...] = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
+SKIPPED_TYPES: tuple[type, ...] = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
 
 
 def _functional_table() -> dict[Any, tuple[str, str, str]]:
@@ -96,7 +96,8 @@ class Tracer:
         self.scopes = scopes
         self.capture = capture
         self.on_meta = on_meta
-        self.token_len: int | None = None  # sequence length of the first token-wise leaf input (B, S, D)
+        #: (batch, tokens per sample) from the first node that knows its input's layout (see :func:`token_layout`)
+        self.token_layout: tuple[int, int] | None = None
         self.calls: dict[str, NodeCall] = {}
         self.used: dict[str, int] = {}
         self.stack: list[_Frame] = []
@@ -129,18 +130,18 @@ class Tracer:
         i = parent.suffixes.get(suffix, 0)
         parent.suffixes[suffix] = i + 1
         base = parent.node.scope if parent.node is not None else ""
-        return f"{base}.{suffix}#{i}" if base else f"{suffix}#{i}"
+        return join_scope(base, f"{suffix}#{i}")
 
     # -- module hooks -----------------------------------------------------------------
     def pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         top = self.stack[-1] if self.stack else None
-        if (top is not None and (top.skip or top.formula is not None)) or isinstance(module, _SKIPPED_TYPES):
+        if (top is not None and (top.skip or top.formula is not None)) or isinstance(module, SKIPPED_TYPES):
             self.stack.append(_Frame(None, skip=True))
             return
         name = self._name(module, top)
         if name is None:  # a module created inside forward: name it after its caller
             parent = top.node.scope if top is not None and top.node is not None else ""
-            name = f"{parent}.{type(module).__name__.lower()}" if parent else type(module).__name__.lower()
+            name = join_scope(parent, type(module).__name__.lower())
         scope = self.unique(name)
         formula = F_.formula_for(module)
         if formula is None and moe.is_fused_experts(module):
@@ -178,12 +179,10 @@ class Tracer:
             self.element_bytes[id(node)] = size
         if frame.formula is not None:
             self.leaf_values[id(node)] = F_.leaf_features(fn, inputs, output, frame.formula, node.type)
-            if self.token_len is None and isinstance(fn, nn.Module) and _token_wise(fn):
-                x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
-                if x is not None and x.dim() == 3 and x.is_floating_point():
-                    self.token_len = int(x.shape[1])
         else:
             self.own[id(node)] = (frame.flops, frame.mem)
+        if self.token_layout is None and isinstance(fn, nn.Module):
+            self.token_layout = token_layout(fn, inputs)
 
     def open_root(self, module: nn.Module, method: str) -> None:
         """The root of a traced bound method: that method's call (the module's own hooks are not set)."""
@@ -228,13 +227,17 @@ class Tracer:
         finally:
             self.stack.pop()
         assert top.node is not None
-        leaves, (glue_flops, glue_mem) = mha_leaves(args, kwargs)
-        for suffix, type_name, values in leaves:
-            node = top.node.add_child(EnergyNode(scope=f"{top.node.scope}.{suffix}", type=type_name, level="ml"))
-            self.leaf_values[id(node)] = values
-            self.params[id(node)] = 0.0
-        top.flops += glue_flops
-        top.mem += glue_mem
+        found = mha_leaves(args, kwargs)
+        for leaf in found.leaves:
+            scope = self.functional_scope(top, leaf.name) if leaf.type in ("MatMul", "Softmax") \
+                else self.unique(join_scope(top.node.scope, leaf.name))
+            node = top.node.add_child(EnergyNode(scope=scope, type=leaf.type, level="ml"))
+            self.leaf_values[id(node)] = leaf.features
+            self.params[id(node)] = leaf.params
+        top.flops += found.glue[0]
+        top.mem += found.glue[1]
+        if self.token_layout is None:
+            self.token_layout = found.layout
         return output
 
     # -- values asked of meta tensors ------------------------------------------------------
@@ -301,6 +304,7 @@ class DispatchMode(TorchDispatchMode):
                 return self.tracer.meta_scalar(args[0])
             if func is _NONZERO:
                 return self.tracer.meta_nonzero(args[0])
+            check_dtypes(func, args)  # what the real kernels refuse and torch's meta kernels let through
             out = fast_elementwise(func, args, kwargs)
             if out is None:
                 out = func(*args, **kwargs)
@@ -320,6 +324,29 @@ def _token_wise(module: nn.Module) -> bool:
     """A leaf that works token by token (Linear, LayerNorm, RMSNorm): its input's dim 1 is the tokens."""
     name = type(module).__name__.lower()
     return isinstance(module, _TOKEN_WISE) or name.endswith("rmsnorm") or name.endswith("layernorm")
+
+
+def token_layout(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, int] | None:
+    """``(batch, tokens per sample)`` of ``module``'s input, for a module whose input says it.
+
+    A token-wise layer's ``(B, S, D)`` input (the common batch-first case); a recurrent layer's
+    input by its ``batch_first`` (``(B, L, H)`` or ``(L, B, H)``, unbatched ``(L, H)``), since
+    its hidden size is no sequence. ``nn.MultiheadAttention`` reports its own from the query
+    (:func:`pytest_irene.engine.mha.mha_leaves`). ``None`` for anything else (a ``PackedSequence``).
+    """
+    x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+    if x is None or not x.is_floating_point():
+        return None
+    if isinstance(module, nn.RNNBase):
+        if x.dim() == 2:
+            return 1, int(x.shape[0])
+        if x.dim() == 3:
+            batch, tokens = (x.shape[0], x.shape[1]) if module.batch_first else (x.shape[1], x.shape[0])
+            return int(batch), int(tokens)
+        return None
+    if _token_wise(module) and x.dim() == 3:
+        return int(x.shape[0]), int(x.shape[1])
+    return None
 
 
 def _meta_scalar(t: torch.Tensor) -> Any:

@@ -35,6 +35,8 @@ from __future__ import annotations
 import copy
 import gc
 import math
+import operator
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -43,24 +45,34 @@ from torch import nn
 
 from pytest_irene.engine import datadep
 from pytest_irene.engine import moe
-from pytest_irene.engine.tracer import DispatchMode, FunctionMode, NodeCall, Tracer
+from pytest_irene.engine.positions import check_positions
+from pytest_irene.engine.tracer import SKIPPED_TYPES, DispatchMode, FunctionMode, NodeCall, Tracer
 from pytest_irene.errors import TraceError, UsageError
 from pytest_irene.engine.tree import EnergyNode, EnergyTree, scope_label
 
 __all__ = ["NodeCall", "trace", "trace_prepared", "prepare_target", "resolve_callable", "infer_batch_seq",
-           "model_device", "to_device"]
+           "ids_length", "check_count", "model_device", "model_label", "to_device", "unwrap"]
 
 
 def to_device(value: Any, device: torch.device) -> Any:
-    """``value`` with every tensor moved to ``device`` (tuples, lists and mappings walked); the one such helper."""
+    """``value`` with every tensor moved to ``device`` (tuples, lists and mappings walked); the one such helper.
+
+    A tensor passed twice stays one tensor (``mha(x, x, x)`` is self-attention, one packed
+    projection, only while its query *is* its key), on meta as on a real device."""
+    return _moved(value, device, {})
+
+
+def _moved(value: Any, device: torch.device, done: dict[int, torch.Tensor]) -> Any:
     if isinstance(value, torch.Tensor):
-        return value.to(device)
+        if id(value) not in done:
+            done[id(value)] = value.to(device)
+        return done[id(value)]
     if isinstance(value, tuple):
-        return tuple(to_device(v, device) for v in value)
+        return tuple(_moved(v, device, done) for v in value)
     if isinstance(value, list):
-        return [to_device(v, device) for v in value]
+        return [_moved(v, device, done) for v in value]
     if isinstance(value, Mapping):  # dict, transformers' BatchEncoding
-        return {k: to_device(v, device) for k, v in value.items()}
+        return {k: _moved(v, device, done) for k, v in value.items()}
     return value
 
 
@@ -74,6 +86,11 @@ def _flat_tensors(value: Any) -> list[torch.Tensor]:
     return []
 
 
+def _is_ids(t: torch.Tensor) -> bool:
+    """A 2-D integer tensor: token ids ``(batch, seq)`` (or a mask or type ids over them)."""
+    return t.dim() == 2 and not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool
+
+
 def infer_batch_seq(inputs: Any) -> tuple[int, int]:
     """(batch size, sequence length) of model inputs.
 
@@ -84,7 +101,7 @@ def infer_batch_seq(inputs: Any) -> tuple[int, int]:
     if not tensors:
         raise UsageError("trace: inputs must be a tensor, a tuple or a dict holding at least one tensor")
     for t in tensors:
-        if t.dim() == 2 and not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool:
+        if _is_ids(t):
             return int(t.shape[0]), int(t.shape[1])
     first = tensors[0]
     if first.dim() == 0:
@@ -92,6 +109,27 @@ def infer_batch_seq(inputs: Any) -> tuple[int, int]:
     if first.dim() == 1:
         return 1, int(first.shape[0])
     return int(first.shape[0]), int(first.shape[1])
+
+
+def ids_length(inputs: Any) -> int | None:
+    """Positions per sample the inputs ask for: the longest 2-D integer tensor (ids, decoder ids,
+    masks; a mask over a cache covers it too); ``None`` without ids (pixels, spectrograms)."""
+    lengths = [int(t.shape[1]) for t in _flat_tensors(inputs) if _is_ids(t)]
+    return max(lengths) if lengths else None
+
+
+def check_count(argument: str, value: Any) -> int:
+    """``value`` as an int when it is a positive integer, else :class:`UsageError` naming ``argument``.
+
+    An explicit ``batch_size``/``seq_len`` becomes a feature of every node: a zero or a
+    negative one would be predicted as if it were a size."""
+    try:
+        number = operator.index(value) if not isinstance(value, bool) else 0
+    except TypeError:
+        number = 0
+    if number <= 0:
+        raise UsageError(f"{argument}: expected a positive integer, got {value!r}")
+    return number
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
@@ -136,7 +174,8 @@ def _call(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
-def _default_name(model: nn.Module) -> str:
+def model_label(model: nn.Module) -> str:
+    """The name a tree and a message give ``model``: its config's ``_name_or_path``, else its class."""
     config = getattr(model, "config", None)
     name = getattr(config, "_name_or_path", "") if config is not None else ""
     return name or type(model).__name__
@@ -181,30 +220,81 @@ def trace(
     raises :class:`TraceError` asking for a real device. On a real device the model
     (which must already live there, weights used as they are) runs for real and
     ``capture=True`` fills ``tree.calls[scope]`` with a :class:`NodeCall` per node.
-    Raises :class:`TraceError` naming the module that failed.
+    ``torch.compile`` and data-parallel wrappers are traced as the model inside them (same
+    scopes, same energy). Raises :class:`TraceError` naming the module that failed (an input
+    of a dtype the model's kernels refuse fails on meta as on a real device), and
+    :class:`UsageError` for a ``batch_size``/``seq_len`` that is not a positive integer or
+    ids longer than the model's absolute position table (:mod:`pytest_irene.engine.positions`).
     """
     module, method = resolve_callable(model, "trace")
+    batch_size = check_count("batch_size", batch_size) if batch_size is not None else None
+    seq_len = check_count("seq_len", seq_len) if seq_len is not None else None
     dev = torch.device(device)
     if capture and dev.type == "meta":
         raise UsageError("trace: capture=True records calls to replay for real; pass a real device ('cpu', 'cuda')")
+    check_positions(module, ids_length(inputs), model_name=model_name or model_label(module))
     target = prepare_target(module, dev)
     return trace_prepared(target, method, to_device(inputs, dev), dev, batch_size=batch_size, seq_len=seq_len,
-                          capture=capture, model_name=model_name or _default_name(module))
+                          capture=capture, model_name=model_name or model_label(module))
 
 
 def resolve_callable(model: Any, who: str) -> tuple[nn.Module, str | None]:
-    """``(module, method name or None)`` of what the user passed; a plain function is refused."""
+    """``(module, method name or None)`` of what the user passed, the one entry of every trace.
+
+    Wrappers are unwrapped (:func:`unwrap`); a plain function, a TorchScript module and a
+    module that does nothing at inference (``nn.Identity``, ``nn.Dropout``) are refused.
+    """
     if isinstance(model, nn.Module):
-        return model, None
+        module = unwrap(model)
+        _check_traceable(module, who)
+        return module, None
     owner = getattr(model, "__self__", None)
     name = getattr(model, "__name__", None)
     if isinstance(owner, nn.Module) and isinstance(name, str) and callable(model):
-        return owner, name
+        return unwrap(owner), name
     what = "a plain function" if callable(model) else type(model).__name__
     raise UsageError(
         f"{who}: expected a torch.nn.Module or a bound method of one (model, model.encode), got {what}; "
         "a function has no parameters to trace: wrap it in an nn.Module whose forward calls it"
     )
+
+
+def _wrapper_types() -> tuple[type, ...]:
+    """torch.compile's ``OptimizedModule`` (only once torch._dynamo is loaded: a compiled model has
+    loaded it, and importing it costs seconds), ``DataParallel`` and ``DistributedDataParallel``."""
+    found: list[type] = [nn.DataParallel, nn.parallel.DistributedDataParallel]
+    compiled = getattr(sys.modules.get("torch._dynamo.eval_frame"), "OptimizedModule", None)
+    if isinstance(compiled, type):
+        found.append(compiled)
+    return tuple(found)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The model inside ``torch.compile`` (``_orig_mod``) and data-parallel wrappers (``.module``).
+
+    A wrapper computes nothing of its own at inference, but traced as the root it would add its
+    glue to the energy and prefix every scope (``_orig_mod.``, ``module.``), so the same model
+    would miss its baselines once wrapped. Nested wrappers are all taken off."""
+    wrappers = _wrapper_types()
+    while isinstance(module, wrappers):
+        inner = getattr(module, "_orig_mod", None)  # not `or`: an empty Sequential is falsy
+        module = inner if inner is not None else module.module
+    return module
+
+
+def _check_traceable(module: nn.Module, who: str) -> None:
+    """Refuse, before any copy or run, a root module whose call no forward hook can see."""
+    kind = type(module).__name__
+    if isinstance(module, torch.jit.ScriptModule):
+        raise TraceError(
+            f"{who}: cannot trace {kind}: a TorchScript module runs compiled code that forward hooks do not see, "
+            "so it has no module or primitive to trace; trace the nn.Module before torch.jit.script/trace"
+        )
+    if isinstance(module, SKIPPED_TYPES):
+        raise TraceError(
+            f"{who}: cannot trace {kind}: it does nothing at inference (Identity and Dropout are not nodes: they "
+            "cost no energy), so the model has no module or primitive to trace"
+        )
 
 
 def prepare_target(module: nn.Module, dev: torch.device) -> nn.Module:
@@ -236,7 +326,6 @@ def trace_prepared(
 
     ``on_output`` receives what the model returned (the generation loop picks its next token from it)."""
     inferred = infer_batch_seq(inputs)
-    batch = int(batch_size) if batch_size is not None else inferred[0]
     name = model_name or type(target).__name__
     # named_modules(remove_duplicate=False) lists a shared module under each of its paths
     names: dict[nn.Module, list[str]] = {}
@@ -285,7 +374,9 @@ def trace_prepared(
     root_node = _root(tracer, target)
     dtype = _model_dtype(target)
     _totals(root_node, tracer, torch.empty((), dtype=dtype).element_size())
-    seq = int(seq_len) if seq_len is not None else _tokens_per_sample(inputs, tracer.token_len, inferred[1])
+    found_batch, found_seq = _batch_and_tokens(inputs, tracer.token_layout, inferred)
+    batch = int(batch_size) if batch_size is not None else found_batch
+    seq = int(seq_len) if seq_len is not None else found_seq
     tree = EnergyTree(root=root_node, model_name=name, batch_size=batch, seq_len=seq, profile="", calls=tracer.calls)
     tree.meta["traced_on"] = str(dev)
     tree.meta["dtype"] = str(dtype).removeprefix("torch.")
@@ -293,22 +384,28 @@ def trace_prepared(
     return tree
 
 
-def _tokens_per_sample(inputs: Any, token_len: int | None, inferred: int) -> int:
-    """Tokens per sample: the ids' length; for pixels or spectrograms what the model processes, never a channel dim."""
+def _batch_and_tokens(inputs: Any, layout: tuple[int, int] | None, inferred: tuple[int, int]) -> tuple[int, int]:
+    """(batch, tokens per sample): the ids' shape; for embeddings, pixels or spectrograms what the
+    model processes (the first layer that knows its input's layout: a token-wise layer's
+    ``(B, S, D)``, an RNN's or ``nn.MultiheadAttention``'s by its ``batch_first``), never a hidden
+    or channel dim; else a CNN's every spatial position."""
     tensors = _flat_tensors(inputs)
     first = tensors[0] if tensors else None  # the model's main input: ids, pixels or a spectrogram
     if first is None or first.dim() < 3 or not first.is_floating_point():
         return inferred
-    if token_len is not None:
-        return token_len  # ViT patches + class token, Whisper frames
-    return int(math.prod(first.shape[2:]))  # a CNN: every spatial position
+    if layout is not None:
+        return layout  # ViT patches + class token, Whisper frames, a seq-first GRU's (batch, steps)
+    return inferred[0], int(math.prod(first.shape[2:]))
 
 
 def _root(tracer: Tracer, model: nn.Module) -> EnergyNode:
     node = getattr(tracer, "root_node", None)
     if node is not None:
         return node
-    raise TraceError(f"cannot trace {type(model).__name__}: its forward was never called")
+    raise TraceError(
+        f"cannot trace {type(model).__name__}: calling it never ran nn.Module's forward hooks (does it override "
+        "__call__?), so it has no module or primitive to trace"
+    )
 
 
 def _element_bytes(node: EnergyNode, tracer: Tracer, default: int) -> float:

@@ -19,8 +19,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from pytest_irene.errors import UsageError
+
 Level = Literal["model", "module", "ml"]
 LEVELS: tuple[Level, ...] = ("model", "module", "ml")
+Source = Literal["predicted", "measured"]
+#: Which energy a tree method reads: the energy model's prediction or the rig's measurement.
+SOURCES: tuple[Source, ...] = ("predicted", "measured")
 
 #: Features known from the model alone: deterministic, hardware independent.
 #: ``bytes_per_element`` is the element size of the node's result (fp32 4, bf16/fp16 2):
@@ -75,6 +80,22 @@ _FUNCTIONAL_SCOPE = re.compile(r"(?:^|\.)(?:matmul|softmax|scaled_dot_product_at
 def scope_label(scope: str) -> str:
     """A scope as shown to a person: itself, :data:`ROOT_LABEL` for the root."""
     return scope or ROOT_LABEL
+
+
+def join_scope(parent: str, name: str) -> str:
+    """The scope of ``name`` under ``parent``: ``parent.name``, ``name`` under the root (scope ``""``),
+    ``parent`` itself for an empty ``name`` (a copied tree's root under a prefix).
+
+    The one place scopes are joined, so a node under the root never gets a leading dot
+    (``".q_proj"``), which ``tree["q_proj"]`` and baselines could not find."""
+    return f"{parent}.{name}" if parent and name else (parent or name)
+
+
+def _check_choice(argument: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """:class:`UsageError` naming ``argument`` and the valid ``choices`` when ``value`` is not one of them:
+    a misspelt level or source would otherwise match no node and read as "no energy"."""
+    if value not in choices:
+        raise UsageError(f"{argument}: expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
 
 
 _Cls = TypeVar("_Cls", bound=type)
@@ -195,7 +216,7 @@ class EnergyNode:
             yield node
             stack.extend(reversed(node.children))
 
-    def energy_of(self, source: Literal["predicted", "measured"] = "predicted") -> float | None:
+    def energy_of(self, source: Source = "predicted") -> float | None:
         """The node's predicted or measured energy in joules."""
         return self.predicted_energy_j if source == "predicted" else self.energy_j
 
@@ -297,26 +318,45 @@ class EnergyTree:
         """Measured energy of the whole model, joules."""
         return self.root.energy_j
 
-    def share(self, node: EnergyNode, source: Literal["predicted", "measured"] = "predicted") -> float:
-        """Fraction (0-1) of the root's energy spent in ``node``."""
+    def share(self, node: EnergyNode, source: Source = "predicted") -> float:
+        """Fraction (0-1) of the root's energy spent in ``node``.
+
+        A tree with no energy of ``source`` at all (not predicted yet, or never measured) raises
+        :class:`~pytest_irene.errors.UsageError`: a share of nothing is not 0 %, and a 0.0 would
+        read as "this node costs nothing". A node without energy in a tree that has some (a node
+        the rig could not measure) or a root of 0 J gives 0.0.
+        """
+        _check_choice("share(source=...)", source, SOURCES)
         total = self.root.energy_of(source)
+        if total is None and not any(n.energy_of(source) is not None for n in self.walk()):
+            raise UsageError(self._no_energy(source))
         mine = node.energy_of(source)
         if not total or mine is None:
             return 0.0
         return mine / total
 
+    def _no_energy(self, source: Source) -> str:
+        name = self.model_name or "this tree"
+        if source == "predicted":
+            return f"{name} has no predictions yet: call EnergyModel.predict(tree) first (or pytest_irene.predict)"
+        return f"{name} has no measured energy: measure it on the rig, or use source='predicted'"
+
     def breakdown(
         self,
         level: Level | None = "module",
-        source: Literal["predicted", "measured"] = "predicted",
+        source: Source = "predicted",
     ) -> list[tuple[str, float, float, int]]:
         """Energy by node type, like the paper's Tables 10/12.
 
         Returns ``(type, joules, share of the root, count)`` rows sorted by energy,
         summed over every node of that type at ``level`` (all non-root levels when
         ``None``). Nested types overlap (``BertAttention`` contains
-        ``BertSelfAttention``), exactly as in the paper's tables.
+        ``BertSelfAttention``), exactly as in the paper's tables. A level or source that is
+        not one of :data:`LEVELS` / :data:`SOURCES` raises :class:`~pytest_irene.errors.UsageError`
+        (it would match no node and look like a tree without energy).
         """
+        _check_choice("breakdown(level=...)", level, (*LEVELS, None))
+        _check_choice("breakdown(source=...)", source, SOURCES)
         sums: dict[str, list[float]] = {}
         for node in self.walk():
             if node is self.root or (level is not None and node.level != level):
@@ -335,7 +375,7 @@ class EnergyTree:
         self,
         n: int = 10,
         level: Level | None = None,
-        source: Literal["predicted", "measured"] = "predicted",
+        source: Source = "predicted",
         *,
         innermost: bool = False,
     ) -> list[EnergyNode]:
@@ -344,6 +384,8 @@ class EnergyTree:
         ``innermost`` ranks only :func:`innermost_modules` (where to optimise); a tree with no
         module between the root and its primitives then ranks its primitives.
         """
+        _check_choice("bottlenecks(level=...)", level, (*LEVELS, None))
+        _check_choice("bottlenecks(source=...)", source, SOURCES)
         if innermost:
             pool = innermost_modules(self) or self.leaves()
         else:
