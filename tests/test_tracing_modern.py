@@ -489,3 +489,15 @@ def test_absolute_position_tables_bound_the_length_and_rotary_or_relative_ones_d
     t5 = _tiny("T5Model", "T5Config", num_layers=1, d_model=32, num_heads=2, d_ff=64, d_kv=16, vocab_size=64)
     long_ids = torch.ones(1, 600, dtype=torch.long)
     assert trace(t5, {"input_ids": long_ids, "decoder_input_ids": long_ids}).seq_len == 600
+
+
+def test_features_of_an_mlp_are_one_token_per_sample() -> None:
+    """A (batch, features) input to a Linear is batch samples of one token, not a sequence as long as
+    the feature dim: a change of the input width must be compared, not skipped as another input size."""
+    from pytest_irene import trace
+
+    mlp = nn.Sequential(nn.Linear(300, 64), nn.ReLU(), nn.Linear(64, 2))
+    tree = trace(mlp, torch.randn(2, 300))
+    assert (tree.batch_size, tree.seq_len) == (2, 1)
+    wider = trace(nn.Sequential(nn.Linear(400, 64), nn.ReLU(), nn.Linear(64, 2)), torch.randn(2, 400))
+    assert (wider.batch_size, wider.seq_len) == (2, 1)

@@ -329,7 +329,8 @@ def _token_wise(module: nn.Module) -> bool:
 def token_layout(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, int] | None:
     """``(batch, tokens per sample)`` of ``module``'s input, for a module whose input says it.
 
-    A token-wise layer's ``(B, S, D)`` input (the common batch-first case); a recurrent layer's
+    A token-wise layer's ``(B, S, D)`` input (the common batch-first case) or ``(B, D)`` (one
+    token per sample); a recurrent layer's
     input by its ``batch_first`` (``(B, L, H)`` or ``(L, B, H)``, unbatched ``(L, H)``), since
     its hidden size is no sequence. ``nn.MultiheadAttention`` reports its own from the query
     (:func:`pytest_irene.engine.mha.mha_leaves`). ``None`` for anything else (a ``PackedSequence``).
@@ -346,6 +347,8 @@ def token_layout(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, int] 
         return None
     if _token_wise(module) and x.dim() == 3:
         return int(x.shape[0]), int(x.shape[1])
+    if _token_wise(module) and x.dim() == 2:  # an MLP's (B, D): one token per sample
+        return int(x.shape[0]), 1
     return None
 
 

@@ -391,7 +391,11 @@ def _batch_and_tokens(inputs: Any, layout: tuple[int, int] | None, inferred: tup
     or channel dim; else a CNN's every spatial position."""
     tensors = _flat_tensors(inputs)
     first = tensors[0] if tensors else None  # the model's main input: ids, pixels or a spectrogram
-    if first is None or first.dim() < 3 or not first.is_floating_point():
+    if first is None or not first.is_floating_point():
+        return inferred
+    if first.dim() == 2:  # (B, D) features into a token-wise layer: one token each; else a waveform
+        return layout if layout == (int(first.shape[0]), 1) else inferred
+    if first.dim() < 3:
         return inferred
     if layout is not None:
         return layout  # ViT patches + class token, Whisper frames, a seq-first GRU's (batch, steps)
