@@ -501,3 +501,28 @@ def test_features_of_an_mlp_are_one_token_per_sample() -> None:
     assert (tree.batch_size, tree.seq_len) == (2, 1)
     wider = trace(nn.Sequential(nn.Linear(400, 64), nn.ReLU(), nn.Linear(64, 2)), torch.randn(2, 400))
     assert (wider.batch_size, wider.seq_len) == (2, 1)
+
+
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU, nn.RNN])
+def test_recurrent_layers_count_the_same_work_on_meta_and_on_cpu(cell) -> None:
+    """CPU's fused aten.lstm hides its products from the op counter; the recurrent formula
+    counts every weight once per step and sample on every device."""
+    from pytest_irene.engine.formulas_nn import RNN_GATE_FLOPS
+
+    class Tagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = cell(16, 32, num_layers=2, batch_first=True)
+            self.head = nn.Linear(32, 5)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0])
+
+    model, x = Tagger(), torch.randn(2, 8, 16)
+    on_meta, on_cpu = trace(model, x), trace(model, x, device="cpu")
+    leaf = on_meta["rnn"]
+    assert leaf.level == "ml" and on_cpu["rnn"].features == leaf.features
+    weights = sum(p.numel() for n, p in model.rnn.named_parameters() if n.startswith("weight_"))
+    gates = sum(p.shape[0] for n, p in model.rnn.named_parameters() if n.startswith("weight_hh"))
+    assert leaf.features["flops"] == 2 * 16 * weights + RNN_GATE_FLOPS * 16 * gates
+    assert (on_meta.batch_size, on_meta.seq_len) == (2, 8)

@@ -19,6 +19,8 @@ Adaptive pools           input elements (each read once)     x + out
 Upsample / interpolate   E (nearest) or 4·E (linear family)  x + out
 Rotary embedding table   3·E over cos and sin (outer product  2·u
                          and the two trigonometric ops)
+LSTM / GRU / RNN         2·rows·Σ weights + 4·rows·gates     x + out + weights
+                         (rows = steps × batch)
 =======================  ==================================  ===========================
 """
 
@@ -139,6 +141,30 @@ def linear_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
     return {"flops": flops, "mem_bytes": nbytes(x) + nbytes(weight) + nbytes(out)}
 
 
+#: Elementwise flops per gate element and time step of a recurrent cell (bias adds, the gate's
+#: activation, the state update), on top of its matrix products.
+RNN_GATE_FLOPS = 4.0
+
+
+def recurrent(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    """``nn.LSTM``/``nn.GRU``/``nn.RNN``: every weight matrix is applied once per time step and
+    sample, 2 flops per weight element (``2·rows·Σ W``, rows = steps × batch), plus
+    :data:`RNN_GATE_FLOPS` per gate element; bytes are the input, the output and every weight.
+    One formula on every device: on CPU the fused ``aten.lstm`` hides its products from the
+    op counter, on meta they are decomposed, so counting the ops would disagree."""
+    x = inputs[0] if inputs else None
+    data = getattr(x, "data", None) if x is not None and not isinstance(x, torch.Tensor) else x  # PackedSequence
+    outs = tensors(output)
+    if not isinstance(data, torch.Tensor) or not outs:
+        return dict(_ZERO)
+    rows = math.prod(data.shape[:-1])  # (steps, batch) in either order, or a packed sequence's rows
+    weights = [p for name, p in module.named_parameters() if name.startswith("weight_")]
+    gate_rows = sum(int(w.shape[0]) for name, w in module.named_parameters() if name.startswith("weight_hh"))
+    flops = 2.0 * rows * sum(w.numel() for w in weights) + RNN_GATE_FLOPS * rows * gate_rows
+    mem = nbytes(data) + nbytes(outs[0]) + sum(nbytes(w) for w in weights)
+    return {"flops": float(flops), "mem_bytes": float(mem)}
+
+
 #: Type name -> formula, merged into the registry of :mod:`pytest_irene.engine.features`.
 NN_FORMULAS: dict[str, Any] = {
     "ConvTranspose1d": conv_transpose,
@@ -167,6 +193,9 @@ NN_FORMULAS: dict[str, Any] = {
     "Upsample": upsample,
     "UpsamplingNearest2d": upsample,
     "UpsamplingBilinear2d": upsample,
+    "LSTM": recurrent,
+    "GRU": recurrent,
+    "RNN": recurrent,
     "LinearFn": linear_fn,  # the functional primitive F.linear (the tracer names its node type Linear)
 }
 
