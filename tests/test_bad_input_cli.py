@@ -4,6 +4,8 @@ or option, never a traceback."""
 from __future__ import annotations
 
 import json
+import re
+import uuid
 import warnings
 from pathlib import Path
 
@@ -126,3 +128,268 @@ def test_write_that_fails_after_the_check_is_one_line_and_leaves_no_temp_file(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
     with pytest.raises(UsageError, match="cannot write into /proc/self"):
         check_output_path("/proc/self/r.html", "--html")
+
+
+# -- user sweep: factories whose module fails to import -------------------------------------------
+
+#: Module sources that raise while they are imported, with what the error must say.
+BROKEN_MODULES = {
+    "syntax": ("def make(:\n    pass\n", "SyntaxError at {path}:1: invalid syntax"),
+    "runtime": ("import os\nraise RuntimeError('no GPU driver')\n", "RuntimeError at {path}:2: no GPU driver"),
+    "missing": ("import irene_no_such_package\n", "ModuleNotFoundError at {path}:1: No module named 'irene_no_such_package'"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN_MODULES))
+def test_factory_module_that_fails_to_import_is_one_line(capsys, tmp_path: Path, monkeypatch, kind: str) -> None:
+    from pytest_irene.engine.factories import load_factory
+
+    source, expected = BROKEN_MODULES[kind]
+    name = f"broken_{kind}_{uuid.uuid4().hex[:8]}"
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    with pytest.raises(UsageError) as info:  # the file form
+        load_factory(f"{path}:make")
+    assert f"cannot import {path}: {expected.format(path=path)}" in str(info.value)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UsageError) as info:  # the module form reports the same, not only ImportError
+        load_factory(f"{name}:make")
+    assert f"cannot import {name}: {expected.format(path=path)}" in str(info.value)
+    for argv in (["predict", "--module", f"{path}:make", "--batch-size", "1", "--seq-len", "4"],
+                 ["sweep", "--module", f"{path}:make", "--batch-sizes", "1", "--seq-lens", "4"],
+                 ["serve", "--port", "0", "--allow-module", f"{path}:make"]):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and "Traceback" not in err, err
+        assert err.startswith(f"irene {argv[0]}: error: {argv[3] if argv[0] == 'serve' else '--module'} '{path}:make'")
+        assert expected.format(path=path) in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_missing_module_is_still_named_as_missing() -> None:
+    from pytest_irene.engine.factories import load_factory
+
+    with pytest.raises(UsageError, match=r"cannot import module 'irene_nowhere\.sub' \(No module named 'irene_nowhere'\)"):
+        load_factory("irene_nowhere.sub:make")
+
+
+# -- user sweep: config overrides are validated where models are built ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "culprit", "message"),
+    [
+        ({"bogus": 3}, "bogus=3", "GPT2Config has no field 'bogus'"),
+        ({"n_layr": 2}, "n_layr=2", r"GPT2Config has no field 'n_layr'; did you mean n_layer\?"),
+        ({"n_layer": -1}, "n_layer=-1", "must be at least 1"),
+        ({"n_layer": 0, "n_head": 2}, "n_layer=0", "must be at least 1"),
+        ({"n_layer": "abc"}, "n_layer='abc'", "the config rejects it: .*expected int, got str"),
+        ({"n_layer": 1, "n_embd": 100}, "n_layer=1, n_embd=100", "the model cannot be built: ValueError: `embed_dim` must be divisible"),
+    ],
+)
+def test_build_model_refuses_bad_config_overrides(overrides: dict, culprit: str, message: str) -> None:
+    from pytest_irene.engine.architectures import ConfigOverrideError, build_model
+
+    with pytest.raises(ConfigOverrideError, match=f"^build_model: gpt2 with {re.escape(culprit)}: {message}") as info:
+        build_model("gpt2", **overrides)
+    assert "causal LM head" not in str(info.value)
+
+
+def test_build_model_refuses_bad_overrides_of_a_config_object_too() -> None:
+    from pytest_irene.engine.architectures import ConfigOverrideError, build_config, build_model
+
+    with pytest.raises(ConfigOverrideError, match="num_hidden_layers=-2: must be at least 1"):
+        build_model("bert-base-uncased", num_hidden_layers=-2)
+    with pytest.raises(ConfigOverrideError, match="has no field 'num_hiden_layers'; did you mean num_hidden_layers"):
+        build_model(build_config("bert-base-uncased"), num_hiden_layers=2)
+    tiny = build_model("bert-base-uncased", num_hidden_layers=1, hidden_size=64, num_attention_heads=2)
+    assert len(tiny.encoder.layer) == 1  # good overrides still build
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("n_layer=abc", "--config n_layer='abc': gpt2: the config rejects it"),
+        ("bogus_field=2", "--config bogus_field=2: gpt2: GPT2Config has no field 'bogus_field'"),
+        ("n_layer=-1", "--config n_layer=-1: gpt2: must be at least 1"),
+        ("n_embd=100", "--config n_embd=100: gpt2: the model cannot be built: ValueError: `embed_dim` must be divisible"),
+    ],
+)
+def test_calibrate_config_errors_name_the_option(capsys, config: str, message: str) -> None:
+    code, out, err = run(capsys, "calibrate", "--plan-only", "--model", "gpt2", "--batch-size", "8", "--seq-len", "8",
+                         "--config", config)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.startswith(f"irene calibrate: error: {message}")
+
+
+def test_calibrate_names_its_options(capsys, monkeypatch) -> None:
+    base = ["calibrate", "--plan-only", "--model", "gpt2", "--batch-size", "1", "--seq-len", "4"]
+    code, _, err = run(capsys, *base, "--window", "-1")
+    assert code == 2 and err.startswith("irene calibrate: error: --window: must be positive") and "window_s" not in err
+    code, _, err = run(capsys, *base, "--rounds", "0")
+    assert code == 2 and err.startswith("irene calibrate: error: --rounds: must be a positive integer")
+    code, _, err = run(capsys, *base, "--config", "n_layer=1", "--config", "n_layer=2")
+    assert code == 2 and "--config: n_layer given twice" in err
+    code, _, err = run(capsys, "calibrate", "--plan-only", "--prior", "nope")
+    assert code == 2 and err.startswith("irene calibrate: error: --prior: unknown energy model 'nope'")
+    # the transfer plan's closing hint names the prior given (a tiny plan: building the real one takes 20 s)
+    monkeypatch.setattr("pytest_irene.engine.predict.transfer.TRANSFER_PLAN", [("distilgpt2", 1, 4)])
+    from pytest_irene.engine.predict.profiles import resolve_profile
+
+    prior = str(resolve_profile("irene-pc1"))  # the profile's file: a prior given by path
+    code, out, err = run(capsys, "calibrate", "--plan-only", "--prior", prior,
+                         "--config", "n_layer=1", "--config", "n_embd=32", "--config", "n_head=2")
+    assert code == 0, err
+    assert f"measure it with --prior {prior} " in out and "--prior irene-pc1" not in out
+    assert "assuming the meter's nominal report period of 5 s" in out  # printed before any meter reported
+
+
+def test_calibrate_checks_its_output_paths_before_measuring(capsys, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    base = ["calibrate", "--model", "gpt2", "--batch-size", "1", "--seq-len", "4", "--meter", "rapl"]
+    code, _, err = run(capsys, *base, "--dataset", tmp_path / "afile" / "d.jsonl", "-o", tmp_path / "m.json")
+    assert code == 2 and f"error: --dataset={tmp_path / 'afile' / 'd.jsonl'}: {tmp_path / 'afile'} is not a directory" in err
+    code, _, err = run(capsys, *base, "--dataset", tmp_path / "d.jsonl", "-o", tmp_path)
+    assert code == 2 and f"error: -o/--output={tmp_path}: is a directory" in err
+
+
+# -- user sweep: every bundled architecture is known everywhere ------------------------------------
+
+
+def test_llama_1b_style_is_known_to_every_command(capsys, tmp_path: Path) -> None:
+    from pytest_irene.engine.architectures import EXTRA_ARCHITECTURES, known_architectures
+    from pytest_irene.explorer.models import bundled_architectures, resolve_model
+
+    assert "llama-1b-style" in EXTRA_ARCHITECTURES and bundled_architectures() == known_architectures()
+    assert resolve_model("llama-1b-style").architecture == "llama-1b-style"
+    code, out, err = run(capsys, "predict", "--model", "llama-1b-style", "--batch-size", "1", "--seq-len", "8", "--json")
+    assert code == 0, err
+    assert json.loads(out)["tree"]["root"]["type"] == "LlamaModel"
+    code, out, err = run(capsys, "sweep", "--model", "llama-1b-style", "--batch-sizes", "1", "--seq-lens", "8")
+    assert code == 0 and out.splitlines()[1].startswith("llama-1b-style,"), err
+    tiny = ["num_hidden_layers=1", "hidden_size=64", "intermediate_size=128", "num_attention_heads=4",
+            "num_key_value_heads=2", "head_dim=16", "vocab_size=256", "bos_token_id=1", "eos_token_id=2"]
+    code, out, err = run(capsys, "calibrate", "--plan-only", "--model", "llama-1b-style", "--batch-size", "1",
+                         "--seq-len", "4", *[a for kv in tiny for a in ("--config", kv)])
+    assert code == 0 and "llama-1b-style b1 s4:" in out, err
+    code, _, err = run(capsys, "predict", "--model", "llama-2b", "--batch-size", "1", "--seq-len", "8")
+    assert code == 2 and "--model: unknown architecture 'llama-2b'" in err and "llama-1b-style" in err
+
+
+# -- user sweep: --device is where model features are traced ---------------------------------------
+
+DATA_DEPENDENT = '''
+import torch
+
+class Gate(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        if x.sum() > 0:  # a branch on a tensor value: meta tensors have none
+            return self.lin(x)
+        return self.lin(self.lin(x))
+
+def make_dd(batch_size=2, seq_len=4):
+    return Gate(), torch.ones(batch_size, 8)
+'''
+
+
+def test_device_traces_data_dependent_models_in_predict_and_sweep(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "dd.py"
+    path.write_text(DATA_DEPENDENT)
+    predict = ["predict", "--module", f"{path}:make_dd", "--batch-size", "2", "--seq-len", "4", "--json"]
+    code, _, err = run(capsys, *predict)
+    assert code == 2 and "depends on tensor values" in err  # meta by default, as the plugin
+    code, out, err = run(capsys, *predict, "--device", "cpu")
+    assert code == 0, err
+    tree = json.loads(out)["tree"]
+    assert tree["meta"]["traced_on"] == "cpu" and [c["scope"] for c in tree["root"]["children"]] == ["lin"]
+    sweep = ["sweep", "--module", f"{path}:make_dd", "--batch-sizes", "2", "--seq-lens", "4"]
+    code, _, err = run(capsys, *sweep)
+    assert code == 2 and "depends on tensor values" in err
+    code, out, err = run(capsys, *sweep, "--device", "cpu")
+    assert code == 0 and out.splitlines()[1].startswith(f"{path}:make_dd,"), err
+
+
+def test_device_is_validated(capsys) -> None:
+    import torch
+
+    base = ["predict", "--model", "distilgpt2", "--batch-size", "1", "--seq-len", "4"]
+    code, _, err = run(capsys, *base, "--device", "gpu0")
+    assert code == 2 and "--device: expected a torch device such as meta, cpu or cuda:0, got 'gpu0'" in err
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU: absent on every machine
+    for argv in (base, ["sweep", "--model", "distilgpt2", "--batch-sizes", "1", "--seq-lens", "4"]):
+        code, _, err = run(capsys, *argv, "--device", missing)
+        assert code == 2 and f"--device: device '{missing}' is not available on this machine" in err, err
+        assert len(err.strip().splitlines()) == 1
+
+
+# -- user sweep: no generation with an encoder -----------------------------------------------------
+
+
+def test_generation_of_an_encoder_only_model_is_refused(capsys, tmp_path: Path) -> None:
+    from pytest_irene.engine.architectures import build_model, generation_problem
+
+    code, out, err = run(capsys, "predict", "--model", "bert-base-uncased", "--batch-size", "1", "--seq-len", "4",
+                         "--new-tokens", "3")
+    assert code == 2 and out == ""
+    assert err.startswith("irene predict: error: --new-tokens: bert-base-uncased is an encoder-only model (bert)")
+    for name in ("roberta-base", "distilbert-base-uncased"):
+        assert "encoder-only" in generation_problem(name)
+    with pytest.raises(UsageError, match="encoder-only"):
+        build_model("bert-base-uncased", causal_lm=True)
+    assert generation_problem("gpt2") is None and generation_problem("llama-1b-style") is None
+    decoder = build_model("bert-base-uncased", causal_lm=True, is_decoder=True, num_hidden_layers=1)
+    assert type(decoder).__name__ == "BertLMHeadModel"  # BERT configured as a decoder may generate
+    path = tmp_path / "enc.py"
+    path.write_text("from transformers import BertConfig, BertLMHeadModel\n"
+                    "def make():\n    return BertLMHeadModel(BertConfig(num_hidden_layers=1, hidden_size=32, "
+                    "num_attention_heads=2, intermediate_size=64, vocab_size=64))\n")
+    code, _, err = run(capsys, "predict", "--module", f"{path}:make", "--batch-size", "1", "--seq-len", "4",
+                       "--new-tokens", "2")
+    assert code == 2 and "--new-tokens: " in err and "encoder-only" in err
+
+
+# -- user sweep: messages name what is wrong -------------------------------------------------------
+
+
+def test_crossvalidate_on_an_empty_file_says_it_holds_no_trees(capsys, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, out, err = run(capsys, "crossvalidate", empty)
+    assert code == 2 and out == ""
+    assert err.strip() == f"irene crossvalidate: error: DATASET: {empty}: the dataset file holds no trees"
+
+
+def exit_code_of(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Exit code of a command whether it returns or argparse exits, with stderr."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code  # type: ignore[assignment]
+    return int(code or 0), capsys.readouterr().err
+
+
+def test_a_single_value_option_given_twice_is_refused(capsys) -> None:
+    code, err = exit_code_of(capsys, "predict", "--model", "gpt2", "--model", "distilgpt2", "--batch-size", "1",
+                             "--seq-len", "4")
+    assert code == 2 and "irene predict: error: argument --model: given more than once" in err
+    code, err = exit_code_of(capsys, "predict", "--model", "distilgpt2", "--batch-size", "1", "--seq-len", "4",
+                             "--profile", "irene-pc1", "--profile", "irene-pc1")
+    assert code == 2 and "argument --profile: given more than once" in err  # even with the default's value
+    code, err = exit_code_of(capsys, "export", "a.json", "--format", "bencher", "-o", "x.json", "--output", "y.json")
+    assert code == 2 and "argument -o/--output: given more than once" in err
+    from pytest_irene.cli import build_parser
+
+    args = build_parser().parse_args(["sweep", "--model", "gpt2", "--model", "distilgpt2", "--batch-sizes", "1",
+                                      "--seq-lens", "4"])
+    assert args.model == ["gpt2", "distilgpt2"] and not any(k.startswith("_irene") for k in vars(args))
+
+
+def test_sweep_refuses_compact_variants_of_a_factory(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "dd.py"
+    path.write_text(DATA_DEPENDENT)
+    code, out, err = run(capsys, "sweep", "--module", f"{path}:make_dd", "--layers", "2", "--hidden", "128",
+                         "--batch-sizes", "1", "--seq-lens", "4")
+    assert code == 2 and out == ""
+    assert err.startswith("irene sweep: error: --layers/--hidden: compact variants are built from bundled --model")

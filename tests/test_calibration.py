@@ -73,7 +73,7 @@ def calibrator(reader, tmp_path: Path, *, progress=False, **overrides) -> Calibr
 def test_settings_are_validated() -> None:
     with pytest.raises(UsageError, match="rounds must be a positive integer"):
         CalibrationSettings(rounds=0)
-    with pytest.raises(UsageError, match="window must be positive"):
+    with pytest.raises(UsageError, match="window_s must be positive"):
         CalibrationSettings(window_s=0)
     with pytest.raises(UsageError, match="cooldown_s must be a finite number"):
         CalibrationSettings(cooldown_s=float("nan"))
@@ -119,6 +119,24 @@ def test_nodes_get_wall_energy_per_execution(emonpi_emulator, emonpi_reader, tmp
     assert len(stored) == 1
     assert stored[0].root.energy_j == pytest.approx(tree.root.energy_j)
     assert stored[0]["c"].energy_j == pytest.approx(tree["c"].energy_j)
+
+
+def test_the_plan_uses_the_period_the_meter_really_reports_at(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:
+    """A reader told the firmware's default period (9.8 s) planned 40 s windows for a meter reporting
+    every 0.05 s; before the meter is opened the plan says it assumes the nominal period."""
+    from pytest_irene.rig.meters.emonpi import EmonPiReader
+
+    emulator = emonpi_emulator("kv", power_fn=lambda: 100.0)
+    prepared = hooked(Tiny(), torch.randn(4, 32))
+    unopened = EmonPiReader(emulator.path, emulator.baud, period_s=9.8)  # as --plan-only: never started
+    before = calibrator(unopened, tmp_path).plan([prepared])
+    assert before.window_s == pytest.approx(4 * 9.8) and not before.period_measured
+    assert "assuming the meter's nominal report period of 9.8 s" in before.describe()
+    with calibrator(emonpi_reader(emulator, period_s=9.8), tmp_path) as cal:
+        plan = cal.plan([prepared])
+    assert plan.period_measured and plan.window_s == pytest.approx(0.25)  # FAST's window, not 4 x 9.8 s
+    assert plan.meter_period_s == pytest.approx(emulator.period_s, rel=0.5)
+    assert f"meter reports every {plan.meter_period_s:.3g} s (measured)" in plan.describe()
 
 
 def test_energy_follows_the_power_the_node_draws(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:

@@ -212,3 +212,37 @@ def test_wrong_baud_waits_for_fault_after_like_every_fault(emonpi_emulator, emon
     wait_for(lambda: len(emulator.log) >= 8)
     assert reader.reports == 3
     assert [e.delivered for e in emulator.log[:6]] == [True, True, True, False, False, False]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--period", "nan"], "--period: must be a positive finite number, got nan"),
+        (["--period", "0"], "--period: must be a positive finite number, got 0.0"),
+        (["--idle-watts", "-500"], "--idle-watts: must be a finite number >= 0, got -500.0"),
+        (["--watts-per-util", "inf"], "--watts-per-util: must be a finite number >= 0, got inf"),
+        (["--fault-after", "2"], "--fault-after: only with --fault (it says after how many good reports the fault starts)"),
+        (["--fault", "drop", "--fault-after", "-1"], "--fault-after: must be an integer >= 0, got -1"),
+    ],
+)
+def test_cli_refuses_what_no_emonpi_reports(capsys, monkeypatch, argv: list[str], message: str) -> None:
+    """A NaN period flooded the port with reports; negative or infinite watts are no meter's readings."""
+    from pytest_irene.cli import main
+
+    monkeypatch.setattr(EmonPiEmulator, "wait", lambda self: None)  # an accepted value must not serve forever
+    monkeypatch.setattr("signal.signal", lambda *args: None)
+    assert main(["emonpi-emulator", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip() == f"irene emonpi-emulator: error: {message}"  # before any pty is opened
+
+
+def test_emulator_settings_are_validated_in_the_library() -> None:
+    from pytest_irene.rig.calibration_plan import SettingError
+
+    for kwargs, setting in (({"period_s": float("nan")}, "period_s"), ({"idle_watts": -1.0}, "idle_watts"),
+                            ({"watts_per_util": float("inf")}, "watts_per_util"), ({"fault_after": -2}, "fault_after"),
+                            ({"voltage_v": 0.0}, "voltage_v")):
+        with pytest.raises(SettingError, match=f"^emulator setting {setting} must be") as info:
+            EmonPiEmulator("kv", **kwargs)
+        assert info.value.setting == setting
+    assert EmonPiEmulator("kv", idle_watts=0.0, watts_per_util=0.0).period_s == 9.8  # zero watts is a reading

@@ -313,3 +313,111 @@ def test_a_request_that_finds_every_slot_taken_gets_503() -> None:
     finally:
         gate.set()
         worker.join(30)
+
+
+# -- user sweep: every error is JSON, parameters are taken once and echoed as sent -----------------
+
+
+def test_a_wrong_method_gets_a_json_405(client) -> None:
+    resp = client.post("/api/energy?model=gpt2&batch_size=1&seq_len=8")
+    assert resp.status_code == 405 and resp.is_json
+    assert resp.get_json()["error"].startswith("POST is not allowed on /api/energy (allowed: GET")
+    assert "GET" in resp.headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "query", "parameter"),
+    [
+        ("energy", "model=gpt2&model=distilgpt2&batch_size=1&seq_len=8", "model"),
+        ("energy", "model=gpt2&batch_size=1&batch_size=2&seq_len=8", "batch_size"),
+        ("sweep", "model=gpt2&batch_sizes=1&batch_sizes=2&seq_lens=8", "batch_sizes"),
+    ],
+)
+def test_a_repeated_parameter_is_refused_not_half_read(client, endpoint: str, query: str, parameter: str) -> None:
+    resp = client.get(f"/api/{endpoint}?{query}")
+    assert resp.status_code == 400
+    assert resp.get_json() == {"error": f"{parameter}: given 2 times; give it once", "parameter": parameter}
+
+
+def test_a_non_ascii_digit_is_refused_and_echoed_as_sent() -> None:
+    """curl sends ``batch_size=８`` unescaped: werkzeug's server re-encoded it to latin-1 mojibake."""
+    import json
+    import socket
+    import threading
+
+    from pytest_irene.cli.serve import make_explorer_server
+
+    server = make_explorer_server("127.0.0.1", 0, create_app(ServerConfig()))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=30) as conn:
+            conn.sendall("GET /api/energy?model=gpt2&batch_size=８&seq_len=8 HTTP/1.0\r\n\r\n".encode())
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+    finally:
+        server.shutdown()
+        server.server_close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert json.loads(body) == {"error": "batch_size: expected an integer, got '８'", "parameter": "batch_size"}
+
+
+def test_serve_names_a_host_it_cannot_listen_on(capsys) -> None:
+    from pytest_irene.cli import main
+
+    assert main(["serve", "--host", "256.1.1.1", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("irene serve: error: --host: '256.1.1.1' is not an address or a host name")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_model_file_profile_answers_to_its_stored_name(tmp_path: Path) -> None:
+    import json
+
+    from pytest_irene.engine.predict.profiles import resolve_profile
+
+    data = json.loads(Path(resolve_profile(bundled_profiles()[0])).read_text())
+    data["profile"] = "rig"
+    path = tmp_path / "rig.json"
+    path.write_text(json.dumps(data))
+    client = create_app(ServerConfig(default_profile=str(path))).test_client()
+    for name in (str(path), "rig"):
+        resp = client.get(f"/api/energy?model=distilgpt2&batch_size=1&seq_len=8&profile={name}")
+        assert resp.status_code == 200, resp.get_json()
+        assert resp.get_json()["profile"] == str(path)
+    resp = client.get("/api/energy?model=distilgpt2&batch_size=1&seq_len=8&profile=rag")
+    assert resp.status_code == 400 and resp.get_json()["parameter"] == "profile"
+
+
+def test_a_usage_error_from_tracing_is_a_400_and_a_broken_factory_a_422(monkeypatch, tmp_path: Path) -> None:
+    """A size the model refuses (a sequence past its position table) is the request's fault."""
+    from pytest_irene.errors import UsageError
+
+    broken = tmp_path / "broken_factory.py"
+    broken.write_text("raise RuntimeError('cannot reach the model hub')\n")
+    client = create_app(ServerConfig(allowed_modules=(f"{broken}:make",))).test_client()
+    resp = client.get(f"/api/energy?model={broken}:make&batch_size=1&seq_len=8")
+    assert resp.status_code == 422
+    assert f"cannot import {broken}: RuntimeError at {broken}:1: cannot reach the model hub" in resp.get_json()["error"]
+
+    long = create_app(ServerConfig(max_seq_len=4096)).test_client()  # the server's cap is not the model's
+    resp = long.get("/api/energy?model=distilgpt2&batch_size=1&seq_len=2000")
+    assert resp.status_code == 400 and "position table holds 1024" in resp.get_json()["error"]
+
+    def refuse(*args, **kwargs):
+        raise UsageError("trace: seq_len 600 exceeds the 512 positions of this model")
+
+    monkeypatch.setattr("pytest_irene.engine.tracing.trace", refuse)
+    resp = client.get("/api/energy?model=distilgpt2&batch_size=1&seq_len=600")
+    assert resp.status_code == 400
+    assert resp.get_json() == {
+        "error": "distilgpt2 at batch size 1, sequence length 600: trace: seq_len 600 exceeds the 512 positions of this model"
+    }
+
+
+def test_models_lists_the_extra_bundled_architectures(client) -> None:
+    from pytest_irene.engine.architectures import EXTRA_ARCHITECTURES
+
+    names = [m["name"] for m in client.get("/api/models").get_json()["models"]]
+    assert set(EXTRA_ARCHITECTURES) <= set(names)

@@ -102,3 +102,14 @@ def test_bad_format_and_conflicting_runs(run_file: Path, capsys, tmp_path: Path)
     (tmp_path / "bad.json").write_text("[]")
     code, _, err = export(capsys, tmp_path / "bad.json", "--format", "bencher")
     assert code == 2 and "not a pytest-irene run file" in err
+
+
+def test_output_path_is_checked_before_any_work(run_file: Path, capsys, tmp_path: Path) -> None:
+    """``-o DIR`` raised IsADirectoryError and ``-o FILE/x.json`` FileExistsError from the atomic write."""
+    (tmp_path / "afile").write_text("x")
+    for bad, message in ((tmp_path, "is a directory; expected a file path"),
+                         (tmp_path / "afile" / "x.json", f"{tmp_path / 'afile'} is not a directory")):
+        code, out, err = export(capsys, run_file, "--format", "bencher", "-o", bad)
+        assert code == 2 and out == "" and "Traceback" not in err
+        assert err.strip() == f"irene export: error: -o/--output={bad}: {message}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no temporary file left behind

@@ -252,3 +252,16 @@ def test_cli_new_tokens_json(tmp_path) -> None:
     doc = json.loads(proc.stdout)
     assert doc["tree"]["meta"]["new_tokens"] == 8
     assert doc["per_token_j"] == pytest.approx(doc["total_j"] / 8)
+
+
+def test_an_encoder_only_model_does_not_generate() -> None:
+    """BertLMHeadModel returns logits, but without is_decoder it attends both ways: no decode loop."""
+    from transformers import BertConfig, BertLMHeadModel
+
+    from pytest_irene.errors import UsageError
+
+    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=100)
+    with torch.device("meta"):
+        model = BertLMHeadModel(config)
+    with pytest.raises(UsageError, match="trace_generate: .*encoder-only model \\(bert\\).*does not generate"):
+        trace_generate(model, torch.ones(1, 4, dtype=torch.long), max_new_tokens=2)

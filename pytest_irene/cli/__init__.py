@@ -29,8 +29,44 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class _StoreOnce(argparse._StoreAction):
+    """``store`` that refuses a second value: ``--model A --model B`` would otherwise use B silently.
+
+    Options meant to repeat say so with ``action="append"``; every other option
+    that takes a value takes one. Which options were seen is kept per parse on the
+    namespace (argparse sets defaults there first, so a value equal to the default
+    cannot tell "given" from "not given")."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001 - argparse's signature
+        if option_string is not None:
+            seen = namespace.__dict__.setdefault(_SEEN, set())
+            if self.dest in seen:
+                raise argparse.ArgumentError(self, "given more than once; give it once")
+            seen.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
+#: Namespace attribute where :class:`_StoreOnce` records the options a parse has seen.
+_SEEN = "_irene_options_seen"
+
+
+class IreneParser(argparse.ArgumentParser):
+    """The ``irene`` parsers (the sub-commands' too: ``add_subparsers`` makes them of this class),
+    whose single-value options refuse a repeat (:class:`_StoreOnce`)."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - argparse's signature
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001 - argparse's signature
+        parsed, extras = super().parse_known_args(args, namespace)
+        parsed.__dict__.pop(_SEEN, None)
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = IreneParser(
         prog="irene", description="Interpretable energy prediction for transformers (IrEne)."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

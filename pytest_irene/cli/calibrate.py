@@ -101,9 +101,58 @@ def _required(args: argparse.Namespace) -> None:
             raise UsageError(f"{option} is required (only --plan-only measures nothing and needs none of them)")
 
 
+#: The :class:`CalibrationSettings` field each option sets, so a refused value names the option.
+SETTING_OPTIONS: dict[str, str] = {
+    "window_s": "--window", "rounds": "--rounds", "cooldown_s": "--cooldown", "min_reports": "--min-reports",
+    "idle_tolerance": "--idle-tolerance", "idle_power_w": "--idle-watts", "idle_cpu_pct": "--idle-cpu",
+    "device": "--device", "profile": "--profile",
+}
+
+
+def _settings(args: argparse.Namespace, profile: str) -> Any:
+    """The run's :class:`CalibrationSettings`; a refused value is a usage error naming its option."""
+    from pytest_irene.rig.calibration_plan import CalibrationSettings, SettingError
+
+    try:
+        return CalibrationSettings(
+            window_s=args.window,
+            rounds=args.rounds,
+            cooldown_s=args.cooldown,
+            min_reports=args.min_reports,
+            idle_tolerance=args.idle_tolerance,
+            idle_power_w=args.idle_watts,
+            idle_cpu_pct=args.idle_cpu,
+            device=args.device,
+            profile=profile,
+        )
+    except SettingError as exc:
+        raise UsageError(f"{SETTING_OPTIONS.get(exc.setting, exc.setting)}: {exc.problem}") from None
+
+
+def _overrides(config: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``--config KEY=VALUE`` pairs as a dict; a key given twice is refused (the last would win silently)."""
+    overrides: dict[str, Any] = {}
+    for key, value in config:
+        if key in overrides:
+            raise UsageError(f"--config: {key} given twice ({key}={overrides[key]!r} and {key}={value!r})")
+        overrides[key] = value
+    return overrides
+
+
+def _build(name: str, overrides: dict[str, Any]) -> Any:
+    """The model to measure; config overrides :func:`build_model` refuses name ``--config``."""
+    from pytest_irene.engine.architectures import ConfigOverrideError, build_model, format_overrides
+
+    try:
+        return build_model(name, device="cpu", **overrides)
+    except ConfigOverrideError as exc:
+        raise UsageError(f"--config {format_overrides(exc.overrides)}: {name}: {exc.problem}") from None
+
+
 def run(args: argparse.Namespace) -> int:
-    from pytest_irene.rig.calibration import CalibrationSettings, Calibrator, Target, cv_summary, format_duration, train_rig_model
+    from pytest_irene.rig.calibration import Calibrator, Target, cv_summary, format_duration, train_rig_model
     from pytest_irene.rig.meters import parse_meter_spec
+    from pytest_irene.outputs import check_output_path
 
     _required(args)
     dataset = Path(args.dataset or "plan.jsonl")
@@ -111,30 +160,32 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--dataset: expected a .jsonl or .jsonl.gz file, got {dataset}")
     if any(b <= 0 for b in args.batch_size) or any(s <= 0 for s in args.seq_len):
         raise UsageError("--batch-size and --seq-len must be positive integers")
+    if not args.plan_only:  # a path that cannot be written fails now, not after hours of measuring
+        check_output_path(dataset, "--dataset")
+        check_output_path(args.output, "-o/--output")
     output = Path(args.output or "plan.json")
     profile = args.profile or output.name.removesuffix(".json")
-    settings = CalibrationSettings(
-        window_s=args.window,
-        rounds=args.rounds,
-        cooldown_s=args.cooldown,
-        min_reports=args.min_reports,
-        idle_tolerance=args.idle_tolerance,
-        idle_power_w=args.idle_watts,
-        idle_cpu_pct=args.idle_cpu,
-        device=args.device,
-        profile=profile,
-    )
+    settings = _settings(args, profile)
     meter = parse_meter_spec(args.meter)
+    if args.prior is not None:
+        from pytest_irene.engine.predict.energy_model import EnergyModel
+        from pytest_irene.errors import ModelFileError
 
-    from pytest_irene.engine.architectures import ARCHITECTURES, build_model, example_inputs
+        try:
+            EnergyModel.load(args.prior)  # a bad prior fails now, not when training after the measurements
+        except ModelFileError as exc:
+            raise ModelFileError(f"--prior: {exc}") from None
 
-    unknown = [m for m in args.model if m not in ARCHITECTURES]
+    from pytest_irene.engine.architectures import example_inputs, known_architectures
+
+    unknown = [m for m in args.model if m not in known_architectures()]
     if unknown:
-        raise UsageError(f"--model: unknown architecture(s) {', '.join(unknown)}; known: {', '.join(ARCHITECTURES)}")
-    overrides = dict(args.config)
+        known = ", ".join(known_architectures())
+        raise UsageError(f"--model: unknown architecture(s) {', '.join(unknown)}; known: {known}")
+    overrides = _overrides(args.config)
     targets = []
     for name in args.model:
-        model = build_model(name, device="cpu", **overrides)
+        model = _build(name, overrides)
         for batch, seq in itertools.product(args.batch_size, args.seq_len):
             inputs = example_inputs(model, batch, seq, device="cpu")
             targets.append(Target(model, inputs, f"{name} b{batch} s{seq}", name, batch, seq))
@@ -144,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
         print(planner.plan([planner.prepare(t) for t in targets]).describe())
         if args.transfer_plan:
             print("irene calibrate: the smallest plan a transfer needs (one input size of an encoder and a "
-                  "decoder); measure it with --prior irene-pc1 (or train the dataset with irene train --prior)")
+                  f"decoder); measure it with --prior {args.prior or 'irene-pc1'} "
+                  "(or train the dataset with irene train --prior)")
         return 0
     with Calibrator(meter, settings, dataset, progress=not args.no_progress) as cal:
         trees = cal.run(targets)

@@ -38,6 +38,47 @@ def positive_int(option: str, value: Any) -> int:
     return number
 
 
+def check_device_option(option: str, value: str, *, real: bool = False) -> str:
+    """The torch device ``option`` names when this machine has it, else a :class:`UsageError`.
+
+    ``meta`` (tracing without weights) is always there; ``real=True`` refuses it
+    (measuring needs a device that runs). Any other device is asked for an empty
+    tensor, the one test that holds for every backend (a CPU-only torch, a missing
+    GPU, ``cuda:3`` on a one-GPU host), so ``--device cuda`` on a machine without
+    CUDA is refused here instead of being ignored or failing deep in a trace."""
+    import torch
+
+    from pytest_irene.pipeline import check_device
+
+    device = check_device(value, option)
+    kind = torch.device(device).type
+    if kind == "meta":
+        if real:
+            raise UsageError(f"{option}: 'meta' runs nothing; --features all needs cpu or cuda")
+        return device
+    try:
+        torch.empty(0, device=device)
+    except Exception as exc:  # noqa: BLE001 - AssertionError (not compiled with CUDA), RuntimeError (no such GPU)
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise UsageError(f"{option}: device {value!r} is not available on this machine ({reason})") from None
+    return device
+
+
+def load_trees(paths: list[str], option: str = "DATASET") -> list:
+    """Every tree of the dataset files a command was given; a :class:`UsageError` when they hold none.
+
+    Without trees a command has nothing to work on, and the error it would raise
+    later (a split without the models it needs, a regressor without samples)
+    would blame something else than the empty file."""
+    from pytest_irene.engine.dataset import load_dataset
+
+    trees = load_dataset(*paths)
+    if not trees:
+        which = "the dataset file holds" if len(paths) == 1 else "the dataset files hold"
+        raise UsageError(f"{option}: {', '.join(map(str, paths))}: {which} no trees")
+    return trees
+
+
 def json_safe(obj: Any) -> Any:
     """NaN/inf (a level without any node) become ``null`` so the output is strict JSON."""
     if isinstance(obj, float) and not math.isfinite(obj):

@@ -29,14 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pytest_irene.engine.predict.crossval import SPLITS, crossvalidate
-    from pytest_irene.engine.dataset import load_dataset
     from pytest_irene.report.tree_report import errors_table
-    from pytest_irene.cli.common import FEATURE_CHOICES, check_choice, check_strategy, console, print_json
+    from pytest_irene.cli.common import FEATURE_CHOICES, check_choice, check_strategy, console, load_trees, print_json
 
     features = check_choice("--features", args.features, FEATURE_CHOICES)
     split = check_choice("--split", args.split, SPLITS)
     strategy = check_strategy(args.strategy)
-    trees = load_dataset(*args.datasets)
+    trees = load_trees(args.datasets)
     result = crossvalidate(trees, features=features, strategy=strategy, split=split, seed=args.seed)
     if args.json:
         print_json({"features": features, "strategy": strategy, "split": split, "levels": result["levels"]})

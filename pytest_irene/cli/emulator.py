@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import Any
 
+from pytest_irene.rig.calibration_plan import SettingError
 from pytest_irene.rig.emulator import FAULTS, FORMATS, EmonPiEmulator
 from pytest_irene.rig.meters.emonpi_lines import BAUD
 
@@ -33,23 +34,34 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--watts-per-util", type=float, default=140.0, metavar="K",
                         help="extra watts at 100%% CPU utilisation (default 140)")
     parser.add_argument("--fault", choices=FAULTS, default=None, help="inject a fault after --fault-after reports")
-    parser.add_argument("--fault-after", type=int, default=3, metavar="N", help="good reports before the fault (default 3)")
+    parser.add_argument("--fault-after", type=int, default=None, metavar="N",
+                        help="with --fault: good reports before the fault (default 3)")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.period is not None and args.period <= 0:
-        from pytest_irene.errors import UsageError
+#: The emulator keyword each option sets, so a refused value names the option.
+SETTING_OPTIONS: dict[str, str] = {
+    "period_s": "--period", "idle_watts": "--idle-watts", "watts_per_util": "--watts-per-util",
+    "fault_after": "--fault-after",
+}
 
-        raise UsageError(f"--period must be positive, got {args.period}")
-    emulator = EmonPiEmulator(
-        args.format,
-        period_s=args.period,
-        idle_watts=args.idle_watts,
-        watts_per_util=args.watts_per_util,
-        fault=args.fault,
-        fault_after=args.fault_after,
-    )
+
+def run(args: argparse.Namespace) -> int:
+    from pytest_irene.errors import UsageError
+
+    if args.fault_after is not None and args.fault is None:
+        raise UsageError("--fault-after: only with --fault (it says after how many good reports the fault starts)")
+    try:
+        emulator = EmonPiEmulator(
+            args.format,
+            period_s=args.period,
+            idle_watts=args.idle_watts,
+            watts_per_util=args.watts_per_util,
+            fault=args.fault,
+            **({} if args.fault_after is None else {"fault_after": args.fault_after}),
+        )
+    except SettingError as exc:
+        raise UsageError(f"{SETTING_OPTIONS.get(exc.setting, exc.setting)}: {exc.problem}") from None
     path = emulator.start()
     print(path, flush=True)
     print(
@@ -70,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the emulator without the rest of the ``irene`` CLI (``python -m pytest_irene.cli.emulator``)."""
-    parser = argparse.ArgumentParser(prog="irene")
+    from pytest_irene.cli import IreneParser
+
+    parser = IreneParser(prog="irene")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["emonpi-emulator", *(sys.argv[1:] if argv is None else argv)])
     return int(args.func(args))

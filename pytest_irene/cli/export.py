@@ -29,16 +29,17 @@ def run(args: argparse.Namespace) -> int:
 
     from pytest_irene.cli.common import check_choice
     from pytest_irene.compare.runfile import read_run_file
+    from pytest_irene.outputs import check_output_path, write_output
     from pytest_irene.report.benchmark_json import FORMATS, bencher, github_action_benchmark, points
 
     fmt = check_choice("--format", args.format, FORMATS)
+    if args.output:
+        check_output_path(args.output, "-o/--output")
     pts = points(((path, read_run_file(path)) for path in args.runs), modules=args.modules)
     doc = github_action_benchmark(pts) if fmt == "github-action-benchmark" else bencher(pts)
     text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
     if args.output:
-        from pytest_irene.atomic import atomic_write_text
-
-        atomic_write_text(args.output, text)
+        write_output(args.output, text, "-o/--output")
         print(f"irene export: {len(pts)} value(s) written to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -9,6 +9,8 @@ transformers model, or its own ``irene_inputs(batch_size, seq_len, device)``.
 
 With model features (default) everything happens on the meta device: no weights
 are allocated, so even a large model predicts in well under a second.
+``--device cpu`` traces on a real device instead, for code whose control flow
+depends on tensor values (as the plugin's ``--irene-device``).
 ``--features all`` measures the resource features of every node on this host
 (:func:`pytest_irene.rig.runtime.measure_tree`), which is only meaningful on the rig
 the profile was calibrated on, so a different host is refused.
@@ -49,7 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--profile", default="irene-pc1", metavar="P", help="bundled profile or energy model file (default: irene-pc1)")
     p.add_argument("--features", default="model", metavar="model|all", help="feature set (default: model; all measures this host)")
-    p.add_argument("--device", default=None, help="with --features all: device to measure on (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--device", default=None,
+        help="device model features are traced on (default meta: no weights touched; cpu traces data-dependent "
+        "code with real values); with --features all, the device measured on (default: cuda if available, else cpu)",
+    )
     p.add_argument(
         "--json", action="store_true",
         help="print exactly one JSON object (tree, bottlenecks, breakdown) instead of tables; "
@@ -63,42 +69,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build(args: argparse.Namespace, device: str) -> tuple[Any, Any, str | None]:
-    """(model, inputs, model name) for ``--model``/``--module`` on ``device`` (with its LM head for ``--new-tokens``)."""
-    from pytest_irene.engine.architectures import ARCHITECTURES, build_model, example_inputs
+    """(model, inputs, model name) for ``--model``/``--module`` on ``device`` (with its LM head for ``--new-tokens``).
 
+    A generation of an encoder-only model is refused here, before anything is built:
+    the rule is :func:`~pytest_irene.engine.architectures.generation_problem`'s."""
+    from pytest_irene.engine.architectures import build_model, check_architecture, example_inputs, generation_problem
+
+    generate = getattr(args, "new_tokens", None) is not None
     if args.model is not None:
-        if args.model not in ARCHITECTURES:
-            raise UsageError(f"--model: unknown architecture {args.model!r}; expected one of {', '.join(ARCHITECTURES)}")
-        model = build_model(args.model, device=device, causal_lm=getattr(args, "new_tokens", None) is not None)
+        check_architecture(args.model, "--model")
+        problem = generation_problem(args.model) if generate else None
+        if problem is not None:
+            raise UsageError(f"--new-tokens: {problem}")
+        model = build_model(args.model, device=device, causal_lm=generate)
         return model, example_inputs(args.model, args.batch_size, args.seq_len, device=device), args.model
 
+    from pytest_irene.engine.architectures import is_encoder_only
     from pytest_irene.engine.factories import build_from_factory
 
     try:
         model, inputs = build_from_factory(args.module, args.batch_size, args.seq_len, device=device)
     except UsageError as exc:
         raise UsageError(f"--module {exc}") from None
+    if generate and is_encoder_only(getattr(model, "config", None)):
+        raise UsageError(f"--new-tokens: {args.module}: {generation_problem(model.config)}")
     return model, inputs, None
-
-
-def _measure_device(requested: str | None) -> str:
-    import torch
-
-    if requested:
-        try:
-            kind = torch.device(requested).type
-        except RuntimeError:
-            raise UsageError(f"--device: expected a torch device such as cpu or cuda:0, got {requested!r}") from None
-        if kind == "meta":
-            raise UsageError("--device: 'meta' runs nothing; --features all needs cpu or cuda")
-        return requested
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run(args: argparse.Namespace) -> int:
     from pytest_irene.engine.predict.energy_model import EnergyModel
     from pytest_irene.report.tree_report import report, report_json
-    from pytest_irene.cli.common import FEATURE_CHOICES, check_choice, console, positive_int, print_json
+    from pytest_irene.cli.common import (
+        FEATURE_CHOICES, check_choice, check_device_option, console, positive_int, print_json,
+    )
     from pytest_irene.outputs import check_output_path, output_error
 
     batch_size = positive_int("--batch-size", args.batch_size)
@@ -121,10 +124,13 @@ def run(args: argparse.Namespace) -> int:
     new_tokens = positive_int("--new-tokens", args.new_tokens) if args.new_tokens is not None else None
     if new_tokens is not None and features == ALL:
         raise UsageError("--new-tokens: a generation is predicted from model features; use --features model")
-    device = _device_for(args, energy_model) if features == ALL else None
+    if features == ALL:
+        device = _device_for(args, energy_model)
+    else:
+        device = check_device_option("--device", args.device or "meta")
     # with --json, stdout carries one JSON object: what the user's factory or model prints goes to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        model, inputs, name = build(args, device or "meta")
+        model, inputs, name = build(args, device)
         tree = predict_with(
             energy_model, model, inputs, features, device=device, option="--features",
             batch_size=batch_size, seq_len=seq_len, model_name=name, max_new_tokens=new_tokens,
@@ -159,4 +165,8 @@ def _device_for(args: argparse.Namespace, energy_model: Any) -> str:
             f"({'; '.join(exc.mode.differences)}); resource features measured here would give wrong energies. "
             "Use --features model, or a profile trained on this host (irene calibrate, irene train)"
         ) from None
-    return _measure_device(args.device)
+    import torch
+
+    from pytest_irene.cli.common import check_device_option
+
+    return check_device_option("--device", args.device or ("cuda" if torch.cuda.is_available() else "cpu"), real=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from pytest_irene.errors import UsageError
 from pytest_irene.explorer.models import DEFAULT_MAX_HIDDEN, DEFAULT_MAX_LAYERS
@@ -42,9 +43,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from werkzeug.serving import make_server
+def make_explorer_server(host: str, port: int, app: Any) -> Any:
+    """The threaded WSGI server ``irene serve`` runs; a :class:`UsageError` naming ``--host``/``--port``
+    when it cannot listen there.
 
+    Werkzeug's own server prints a failed bind (an unknown host, a port in use) and
+    calls ``sys.exit(1)``: that would skip the CLI's one-line error and exit 2.
+    Its request handler also re-encodes the request line, so a non-ASCII byte sent
+    unescaped in a query (``batch_size=８``) would reach the app, and its error
+    message, as latin-1 mojibake; the handler below hands the query on as received."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+
+    class RequestHandler(WSGIRequestHandler):
+        def make_environ(self) -> dict[str, Any]:
+            environ = super().make_environ()
+            # http.server decoded the request line as latin-1, which is how WSGI wants the raw query
+            environ["QUERY_STRING"] = urlsplit(self.path).query
+            return environ
+
+    class Server(ThreadedWSGIServer):
+        def server_bind(self) -> None:
+            try:
+                super().server_bind()
+            except socket.gaierror as exc:
+                raise UsageError(
+                    f"--host: {host!r} is not an address or a host name this machine can resolve "
+                    f"({exc.strerror or exc})"
+                ) from None
+            except OSError as exc:
+                raise UsageError(f"--host/--port: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+
+    return Server(host, port, app, RequestHandler)
+
+
+def run(args: argparse.Namespace) -> int:
     from pytest_irene.explorer.app import ServerConfig, create_app
     from pytest_irene.engine.factories import load_factory
 
@@ -56,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port: expected 0-65535, got {args.port}")
     for ref in args.allow_module:
-        load_factory(ref)  # fail at start-up, not on the first request
+        try:
+            load_factory(ref)  # fail at start-up, not on the first request
+        except UsageError as exc:
+            raise UsageError(f"--allow-module {exc}") from None
     if args.profile is not None:
         from pytest_irene.explorer.models import energy_model
 
@@ -71,11 +109,7 @@ def run(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent,
         default_profile=args.profile,
     )
-    app = create_app(config)
-    try:
-        server = make_server(args.host, args.port, app, threaded=True)
-    except OSError as exc:
-        raise UsageError(f"--host/--port: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from exc
+    server = make_explorer_server(args.host, args.port, create_app(config))
     print(f"irene serve: energy explorer on http://{args.host}:{server.server_port}/ (Ctrl-C to stop)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from pytest_irene.errors import UsageError
@@ -31,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", metavar="LIST", help="with --hidden: compact variants of each --model (layers, e.g. 2,4,6)")
     p.add_argument("--hidden", metavar="LIST", help="with --layers: hidden sizes (multiples of 64, e.g. 128,256)")
     p.add_argument("--profile", default=None, help="energy model profile or model file (default: the first bundled one)")
+    p.add_argument("--device", default="meta",
+                   help="device the models are traced on (default meta: no weights touched; "
+                   "cpu for data-dependent code)")
     p.add_argument("--html", metavar="PATH", help="write the interactive charts to this self-contained page")
     p.add_argument("--csv", metavar="PATH", help="write one row per combination to this CSV file")
     p.set_defaults(func=run)
@@ -44,6 +48,11 @@ def build_specs(args: argparse.Namespace) -> list:
         raise UsageError("give at least one --model NAME or --module PATH:FACTORY")
     if bool(args.layers) != bool(args.hidden):
         raise UsageError("--layers and --hidden go together (compact variants need both)")
+    if args.layers and args.module:
+        raise UsageError(
+            "--layers/--hidden: compact variants are built from bundled --model architectures; a --module factory "
+            "builds its own model and cannot be resized (sweep the factories without --layers/--hidden)"
+        )
     specs: list[ModelSpec] = []
     try:
         if args.layers:
@@ -72,9 +81,10 @@ def run(args: argparse.Namespace) -> int:
 
     from pytest_irene.explorer.html import render_report
     from pytest_irene.outputs import check_output_path, write_output
-    from pytest_irene.explorer.models import bundled_profiles
+    from pytest_irene.explorer.models import bundled_profiles, predict_tree
     from pytest_irene.explorer.params import ParameterError, parse_int_list
     from pytest_irene.explorer.sweep import run_sweep
+    from pytest_irene.cli.common import check_device_option
     from pytest_irene.engine.factories import load_factory
 
     try:
@@ -85,9 +95,13 @@ def run(args: argparse.Namespace) -> int:
     for option, path in (("--csv", args.csv), ("--html", args.html)):
         if path:
             check_output_path(path, option)
+    device = check_device_option("--device", args.device)
     specs = build_specs(args)
     for ref in args.module:
-        load_factory(ref)  # a bad reference fails before any work
+        try:
+            load_factory(ref)  # a bad reference fails before any work
+        except UsageError as exc:
+            raise UsageError(f"--module {exc}") from None
     profile = args.profile
     if profile is None:
         profiles = bundled_profiles()
@@ -105,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         def advance(point) -> None:
             progress.update(task, advance=1, description=f"{point.model} b={point.batch_size} s={point.seq_len}")
 
-        sweep = run_sweep(specs, batch_sizes, seq_lens, profile, on_point=advance)
+        sweep = run_sweep(specs, batch_sizes, seq_lens, profile, on_point=advance,
+                          predict=functools.partial(predict_tree, device=device))
     if args.csv:
         write_output(args.csv, sweep.to_csv(), "--csv")
         console.print(f"irene sweep: wrote {len(sweep.points)} rows to {args.csv}")

@@ -23,6 +23,7 @@ import inspect
 import os
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,11 @@ def load_factory(ref: str) -> Callable[..., Any]:
             try:
                 module = importlib.import_module(where)
             except ImportError as exc:
-                raise UsageError(f"{ref!r}: cannot import module {where!r} ({exc})") from exc
+                if exc.name == where or where.startswith(f"{exc.name}."):  # the module itself is missing
+                    raise UsageError(f"{ref!r}: cannot import module {where!r} ({exc})") from exc
+                raise _import_failed(ref, where, exc) from exc
+            except Exception as exc:  # noqa: BLE001 - the user's module failed while it was imported
+                raise _import_failed(ref, where, exc) from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise UsageError(f"{ref!r}: {where} has no callable {attr!r}")
@@ -73,10 +78,29 @@ def _import_file(ref: str, path: Path) -> Any:
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
-    except BaseException:
+    except BaseException as exc:
         del sys.modules[mod_name]
+        if isinstance(exc, Exception):  # not KeyboardInterrupt/SystemExit: those still stop the program
+            raise _import_failed(ref, str(path), exc) from exc
         raise
     return module
+
+
+def _import_failed(ref: str, where: str, exc: Exception) -> UsageError:
+    """The one-line error for a factory's module that raised while it was imported.
+
+    Whatever the user's code raises at import (a SyntaxError, a missing package,
+    its own RuntimeError) is a problem with the ``--module``/``--allow-module``
+    reference, not with pytest-irene: the message names the file and the line
+    (the exception's own for a SyntaxError, the innermost frame of the user's
+    code otherwise), the exception type and its message, instead of a traceback."""
+    if isinstance(exc, SyntaxError):
+        at = f"{exc.filename or where}:{exc.lineno}" if exc.lineno else (exc.filename or where)
+        return UsageError(f"{ref!r}: cannot import {where}: SyntaxError at {at}: {exc.msg}")
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen ")]
+    at = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    message = " ".join(str(exc).split())
+    return UsageError(f"{ref!r}: cannot import {where}: {type(exc).__name__}{at}" + (f": {message}" if message else ""))
 
 
 def build_from_factory(ref: str, batch_size: int, seq_len: int, *, device: str = "meta") -> tuple[Any, Any]:

@@ -265,6 +265,11 @@ def trace_generate(
     if method is not None:
         raise UsageError("trace_generate: pass the model itself (it runs the decode loop), not one of its methods")
     config = getattr(module, "config", None)
+    if config is not None:
+        from pytest_irene.engine.architectures import generation_problem, is_encoder_only
+
+        if is_encoder_only(config):  # its *LMHeadModel runs unmasked: a decode loop it never runs
+            raise UsageError(f"trace_generate: {generation_problem(config)}")
     dev = torch.device(device)
     inputs = _batched(inputs)
     plan: _DecoderOnly | _EncoderDecoder = (

@@ -8,7 +8,9 @@ A Flask app with a small JSON API, modelled on IrEne-viz:
   (a call view, see :mod:`.payload`);
 - ``GET /api/sweep?model=&model=&batch_sizes=8,16&seq_lens=32,64&profile=`` a sweep.
 
-Bad parameters get 400 with ``{"error": ..., "parameter": ...}``. Batch size,
+Bad parameters (an unknown or repeated one, a bad value, a size the model cannot
+take) get 400 with ``{"error": ..., "parameter": ...}``; every error, a wrong
+method or path included, is JSON. Batch size,
 sequence length, sweep size and the layers and hidden size of a compact variant
 (``ARCH[L=,H=]``, and so its heads) are capped. At most ``max_concurrent``
 predictions run at once, each tree is computed once however many requests ask
@@ -33,13 +35,16 @@ from pytest_irene.errors import IreneError
 from pytest_irene.engine.tree import EnergyTree
 from pytest_irene.explorer.html import render_page
 from pytest_irene.explorer.models import DEFAULT_MAX_HIDDEN, DEFAULT_MAX_LAYERS
-from pytest_irene.explorer.params import ParameterError, parse_int, parse_int_list
+from pytest_irene.explorer.params import ParameterError, RequestError, parse_int, parse_int_list
 from pytest_irene.explorer.payload import call_view
 
 API_PARAMETERS = {
     "energy": {"model", "batch_size", "seq_len", "profile"},
     "sweep": {"model", "batch_sizes", "seq_lens", "profile"},
 }
+#: Parameters a request may give more than once (a sweep over several models); any other
+#: repeated one is refused, since reading only the first would silently ignore the rest.
+REPEATABLE_PARAMETERS = {"energy": frozenset(), "sweep": frozenset({"model"})}
 
 
 @dataclass(frozen=True)
@@ -166,12 +171,23 @@ class Explorer:
         )
 
     def profile(self, name: str | None) -> str:
+        """The profile a request names: a listed one, or the profile name stored in the operator's model file.
+
+        ``irene serve --profile rig.json`` lists the file as ``rig.json``, but the
+        trees and reports call it by the name inside it (``rig``), so a request may
+        use either, as long as no bundled profile has that name."""
         if name is None or name == "":
             return self.default_profile()
         profiles = self.profiles()
-        if name not in profiles:
-            raise ParameterError("profile", f"unknown profile {name!r}; expected one of {profiles}")
-        return name
+        if name in profiles:
+            return name
+        chosen = self.config.default_profile
+        if chosen:
+            from pytest_irene.explorer.models import energy_model
+
+            if getattr(energy_model(chosen), "profile", None) == name:
+                return chosen
+        raise ParameterError("profile", f"unknown profile {name!r}; expected one of {profiles}")
 
     # -- prediction ------------------------------------------------------------------------
     def tree(self, spec: Any, batch_size: int, seq_len: int, profile: str) -> tuple[EnergyTree, bool]:
@@ -207,10 +223,14 @@ def _error(status: int, message: str, parameter: str | None = None) -> tuple[Res
     return jsonify(body), status
 
 
-def _check_unknown(kind: str) -> None:
+def _check_parameters(kind: str) -> None:
+    """Refuse parameters the endpoint does not take, and single-valued ones given more than once."""
     for key in request.args:
         if key not in API_PARAMETERS[kind]:
             raise ParameterError(key, f"unknown parameter; expected some of {sorted(API_PARAMETERS[kind])}")
+        count = len(request.args.getlist(key))
+        if count > 1 and key not in REPEATABLE_PARAMETERS[kind]:
+            raise ParameterError(key, f"given {count} times; give it once")
 
 
 def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
@@ -224,8 +244,8 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["irene_explorer"] = explorer
 
-    @app.errorhandler(ParameterError)
-    def _bad_parameter(exc: ParameterError):
+    @app.errorhandler(RequestError)
+    def _bad_request(exc: RequestError):
         return _error(400, str(exc), exc.parameter)
 
     @app.errorhandler(ServerBusy)
@@ -240,6 +260,16 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
     @app.errorhandler(404)
     def _not_found(exc: Exception):
         return _error(404, f"no such page {request.path}")
+
+    @app.errorhandler(405)
+    def _wrong_method(exc: Exception):
+        allowed = sorted(getattr(exc, "valid_methods", None) or [])
+        response, status = _error(
+            405, f"{request.method} is not allowed on {request.path} (allowed: {', '.join(allowed) or 'GET'})"
+        )
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+        return response, status
 
     @app.errorhandler(500)
     def _internal(exc: Exception):
@@ -275,7 +305,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
 
     @app.get("/api/energy")
     def energy():
-        _check_unknown("energy")
+        _check_parameters("energy")
         args = request.args
         spec = explorer.spec(args.get("model"))
         batch_size = parse_int(args.get("batch_size"), "batch_size", maximum=config.max_batch_size)
@@ -291,7 +321,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
     def sweep():
         from pytest_irene.explorer.sweep import Sweep, point_from_tree
 
-        _check_unknown("sweep")
+        _check_parameters("sweep")
         args = request.args
         names = args.getlist("model")
         if not names:

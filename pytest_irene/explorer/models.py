@@ -21,7 +21,8 @@ from typing import Any
 
 from pytest_irene.engine.factories import build_from_factory
 from pytest_irene.engine.tree import EnergyTree
-from pytest_irene.explorer.params import ParameterError
+from pytest_irene.errors import UsageError
+from pytest_irene.explorer.params import ParameterError, RequestError
 
 #: Config attribute names of compact BERT variants (Turc et al., 2019: L layers, H hidden,
 #: H/64 heads, 4H feed-forward), as in Hugging Face BERT-style configs.
@@ -35,10 +36,10 @@ DEFAULT_MAX_HIDDEN = 2048
 
 
 def bundled_architectures() -> tuple[str, ...]:
-    """The architectures the tracer can build by name."""
-    from pytest_irene.engine.architectures import ARCHITECTURES
+    """The architectures the tracer can build by name (the dataset's, then the extra bundled ones)."""
+    from pytest_irene.engine.architectures import known_architectures
 
-    return tuple(ARCHITECTURES)
+    return known_architectures()
 
 
 @dataclass(frozen=True)
@@ -58,19 +59,29 @@ class ModelSpec:
     def kind(self) -> str:
         return "factory" if self.factory else "bundled"
 
-    def trace(self, batch_size: int, seq_len: int) -> EnergyTree:
-        """The model tree with model features at this input size (not yet predicted)."""
+    def trace(self, batch_size: int, seq_len: int, device: str = "meta") -> EnergyTree:
+        """The model tree with model features at this input size (not yet predicted), traced on ``device``.
+
+        A :class:`UsageError` from the tracer itself (inputs this model cannot take,
+        such as a sequence beyond its position table) becomes a :class:`RequestError`:
+        the model was built, the requested size is what is wrong. Errors building the
+        model (a factory that fails) stay what they are."""
         from pytest_irene.engine.tracing import trace
 
         if self.architecture is not None:
             from pytest_irene.engine.architectures import build_model, example_inputs
 
-            model = build_model(self.architecture, device="meta", **dict(self.overrides))
-            inputs = example_inputs(model, batch_size, seq_len, device="meta")
+            model = build_model(self.architecture, device=device, **dict(self.overrides))
+            inputs = example_inputs(model, batch_size, seq_len, device=device)
         else:
             assert self.factory is not None
-            model, inputs = build_from_factory(self.factory, batch_size, seq_len, device="meta")
-        return trace(model, inputs, batch_size=batch_size, seq_len=seq_len, device="meta", model_name=self.name)
+            model, inputs = build_from_factory(self.factory, batch_size, seq_len, device=device)
+        try:
+            return trace(model, inputs, batch_size=batch_size, seq_len=seq_len, device=device, model_name=self.name)
+        except RequestError:
+            raise
+        except UsageError as exc:
+            raise RequestError(f"{self.name} at batch size {batch_size}, sequence length {seq_len}: {exc}") from None
 
 
 def compact_name(architecture: str, layers: int, hidden: int) -> str:
@@ -179,8 +190,10 @@ def bundled_profiles() -> list[str]:
     return list(_bundled())
 
 
-def predict_tree(spec: ModelSpec, batch_size: int, seq_len: int, profile: str, features: str = "model") -> EnergyTree:
-    """Trace ``spec`` on the meta device and predict every node with ``profile``."""
-    tree = energy_model(profile).predict(spec.trace(batch_size, seq_len), features=features)
+def predict_tree(
+    spec: ModelSpec, batch_size: int, seq_len: int, profile: str, features: str = "model", *, device: str = "meta"
+) -> EnergyTree:
+    """Trace ``spec`` on ``device`` (meta by default: nothing runs) and predict every node with ``profile``."""
+    tree = energy_model(profile).predict(spec.trace(batch_size, seq_len, device), features=features)
     tree.meta["profile"] = profile  # the name asked for (a path stays a path), not the file's own
     return tree

@@ -7,10 +7,25 @@ message is defined once.
 
 from __future__ import annotations
 
+import re
+
 from pytest_irene.errors import UsageError
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
-class ParameterError(UsageError):
+
+class RequestError(UsageError):
+    """A request (or CLI sweep) whose values the model refuses; the web app answers 400.
+
+    The tracer raises :class:`UsageError` for inputs a model cannot take (a
+    sequence longer than its position table): that is the request's fault, not the
+    model's, unlike a factory that fails to build (422). ``parameter`` names the
+    parameter when one is to blame, ``None`` when it is the combination."""
+
+    parameter: str | None = None
+
+
+class ParameterError(RequestError):
     """A bad value for one named parameter (``batch_size``, ``seq_lens``, ``model`` ...)."""
 
     def __init__(self, parameter: str, problem: str):
@@ -23,10 +38,11 @@ def parse_int(value: str | int | None, parameter: str, *, minimum: int = 1, maxi
     """One integer in ``[minimum, maximum]``; ``ParameterError`` naming ``parameter`` otherwise."""
     if value is None or (isinstance(value, str) and not value.strip()):
         raise ParameterError(parameter, "missing; expected an integer")
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise ParameterError(parameter, f"expected an integer, got {str(value)!r}") from None
+    text = str(value).strip()
+    # ASCII digits only, as the CLI's options: int() also takes '８' or '1_000', which no form sends
+    if not _INTEGER.fullmatch(text):
+        raise ParameterError(parameter, f"expected an integer, got {str(value)!r}")
+    number = int(text)
     if number < minimum:
         raise ParameterError(parameter, f"must be at least {minimum}, got {number}")
     if maximum is not None and number > maximum:

@@ -63,6 +63,10 @@ from pytest_irene.rig.calibration_train import cv_summary, settings_dict, train_
 from pytest_irene.rig.meters.base import MeterError, PowerMeter
 from pytest_irene.engine.tree import EnergyTree, scope_label
 
+#: Readings the meter gives before the plan is printed: :attr:`PowerMeter.period_s` is the
+#: median interval once there are three (before, the meter's nominal period).
+_PERIOD_READINGS = 3
+
 
 class Calibrator:
     """Runs calibration against one meter and appends finished trees to a dataset.
@@ -114,6 +118,9 @@ class Calibrator:
         """Open the meter (waiting for its first readings) and start the resource sampler."""
         self.meter.start()
         self.meter.wait_for_samples(2)
+        # a third reading gives the meter two intervals to measure its period from (PowerMeter.period_s),
+        # so the plan printed next and every window are sized by the period the meter really reports at
+        self.meter.wait_for_samples(_PERIOD_READINGS, timeout_s=self.meter.timeout_s)
         if self._sampler is None:
             from pytest_irene.rig.runtime.sampler import ResourceSampler
 
@@ -201,6 +208,8 @@ class Calibrator:
             cooldown_s=s.cooldown_s,
             idle_s=idle,
             total_s=total + idle,
+            meter_period_s=self.meter.period_s,
+            period_measured=len(self.meter.samples()) >= _PERIOD_READINGS,
         )
 
     # -- measuring -----------------------------------------------------------------------

@@ -29,6 +29,19 @@ class CalibrationError(IreneError):
     """Calibration cannot start or go on (machine not idle, nothing to measure, meter lost)."""
 
 
+class SettingError(UsageError):
+    """A bad value of one named setting of a rig object (:class:`CalibrationSettings`, the emonPi emulator).
+
+    ``setting`` is the keyword (``window_s``) and ``problem`` what is wrong with the
+    value, so a front-end names its own option (``irene calibrate --window``)
+    instead of a field the user never typed."""
+
+    def __init__(self, setting: str, problem: str, owner: str = "calibration") -> None:
+        self.setting = setting
+        self.problem = problem
+        super().__init__(f"{owner} setting {setting} {problem}")
+
+
 @dataclass(frozen=True)
 class CalibrationSettings:
     """Every knob of a calibration run (defaults are the paper's procedure)."""
@@ -56,16 +69,16 @@ class CalibrationSettings:
     """Name of the rig's profile: the ``device`` field of the dataset lines and the model's profile."""
 
     def __post_init__(self) -> None:
-        for name in ("window_s", "cooldown_s", "idle_tolerance"):
+        for name, positive in (("window_s", True), ("cooldown_s", False), ("idle_tolerance", False)):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise UsageError(f"calibration setting {name} must be a finite number >= 0, got {value!r}")
-        if self.window_s <= 0:
-            raise UsageError(f"calibration window must be positive, got {self.window_s} s")
-        if int(self.rounds) != self.rounds or self.rounds < 1:
-            raise UsageError(f"calibration rounds must be a positive integer, got {self.rounds!r}")
-        if int(self.min_reports) != self.min_reports or self.min_reports < 1:
-            raise UsageError(f"calibration min_reports must be a positive integer, got {self.min_reports!r}")
+            finite = isinstance(value, (int, float)) and math.isfinite(value)
+            if not finite or (value <= 0 if positive else value < 0):
+                bound = "positive (a finite number)" if positive else "a finite number >= 0"
+                raise SettingError(name, f"must be {bound}, got {value!r}")
+        for name in ("rounds", "min_reports"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or int(value) != value or value < 1:
+                raise SettingError(name, f"must be a positive integer, got {value!r}")
 
     def node_window_s(self, meter_period_s: float) -> float:
         """The timed window per node for a meter reporting every ``meter_period_s``, s."""
@@ -148,6 +161,10 @@ class CalibrationPlan:
     cooldown_s: float
     idle_s: float
     total_s: float
+    meter_period_s: float | None = None
+    """The meter's report period the windows were sized with, s."""
+    period_measured: bool = False
+    """Whether that period was measured from the meter's reports (else it is the meter's nominal one)."""
 
     def describe(self) -> str:
         windows = sum(d for _, d, _ in self.targets)
@@ -158,6 +175,14 @@ class CalibrationPlan:
         ]
         for label, distinct, nodes in self.targets:
             lines.append(f"  {label}: {nodes} nodes, {distinct} distinct")
+        if self.meter_period_s is not None:
+            if self.period_measured:
+                lines.append(f"meter reports every {self.meter_period_s:.3g} s (measured)")
+            else:
+                lines.append(
+                    f"assuming the meter's nominal report period of {self.meter_period_s:.3g} s: windows and "
+                    "rig time follow the period it really reports at once it is opened"
+                )
         lines.append(f"planned rig time: {format_duration(self.total_s)}")
         return "\n".join(lines)
 

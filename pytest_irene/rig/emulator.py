@@ -25,6 +25,7 @@ with the truth.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pty
 import random
@@ -35,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_irene.rig.calibration_plan import SettingError
 from pytest_irene.rig.meters.emonpi_lines import BAUD, PERIOD_S, encode_jeelib
 from pytest_irene.rig.runtime.sampler import PROC_STAT, read_cpu_times
 
@@ -128,6 +130,27 @@ class Emitted:
     """Start of the period it averages (the previous report's time), monotonic s."""
 
 
+def _check_settings(
+    *, period_s: float | None, idle_watts: float, watts_per_util: float, voltage_v: float, fault_after: int
+) -> None:
+    """Refuse values a real emonPi cannot report: a :class:`SettingError` naming the keyword.
+
+    A NaN or zero period would have the serving thread write reports as fast as it
+    can (the wait is never positive), a negative or infinite power is no reading a
+    meter gives, and the calibration reading them would fail far from the cause."""
+    numbers = (("period_s", period_s, True), ("idle_watts", idle_watts, False),
+               ("watts_per_util", watts_per_util, False), ("voltage_v", voltage_v, True))
+    for name, value, positive in numbers:
+        if name == "period_s" and value is None:
+            continue  # the firmware's own period
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or (value <= 0 if positive else value < 0):
+            bound = "a positive finite number" if positive else "a finite number >= 0"
+            raise SettingError(name, f"must be {bound}, got {value!r}", owner="emulator")
+    if isinstance(fault_after, bool) or not isinstance(fault_after, int) or fault_after < 0:
+        raise SettingError("fault_after", f"must be an integer >= 0, got {fault_after!r}", owner="emulator")
+
+
 class EmonPiEmulator:
     """Speaks the emonPi serial protocol on a pty until stopped; context manager.
 
@@ -152,6 +175,8 @@ class EmonPiEmulator:
             raise ValueError(f"unknown emonPi format {fmt!r}; expected one of {', '.join(FORMATS)}")
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; expected one of {', '.join(FAULTS)}")
+        _check_settings(period_s=period_s, idle_watts=idle_watts, watts_per_util=watts_per_util,
+                        voltage_v=voltage_v, fault_after=fault_after)
         self.fmt = fmt
         self.period_s = PERIOD_S[fmt] if period_s is None else float(period_s)
         self.idle_watts = idle_watts
