@@ -88,7 +88,14 @@ def test_evaluate_on_an_empty_dataset_is_an_error(capsys, tmp_path: Path) -> Non
     empty.write_text("\n")
     code, out, err = run(capsys, "evaluate", empty, "--profile", "irene-pc1", "--json")
     assert code == 2 and out == ""
-    assert f"irene evaluate: error: DATASET: {empty} hold(s) no trees" in err
+    assert f"irene evaluate: error: DATASET: {empty}: the dataset file holds no trees" in err
+
+
+def test_train_checks_its_output_before_training(capsys, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, _, err = run(capsys, "train", PC1, "-o", blocker / "model.json")
+    assert code == 2 and "-o/--output" in err and "is not a directory" in err and "cross-validation" not in err
 
 
 def test_crossvalidate_on_one_model_is_an_error(capsys, tmp_path: Path, two_trees: list) -> None:

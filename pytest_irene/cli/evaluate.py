@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pytest_irene.errors import ModelFileError, UsageError
+from pytest_irene.errors import ModelFileError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,19 +28,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pytest_irene.engine.predict.crossval import node_errors, summarise
-    from pytest_irene.engine.dataset import dataset_hash, load_dataset
+    from pytest_irene.engine.dataset import dataset_hash
     from pytest_irene.engine.predict.energy_model import EnergyModel
     from pytest_irene.report.tree_report import errors_table
-    from pytest_irene.cli.common import FEATURE_CHOICES, check_choice, console, print_json
+    from pytest_irene.cli.common import FEATURE_CHOICES, check_choice, console, load_trees, print_json
 
     features = check_choice("--features", args.features, FEATURE_CHOICES)
     try:
         model = EnergyModel.load(args.profile)
     except ModelFileError as exc:
         raise ModelFileError(f"--profile: {exc}") from None
-    trees = load_dataset(*args.datasets)
-    if not trees:
-        raise UsageError(f"DATASET: {', '.join(args.datasets)} hold(s) no trees; nothing to evaluate")
+    trees = load_trees(args.datasets)
     own = model.training_trees_among(trees)
     if own is None:  # a file from before tree fingerprints: only the whole file list can be recognised
         own = len(trees) if dataset_hash(*args.datasets) == model.dataset_hash else 0

@@ -54,15 +54,14 @@ def _feature_sets(option: str | None, dataset_paths: list[str]) -> tuple[str, ..
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from pytest_irene.cli.common import check_strategy
     from pytest_irene.engine.predict.training import train_energy_model
 
     strategy = check_strategy(args.strategy)
-    output = Path(args.output)
-    if output.exists() and output.is_dir():
-        raise UsageError(f"-o/--output: {output} is a directory; expected a file name such as my-rig.json")
+    from pytest_irene.outputs import check_output_path
+
+    output = check_output_path(args.output, "-o/--output")  # before training: minutes must not end in a refused write
     profile = args.profile or output.stem
     if not profile:
         raise UsageError("--profile: expected a non-empty name")
