@@ -38,8 +38,9 @@ def test_calibrate_needs_a_meter(pytester: pytest.Pytester) -> None:
     "args, message",
     [
         (["--irene-meter=wattmeter:/dev/x"], "*meter spec 'wattmeter:/dev/x': unknown meter 'wattmeter'*"),
-        (["--irene-meter=rapl", "--irene-calibrate-rounds=two"], "*--irene-calibrate-rounds: expected a int*"),
-        (["--irene-meter=rapl", "--irene-calibrate-rounds=0"], "*rounds must be a positive integer*"),
+        (["--irene-meter=rapl", "--irene-calibrate-rounds=two"], "*--irene-calibrate-rounds: expected an integer*"),
+        (["--irene-meter=rapl", "--irene-calibrate-rounds=0"], "*--irene-calibrate-rounds: must be a positive integer*"),
+        (["--irene-meter=rapl", "--irene-calibrate-window=-1"], "*--irene-calibrate-window: must be *, got -1.0*"),
         (["--irene-meter=rapl", "--irene-calibrate-dataset=out.csv"], "*expected a .jsonl or .jsonl.gz file*"),
         (["--irene-meter=rapl", "--irene-prior=no-such-profile"], "*unknown energy model 'no-such-profile'*"),
     ],

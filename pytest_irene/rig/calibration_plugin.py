@@ -211,7 +211,8 @@ def _number(config: pytest.Config, name: str, kind: type, default: Any) -> Any:
     try:
         return kind(raw)
     except ValueError:
-        raise pytest.UsageError(f"--{name}: expected a {kind.__name__}, got {raw!r}") from None
+        what = "an integer" if kind is int else "a number"
+        raise pytest.UsageError(f"--{name}: expected {what}, got {raw!r}") from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -231,6 +232,7 @@ def pytest_configure(config: pytest.Config) -> None:
             )
         return
     from pytest_irene.rig.calibration import CalibrationSettings
+    from pytest_irene.rig.calibration_plan import SettingError
     from pytest_irene.rig.meters import parse_meter_spec
 
     spec = config.getoption("irene_meter")
@@ -264,9 +266,24 @@ def pytest_configure(config: pytest.Config) -> None:
             device=config.getoption("irene_calibrate_device") or "cpu",
             profile=output.stem,
         )
+    except SettingError as exc:  # name the option the user typed, not the settings field
+        raise pytest.UsageError(f"{PLUGIN_SETTING_OPTIONS.get(exc.setting, exc.setting)}: {exc.problem}") from None
     except IreneError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_RUN] = CalibrationRun(config, spec, settings, dataset, output)
+
+
+#: ``CalibrationSettings`` field -> the option of this plugin that sets it.
+PLUGIN_SETTING_OPTIONS = {
+    "window_s": "--irene-calibrate-window",
+    "rounds": "--irene-calibrate-rounds",
+    "cooldown_s": "--irene-calibrate-cooldown",
+    "min_reports": "--irene-calibrate-min-reports",
+    "idle_tolerance": "--irene-calibrate-idle-tolerance",
+    "idle_power_w": "--irene-calibrate-idle-watts",
+    "idle_cpu_pct": "--irene-calibrate-idle-cpu",
+    "device": "--irene-calibrate-device",
+}
 
 
 def _run(config: pytest.Config) -> CalibrationRun | None:
