@@ -97,8 +97,8 @@ def refuse(what: str, module: str, frame: traceback.FrameSummary | None) -> Data
     return DataDependentError(
         f"module '{module}' depends on tensor values at {_where(frame)}: it asks for {what}, which a "
         "meta tensor does not have, so the traced branch or loop count would be a guess. "
-        "Pass device='cpu' (irene(model, inputs, device='cpu'), @pytest.mark.irene(device='cpu') or "
-        "--irene-device=cpu) to trace it with real values"
+        "Pass device='cpu' (irene(model, inputs, device='cpu'), @pytest.mark.irene(device='cpu'), "
+        "--irene-device=cpu, or --device cpu for irene predict/sweep) to trace it with real values"
     )
 
 
