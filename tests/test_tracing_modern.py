@@ -390,6 +390,7 @@ def _same_tree(a, b) -> None:  # type: ignore[no-untyped-def]
     assert [(n.scope, n.type, n.features) for n in a.walk()] == [(n.scope, n.type, n.features) for n in b.walk()]
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch._dynamo's import
 def test_compiled_and_data_parallel_models_trace_as_the_model_itself() -> None:
     """A wrapper added its glue and prefixed every scope (``_orig_mod.``, ``module.``): baselines broke."""
     from pytest_irene import EnergyModel
@@ -416,6 +417,7 @@ def test_a_root_that_does_nothing_says_so_not_that_its_forward_never_ran(model, 
             call()
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script:DeprecationWarning")  # scripting on purpose
 def test_a_torchscript_root_is_refused_naming_torchscript() -> None:
     scripted = torch.jit.script(nn.Sequential(nn.Linear(4, 4)))
     for device in ("meta", "cpu"):
