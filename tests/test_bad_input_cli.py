@@ -11,19 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_irene.cli import main
 from pytest_irene.engine.dataset import DuplicateTreesWarning, iter_trees, load_dataset, write_dataset
 from pytest_irene.errors import DatasetError, UsageError
 from pytest_irene.outputs import OutputError, check_output_path, write_output
+from test_cli import exit_code_of, run
 
 REPO = Path(__file__).resolve().parent.parent
 PC1 = REPO / "calibration" / "datasets" / "irene-pc1.jsonl.gz"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -366,15 +360,6 @@ def test_crossvalidate_on_an_empty_file_says_it_holds_no_trees(capsys, tmp_path:
     code, out, err = run(capsys, "crossvalidate", empty)
     assert code == 2 and out == ""
     assert err.strip() == f"irene crossvalidate: error: DATASET: {empty}: the dataset file holds no trees"
-
-
-def exit_code_of(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    """Exit code of a command whether it returns or argparse exits, with stderr."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code  # type: ignore[assignment]
-    return int(code or 0), capsys.readouterr().err
 
 
 def test_a_single_value_option_given_twice_is_refused(capsys) -> None:
