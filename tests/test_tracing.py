@@ -12,7 +12,8 @@ from torch import nn
 from pytest_irene.engine.architectures import build_model, example_inputs
 from pytest_irene.engine.dataset import load_dataset
 from pytest_irene.errors import TraceError, UsageError
-from pytest_irene.engine.tracing import NodeCall, infer_batch_seq, trace
+from pytest_irene.engine.inputs import infer_batch_seq
+from pytest_irene.engine.tracing import NodeCall, trace
 from pytest_irene.engine.tree import MODEL_FEATURES
 
 DATASET = Path(__file__).resolve().parents[1] / "calibration" / "datasets" / "irene-pc1.jsonl.gz"

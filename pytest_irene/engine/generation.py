@@ -35,8 +35,8 @@ import torch
 
 from pytest_irene.engine.generation_tree import SUMMED, DecodeSteps, GenerationTree, copy_node, signature
 from pytest_irene.engine.positions import check_positions
-from pytest_irene.engine.tracing import check_count, ids_length, model_label, prepare_target, resolve_callable, \
-    trace_prepared
+from pytest_irene.engine.inputs import check_count, ids_length
+from pytest_irene.engine.tracing import model_label, prepare_target, resolve_callable, trace_prepared
 from pytest_irene.engine.tree import EnergyNode, EnergyTree
 from pytest_irene.errors import TraceError, UsageError
 

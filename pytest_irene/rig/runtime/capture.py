@@ -36,7 +36,8 @@ def capture(
     """
     import torch
 
-    from pytest_irene.engine.tracing import NodeCall, to_device, trace
+    from pytest_irene.engine.inputs import to_device
+    from pytest_irene.engine.tracing import NodeCall, trace
 
     dev = torch.device(device)
     model = model.to(dev).eval()
