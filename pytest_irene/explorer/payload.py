@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any
 
 from pytest_irene.compare.records import CallRecord
-from pytest_irene.engine.tree import EnergyNode, EnergyTree, describe_energy_scope
+from pytest_irene.engine.tree import EnergyNode, EnergyTree, Source, describe_energy_scope
 
-Source = Literal["predicted", "measured"]
 
 
 def energy_source(tree: EnergyTree) -> Source:

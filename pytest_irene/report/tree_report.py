@@ -16,7 +16,7 @@ summary):
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -28,13 +28,13 @@ from pytest_irene.engine.tree import (
     ROOT_LABEL,
     EnergyNode,
     EnergyTree,
+    Source,
     describe_energy_scope,
     innermost_modules,
     scope_label,
 )
 from pytest_irene.units import format_energy
 
-Source = Literal["predicted", "measured"]
 
 
 def format_share(share: float | None) -> str:
