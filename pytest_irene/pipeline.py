@@ -184,8 +184,16 @@ def build_tree(
     if features == MODEL and max_new_tokens is not None:
         from pytest_irene.engine.generation import trace_generate
 
-        return trace_generate(model, inputs, max_new_tokens=max_new_tokens, device=where,
+        tree = trace_generate(model, inputs, max_new_tokens=max_new_tokens, device=where,
                               model_name=trace_kwargs.get("model_name"))
+        for name in ("batch_size", "seq_len"):  # a generation's sizes are its prompt's: say so, never drop them
+            given = trace_kwargs.get(name)
+            if given is not None and given != getattr(tree, name):
+                raise UsageError(
+                    f"{name}={given!r} with max_new_tokens: a generation's sizes are its prompt's "
+                    f"({name} {getattr(tree, name)}); leave {name} out or pass a prompt of that size"
+                )
+        return tree
     if features == MODEL:
         from pytest_irene.engine.tracing import trace
 

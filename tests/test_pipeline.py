@@ -71,3 +71,15 @@ def test_predict_refuses_sizes_that_are_not_positive_integers():
             pytest_irene.predict(model, torch.zeros(2, 4), **kwargs)
     tree = pytest_irene.predict(model, torch.zeros(2, 4), batch_size=3, seq_len=7)
     assert (tree.batch_size, tree.seq_len) == (3, 7) and tree.total_j > 0
+
+
+
+
+def test_explicit_sizes_must_match_a_generation_s_prompt() -> None:
+    from models import tiny_llama
+
+    prompt = torch.ones(2, 6, dtype=torch.long)
+    tree = build_tree(tiny_llama(), prompt, "model", max_new_tokens=3, batch_size=2, seq_len=6)
+    assert (tree.batch_size, tree.seq_len) == (2, 6)
+    with pytest.raises(UsageError, match=r"seq_len=64 with max_new_tokens: a generation's sizes are its prompt's \(seq_len 6\)"):
+        build_tree(tiny_llama(), prompt, "model", max_new_tokens=3, seq_len=64)
