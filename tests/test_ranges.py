@@ -72,3 +72,21 @@ def test_bundled_profile_marks_predictions_outside_its_ranges(trees, tmp_path):
     obj["dataset"]["ranges"]["widths"] = [-1.0]
     with pytest.raises(ModelFileError, match="dataset.ranges"):
         EnergyModel.from_json(obj, source=tmp_path / "m.json")
+
+
+def test_llama_and_generation_trees_have_their_real_width() -> None:
+    """LlamaRMSNorm is an RMSNorm (6 flops per element) predicted as a LayerNorm: it gives the
+    width and is no unseen type; a generation's width is its prefill's, not the summed steps'."""
+    import torch
+
+    from models import tiny_llama
+    from pytest_irene import trace, trace_generate
+
+    ranges = EnergyModel.load("irene-pc1").training_ranges
+    forward = trace(tiny_llama(), torch.ones(8, 32, dtype=torch.long))
+    assert tree_width(forward) == 64.0
+    reasons = ranges.extrapolation(forward)
+    assert "width 64 not trained (trained: 16, 768)" in reasons
+    assert not any("LlamaRMSNorm" in r for r in reasons)
+    generation = trace_generate(tiny_llama(), torch.ones(1, 8, dtype=torch.long), max_new_tokens=20)
+    assert tree_width(generation) == 64.0

@@ -27,13 +27,28 @@ NORM_FLOPS_PER_ELEMENT = {"LayerNorm": 8.0, "RMSNorm": 6.0}
 WIDTH_SLACK = 0.05
 
 
+def _norm_flops_per_element(type_name: str) -> float | None:
+    """Flops per element of a normalisation leaf, by its family (``LlamaRMSNorm`` is an RMSNorm,
+    ``BertLayerNorm`` a LayerNorm), as :mod:`pytest_irene.engine.features` names them."""
+    low = type_name.lower()
+    if low.endswith("rmsnorm") or low == "t5layernorm":
+        return NORM_FLOPS_PER_ELEMENT["RMSNorm"]
+    return NORM_FLOPS_PER_ELEMENT["LayerNorm"] if low.endswith("layernorm") else None
+
+
 def tree_width(tree: EnergyTree) -> float | None:
-    """The hidden size of ``tree`` from its widest normalisation leaf, ``None`` when it has none."""
+    """The hidden size of ``tree`` from its widest normalisation leaf, ``None`` when it has none.
+
+    A generation is measured on its prefill (one forward over the prompt's tokens): its
+    decode part sums the features of every step, which no token count divides back."""
     tokens = max(int(tree.batch_size or 0), 1) * max(int(tree.seq_len or 0), 1)
+    top = tree.root
+    if top.type == "Generation":
+        top = next((c for c in top.children if c.scope == "prefill"), top)
     widths = [
         float(node.features.get("flops", 0.0)) / (per * tokens)
-        for node in tree.walk()
-        if not node.children and (per := NORM_FLOPS_PER_ELEMENT.get(node.type))
+        for node in top.walk()
+        if not node.children and (per := _norm_flops_per_element(node.type))
     ]
     widths = [w for w in widths if w >= 1.0]
     return round(max(widths), 3) if widths else None
@@ -91,7 +106,8 @@ class TrainingRanges:
                 trained = ", ".join(f"{w:g}" for w in self.widths)
                 reasons.append(f"width {width:g} not trained (trained: {trained})")
         if self.leaf_types:
-            unseen = sorted({n.type for n in tree.walk() if not n.children} - set(self.leaf_types))
+            leaf_types = {n.notes.get("regressor_type", n.type) for n in tree.walk() if not n.children}
+            unseen = sorted(leaf_types - set(self.leaf_types))  # LlamaRMSNorm is predicted as a LayerNorm
             if unseen:
                 reasons.append("types never trained: " + ", ".join(unseen))
         return reasons
