@@ -252,6 +252,16 @@ def test_cli_new_tokens_json(tmp_path) -> None:
     doc = json.loads(proc.stdout)
     assert doc["tree"]["meta"]["new_tokens"] == 8
     assert doc["per_token_j"] == pytest.approx(doc["total_j"] / 8)
+    assert not any("width" in reason for reason in doc["tree"]["meta"].get("extrapolation", []))  # 768 was trained
+
+
+def test_the_header_of_a_generation_says_what_its_joules_cover() -> None:
+    from models import tiny_llama
+
+    from pytest_irene.report.tree_report import header
+
+    tree = EnergyModel.load("irene-pc1").predict(trace_generate(tiny_llama(), torch.ones(1, 8, dtype=torch.long), max_new_tokens=5))
+    assert "predicted per generation of 5 new tokens" in header(tree).plain
 
 
 def test_an_encoder_only_model_does_not_generate() -> None:

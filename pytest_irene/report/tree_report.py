@@ -160,7 +160,8 @@ def header(tree: EnergyTree, *, profile: str | None = None, features: str | None
     text.append(tree.model_name or type(tree.root).__name__, style="bold")
     text.append(f"  batch {tree.batch_size} x seq {tree.seq_len}: ")
     text.append(format_energy(tree.root.energy_of(source)), style="bold cyan")
-    text.append(f" {source} per forward pass")
+    steps = getattr(tree, "steps", None)  # a GenerationTree: its decode steps, one per new token after the first
+    text.append(f" {source} per generation of {steps.count + 1} new tokens" if steps is not None else f" {source} per forward pass")
     if profile:
         text.append(f"  (profile {profile}")
         text.append(f", {features} features)" if features else ")")
