@@ -141,3 +141,21 @@ def test_calls_the_gate_could_not_compare_are_said_under_the_summary(pytester: p
     (other / "test_other.py").write_text(body.replace("def test_tiny(", "def test_other("))
     out = run(pytester, "other", "--irene-compare=first.json").stdout.str()
     assert "irene: none of this run's 1 call(s) is in " in out and "nothing was gated against it" in out
+
+
+def test_a_passing_call_against_a_v1_baseline_says_its_leaves_are_not_gated(pytester: pytest.Pytester) -> None:
+    import json
+
+    write_tiny(pytester)
+    run(pytester, "--irene-save").assert_outcomes(passed=1)
+    path = pytester.path / ".irene" / "test_tiny.json"
+    doc = json.loads(path.read_text())
+    doc["format"] = "irene-baselines/1"  # as an older pytest-irene wrote it: no leaf scopes
+    for entries in doc["tests"].values():
+        for entry in entries.values():
+            entry.pop("leaves")
+            entry["modules"] = {s: m for s, m in entry["modules"].items() if s in ("block",)}
+    path.write_text(json.dumps(doc))
+    result = run(pytester, "-rA")
+    result.assert_outcomes(passed=1)
+    assert "the baseline predates leaf-module coverage (irene-baselines/1): --irene-save to gate leaf modules" in result.stdout.str()

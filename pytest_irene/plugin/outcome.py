@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_irene.compare.gate import LEGACY_BASELINE_NOTE
 from pytest_irene.compare.records import CallRecord
 from pytest_irene.errors import IreneError
 from pytest_irene.report.failure import failure_text
@@ -38,7 +39,13 @@ def apply_gate(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.Te
     notes = [
         f"[{r.label}] {r.comparison.reason}"
         for r in records
-        if r.comparison and (r.comparison.status != "pass" or r.comparison.renames or r.comparison.cheaper)
+        if r.comparison
+        and (
+            r.comparison.status != "pass"
+            or r.comparison.renames
+            or r.comparison.cheaper
+            or LEGACY_BASELINE_NOTE in r.comparison.reason
+        )
     ]
     if notes:
         report.sections.append(("irene", "\n".join(notes)))
