@@ -58,6 +58,8 @@ def test_xdist_saves_every_entry_and_prints_one_merged_summary(pytester: pytest.
     records_single = json.loads((pytester.path / "single.json").read_text())["records"]
     assert [r["tree"] for r in records_single] == [r["tree"] for r in records]
     assert all(r["comparison"]["status"] == "pass" for r in records_single)
+    modes = [json.loads((pytester.path / f).read_text())["settings"]["feature_modes"] for f in ("xdist.json", "single.json")]
+    assert modes[0] == modes[1] and modes[0]["irene-pc1"]["features"] == "model"  # decided by the workers, said as serially
 
 
 def test_collect_only_loads_no_model_and_no_regressor(pytester: pytest.Pytester) -> None:

@@ -85,6 +85,8 @@ class IreneSession:
         """``--irene-json`` files that could not be written (one line each; the run fails)."""
         self.saved_files: list[Path] = []
         self._modes: dict[tuple[str, str | None], FeatureMode] = {}
+        self._worker_modes: dict[str, dict[str, Any]] = {}
+        """Controller under xdist: the feature modes the workers decided, per profile."""
         self._marks: dict[str, IreneMark] = {}
         self._formulas_registered = False
         self._formulas_before = _user_formulas()
@@ -149,6 +151,8 @@ class IreneSession:
             out.setdefault(
                 profile, {"features": mode.features, "reason": mode.message, "code": mode.code, "device": device}
             )
+        for profile, mode in sorted(self._worker_modes.items()):  # under xdist the workers decided them
+            out.setdefault(profile, mode)
         return out
 
     def close(self) -> None:
@@ -311,6 +315,7 @@ class IreneSession:
                 "save": [
                     {"nodeid": n, "label": lbl, "entry": e.to_dict()} for (n, lbl), e in sorted(self.to_save.items())
                 ],
+                "feature_modes": self.feature_modes(),
             },
             allow_nan=False,
         )
@@ -322,6 +327,10 @@ class IreneSession:
             record = record_from_dict(obj)
             self.records.append(record)
             self.item_records.setdefault(record.nodeid, []).append(record)
+        for profile, mode in data.get("feature_modes", {}).items():  # as serially: the first device in sort order
+            known = self._worker_modes.get(profile)
+            if known is None or (mode.get("device") or "") < (known.get("device") or ""):
+                self._worker_modes[profile] = mode
         for obj in data.get("save", []):
             where = Path(f"<worker entry {obj['nodeid']}>")
             self.to_save[(obj["nodeid"], obj["label"])] = entry_from_dict(obj["entry"], where, obj["label"])
