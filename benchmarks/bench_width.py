@@ -101,6 +101,17 @@ def floor_rows() -> list[list[str]]:
 
 
 #: Why the rows outside the band are where they are (figures from the runs named).
+#: What the floor regime means for monotonicity, and the variant tried (figures from an in-process
+#: run of ``crossvalidate`` on irene-pc1 with the variant patched in; ML / module / model %).
+FLOOR_NOTES = (
+    "At the floor, more work is not always more joules: the reference data measured floors flat",
+    "within noise (tiny-ctrl's 16-wide Linear: 6.7-7.8 mJ at every batch and sequence), the shape",
+    "memories recall those values, and below the trained sizes the log-space correction's slope",
+    "goes on (about -1 % per doubling for that Linear). Tried and not kept: a correction that bends",
+    "only the work above the floor, monotone by construction: `lomo` unchanged (0.84 / 1.17 / 0.99),",
+    "`seq` 3.35 / 1.75 / 1.03 -> 4.49 / 2.82 / 2.22, `batch` 2.27 / 1.40 / 1.34 -> 2.39 / 1.37 / 1.37,",
+    "`width` 25.57 / 13.22 / 38.68 -> 23.61 / 12.72 / 39.40.",
+)
 BAND_NOTES = (
     "Outside the band, and why:",
     "",
@@ -145,6 +156,8 @@ def main() -> None:
             "in the GPT-2 family at hidden 768), so its floor is an upper bound.",
             "",
             table(["primitive", "floor mJ", "smallest measured MB", "floor = work at MB"], floor_rows(), markdown=True),
+            "",
+            *FLOOR_NOTES,
         ]
     )
     print(body)
