@@ -11,5 +11,6 @@ import pytest
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     """An in-process inner session. pytest's unraisable-exception plugin runs five full
-    garbage collections per session, which with torch loaded costs ~0.5 s: skip it."""
-    return pytester.runpytest("-p", "no:unraisableexception", "-p", "no:cacheprovider", *args)
+    garbage collections per session, which with torch loaded costs ~0.5 s: skip it. pytest-benchmark,
+    where installed, warns in every inner session that xdist disables it: block it too."""
+    return pytester.runpytest("-p", "no:unraisableexception", "-p", "no:cacheprovider", "-p", "no:benchmark", *args)
