@@ -122,8 +122,9 @@ def compare(
             deltas.append(ModuleDelta(scope, prev.type, prev.energy_j, None, failed))
             if beyond and not failed:
                 cheaper.append(deltas[-1])
-    status, reason = _verdict(deltas, renames, tolerance, min_delta, strict, baseline_entry.leaves, cheaper)
-    return Comparison(status, reason, tuple(deltas), tuple(renames), tuple(d.scope for d in culprits(cheaper)))
+    cheapest = culprits(cheaper)
+    status, reason = _verdict(deltas, renames, tolerance, min_delta, strict, baseline_entry.leaves, len(cheaper), cheapest)
+    return Comparison(status, reason, tuple(deltas), tuple(renames), tuple(d.scope for d in cheapest))
 
 
 def _verdict(
@@ -133,9 +134,11 @@ def _verdict(
     min_delta: float,
     strict: bool,
     leaves: bool,
-    cheaper: list[ModuleDelta],
+    cheaper: int,
+    cheapest: list[ModuleDelta],
 ) -> tuple[Status, str]:
-    """The status and the one-sentence reason of a comparison that ran."""
+    """The status and the one-sentence reason of a comparison that ran (``cheaper`` modules moved
+    down beyond the limits without failing, ``cheapest`` the innermost of them)."""
     moved_ = [d for d in deltas if d.failed and d.was is None]
     notes: list[str] = []
     if renames:
@@ -145,9 +148,9 @@ def _verdict(
     if not leaves:
         notes.append(LEGACY_BASELINE_NOTE)
     if cheaper:
-        names = ", ".join(scope_label(d.scope) for d in culprits(cheaper)[:3])
+        names = ", ".join(scope_label(d.scope) for d in cheapest[:3])
         notes.append(
-            f"{len(cheaper)} module(s) cheaper beyond the limits, starting at {names} "
+            f"{cheaper} module(s) cheaper beyond the limits, starting at {names} "
             "(--irene-save records the lower energy; --irene-fail-on=any fails on decreases)"
         )
     tail = "".join(f"; {n}" for n in notes)

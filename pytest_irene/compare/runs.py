@@ -22,8 +22,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pytest_irene.compare.baselines import BaselineEntry, BaselineError, entry_from_tree, read_baseline_file
+from pytest_irene.compare.comparison import (
+    DEFAULT_MIN_DELTA_J,
+    DEFAULT_TOLERANCE,
+    Comparison,
+    ModuleDelta,
+    counts_against,
+)
 from pytest_irene.compare.comparison import FAIL_ON as GATE_FAIL_ON
-from pytest_irene.compare.comparison import DEFAULT_MIN_DELTA_J, DEFAULT_TOLERANCE, Comparison, ModuleDelta, counts_against
 from pytest_irene.compare.runfile import CommitInfo, RunFileError, read_run_file
 from pytest_irene.engine.tree import EnergyNode, EnergyTree
 

@@ -85,8 +85,8 @@ class IreneSession:
         """``--irene-json`` files that could not be written (one line each; the run fails)."""
         self.saved_files: list[Path] = []
         self._modes: dict[tuple[str, str | None], FeatureMode] = {}
-        self._worker_modes: dict[str, dict[str, Any]] = {}
-        """Controller under xdist: the feature modes the workers decided, per profile."""
+        self._worker_modes: dict[tuple[str, str | None], dict[str, Any]] = {}
+        """Controller under xdist: the feature modes the workers decided, per (profile, device)."""
         self._marks: dict[str, IreneMark] = {}
         self._formulas_registered = False
         self._formulas_before = _user_formulas()
@@ -146,12 +146,13 @@ class IreneSession:
 
     def feature_modes(self) -> dict[str, dict[str, Any]]:
         """Per profile, the feature mode decided for its first model device (each record has its own)."""
+        decided = {
+            key: {"features": mode.features, "reason": mode.message, "code": mode.code, "device": key[1]}
+            for key, mode in self._modes.items()
+        }
+        decided.update(self._worker_modes)  # under xdist the workers decided them
         out: dict[str, dict[str, Any]] = {}
-        for (profile, device), mode in sorted(self._modes.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-            out.setdefault(
-                profile, {"features": mode.features, "reason": mode.message, "code": mode.code, "device": device}
-            )
-        for profile, mode in sorted(self._worker_modes.items()):  # under xdist the workers decided them
+        for (profile, _), mode in sorted(decided.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
             out.setdefault(profile, mode)
         return out
 
@@ -327,10 +328,8 @@ class IreneSession:
             record = record_from_dict(obj)
             self.records.append(record)
             self.item_records.setdefault(record.nodeid, []).append(record)
-        for profile, mode in data.get("feature_modes", {}).items():  # as serially: the first device in sort order
-            known = self._worker_modes.get(profile)
-            if known is None or (mode.get("device") or "") < (known.get("device") or ""):
-                self._worker_modes[profile] = mode
+        for profile, mode in data.get("feature_modes", {}).items():
+            self._worker_modes[(profile, mode.get("device"))] = mode
         for obj in data.get("save", []):
             where = Path(f"<worker entry {obj['nodeid']}>")
             self.to_save[(obj["nodeid"], obj["label"])] = entry_from_dict(obj["entry"], where, obj["label"])

@@ -113,11 +113,16 @@ def _failing_block(record: CallRecord) -> str:
     return "\n".join(lines)
 
 
+def _notes_blocks(notes: list[str] | None) -> list[str]:
+    """The lines under the summary as one bullet-list block (none without notes)."""
+    return ["\n".join(f"- {cell(n)}" for n in notes)] if notes else []
+
+
 def session_blocks(records: list[CallRecord], notes: list[str] | None = None) -> list[str]:
     """The summary as blocks: heading and calls table, failing modules per failing call, then notes."""
     if not records:
         head = "### pytest-irene energy summary\n\nNo wrapped call ran in this session."
-        return [head] + (["\n".join(f"- {cell(n)}" for n in notes)] if notes else [])
+        return [head] + _notes_blocks(notes)
     counts: dict[str, int] = {}
     for r in records:
         counts[call_status(r)] = counts.get(call_status(r), 0) + 1
@@ -145,8 +150,7 @@ def session_blocks(records: list[CallRecord], notes: list[str] | None = None) ->
     if failing:
         blocks.append("### Failing modules")
         blocks += [_failing_block(r) for r in failing]
-    if notes:
-        blocks.append("\n".join(f"- {cell(n)}" for n in notes))
+    blocks += _notes_blocks(notes)
     return blocks
 
 
