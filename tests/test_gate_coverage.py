@@ -183,7 +183,8 @@ def test_a_v1_baseline_loads_passes_and_is_rewritten_with_leaves(tmp_path: Path,
     stored = BaselineStore(tmp_path).get("m.py::t", "default")
     assert stored is not None and not stored.leaves and "lm_head" not in stored.modules
     comp = compare(stored, tree, tolerance=0.05, min_delta=0.001)
-    assert comp.status == "pass" and "irene-baselines/1" in comp.reason
+    assert comp.status == "pass" and "irene-baselines/1" in comp.reason and comp.legacy_baseline
+    assert not compare(entry_from_tree(tree, profile="p", features="model"), tree, tolerance=0.05, min_delta=0.001).legacy_baseline
     assert "lm_head" not in {d.scope for d in comp.deltas}  # not reported as added
     # a rebuilt baseline adds the leaf scopes; an untouched /1 entry keeps saying it has none
     BaselineStore(tmp_path).save({("m.py::u", "default"): entry_from_tree(tree, profile="p", features="model")})

@@ -10,7 +10,8 @@ import pytest
 
 from inner import run
 from pytest_irene import __version__
-from pytest_irene.compare.records import CallRecord, record_from_dict, record_to_dict, sort_records
+from pytest_irene.compare.comparison import Comparison
+from pytest_irene.compare.records import CallRecord, RecordError, record_from_dict, record_to_dict, sort_records
 from pytest_irene.compare.runfile import RUN_FORMAT, RunFile, RunFileError, read_run_file, write_run_file
 from test_baselines import make_tree
 from test_plugin import write_tiny
@@ -72,6 +73,18 @@ def test_record_round_trip_keeps_every_typed_field() -> None:
                  "test_file", "test_line", "feature_mode_reason", "price_cents_per_kwh", "min_delta_j"):
         assert getattr(back, name) == getattr(rec, name), name
     assert back.tree.to_dict() == rec.tree.to_dict()
+
+
+def test_comparison_flags_round_trip_and_are_validated() -> None:
+    rec = _record(comparison=Comparison("pass", "ok", cheaper=("enc.ffn",), legacy_baseline=True))
+    doc = json.loads(json.dumps(record_to_dict(rec)))
+    back = record_from_dict(doc)
+    assert back.comparison == rec.comparison
+    del doc["comparison"]["legacy_baseline"]  # run files written before the field
+    assert record_from_dict(doc).comparison.legacy_baseline is False
+    doc["comparison"]["legacy_baseline"] = "yes"
+    with pytest.raises(RecordError, match="legacy_baseline: expected true or false"):
+        record_from_dict(doc)
 
 
 def test_records_are_written_in_collection_order_and_stably(tmp_path: Path) -> None:

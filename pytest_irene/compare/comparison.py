@@ -125,6 +125,9 @@ class Comparison:
     cheaper: tuple[str, ...] = ()
     """Innermost modules that got cheaper beyond the limits without failing (``--irene-fail-on
     increase``): the baseline is stale, ``--irene-save`` records the lower energy."""
+    legacy_baseline: bool = False
+    """The baseline predates leaf-module coverage (``irene-baselines/1``), so its leaves went
+    ungated: the test shows the refresh note even when it passes."""
 
     @property
     def failed_modules(self) -> list[ModuleDelta]:
@@ -137,4 +140,5 @@ class Comparison:
             "deltas": [d.to_dict() for d in self.deltas],
             "renames": [r.to_dict() for r in self.renames],
             "cheaper": list(self.cheaper),
+            "legacy_baseline": self.legacy_baseline,
         }

@@ -124,7 +124,9 @@ def compare(
                 cheaper.append(deltas[-1])
     cheapest = culprits(cheaper)
     status, reason = _verdict(deltas, renames, tolerance, min_delta, strict, baseline_entry.leaves, len(cheaper), cheapest)
-    return Comparison(status, reason, tuple(deltas), tuple(renames), tuple(d.scope for d in cheapest))
+    return Comparison(
+        status, reason, tuple(deltas), tuple(renames), tuple(d.scope for d in cheapest), not baseline_entry.leaves
+    )
 
 
 def _verdict(

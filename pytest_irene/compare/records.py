@@ -126,12 +126,15 @@ def comparison_from_dict(obj: Any, where: str) -> Comparison:
     _require(isinstance(renames, list), f"{where}.renames", "a list", renames)
     cheaper = obj.get("cheaper", [])  # absent in run files written before --irene-fail-on
     _require(isinstance(cheaper, list) and all(isinstance(c, str) for c in cheaper), f"{where}.cheaper", "a list of scopes", cheaper)
+    legacy = obj.get("legacy_baseline", False)  # absent in run files written before this field
+    _require(isinstance(legacy, bool), f"{where}.legacy_baseline", "true or false", legacy)
     return Comparison(
         status=status,
         reason=reason,
         deltas=tuple(out),
         renames=tuple(_rename_from_dict(r, f"{where}.renames[{i}]") for i, r in enumerate(renames)),
         cheaper=tuple(cheaper),
+        legacy_baseline=legacy,
     )
 
 

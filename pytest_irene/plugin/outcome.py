@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_irene.compare.gate import LEGACY_BASELINE_NOTE
 from pytest_irene.compare.records import CallRecord
 from pytest_irene.errors import IreneError
 from pytest_irene.report.failure import failure_text
@@ -44,7 +43,7 @@ def apply_gate(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.Te
             r.comparison.status != "pass"
             or r.comparison.renames
             or r.comparison.cheaper
-            or LEGACY_BASELINE_NOTE in r.comparison.reason
+            or r.comparison.legacy_baseline
         )
     ]
     if notes:
