@@ -8,7 +8,6 @@ stops the run before any test with a message naming the option.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,28 +190,6 @@ def check_profile(settings: Settings, host: Callable[[], dict[str, Any]]) -> dic
     return header
 
 
-#: Device types ``torch.device`` accepts (torch 2.x): checked without importing torch, which
-#: every pytest session would pay for.
-TORCH_DEVICE_TYPES = (
-    "cpu", "cuda", "meta", "mps", "xpu", "hpu", "mtia", "xla", "lazy", "ipu", "hip", "ve", "fpga", "maia",
-    "vulkan", "opengl", "opencl", "ideep", "mkldnn", "privateuseone",
-)
-_DEVICE_RE = re.compile(r"^([a-z]+)(?::(\d+))?$")
-
-
-def check_device_name(device: str, src: str) -> str:
-    """``device`` when it names a torch device (``meta``, ``cpu``, ``cuda:1``), else a
-    :class:`UsageError` naming the option. Whether that device exists here is checked per
-    call, where the model's own device is known."""
-    match = _DEVICE_RE.match(device)
-    if match is None or match.group(1) not in TORCH_DEVICE_TYPES:
-        raise UsageError(
-            f"{src}: expected a torch device such as meta, cpu or cuda:0, got {device!r} "
-            f"(device types: {', '.join(TORCH_DEVICE_TYPES[:5])}, ...)"
-        )
-    return device
-
-
 def load_settings(config: pytest.Config) -> Settings:
     """Parse every option (command line first, then ini); :class:`UsageError` names a bad one."""
 
@@ -266,7 +243,11 @@ def load_settings(config: pytest.Config) -> Settings:
     price = parse_price(str(raw), src) if raw is not None else DEFAULT_PRICE_CENTS_PER_KWH
 
     raw, src = get_raw(config, "irene-device")
-    device = check_device_name(str(raw).strip(), src) if raw is not None else None
+    device = None
+    if raw is not None:  # torch is imported only when the option is given
+        from pytest_irene.pipeline import check_device
+
+        device = check_device(str(raw).strip(), src)
 
     return Settings(
         disabled=flag("irene-disable"),
