@@ -189,3 +189,86 @@ def test_large_reports_draw_trees_on_demand(page, tmp_path: Path) -> None:
     assert page.locator("#call-3 .row[data-scope='fc']").is_visible()
     page.goto(out.as_uri() + "#call-7")  # a link to a call draws it
     assert page.locator("#call-7 .row[data-scope='act']").is_visible()
+
+
+def test_report_badges_totals_and_marks_read_as_the_terminal(page, tmp_path: Path) -> None:
+    """A call over budget was badged "pass", a generation said "per forward pass", extrapolation
+    was shown only inside a drawn call, and a malformed ``#%`` link threw a URIError."""
+    from pytest_irene.compare.comparison import Comparison
+    from pytest_irene.compare.records import CallRecord
+    from pytest_irene.engine.tree import EnergyNode, EnergyTree
+    from pytest_irene.explorer.html import write_report
+
+    def tree(i: int, root_type: str = "Tiny") -> EnergyTree:
+        root = EnergyNode("", root_type, "model", {"flops": 3.0}, predicted_energy_j=0.001 * (i + 1))
+        root.add_child(EnergyNode("fc", "Linear", "ml", {"flops": 2.0}, predicted_energy_j=0.0007))
+        out = EnergyTree(root, model_name=f"tiny-{i}", batch_size=1, seq_len=4)
+        out.meta["extrapolation"] = ["batch 1 outside the trained 8-32"]
+        return out
+
+    gen = tree(1, "Generation")
+    gen.meta["new_tokens"] = 8
+    over = CallRecord("t.py::test_budget", "default", tree(0), "irene-pc1", "model",
+                      Comparison("pass", "every module within 5.0%"), budget_j=0.001, over_budget=True)
+    records = [over, CallRecord("t.py::test_gen", "default", gen, "irene-pc1", "model", Comparison("new", "no baseline"))]
+    records += [CallRecord(f"t.py::test_{i}", "default", tree(i), "irene-pc1", "model") for i in range(2, 14)]
+    out = tmp_path / "report.html"
+    write_report(out, records)
+    page.goto(out.as_uri() + "#%E0%A4%A")
+    assert page.locator("#irene-sub").inner_text().startswith("14 calls, 1 failing; 105 mJ predicted in all")
+    first = page.locator(".irene-index tr").first
+    assert first.locator(".badge.fail").count() == 1 and first.locator(".badge.extrapolates").count() == 1
+    assert page.locator(".irene-index .badge.extrapolates").count() == 14, "marked before any tree is drawn"
+    assert "per generation of 8 new tokens" in page.locator("#call-1 .total").inner_text()
+    assert page.locator("#call-0 .call-reason.fail").inner_text() == "budget 1 mJ — exceeded"  # was "1.000 mJ"; the terminal says "1 mJ"
+
+
+def test_sweep_charts_mark_extrapolated_points(page, tmp_path: Path) -> None:
+    from pytest_irene.explorer.html import write_report
+    from pytest_irene.explorer.sweep import Sweep, SweepPoint
+
+    points = [SweepPoint("m", 8, s, 0.1 * s, 0.1 * s, {"Block": 0.1 * s}, () if s <= 64 else ("sequence 512 outside",))
+              for s in (32, 64, 512)]
+    out = tmp_path / "sweep.html"
+    write_report(out, [], sweep=Sweep("irene-pc1", ["m"], [8], [32, 64, 512], points).to_dict())
+    page.goto(out.as_uri())
+    assert page.locator(".per-model circle.extrapolates").count() == 1
+    assert "extrapolates: sequence 512 outside" in page.locator(".per-model circle.extrapolates title").inner_html()
+    assert "1 of 3 predictions extrapolate" in page.locator("#sweep .call-reason.extrapolates").inner_text()
+    assert page.locator(".cmp-row .badge.extrapolates").count() == 1  # the default column is seq 512
+
+
+def test_a_compact_variant_can_be_picked_in_the_web_app(page, server_url: str) -> None:
+    """The README says ``bert-base-uncased[L=4,H=256]`` works "also in the web app", but the
+    architecture was a plain list: no variant could be asked for from the page."""
+    page.goto(server_url + "/")
+    page.wait_for_selector("#pick-model option[value='gpt2']", state="attached")
+    page.select_option("#pick-model", "gpt2")
+    assert page.locator("#pick-layers").is_disabled(), "GPT-2 has no compact variants"
+    page.select_option("#pick-model", "bert-base-uncased")
+    page.fill("#pick-layers", "2")
+    page.fill("#pick-hidden", "128")
+    page.fill("#pick-batch", "2")
+    page.fill("#pick-seq", "16")
+    page.click("#pick-go")
+    page.wait_for_selector("#tree-result .row[data-scope='']")
+    assert page.locator("#tree-result h2").inner_text() == "bert-base-uncased[L=2,H=128]"
+    assert page.locator("#tree-result li[data-scope='encoder'] > ul > li").count() == 2
+
+
+def test_a_type_unseen_in_training_is_marked_on_its_collapsed_ancestors(page, tmp_path: Path) -> None:
+    """Generic-regressor leaves sat two levels down, collapsed: nothing above them said so."""
+    from pytest_irene.engine.tree import EnergyNode, EnergyTree
+    from pytest_irene.explorer.html import write_report
+
+    root = EnergyNode("", "Tiny", "model", {"flops": 3.0}, predicted_energy_j=1.0)
+    block = root.add_child(EnergyNode("block", "Block", "module", {}, predicted_energy_j=0.9))
+    inner = block.add_child(EnergyNode("block.inner", "Inner", "module", {}, predicted_energy_j=0.9))
+    inner.add_child(EnergyNode("block.inner.act", "NewGELU", "ml", {}, predicted_energy_j=0.9, notes={"generic_regressor": True}))
+    root.add_child(EnergyNode("head", "Linear", "ml", {}, predicted_energy_j=0.1))
+    out = tmp_path / "generic.html"
+    write_report(out, [EnergyTree(root, model_name="tiny", batch_size=8, seq_len=32)])
+    page.goto(out.as_uri())
+    assert not page.locator(".row[data-scope='block.inner.act']").is_visible()
+    assert page.locator(".row.has-generic").evaluate_all("rs => rs.map(r => r.dataset.scope)") == ["", "block", "block.inner"]
+    assert page.locator(".row[data-scope='head']").get_attribute("class").split() == ["row"]

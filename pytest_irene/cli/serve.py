@@ -43,6 +43,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def listen_host(value: str) -> str:
+    """``--host`` as the socket wants it: ``[::1]`` (as written in a URL) becomes ``::1``,
+    and an empty value is refused rather than silently listening on every interface."""
+    host = value.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise UsageError("--host: empty; give an address such as 127.0.0.1 (this machine) or 0.0.0.0 (every interface)")
+    return host
+
+
+def server_url(host: str, port: int) -> str:
+    """The URL to open: an IPv6 address goes in brackets (``http://[::1]:8000/``), since
+    ``http://::1:8000/`` is not a URL a browser or curl accepts."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (``127.0.0.0/8``, ``::1``, ``localhost``),
+    so that ``127.0.0.2`` does not get the warning meant for ``0.0.0.0``."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def make_explorer_server(host: str, port: int, app: Any) -> Any:
     """The threaded WSGI server ``irene serve`` runs; a :class:`UsageError` naming ``--host``/``--port``
     when it cannot listen there.
@@ -109,11 +139,12 @@ def run(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent,
         default_profile=args.profile,
     )
-    server = make_explorer_server(args.host, args.port, create_app(config))
-    print(f"irene serve: energy explorer on http://{args.host}:{server.server_port}/ (Ctrl-C to stop)", flush=True)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    host = listen_host(args.host)
+    server = make_explorer_server(host, args.port, create_app(config))
+    print(f"irene serve: energy explorer on {server_url(host, server.server_port)} (Ctrl-C to stop)", flush=True)
+    if not is_loopback(host):
         print(
-            f"irene serve: warning: listening on {args.host}: anyone who can reach this port can use the "
+            f"irene serve: warning: listening on {host}: anyone who can reach this port can use the "
             "explorer (there is no authentication); the limits above still apply",
             file=sys.stderr,
             flush=True,

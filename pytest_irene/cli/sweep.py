@@ -62,7 +62,7 @@ def build_specs(args: argparse.Namespace) -> list:
                 base = resolve_model(name, parameter="--model")
                 if base.architecture is None or base.overrides:
                     raise UsageError(f"--layers/--hidden: {name!r} must be a bundled architecture")
-                specs.extend(compact_variants(base.architecture, layers, hidden))
+                specs.extend(compact_variants(base.architecture, layers, hidden, parameter="--model"))
         else:
             specs.extend(resolve_model(name, parameter="--model") for name in args.model)
         specs.extend(ModelSpec(ref, factory=ref) for ref in args.module)
@@ -108,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
         if not profiles:
             raise UsageError("--profile: no bundled profiles installed; give a model file")
         profile = profiles[0]
+    from pytest_irene.explorer.models import energy_model
+
+    energy_model(profile)  # a bad --profile fails before the first point, not after the progress bar starts
     total = len(specs) * len(batch_sizes) * len(seq_lens)
     console = Console(stderr=True)
     with Progress(

@@ -135,9 +135,10 @@ class Explorer:
 
     # -- choices ---------------------------------------------------------------------------
     def models(self) -> list[dict[str, str]]:
-        from pytest_irene.explorer.models import bundled_architectures
+        from pytest_irene.explorer.models import bundled_architectures, has_compact_variants
 
-        out = [{"name": n, "kind": "bundled"} for n in bundled_architectures()]
+        # "compact": the page offers L/H fields for ARCH[L=,H=] only where such a variant builds
+        out = [{"name": n, "kind": "bundled", "compact": has_compact_variants(n)} for n in bundled_architectures()]
         out += [{"name": m, "kind": "factory"} for m in self.config.allowed_modules]
         return out
 
@@ -243,6 +244,15 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["irene_explorer"] = explorer
+
+    @app.after_request
+    def _hardening_headers(response: Response) -> Response:
+        # Errors echo what the request sent (an unknown model '<script>...'): with nosniff a
+        # browser never renders that JSON as HTML; the page is not meant to be framed by others.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
 
     @app.errorhandler(RequestError)
     def _bad_request(exc: RequestError):

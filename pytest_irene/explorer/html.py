@@ -26,7 +26,7 @@ from pytest_irene.explorer.payload import call_views
 
 #: Asset files inlined into every page, in this order.
 STYLES: tuple[str, ...] = ("explorer.css",)
-SCRIPTS: tuple[str, ...] = ("explorer.js", "charts.js", "app.js")
+SCRIPTS: tuple[str, ...] = ("format.js", "explorer.js", "charts.js", "app.js")
 
 
 @lru_cache(maxsize=None)
@@ -93,6 +93,8 @@ def report_data(
     return {
         "kind": "report",
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        # the terminal summary's "... J predicted in all": the same sum, so the page can say it too
+        "total_j": sum(v["total_j"] for v in views if v["total_j"] is not None),
         "calls": views,
         "sweep": sweep,
     }

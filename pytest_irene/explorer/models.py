@@ -15,8 +15,10 @@ HTML report must stay importable without them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from pytest_irene.engine.factories import build_from_factory
@@ -84,6 +86,36 @@ class ModelSpec:
             raise RequestError(f"{self.name} at batch size {batch_size}, sequence length {seq_len}: {exc}") from None
 
 
+#: ``L=``/``H=`` values: ASCII digits only, as :func:`~.params.parse_int` (``int()`` also takes ``１`` or ``1_0``).
+_COMPACT_INT = re.compile(r"[+-]?[0-9]+")
+
+
+@lru_cache(maxsize=None)
+def has_compact_variants(architecture: str) -> bool:
+    """Whether the config of ``architecture`` takes the four BERT fields (:data:`COMPACT_BERT_KEYS`)
+    and attends with one key/value head per query head (no ``num_key_value_heads``/``head_dim``)."""
+    from pytest_irene.engine.architectures import build_config
+
+    fields_ = build_config(architecture).to_dict()
+    return all(k in fields_ for k in COMPACT_BERT_KEYS) and not {"num_key_value_heads", "head_dim"} & set(fields_)
+
+
+def compact_problem(architecture: str) -> str | None:
+    """Why ``architecture`` has no compact variants (``None`` when it has them).
+
+    A config without ``intermediate_size`` (GPT-2, DistilBERT, CTRL) failed at build
+    time with a 422 naming a config field, and a grouped-query config (the Llama-style
+    one) built a model that cannot be traced. Both are the request's fault, so they
+    are refused before any work, naming the architectures that work."""
+    if has_compact_variants(architecture):
+        return None
+    ok = [a for a in bundled_architectures() if has_compact_variants(a)]
+    return (
+        f"{architecture} has no compact variants (L layers, H hidden, H/64 heads, 4H feed-forward "
+        f"set BERT-style config fields); they exist for {', '.join(ok) or 'no bundled architecture'}"
+    )
+
+
 def compact_name(architecture: str, layers: int, hidden: int) -> str:
     return f"{architecture}[L={layers},H={hidden}]"
 
@@ -95,6 +127,7 @@ def compact_variants(
     *,
     max_layers: int | None = None,
     max_hidden: int | None = None,
+    parameter: str = "model",
 ) -> list[ModelSpec]:
     """Compact BERT-style variants: every (layers, hidden) pair, heads = hidden/64, feed-forward 4·hidden.
 
@@ -103,8 +136,12 @@ def compact_variants(
     and hidden sizes positive multiples of 64 (so there is at least one head);
     ``max_layers``/``max_hidden`` cap them (the web server's limits; the number of
     heads is capped with the hidden size). A bad value is a :class:`ParameterError`
-    naming ``layers`` or ``hidden``.
+    naming ``layers`` or ``hidden``; an architecture without them (:func:`compact_problem`)
+    one naming ``parameter``.
     """
+    problem = compact_problem(architecture)
+    if problem is not None:
+        raise ParameterError(parameter, problem)
     for h in hidden:
         if h < HEAD_WIDTH or h % HEAD_WIDTH:
             raise ParameterError(
@@ -158,13 +195,14 @@ def resolve_model(
     if name.endswith("]") and "[" in name:
         arch, _, rest = name[:-1].partition("[")
         if arch in archs:
-            try:
-                kv = dict(part.split("=", 1) for part in rest.split(","))
-                layers, hidden = int(kv.pop("L")), int(kv.pop("H"))
-                if kv:
-                    raise KeyError(next(iter(kv)))
-            except (ValueError, KeyError):
-                raise ParameterError(parameter, f"{name!r}: expected ARCH[L=<layers>,H=<hidden>]") from None
+            pairs = [part.partition("=") for part in rest.split(",")]
+            keys = [k.strip() for k, _, _ in pairs]
+            values = [v.strip() for _, _, v in pairs]
+            # exactly L and H, once each (a repeated L silently took the last), ASCII integers
+            if sorted(keys) != ["H", "L"] or not all(_COMPACT_INT.fullmatch(v) for v in values):
+                raise ParameterError(parameter, f"{name!r}: expected ARCH[L=<layers>,H=<hidden>], each once, as integers")
+            kv = dict(zip(keys, (int(v) for v in values)))
+            layers, hidden = kv["L"], kv["H"]
             try:
                 return compact_variants(arch, [layers], [hidden], max_layers=max_layers, max_hidden=max_hidden)[0]
             except ParameterError as exc:

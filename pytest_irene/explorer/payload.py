@@ -52,6 +52,38 @@ def module_partition(tree: EnergyTree, source: Source | None = None) -> dict[str
     return dict(sorted(parts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def new_tokens(tree: EnergyTree) -> int | None:
+    """Tokens a generation tree generates (``None`` for one forward pass).
+
+    A :class:`~pytest_irene.engine.generation_tree.GenerationTree` knows its decode
+    steps; a tree read back from a run file or an xdist worker only has
+    ``meta["new_tokens"]``. Either way the page must say "per generation of N new
+    tokens", as the terminal header does, not "per forward pass"."""
+    steps = getattr(tree, "steps", None)
+    if steps is not None:
+        return int(steps.count) + 1
+    value = tree.meta.get("new_tokens") if tree.root.type == "Generation" else None
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def verdict(record: CallRecord | None) -> str | None:
+    """The badge a call shows: the terminal summary's status of the call
+    (:func:`~pytest_irene.report.terminal.call_status`: ``fail`` whenever the test failed
+    the gate, over budget included, ``saved``, ``not saved``...), with ``cheaper`` for a
+    pass whose baseline is too high.
+
+    ``comparison.status`` alone says ``pass`` for a call that blew its budget, so the
+    badge contradicted the terminal's FAILED and the page's own failure count."""
+    if record is None:
+        return None
+    from pytest_irene.report.terminal import call_status
+
+    status = call_status(record)
+    if status == "pass" and record.comparison is not None and record.comparison.cheaper:
+        return "cheaper"
+    return status
+
+
 def _operation(tree: EnergyTree, node: EnergyNode, source: Source) -> dict[str, Any]:
     return {
         "scope": node.scope,
@@ -74,8 +106,10 @@ def call_view(
     Keys: ``id``, ``title``, ``model_name``, ``batch_size``, ``seq_len``,
     ``profile``, ``features``, ``extrapolation`` (why the prediction leaves the profile's
     training ranges; empty when it does not), ``energy_scope`` (+ ``energy_scope_text``: what the joules cover), ``source`` (which energy the view shows),
-    ``total_j``, ``status``/``reason``/``budget_j``/``over_budget`` (the gate's
-    verdict, ``None`` outside pytest), ``tree`` (:meth:`EnergyTree.to_dict`),
+    ``total_j``, ``new_tokens`` (a generation's new tokens, ``None`` for one forward pass),
+    ``status``/``reason``/``budget_j``/``over_budget`` (the gate's
+    verdict, ``None`` outside pytest; ``verdict`` is the badge, :func:`verdict`; ``cheaper``
+    and ``renames`` as in the comparison), ``tree`` (:meth:`EnergyTree.to_dict`),
     ``deltas`` (scope → baseline delta), ``removed`` (modules only in the
     baseline), ``operations`` (every ML primitive, costliest first),
     ``breakdown`` (``{"module": rows, "ml": rows}``, rows as in
@@ -105,7 +139,11 @@ def call_view(
         "source": source,
         "total_j": _finite(tree.root.energy_of(source)),
         "measured_total_j": _finite(tree.root.energy_j),
+        "new_tokens": new_tokens(tree),
         "status": comparison.status if comparison else None,
+        "verdict": verdict(record),
+        "cheaper": list(comparison.cheaper) if comparison else [],
+        "renames": [r.to_dict() for r in comparison.renames] if comparison else [],
         "reason": comparison.reason if comparison else "",
         "budget_j": record.budget_j if record else None,
         "over_budget": bool(record.over_budget) if record else False,

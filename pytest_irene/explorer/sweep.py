@@ -38,6 +38,10 @@ class SweepPoint:
     parts: dict[str, float]
     """Operations' energy by the type of the module that runs them, joules
     (:func:`~pytest_irene.explorer.payload.module_partition`); sums to ``operations_j``."""
+    extrapolation: tuple[str, ...] = ()
+    """Why this prediction leaves the profile's training ranges (``tree.meta["extrapolation"]``;
+    empty when it does not): a sweep walks off the trained batch sizes and lengths easily,
+    and its charts, table and CSV must say which points are extrapolated."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +51,7 @@ class SweepPoint:
             "total_j": self.total_j,
             "operations_j": self.operations_j,
             "parts": dict(self.parts),
+            "extrapolation": list(self.extrapolation),
         }
 
 
@@ -60,6 +65,7 @@ def point_from_tree(model: str, tree: EnergyTree) -> SweepPoint:
         total_j=float(tree.root.energy_of(source) or 0.0),
         operations_j=float(sum(parts.values())),
         parts=parts,
+        extrapolation=tuple(str(r) for r in tree.meta.get("extrapolation") or ()),
     )
 
 
@@ -94,15 +100,17 @@ class Sweep:
         }
 
     def to_csv(self) -> str:
-        """One row per point: grid coordinates, total, and one ``<ModuleType>_j`` column per part."""
+        """One row per point: grid coordinates, total, one ``<ModuleType>_j`` column per part,
+        and ``extrapolation`` (the reasons joined by ``; ``, empty inside the training ranges)."""
         types = self.part_types
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["model", "profile", "batch_size", "seq_len", "energy_j", "operations_j"] + [f"{t}_j" for t in types])
+        writer.writerow(["model", "profile", "batch_size", "seq_len", "energy_j", "operations_j"] + [f"{t}_j" for t in types] + ["extrapolation"])
         for p in self.points:
             writer.writerow(
                 [p.model, self.profile, p.batch_size, p.seq_len, repr(p.total_j), repr(p.operations_j)]
                 + [repr(p.parts.get(t, 0.0)) for t in types]
+                + ["; ".join(p.extrapolation)]
             )
         return buf.getvalue()
 

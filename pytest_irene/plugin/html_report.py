@@ -11,6 +11,7 @@ the test, and linked from the row's links column.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from html import escape
 from pathlib import Path
@@ -50,8 +51,16 @@ def energy_cell(user_properties: list[tuple[str, Any]]) -> str:
 
 
 def view_name(nodeid: str) -> str:
-    """A file name for a test's explorer view (node ids hold ``/``, ``::`` and brackets)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", nodeid).strip("_")[:150] + ".html"
+    """A file name for a test's explorer view: the node id made file-safe, plus 8 hex digits of its hash.
+
+    Node ids hold ``/``, ``::``, brackets, spaces and any unicode a parameter id has, and
+    the readable part maps them all to ``_`` (and is cut at 150 characters), so
+    ``test_x[a b]`` and ``test_x[a/b]`` (or two long ids sharing 150 characters) got the
+    same file: one test's link showed the other test's calls. The hash keeps them apart,
+    the same in every xdist worker."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", nodeid).strip("_")[:150]
+    digest = hashlib.sha1(nodeid.encode("utf-8")).hexdigest()[:8]
+    return f"{readable}-{digest}.html"
 
 
 class HtmlReportGlue:

@@ -38,12 +38,21 @@
     var profile = h("select", { name: "profile", id: "pick-profile" });
     var batch = h("input", { type: "number", name: "batch_size", id: "pick-batch", min: "1", max: String(limits.max_batch_size), value: String(defaults.batch_size || 8) });
     var seq = h("input", { type: "number", name: "seq_len", id: "pick-seq", min: "1", max: String(limits.max_seq_len), value: String(defaults.seq_len || 128) });
+    /* a compact variant ARCH[L=,H=] (README: "also in the web app"): only for architectures that have them */
+    var layers = h("input", { type: "number", name: "layers", id: "pick-layers", min: "1", max: String(limits.max_layers), placeholder: "as built", disabled: true });
+    var hidden = h("input", { type: "number", name: "hidden", id: "pick-hidden", min: "64", step: "64", max: String(limits.max_hidden), placeholder: "as built", disabled: true });
+    var compact = {};
+    model.addEventListener("change", function () { layers.disabled = hidden.disabled = !compact[model.value]; });
+    function chosenModel() {
+      return !layers.disabled && (layers.value || hidden.value) ? model.value + "[L=" + layers.value + ",H=" + hidden.value + "]" : model.value;
+    }
     var go = h("button", { type: "submit", id: "pick-go", text: "Predict" });
     var out = h("div", { cls: "result", id: "tree-result" });
-    var form = h("form", { cls: "pick", id: "pick-form" }, field("architecture", model), field("batch size", batch), field("sequence length", seq), field("profile", profile), go);
+    var form = h("form", { cls: "pick", id: "pick-form" }, field("architecture", model), field("layers L", layers), field("hidden H", hidden),
+      field("batch size", batch), field("sequence length", seq), field("profile", profile), go);
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
-      var q = "model=" + encodeURIComponent(model.value) + "&batch_size=" + encodeURIComponent(batch.value) +
+      var q = "model=" + encodeURIComponent(chosenModel()) + "&batch_size=" + encodeURIComponent(batch.value) +
         "&seq_len=" + encodeURIComponent(seq.value) + "&profile=" + encodeURIComponent(profile.value);
       out.textContent = ""; out.appendChild(h("p", { cls: "busy", text: "Tracing and predicting…" }));
       getJSON(data.api + "/energy?" + q).then(function (view) {
@@ -77,10 +86,12 @@
 
     getJSON(data.api + "/models").then(function (body) {
       body.models.forEach(function (m, i) {
+        compact[m.name] = !!m.compact;
         model.appendChild(h("option", { value: m.name, text: m.name + (m.kind === "factory" ? " (factory)" : "") }));
         models.appendChild(h("option", { value: m.name, text: m.name, selected: i === 0 }));
       });
       if (defaults.model) model.value = defaults.model;
+      model.dispatchEvent(new Event("change"));
     }).catch(function (err) { out.appendChild(h("p", { cls: "error", text: "models: " + err.message })); });
     getJSON(data.api + "/profiles").then(function (body) {
       body.profiles.forEach(function (p) {

@@ -72,12 +72,14 @@
       var g = s("g", { "class": "series-group", "data-series": se.name });
       g.appendChild(s("path", { "class": "series", d: d, stroke: se.color }));
       pts.forEach(function (p) {
-        g.appendChild(s("circle", { cx: xpos(p[0]), cy: f.ypos(p[1]), r: 3.5, fill: se.color },
-          s("title", {}, se.name + ", seq " + p[0] + ": " + Irene.fmtJ(p[1]))));
+        var out = p[2] && p[2].length;  /* extrapolated: a hollow marker, and the reasons in its title */
+        g.appendChild(s("circle", { cx: xpos(p[0]), cy: f.ypos(p[1]), r: 3.5, fill: se.color, stroke: se.color, "class": out ? "extrapolates" : "" },
+          s("title", {}, se.name + ", seq " + p[0] + ": " + Irene.fmtJ(p[1]) + (out ? " (extrapolates: " + p[2].join("; ") + ")" : ""))));
       });
       f.svg.appendChild(g);
     });
-    return h("div", { cls: "chart line-chart" }, h("div", { cls: "chart-title", text: opts.title }), f.svg, legend(opts.series));
+    var note = opts.extrapolates ? h("div", { cls: "chart-note", text: "hollow markers: outside the profile's training range (extrapolated)" }) : null;
+    return h("div", { cls: "chart line-chart" }, h("div", { cls: "chart-title", text: opts.title }), f.svg, legend(opts.series), note);
   };
 
   /* categories: x labels; stacks: [{name, color, values: [per category]}]. */
@@ -112,25 +114,33 @@
 
   /* The sweep view: energy vs sequence length per batch size (one chart per architecture),
    * per architecture (one chart per batch size), and module-type stacked bars. */
+  function reasons(p) { return p.extrapolation || []; }
+  function anyOut(sweep) { return sweep.points.some(function (p) { return reasons(p).length > 0; }); }
+
   Irene.renderSweep = function (sweep) {
-    var section = h("section", { cls: "sweep", id: "sweep" });
+    var section = h("section", { cls: "sweep", id: "sweep" }), out = anyOut(sweep);
     section.appendChild(h("h2", { text: "Sweep: " + sweep.models.length + " architecture" + (sweep.models.length === 1 ? "" : "s") + " × " +
       sweep.batch_sizes.length + " batch sizes × " + sweep.seq_lens.length + " sequence lengths" + (sweep.profile ? " · profile " + sweep.profile : "") }));
+    if (out) {
+      var n = sweep.points.filter(function (p) { return reasons(p).length > 0; }).length;
+      section.appendChild(h("p", { cls: "call-reason extrapolates", text: n + " of " + sweep.points.length +
+        " predictions extrapolate beyond the profile's training range (hollow markers; hover one for why)" }));
+    }
     var perModel = h("div", { cls: "charts per-model" });
     sweep.models.forEach(function (model) {
       perModel.appendChild(Irene.lineChart({
-        title: model + " — per batch size",
+        title: model + " — per batch size", extrapolates: out,
         series: sweep.batch_sizes.map(function (b, i) {
-          return { name: "batch " + b, color: Irene.color(i), points: pointsOf(sweep, model, b).map(function (p) { return [p.seq_len, p.total_j]; }) };
+          return { name: "batch " + b, color: Irene.color(i), points: pointsOf(sweep, model, b).map(function (p) { return [p.seq_len, p.total_j, reasons(p)]; }) };
         })
       }));
     });
     var perBatch = h("div", { cls: "charts per-batch" });
     sweep.batch_sizes.forEach(function (b) {
       perBatch.appendChild(Irene.lineChart({
-        title: "batch " + b + " — per architecture",
+        title: "batch " + b + " — per architecture", extrapolates: out,
         series: sweep.models.map(function (model, i) {
-          return { name: model, color: Irene.color(i), points: pointsOf(sweep, model, b).map(function (p) { return [p.seq_len, p.total_j]; }) };
+          return { name: model, color: Irene.color(i), points: pointsOf(sweep, model, b).map(function (p) { return [p.seq_len, p.total_j, reasons(p)]; }) };
         })
       }));
     });
@@ -179,7 +189,8 @@
             var v = (p.parts || {})[t] || 0;
             return v > 0 ? h("div", { cls: "seg", title: t + ": " + Irene.fmtJ(v), style: "width:" + (100 * v / max).toFixed(2) + "%;background:" + Irene.color(i) }) : null;
           });
-          return h("tr", { cls: "cmp-row", "data-model": p.model }, h("td", { text: p.model }), h("td", { cls: "num", text: Irene.fmtJ(p.total_j) }),
+          var why = reasons(p).length ? h("span", { cls: "badge extrapolates", title: "extrapolates: " + reasons(p).join("; "), text: "extrapolates" }) : null;
+          return h("tr", { cls: "cmp-row", "data-model": p.model }, h("td", null, p.model, why), h("td", { cls: "num", text: Irene.fmtJ(p.total_j) }),
             h("td", { cls: "num", text: rows[0].total_j > 0 ? (p.total_j / rows[0].total_j).toFixed(2) : "–" }),
             h("td", { style: "width:50%" }, h("div", { cls: "stackbar" }, segs)));
         }))));

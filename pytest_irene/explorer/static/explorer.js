@@ -30,26 +30,7 @@
   }
   Irene.h = h;
 
-  function si(value, unit, digits) {
-    if (value === null || value === undefined || !isFinite(value)) return "–";
-    var prefixes = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"], [1, ""], [1e-3, "m"], [1e-6, "µ"], [1e-9, "n"]];
-    var a = Math.abs(value);
-    if (a === 0) return "0 " + unit;
-    for (var i = 0; i < prefixes.length; i++) {
-      if (a >= prefixes[i][0] * 0.9995) return (value / prefixes[i][0]).toPrecision(digits || 4) + " " + prefixes[i][1] + unit;
-    }
-    return value.toExponential(2) + " " + unit;
-  }
-  function fmtJ(j) { return si(j, "J", 4); }
-  function fmtPct(x) { return (x === null || x === undefined || !isFinite(x)) ? "–" : (x * 100).toFixed(x >= 0.1 ? 1 : 2) + " %"; }
-  function fmtBytes(b) {
-    if (b === null || b === undefined || !isFinite(b)) return "–";
-    var units = ["B", "KiB", "MiB", "GiB", "TiB"], i = 0;
-    while (Math.abs(b) >= 1024 && i < units.length - 1) { b /= 1024; i++; }
-    return (i ? b.toFixed(2) : String(b)) + " " + units[i];
-  }
-  function fmtChange(c) { return (c > 0 ? "+" : "") + (c * 100).toFixed(1) + " %"; }
-  Irene.fmtJ = fmtJ; Irene.fmtPct = fmtPct; Irene.si = si;
+  var si = Irene.si, fmtJ = Irene.fmtJ, fmtPct = Irene.fmtPct, fmtBytes = Irene.fmtBytes, fmtChange = Irene.fmtChange;
 
   /* Features shown in the tooltip, in this order, with their formatting. */
   var FEATURES = [
@@ -130,7 +111,9 @@
       else txt = "baseline " + fmtJ(d.baseline_j) + " → now " + fmtJ(d.now_j) + (d.change !== null && d.change !== undefined ? " (" + fmtChange(d.change) + ")" : "");
       parts.push(h("div", { cls: "tip-delta" + (d.failed ? " fail" : ""), text: txt + (d.failed ? " — fails the gate" : "") }));
     }
-    if (node.notes && node.notes.generic_regressor) parts.push(h("div", { text: "type unseen in training: generic regressor" }));
+    if (d && d.was) parts.push(h("div", { text: "renamed from " + d.was }));
+    if (node.notes && node.notes.generic_regressor) parts.push(h("div", { cls: "tip-extra", text: "type unseen in training: generic regressor (extrapolates)" }));
+    if (node.notes && node.notes.regressor_type) parts.push(h("div", { text: "predicted as " + node.notes.regressor_type }));
     return parts;
   }
 
@@ -176,13 +159,14 @@
     );
     var li = h("li", { cls: "node", "data-scope": node.scope }, row);
     ctx.byScope[node.scope] = { li: li, node: node };
-    var failedBelow = !!(d && d.failed);
+    var failedBelow = !!(d && d.failed), generic = !!(node.notes && node.notes.generic_regressor), genericBelow = false;
     if (hasKids) {
       var ul = h("ul", { role: "group" });
       node.children.forEach(function (c) {
         var r = buildNode(c, depth + 1, ctx);
         ul.appendChild(r.li);
         failedBelow = failedBelow || r.failedBelow;
+        genericBelow = genericBelow || r.generic;
       });
       li.appendChild(ul);
       setOpen(li, depth < 1 || failedBelow);
@@ -194,13 +178,15 @@
         else if (ev.key === "ArrowLeft") setOpen(li, false);
       });
       if (failedBelow && !(d && d.failed)) row.classList.add("has-failed");
+      /* an unseen type deep in a collapsed subtree is still marked on the rows above it */
+      if (genericBelow) { row.classList.add("has-generic"); row.setAttribute("title", "contains types unseen in training (generic regressor)"); }
     }
     row.addEventListener("mouseenter", function (ev) { showTip(nodeTip(node, ctx), ev); });
     row.addEventListener("mousemove", function (ev) { showTip(nodeTip(node, ctx), ev); });
     row.addEventListener("mouseleave", hideTip);
     row.addEventListener("focus", function (ev) { showTip(nodeTip(node, ctx), ev, row); });
     row.addEventListener("blur", hideTip);
-    return { li: li, failedBelow: failedBelow };
+    return { li: li, failedBelow: failedBelow, generic: generic || genericBelow };
   }
 
   function reveal(ctx, scope) {
@@ -214,9 +200,22 @@
     row.focus({ preventScroll: true });
   }
 
-  function statusBadge(status) {
-    return status ? h("span", { cls: "badge " + status, text: status }) : null;
+  /* The call's badge: its verdict (fail for a budget overrun too, cheaper, saved...), as the
+   * terminal summary counts it; pages written before "verdict" existed fall back to status. */
+  function statusBadge(call) {
+    var v = call.verdict || call.status;
+    return v ? h("span", { cls: "badge " + v.replace(/ /g, "-"), text: v }) : null;
   }
+  /* "per forward pass", or "per generation of N new tokens" for a generation tree. */
+  function perWhat(call) {
+    return call.new_tokens ? "per generation of " + call.new_tokens + " new tokens" : "per forward pass";
+  }
+  var EXTRAPOLATES_TITLE = "outside the profile's training range: the number comes from the regressors' physics alone";
+  function extrapolationMark(call) {
+    return call.extrapolation && call.extrapolation.length
+      ? h("span", { cls: "badge extrapolates", title: "extrapolates: " + call.extrapolation.join("; "), text: "extrapolates" }) : null;
+  }
+  Irene.extrapolationMark = extrapolationMark;
 
   function breakdownTable(rows, total, caption) {
     var max = rows.length ? rows[0][1] : 0;
@@ -240,16 +239,18 @@
     if (call.features) meta.push(call.features + " features");
     if (call.energy_scope_text) meta.push(call.energy_scope_text);
     section.appendChild(h("div", { cls: "call-head" },
-      h("h2", { text: call.title }), statusBadge(call.status),
-      h("span", { cls: "total" }, h("strong", { text: fmtJ(call.total_j) }), " " + call.source + " per forward pass"),
+      h("h2", { text: call.title }), statusBadge(call), extrapolationMark(call),
+      h("span", { cls: "total" }, h("strong", { text: fmtJ(call.total_j) }), " " + call.source + " " + perWhat(call)),
       h("span", { cls: "call-meta", text: meta.join(" · ") })));
     if (call.reason) section.appendChild(h("p", { cls: "call-reason" + (call.status === "fail" ? " fail" : ""), text: call.reason }));
     if (call.extrapolation && call.extrapolation.length)
-      section.appendChild(h("p", { cls: "call-reason extrapolates", title: "outside the profile's training range: the number comes from the regressors' physics alone", text: "extrapolates: " + call.extrapolation.join("; ") }));
+      section.appendChild(h("p", { cls: "call-reason extrapolates", title: EXTRAPOLATES_TITLE, text: "extrapolates: " + call.extrapolation.join("; ") }));
     if (call.budget_j !== null && call.budget_j !== undefined)
       section.appendChild(h("p", { cls: "call-reason" + (call.over_budget ? " fail" : ""), text: "budget " + fmtJ(call.budget_j) + (call.over_budget ? " — exceeded" : " — within") }));
     if (call.removed && call.removed.length)
       section.appendChild(h("p", { cls: "call-reason fail", text: "removed since the baseline: " + call.removed.map(function (d) { return d.scope + " (" + d.type + ")"; }).join(", ") }));
+    if (call.renames && call.renames.length)
+      section.appendChild(h("p", { cls: "call-reason", text: "renamed modules: " + call.renames.map(function (r) { return (r.old || "<model>") + " -> " + (r.new || "<model>") + " (" + r.type + ", " + fmtJ(r.energy_j) + ")"; }).join(", ") }));
 
     var tree = h("ul", { cls: "tree", role: "tree" });
     var built = buildNode(root, 0, ctx);
@@ -307,7 +308,7 @@
   function renderIndex(calls) {
     return h("table", { cls: "irene-index" },
       h("tbody", null, calls.map(function (c) {
-        return h("tr", null, h("td", null, statusBadge(c.status)),
+        return h("tr", null, h("td", null, statusBadge(c), extrapolationMark(c)),
           h("td", null, h("a", { href: "#" + c.id, text: c.title })),
           h("td", { cls: "num", text: fmtJ(c.total_j) }));
       })));
@@ -319,8 +320,8 @@
     var section = h("section", { cls: "call pending", id: call.id, "data-model": call.model_name });
     function draw() { section.replaceWith(renderCall(call)); }
     section.appendChild(h("div", { cls: "call-head" },
-      h("h2", { text: call.title }), statusBadge(call.status),
-      h("span", { cls: "total" }, h("strong", { text: fmtJ(call.total_j) }), " " + call.source),
+      h("h2", { text: call.title }), statusBadge(call), extrapolationMark(call),
+      h("span", { cls: "total" }, h("strong", { text: fmtJ(call.total_j) }), " " + call.source + " " + perWhat(call)),
       h("span", { cls: "call-meta", text: [call.model_name, "batch " + call.batch_size, "seq " + call.seq_len].join(" · ") }),
       h("button", { type: "button", cls: "show-call", onclick: draw, text: "Show tree" })));
     section.ireneDraw = draw;
@@ -328,7 +329,8 @@
   }
 
   function showFromHash() {
-    var id = decodeURIComponent((location.hash || "").slice(1));
+    var id = (location.hash || "").slice(1);
+    try { id = decodeURIComponent(id); } catch (e) { /* a malformed %-escape: use the hash as typed */ }
     var el = id && document.getElementById(id);
     if (el && el.ireneDraw) { el.ireneDraw(); el = document.getElementById(id); }
     if (el) el.scrollIntoView();
@@ -339,6 +341,7 @@
     var sub = document.getElementById("irene-sub");
     var failed = calls.filter(function (c) { return c.failed; }).length;
     var what = calls.length || !data.sweep ? calls.length + " call" + (calls.length === 1 ? "" : "s") + (failed ? ", " + failed + " failing" : "") : "sweep of " + data.sweep.points.length + " predictions";
+    if (calls.length && data.total_j !== null && data.total_j !== undefined) what += "; " + fmtJ(data.total_j) + " predicted in all";
     if (sub) sub.textContent = what + (data.generated ? " · generated " + data.generated : "");
     if (data.sweep && Irene.renderSweep) root.appendChild(Irene.renderSweep(data.sweep));
     if (calls.length > 1) root.appendChild(renderIndex(calls));

@@ -1,0 +1,52 @@
+/* pytest-irene explorer: number formatting shared by the tree, the charts and the app.
+ * Energies, shares and changes are written exactly as the terminal writes them
+ * (pytest_irene/units.py format_energy, report/tree_report.py format_share, units.format_change),
+ * so the page, the terminal summary and the run file agree digit for digit.
+ * Loaded first; plain functions on window.Irene (also loadable by node for tests). */
+(function (root) {
+  "use strict";
+  var Irene = (root.Irene = root.Irene || {});
+
+  function si(value, unit, digits) {
+    if (value === null || value === undefined || !isFinite(value)) return "–";
+    var prefixes = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"], [1, ""], [1e-3, "m"], [1e-6, "µ"], [1e-9, "n"]];
+    var a = Math.abs(value);
+    if (a === 0) return "0 " + unit;
+    for (var i = 0; i < prefixes.length; i++) {
+      if (a >= prefixes[i][0] * 0.9995) return (value / prefixes[i][0]).toPrecision(digits || 4) + " " + prefixes[i][1] + unit;
+    }
+    return value.toExponential(2) + " " + unit;
+  }
+  /* Python's "%.4g": 4 significant digits, trailing zeros dropped, exponent outside 1e-4..1e4. */
+  function g4(x) {
+    var e = x.toExponential(3), exp = Number(e.slice(e.indexOf("e") + 1));
+    function strip(t) { return t.indexOf(".") < 0 ? t : t.replace(/0+$/, "").replace(/\.$/, ""); }
+    if (exp < -4 || exp >= 4) {
+      var mant = strip(e.slice(0, e.indexOf("e")));
+      return mant + "e" + (exp < 0 ? "-" : "+") + (Math.abs(exp) < 10 ? "0" : "") + Math.abs(exp);
+    }
+    return strip(x.toFixed(3 - exp));
+  }
+  /* Energy exactly as the terminal writes it (pytest_irene/units.py format_energy), so the
+   * page, the terminal summary and the run file agree digit for digit. */
+  function fmtJ(j) {
+    if (j === null || j === undefined || !isFinite(j)) return "–";
+    var a = Math.abs(j);
+    if (a === 0) return "0 J";
+    if (a >= 3.6e6) return g4(j / 3.6e6) + " kWh";
+    if (a >= 1e3) return g4(j / 1e3) + " kJ";
+    if (a >= 1) return g4(j) + " J";
+    if (a >= 1e-3) return g4(j * 1e3) + " mJ";
+    return g4(j * 1e6) + " uJ";
+  }
+  /* Shares and changes as the terminal writes them ("12.3%", "+4.5%"). */
+  function fmtPct(x) { return (x === null || x === undefined || !isFinite(x)) ? "–" : (x * 100).toFixed(1) + "%"; }
+  function fmtBytes(b) {
+    if (b === null || b === undefined || !isFinite(b)) return "–";
+    var units = ["B", "KiB", "MiB", "GiB", "TiB"], i = 0;
+    while (Math.abs(b) >= 1024 && i < units.length - 1) { b /= 1024; i++; }
+    return (i ? b.toFixed(2) : String(b)) + " " + units[i];
+  }
+  function fmtChange(c) { var t = (c * 100).toFixed(1); return (t.charAt(0) === "-" ? "" : "+") + t + "%"; }
+  Irene.fmtJ = fmtJ; Irene.fmtPct = fmtPct; Irene.si = si; Irene.g4 = g4; Irene.fmtChange = fmtChange; Irene.fmtBytes = fmtBytes;
+})(typeof window !== "undefined" ? window : globalThis);
