@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from pytest_irene.engine.model_inputs import needs_ids, other_inputs
 from pytest_irene.errors import UsageError
 
 #: The dataset's architectures, in the order of the paper.
@@ -276,6 +277,9 @@ def example_inputs(
 ) -> dict[str, torch.Tensor]:
     """Inputs of shape ``(batch_size, seq_len)`` for a bundled architecture or a transformers model.
 
+    A transformers model gets what its forward reads (:mod:`pytest_irene.engine.model_inputs`):
+    pixels (beside the ids of a dual encoder such as CLIP), a spectrogram or a waveform instead of ids.
+
     ``input_ids`` (token ids within the vocabulary, avoiding the padding id) and an
     ``attention_mask`` of ones with the last position of the last row padded, as a
     tokenizer returns for a batch of uneven texts: models then apply their mask on a
@@ -300,4 +304,7 @@ def example_inputs(
     inputs = {"input_ids": ids.to(torch.long), "attention_mask": mask}
     if model_type not in _NO_TOKEN_TYPES and int(cfg.get("type_vocab_size") or 0) > 0:
         inputs["token_type_ids"] = torch.zeros(batch_size, seq_len, dtype=torch.long, device=dev)
-    return inputs
+    if isinstance(name_or_model, str):
+        return inputs
+    media = other_inputs(name_or_model, cfg, batch_size, seq_len, dev)
+    return {**(inputs if needs_ids(name_or_model) else {}), **media}

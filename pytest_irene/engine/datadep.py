@@ -19,6 +19,9 @@ The exceptions, where the answer is known:
   print a warning, never what runs, so the answer *no* changes nothing in the tree.
 * inside a mixture-of-experts block, which tokens go to which expert is
   answered with the expected routing (:mod:`pytest_irene.engine.moe`).
+* ``torch._check_tensor_all(cond)`` (transformers' ``torch_compilable_check``: LLaVA's "as many
+  image tokens as image features?") is an assertion: it raises or does nothing, never changes
+  what runs, so it is answered *it holds* (a real device still raises for invalid inputs).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "MASK_HELPERS",
     "WARNING_ONLY_CHECKS",
     "describe_value",
+    "is_assertion",
     "known_answer",
     "meta_failure_hint",
     "refuse",
@@ -49,6 +53,9 @@ MASK_HELPERS: tuple[str, ...] = (
 WARNING_ONLY_CHECKS: tuple[tuple[str, str], ...] = (
     (os.path.join("transformers", "modeling_utils.py"), "warn_if_padding_and_no_attention_mask"),
 )
+#: torch's tensor assertions (``torch._check_tensor_all``): answered True on meta (see the module docstring).
+_ASSERTIONS: tuple[str, ...] = ("_check_tensor_all_with",)
+_TORCH_INIT = os.path.join("torch", "__init__.py")
 _GENERATION = os.path.join("transformers", "generation")
 _INTERNAL = (
     os.sep + os.path.join("torch", ""),
@@ -83,6 +90,12 @@ def known_answer(frame: traceback.FrameSummary | None) -> bool:
     return any(frame.filename.endswith(h) for h in MASK_HELPERS) or any(
         frame.filename.endswith(f) and frame.name == fn for f, fn in WARNING_ONLY_CHECKS
     )
+
+
+def is_assertion(frames: list[traceback.FrameSummary] | None = None) -> bool:
+    """True when the value is asked by one of torch's tensor assertions (:data:`_ASSERTIONS`)."""
+    stack = frames if frames is not None else traceback.extract_stack()
+    return any(f.name in _ASSERTIONS and f.filename.endswith(_TORCH_INIT) for f in stack)
 
 
 def refuse(what: str, module: str, frame: traceback.FrameSummary | None) -> DataDependentError:

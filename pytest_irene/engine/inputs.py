@@ -2,7 +2,7 @@
 
 The tracer's sizes come from here, in one place: token ids ``(batch, seq)`` when the
 inputs hold them; otherwise (embeddings, pixels, spectrograms, MLP features) the layout
-of the first layer that knows its input's (:func:`pytest_irene.engine.tracer.token_layout`).
+of the first layer that knows its input's (:func:`token_layout`).
 Explicit sizes are checked (:func:`check_count`), since every node carries them as features.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch import nn
 
 from pytest_irene.errors import UsageError
 
@@ -96,22 +97,76 @@ def check_count(argument: str, value: Any) -> int:
     return number
 
 
-def batch_and_tokens(inputs: Any, layout: tuple[int, int] | None, inferred: tuple[int, int]) -> tuple[int, int]:
+def batch_and_tokens(inputs: Any, layout: tuple[int, int] | None, inferred: tuple[int, int],
+                     rows: tuple[int, int] | None = None) -> tuple[int, int]:
     """(batch, tokens per sample): the ids' shape; for embeddings, pixels or spectrograms what the
-    model processes (the first layer that knows its input's layout: a token-wise layer's
-    ``(B, S, D)``, an RNN's or ``nn.MultiheadAttention``'s by its ``batch_first``), never a hidden
-    or channel dim; else a CNN's every spatial position."""
+    model processes (the first layer that knows its input's layout, ``layout``: a token-wise
+    layer's ``(B, S, D)``, an RNN's or ``nn.MultiheadAttention``'s by its ``batch_first``, an
+    unbatched layer's one sample), never a hidden or channel dim; else a CNN's every spatial position.
+
+    ``rows`` is ``(B, 1)`` when a token-wise layer was given ``(B, D)`` rows: the layout of a 2-D
+    features input (an MLP), but only a classifier head's in an image model, so not used there."""
     tensors = _flat_tensors(inputs)
     first = tensors[0] if tensors else None  # the model's main input: ids, pixels or a spectrogram
     if first is None or not first.is_floating_point():
         return inferred
-    if first.dim() == 2:  # (B, D) features into a token-wise layer: one token each; else a waveform
-        return layout if layout == (int(first.shape[0]), 1) else inferred
-    if first.dim() < 3:
+    if first.dim() == 2:  # (B, D) features, a (B, samples) waveform, an unbatched (L, E) sequence
+        return layout or rows or inferred
+    if first.dim() < 2:
         return inferred
-    if layout is not None:
+    if layout is not None and (first.dim() == 3 or layout[0] == int(first.shape[0])):
         return layout  # ViT patches + class token, Whisper frames, a seq-first GRU's (batch, steps)
-    return inferred[0], int(math.prod(first.shape[2:]))
+    return int(first.shape[0]), int(math.prod(first.shape[2:]))  # a CNN's positions, dim 0 its batch
 
 
-__all__ = ["batch_and_tokens", "check_count", "ids_length", "infer_batch_seq", "to_device"]
+#: Module types whose (batch, tokens, features) input gives the tokens per sample.
+_TOKEN_WISE: tuple[type, ...] = (nn.Linear, nn.LayerNorm)
+
+
+def _token_wise(module: nn.Module) -> bool:
+    """A leaf that works token by token (Linear, LayerNorm, RMSNorm): its input's dim 1 is the tokens."""
+    name = type(module).__name__.lower()
+    return isinstance(module, _TOKEN_WISE) or name.endswith("rmsnorm") or name.endswith("layernorm")
+
+
+def token_layout(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, int] | None:
+    """``(batch, tokens per sample)`` of ``module``'s input, for a module whose input says it.
+
+    A token-wise layer's ``(B, S, D)`` input (the common batch-first case); a recurrent layer's
+    input by its ``batch_first`` (``(B, L, H)`` or ``(L, B, H)``, unbatched ``(L, H)``), since
+    its hidden size is no sequence; an unbatched convolution's ``(C, *spatial)`` (one sample of
+    its positions: dim 0 is its channels, not a batch). ``nn.MultiheadAttention`` reports its own
+    from the query (:func:`pytest_irene.engine.mha.mha_leaves`). ``None`` for anything else (a
+    ``PackedSequence``, a batched convolution: its positions are not yet the model's tokens, e.g.
+    ViT's patches before the class token); ``(B, D)`` rows are :func:`row_layout`'s.
+    """
+    x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+    if x is None or not x.is_floating_point():
+        return None
+    if isinstance(module, nn.RNNBase):
+        if x.dim() == 2:
+            return 1, int(x.shape[0])
+        if x.dim() == 3:
+            batch, tokens = (x.shape[0], x.shape[1]) if module.batch_first else (x.shape[1], x.shape[0])
+            return int(batch), int(tokens)
+        return None
+    if isinstance(module, nn.modules.conv._ConvNd) and x.dim() == len(module.kernel_size) + 1:  # (C, *spatial)
+        return 1, int(math.prod(x.shape[1:]))
+    if _token_wise(module) and x.dim() == 3:
+        return int(x.shape[0]), int(x.shape[1])
+    return None
+
+
+def row_layout(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, int] | None:
+    """``(B, 1)`` for a token-wise layer given ``(B, D)`` rows: one token per sample.
+
+    Kept apart from :func:`token_layout`: it is the layout of an MLP's input, but in an image or
+    sequence model it is only the head's (a classifier on pooled features), not the tokens."""
+    x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+    if x is None or not x.is_floating_point() or x.dim() != 2 or not _token_wise(module):
+        return None
+    return int(x.shape[0]), 1
+
+
+__all__ = ["batch_and_tokens", "check_count", "ids_length", "infer_batch_seq", "row_layout", "to_device",
+           "token_layout"]

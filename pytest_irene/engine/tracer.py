@@ -11,6 +11,7 @@ tracing module builds the tree from what it records.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,13 +24,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from pytest_irene.engine import datadep
 from pytest_irene.engine import features as F_
 from pytest_irene.engine.glue_ops import glue_op_features
+from pytest_irene.engine.inputs import row_layout, token_layout
 from pytest_irene.engine.tensor_sizes import element_bytes
 from pytest_irene.engine import moe
 from pytest_irene.engine.meta_fast import check_dtypes, fast_elementwise, fast_sdpa
 from pytest_irene.engine.mha import MHA_FUNCTION, mha_leaves
 from pytest_irene.engine.tree import EnergyNode, join_scope, scope_label
 
-__all__ = ["NodeCall", "Tracer", "FunctionMode", "DispatchMode", "SKIPPED_TYPES", "detach", "token_layout"]
+__all__ = ["NodeCall", "Tracer", "FunctionMode", "DispatchMode", "SKIPPED_TYPES", "detach", "skipped"]
 
 
 @dataclass
@@ -53,6 +55,16 @@ class NodeCall:
 
 #: Module types that are not nodes: they do nothing at inference.
 SKIPPED_TYPES: tuple[type, ...] = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
+#: Class-name endings of stochastic depth (timm's and transformers' ``DropPath``, torchvision's
+#: ``StochasticDepth``): no common base class, and the identity in eval mode, which a trace runs in.
+_STOCHASTIC_DEPTH_SUFFIXES = ("DropPath", "StochasticDepth")
+
+
+def skipped(module: nn.Module) -> bool:
+    """A module that is no node: it does nothing at inference (every trace runs the model in eval
+    mode), so as a leaf it would be predicted its type's per-call floor for no work (a Swin or
+    SegFormer block's ``drop_path``)."""
+    return isinstance(module, SKIPPED_TYPES) or type(module).__name__.endswith(_STOCHASTIC_DEPTH_SUFFIXES)
 
 
 def _functional_table() -> dict[Any, tuple[str, str, str]]:
@@ -96,8 +108,12 @@ class Tracer:
         self.scopes = scopes
         self.capture = capture
         self.on_meta = on_meta
-        #: (batch, tokens per sample) from the first node that knows its input's layout (see :func:`token_layout`)
+        #: (batch, tokens per sample) from the first node that knows its input's layout
+        #: (:func:`~pytest_irene.engine.inputs.token_layout`)
         self.token_layout: tuple[int, int] | None = None
+        #: (batch, 1) from the first token-wise layer given ``(B, D)`` rows
+        #: (:func:`~pytest_irene.engine.inputs.row_layout`)
+        self.row_layout: tuple[int, int] | None = None
         self.calls: dict[str, NodeCall] = {}
         self.used: dict[str, int] = {}
         self.stack: list[_Frame] = []
@@ -135,7 +151,7 @@ class Tracer:
     # -- module hooks -----------------------------------------------------------------
     def pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         top = self.stack[-1] if self.stack else None
-        if (top is not None and (top.skip or top.formula is not None)) or isinstance(module, SKIPPED_TYPES):
+        if (top is not None and (top.skip or top.formula is not None)) or skipped(module):
             self.stack.append(_Frame(None, skip=True))
             return
         name = self._name(module, top)
@@ -178,11 +194,25 @@ class Tracer:
         if size is not None:
             self.element_bytes[id(node)] = size
         if frame.formula is not None:
-            self.leaf_values[id(node)] = F_.leaf_features(fn, inputs, output, frame.formula, node.type)
+            self.leaf_values[id(node)] = self._leaf_features(frame, fn, inputs, output)
         else:
             self.own[id(node)] = (frame.flops, frame.mem)
-        if self.token_layout is None and isinstance(fn, nn.Module):
-            self.token_layout = token_layout(fn, inputs)
+        if isinstance(fn, nn.Module):
+            if self.token_layout is None:
+                self.token_layout = token_layout(fn, inputs)
+            if self.row_layout is None:
+                self.row_layout = row_layout(fn, inputs)
+
+    def _leaf_features(self, frame: _Frame, fn: Any, inputs: tuple[Any, ...], output: Any) -> dict[str, float]:
+        """The formula's features, computed under a formula frame: reading a parametrized weight
+        (``weight_norm``: wav2vec2's positional conv) runs its parametrization's modules and ops,
+        which are the leaf's own work, already in its formula, not nodes or glue of its caller."""
+        assert frame.node is not None
+        self.stack.append(_Frame(None, formula=frame.formula))
+        try:
+            return F_.leaf_features(fn, inputs, output, frame.formula, frame.node.type)
+        finally:
+            self.stack.pop()
 
     def open_root(self, module: nn.Module, method: str) -> None:
         """The root of a traced bound method: that method's call (the module's own hooks are not set)."""
@@ -250,9 +280,12 @@ class Tracer:
 
     def meta_scalar(self, t: torch.Tensor) -> Any:
         """A value asked of a meta tensor: known for mask helpers and routing, refused otherwise."""
-        frame = datadep.user_frame()
+        stack = traceback.extract_stack()
+        frame = datadep.user_frame(stack)
         if datadep.known_answer(frame):
             return _meta_scalar(t)
+        if t.dtype == torch.bool and datadep.is_assertion(stack):
+            return True  # an assertion that the inputs are consistent: it holds, or a real device raises
         if self._routing() is not None and t.dtype == torch.bool:
             return True  # "does this expert get tokens?": every expert does under even routing
         raise datadep.refuse(datadep.describe_value(t), self._scope(), frame)
@@ -316,42 +349,6 @@ class DispatchMode(TorchDispatchMode):
 
 _LOCAL_SCALAR = torch.ops.aten._local_scalar_dense.default
 _NONZERO = torch.ops.aten.nonzero.default
-#: Module types whose (batch, tokens, features) input gives the tokens per sample.
-_TOKEN_WISE: tuple[type, ...] = (nn.Linear, nn.LayerNorm)
-
-
-def _token_wise(module: nn.Module) -> bool:
-    """A leaf that works token by token (Linear, LayerNorm, RMSNorm): its input's dim 1 is the tokens."""
-    name = type(module).__name__.lower()
-    return isinstance(module, _TOKEN_WISE) or name.endswith("rmsnorm") or name.endswith("layernorm")
-
-
-def token_layout(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, int] | None:
-    """``(batch, tokens per sample)`` of ``module``'s input, for a module whose input says it.
-
-    A token-wise layer's ``(B, S, D)`` input (the common batch-first case) or ``(B, D)`` (one
-    token per sample); a recurrent layer's
-    input by its ``batch_first`` (``(B, L, H)`` or ``(L, B, H)``, unbatched ``(L, H)``), since
-    its hidden size is no sequence. ``nn.MultiheadAttention`` reports its own from the query
-    (:func:`pytest_irene.engine.mha.mha_leaves`). ``None`` for anything else (a ``PackedSequence``).
-    """
-    x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
-    if x is None or not x.is_floating_point():
-        return None
-    if isinstance(module, nn.RNNBase):
-        if x.dim() == 2:
-            return 1, int(x.shape[0])
-        if x.dim() == 3:
-            batch, tokens = (x.shape[0], x.shape[1]) if module.batch_first else (x.shape[1], x.shape[0])
-            return int(batch), int(tokens)
-        return None
-    if _token_wise(module) and x.dim() == 3:
-        return int(x.shape[0]), int(x.shape[1])
-    if _token_wise(module) and x.dim() == 2:  # an MLP's (B, D): one token per sample
-        return int(x.shape[0]), 1
-    return None
-
-
 def _meta_scalar(t: torch.Tensor) -> Any:
     """The answer transformers' mask helpers get on meta (see :mod:`pytest_irene.engine.datadep`).
 

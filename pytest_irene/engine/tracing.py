@@ -46,7 +46,7 @@ from pytest_irene.engine import datadep
 from pytest_irene.engine import moe
 from pytest_irene.engine.inputs import batch_and_tokens, check_count, ids_length, infer_batch_seq, to_device
 from pytest_irene.engine.positions import check_positions
-from pytest_irene.engine.tracer import SKIPPED_TYPES, DispatchMode, FunctionMode, NodeCall, Tracer
+from pytest_irene.engine.tracer import DispatchMode, FunctionMode, NodeCall, Tracer, skipped
 from pytest_irene.errors import TraceError, UsageError
 from pytest_irene.engine.tree import EnergyNode, EnergyTree, scope_label
 
@@ -79,13 +79,24 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     return clone
 
 
+#: transformers' flag that its output-capturing hooks (hidden states, attentions) are installed.
+_CAPTURE_HOOKS_FLAG = "_output_capturing_hooks_installed"
+
+
 def _drop_user_hooks(module: nn.Module) -> None:
-    """The user's forward hooks are for real runs: on the meta copy they would see meta tensors."""
+    """The user's forward hooks are for real runs: on the meta copy they would see meta tensors.
+
+    transformers records hidden states with forward hooks it installs once per model, at its first
+    call, and flags; a model run before it is traced keeps the flag on its copy, whose hooks are
+    dropped here, so the flag goes too: the copy installs its own, else it would capture nothing
+    (LLaVA then fails picking its vision tower's hidden states)."""
     for attr in ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
                  "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called"):
         table = getattr(module, attr, None)
         if table is not None:
             setattr(module, attr, type(table)())
+    if vars(module).get(_CAPTURE_HOOKS_FLAG):
+        setattr(module, _CAPTURE_HOOKS_FLAG, False)
 
 
 def _call(model: nn.Module, inputs: Any) -> Any:
@@ -212,10 +223,10 @@ def _check_traceable(module: nn.Module, who: str) -> None:
             f"{who}: cannot trace {kind}: a TorchScript module runs compiled code that forward hooks do not see, "
             "so it has no module or primitive to trace; trace the nn.Module before torch.jit.script/trace"
         )
-    if isinstance(module, SKIPPED_TYPES):
+    if skipped(module):
         raise TraceError(
-            f"{who}: cannot trace {kind}: it does nothing at inference (Identity and Dropout are not nodes: they "
-            "cost no energy), so the model has no module or primitive to trace"
+            f"{who}: cannot trace {kind}: it does nothing at inference (Identity, Dropout and DropPath are not "
+            "nodes: they cost no energy), so the model has no module or primitive to trace"
         )
 
 
@@ -280,7 +291,7 @@ def trace_prepared(
             where = (
                 f"module '{scope_label(failing.node.scope)}' ({failing.node.type})" if failing else f"{type(target).__name__}"
             )
-            hint = datadep.meta_failure_hint(exc) if dev.type == "meta" else ""
+            hint = (datadep.meta_failure_hint(exc) if dev.type == "meta" else "") + _decoder_hint(target, inputs)
             raise TraceError(f"cannot trace {name}: {where} failed: {type(exc).__name__}: {exc}{hint}") from exc
         if on_output is not None:
             on_output(output)
@@ -296,7 +307,7 @@ def trace_prepared(
     root_node = _root(tracer, target)
     dtype = _model_dtype(target)
     _totals(root_node, tracer, torch.empty((), dtype=dtype).element_size())
-    found_batch, found_seq = batch_and_tokens(inputs, tracer.token_layout, inferred)
+    found_batch, found_seq = batch_and_tokens(inputs, tracer.token_layout, inferred, tracer.row_layout)
     batch = int(batch_size) if batch_size is not None else found_batch
     seq = int(seq_len) if seq_len is not None else found_seq
     tree = EnergyTree(root=root_node, model_name=name, batch_size=batch, seq_len=seq, profile="", calls=tracer.calls)
@@ -304,6 +315,20 @@ def trace_prepared(
     tree.meta["dtype"] = str(dtype).removeprefix("torch.")
     tree.set_tree_features()
     return tree
+
+
+def _decoder_hint(model: nn.Module, inputs: Any) -> str:
+    """Why an encoder-decoder's forward failed when given its encoder's inputs alone: its decoder
+    had no tokens (T5 and Whisper do not make them up; BART shifts its ids), so its own error
+    speaks of missing ``input_ids`` or of ``None``, not of the decoder."""
+    config = getattr(model, "config", None)
+    if not getattr(config, "is_encoder_decoder", False) or not isinstance(inputs, Mapping):
+        return ""
+    if any(k.startswith("decoder_") or k in ("labels", "encoder_outputs") for k in inputs):
+        return ""
+    return ("; an encoder-decoder model's forward also needs the decoder's tokens: pass decoder_input_ids "
+            "(e.g. a (batch, 1) tensor of config.decoder_start_token_id), or trace a generation with "
+            "max_new_tokens (trace_generate), which starts the decoder itself")
 
 
 def _root(tracer: Tracer, model: nn.Module) -> EnergyNode:
