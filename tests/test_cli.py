@@ -290,6 +290,26 @@ def test_predict_module_factory(capsys, factory_file: Path, factory: str):
     assert obj["total_j"] > 0
 
 
+def test_predict_module_sizes_come_from_the_factorys_inputs(capsys, tmp_path: Path):
+    """--batch-size/--seq-len build inputs; a factory's own inputs (here one unbatched sequence of
+    10 tokens) decide what the tree reports, as in the plugin. Before, the CLI's 2 x 8 won."""
+    path = tmp_path / "unbatched.py"
+    path.write_text(textwrap.dedent(
+        """
+        import torch
+
+        def make():
+            m = torch.nn.MultiheadAttention(16, 2)
+            x = torch.randn(10, 16)
+            return m, (x, x, x)
+        """
+    ))
+    code, out, err = run(capsys, "predict", "--module", f"{path}:make", "--batch-size", "2", "--seq-len", "8", "--json")
+    assert code == 0, err
+    obj = json.loads(out)
+    assert (obj["batch_size"], obj["seq_len"]) == (1, 10)
+
+
 def test_predict_module_by_name_from_the_current_directory(capsys, factory_file: Path, monkeypatch):
     """``irene`` does not put the project on sys.path; a dotted reference is found in the cwd, as ``python -m``."""
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(factory_file.parent))])

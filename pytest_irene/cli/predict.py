@@ -131,9 +131,11 @@ def run(args: argparse.Namespace) -> int:
     # with --json, stdout carries one JSON object: what the user's factory or model prints goes to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         model, inputs, name = build(args, device)
+        # batch and tokens are read from the inputs, as in the plugin: --batch-size/--seq-len only
+        # build them, and a factory's own inputs (an image's patches, an unbatched sequence) win
         tree = predict_with(
             energy_model, model, inputs, features, device=device, option="--features",
-            batch_size=batch_size, seq_len=seq_len, model_name=name, max_new_tokens=new_tokens,
+            model_name=name, max_new_tokens=new_tokens,
         )
     if args.html:
         from pytest_irene.explorer.html import write_report
