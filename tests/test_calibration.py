@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -182,9 +183,21 @@ def test_refuses_to_start_while_load_varies(emonpi_emulator, emonpi_reader, tmp_
 
 def test_refuses_to_start_while_the_cpu_is_busy(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:
     emulator = emonpi_emulator("kv", power_fn=lambda: 100.0)
-    with calibrator(emonpi_reader(emulator), tmp_path, idle_cpu_pct=-1.0) as cal:
-        with pytest.raises(CalibrationError, match=r"the CPU is \d+ % busy \(limit -1 %\).*Stop other jobs"):
-            cal.check_idle()
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    busy = threading.Thread(target=spin, daemon=True)
+    with calibrator(emonpi_reader(emulator), tmp_path, idle_cpu_pct=0.0) as cal:
+        busy.start()  # a CPU-bound thread keeps utilisation above 0 % for certain
+        try:
+            with pytest.raises(CalibrationError, match=r"the CPU is \d+ % busy \(limit 0 %\).*Stop other jobs"):
+                cal.check_idle()
+        finally:
+            stop.set()
+            busy.join()
 
 
 def test_meter_failure_keeps_finished_trees(emonpi_emulator, emonpi_reader, tmp_path: Path, monkeypatch) -> None:
@@ -200,9 +213,27 @@ def test_meter_failure_keeps_finished_trees(emonpi_emulator, emonpi_reader, tmp_
 
     cal._say = say
     with cal:
-        with pytest.raises(CalibrationError, match=r"meter failed while measuring tiny: .*1 finished tree\(s\)"):
+        with pytest.raises(CalibrationError, match=r"meter failed while measuring tiny: .*1 finished tree\(s\)") as info:
             cal.run(targets)
+    assert ".." not in str(info.value)  # the meter's own sentence end is not doubled
     assert len(load_dataset(tmp_path / "rig.jsonl.gz")) == 1
+
+
+def test_a_tree_whose_append_fails_is_rescued_not_lost(emonpi_emulator, emonpi_reader, tmp_path: Path, monkeypatch) -> None:
+    import pytest_irene.rig.calibration as calibration
+
+    def full_disk(path, trees):
+        raise OSError(28, "No space left on device")
+
+    emulator = emonpi_emulator("kv", power_fn=lambda: 100.0)
+    monkeypatch.setattr(calibration, "append_trees", full_disk)
+    with calibrator(emonpi_reader(emulator), tmp_path, rounds=1) as cal:
+        cal.check_idle()
+        with pytest.raises(CalibrationError, match=r"cannot append to .*rig\.jsonl\.gz \(No space left on device\); "
+                           r"the measured tree\(s\) were written to .*rig\.rescued-\d+\.jsonl"):
+            cal.measure(hooked(Tiny(), torch.randn(4, 32)))
+    (rescued,) = tmp_path.glob("rig.rescued-*.jsonl")
+    assert load_dataset(rescued)[0].root.energy_j > 0
 
 
 def test_a_node_that_cannot_replay_is_marked_not_fatal(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:

@@ -187,7 +187,10 @@ def test_cli_prints_the_device_path_first_and_serves(tmp_path: Path) -> None:
         assert path.startswith("/dev/pts/")
         from pytest_irene.rig.meters import parse_meter_spec
 
-        with parse_meter_spec(f"emonpi:{path},115200,period=0.05") as reader:
+        hint = proc.stderr.readline()  # type: ignore[union-attr]
+        spec = hint.split("read it with --meter ", 1)[1].split(";")[0].strip()
+        assert spec == f"emonpi:{path},115200,period=0.05"  # the period too: the reader knows it from the start
+        with parse_meter_spec(spec) as reader:
             reader.wait_for_samples(3, timeout_s=5)
             assert reader.firmware == "json"
             assert [s.power_w for s in reader.samples()][-1] == 80

@@ -113,7 +113,11 @@ def test_fake_gpu_path_reads_every_quantity_and_energy_advances_with_time():
     assert w["gpu_power_w"] == pytest.approx(200.0)
     assert w["gpu_energy_j"] == pytest.approx(200.0 * (t1 - t0), rel=0.05)
     old = s.window(t0, t1, gpu=1)  # an older board: no energy counter, no SM clock -> absent, not zero
-    assert "gpu_energy_j" not in old and "gpu_clk" not in old
+    assert "gpu_clk" not in old
+    # ... but its energy is the sampled power over the window (pre-Volta boards have no counter)
+    assert old["gpu_energy_j"] == pytest.approx(250.0 * (t1 - t0), rel=1e-6)
+    beyond = s.window(t0, t1 + 10.0, gpu=1)  # not sampled to the end: no energy guessed
+    assert "gpu_energy_j" not in beyond
     assert old["gpu_mem_clk"] == pytest.approx(2619.0)
 
 

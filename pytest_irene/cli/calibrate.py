@@ -50,7 +50,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seq-len", type=int, nargs="+", default=None, metavar="S", help="sequence length(s)")
     parser.add_argument("--meter", default=None, metavar="SPEC", help=f"power meter: {METER_SPEC_HELP}")
     parser.add_argument("--dataset", default=None, metavar="OUT.jsonl[.gz]", help="dataset to append trees to")
-    parser.add_argument("-o", "--output", default=None, metavar="MODEL.json", help="energy model file to write")
+    parser.add_argument("-o", "--output", default=None, metavar="MODEL.json",
+                        help="energy model file to write (never a dataset; not needed with --no-train)")
     parser.add_argument("--prior", default=None, metavar="PROFILE|MODEL.json",
                         help="train by transfer from this profile (a few measured trees suffice; see irene train --prior)")
     parser.add_argument("--plan-only", action="store_true",
@@ -96,7 +97,10 @@ def _required(args: argparse.Namespace) -> None:
             args.seq_len = sorted({s for _, _, s in TRANSFER_PLAN})
         args.meter = args.meter or PLAN_METER
         return
-    for option, value in (("--model", args.model), ("--meter", args.meter), ("--dataset", args.dataset), ("-o/--output", args.output)):
+    needed = [("--model", args.model), ("--meter", args.meter), ("--dataset", args.dataset)]
+    if not args.no_train:  # --no-train writes no model file
+        needed.append(("-o/--output", args.output))
+    for option, value in needed:
         if value is None:
             raise UsageError(f"{option} is required (only --plan-only measures nothing and needs none of them)")
 
@@ -153,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     from pytest_irene.rig.calibration import Calibrator, Target, cv_summary, format_duration, train_rig_model
     from pytest_irene.rig.meters import parse_meter_spec
     from pytest_irene.outputs import check_output_path
+    from pytest_irene.rig.calibration_files import check_dataset_for_append, check_model_output
 
     _required(args)
     dataset = Path(args.dataset or "plan.jsonl")
@@ -162,11 +167,19 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--batch-size and --seq-len must be positive integers")
     if not args.plan_only:  # a path that cannot be written fails now, not after hours of measuring
         check_output_path(dataset, "--dataset")
-        check_output_path(args.output, "-o/--output")
+        if not args.no_train:
+            check_output_path(args.output, "-o/--output")
+            check_model_output(args.output, [dataset], "-o/--output")
     output = Path(args.output or "plan.json")
-    profile = args.profile or output.name.removesuffix(".json")
+    # the profile names the rig in every dataset line: the model file's stem, else (--no-train) the dataset's
+    named = output if args.output or args.plan_only else Path(dataset.name.removesuffix(".gz").removesuffix(".jsonl"))
+    profile = args.profile or named.name.removesuffix(".json")
     settings = _settings(args, profile)
     meter = parse_meter_spec(args.meter)
+    if not args.plan_only:  # a corrupt dataset or one of another energy scope: before the models are built
+        check_dataset_for_append(dataset, meter.energy_scope, "--dataset")
+    if args.prior is not None and args.no_train:
+        raise UsageError("--prior: it sets how the model file is trained, and --no-train trains none; drop one")
     if args.prior is not None:
         from pytest_irene.engine.predict.energy_model import EnergyModel
         from pytest_irene.errors import ModelFileError
@@ -198,8 +211,13 @@ def run(args: argparse.Namespace) -> int:
                   f"decoder); measure it with --prior {args.prior or 'irene-pc1'} "
                   "(or train the dataset with irene train --prior)")
         return 0
-    with Calibrator(meter, settings, dataset, progress=not args.no_progress) as cal:
-        trees = cal.run(targets)
+    with Calibrator(meter, settings, dataset, progress=not args.no_progress, dataset_option="--dataset") as cal:
+        try:
+            trees = cal.run(targets)
+        except KeyboardInterrupt:  # Ctrl-C: say what is kept and how to go on, then stop as interrupted
+            print(f"irene calibrate: interrupted: {len(cal.trees)} finished tree(s) are in {dataset}; "
+                  "run again for the models and sizes not in it yet", flush=True)
+            raise
         hardware = cal.hardware()
     for warning in cal.warnings:
         print(f"irene calibrate: warning: {warning}")

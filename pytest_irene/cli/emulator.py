@@ -46,6 +46,14 @@ SETTING_OPTIONS: dict[str, str] = {
 }
 
 
+def meter_spec(path: str, fmt: str, period_s: float | None) -> str:
+    """The ``--meter`` spec that reads this emulator. A ``--period`` other than the firmware's goes in
+    too: without it the reader assumes the firmware's 9.8 s (or 5 s) until it has measured the period,
+    and waits 30 s before saying that a silent emulator is silent."""
+    spec = f"emonpi:{path},{BAUD[fmt]}"
+    return spec if period_s is None else f"{spec},period={period_s:g}"
+
+
 def run(args: argparse.Namespace) -> int:
     from pytest_irene.errors import UsageError
 
@@ -66,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     print(path, flush=True)
     print(
         f"emonPi emulator: {args.format} format, one report every {emulator.period_s:g} s, "
-        f"read it with --meter emonpi:{path},{BAUD[args.format]}" + (f"; fault: {args.fault}" if args.fault else ""),
+        f"read it with --meter {meter_spec(path, args.format, args.period)}" + (f"; fault: {args.fault}" if args.fault else ""),
         file=sys.stderr,
         flush=True,
     )

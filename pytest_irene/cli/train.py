@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
     strategy = check_strategy(args.strategy)
     from pytest_irene.outputs import check_output_path
 
+    from pytest_irene.rig.calibration_files import check_model_output
+
     output = check_output_path(args.output, "-o/--output")  # before training: minutes must not end in a refused write
+    check_model_output(output, args.datasets, "-o/--output")  # never over a dataset or another kind of file
     profile = args.profile or output.stem
     if not profile:
         raise UsageError("--profile: expected a non-empty name")
@@ -87,7 +90,14 @@ def _run_transfer(args: argparse.Namespace, output: Any, profile: str) -> int:
 
     if args.strategy is not None:
         raise UsageError("--strategy: a transferred model keeps its prior's strategy; drop --strategy or --prior")
+    from pytest_irene.engine.predict.energy_model import EnergyModel
+    from pytest_irene.errors import ModelFileError
+
     sets = None if args.features is None else [check_choice("--features", args.features, FEATURE_CHOICES)]
+    try:
+        EnergyModel.load(args.prior)  # a bad prior named as the option the user typed
+    except ModelFileError as exc:
+        raise ModelFileError(f"--prior: {exc}") from None
     model = transfer_energy_model(
         args.datasets, prior=args.prior, profile=profile, feature_sets=sets, crossvalidate=not args.no_crossvalidate
     )

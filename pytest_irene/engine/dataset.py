@@ -21,9 +21,19 @@ from typing import Any
 
 from pytest_irene.atomic import atomic_append_lines, atomic_write_bytes
 from pytest_irene.errors import DatasetError, IreneWarning
-from pytest_irene.engine.tree import ENERGY_SCOPES, LEVELS, EnergyNode, EnergyTree
+from pytest_irene.engine.tree import (
+    ENERGY_SCOPES,
+    LEVELS,
+    MODEL_FEATURES,
+    OPTIONAL_RESOURCE_FEATURES,
+    RESOURCE_FEATURES,
+    EnergyNode,
+    EnergyTree,
+)
 
 FORMAT = "irene-tree/1"
+#: Features that are counts, sizes, percentages, clocks, times or energies: never negative.
+NON_NEGATIVE_FEATURES: tuple[str, ...] = (*MODEL_FEATURES, *RESOURCE_FEATURES, *OPTIONAL_RESOURCE_FEATURES)
 
 
 def _open_text(path: Path):
@@ -59,6 +69,9 @@ def _node_from_dict(obj: Any, path: str, line: int, where: str, depth: int = 0) 
     features = {
         str(k): _number(v, path, line, f"{where}.features.{k}") for k, v in feats.items()  # type: ignore[misc]
     }
+    negative = next((k for k in NON_NEGATIVE_FEATURES if (features.get(k) or 0.0) < 0), None)  # type: ignore[operator]
+    if negative is not None:  # a regressor would learn from it; only a broken sampler or a hand edit writes one
+        raise DatasetError(path, line, f"{where}.features.{negative}", f"expected a value >= 0, got {features[negative]}")
     if features.get("bytes_per_element", 1.0) <= 0:  # type: ignore[operator]
         raise DatasetError(path, line, f"{where}.features.bytes_per_element", "expected an element size in bytes > 0")
     energy = _number(obj.get("energy_j"), path, line, f"{where}.energy_j", optional=True)

@@ -35,6 +35,7 @@ procedure in seconds against the emonPi emulator.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ from pytest_irene.rig.calibration_plan import (
     WindowRecord,
     format_duration,
 )
+from pytest_irene.rig.calibration_files import check_dataset_for_append, rescue_trees
 from pytest_irene.rig.calibration_idle import judge_idle, powers_in, progress_bar
 from pytest_irene.rig.calibration_readings import Readings
 from pytest_irene.rig.calibration_train import cv_summary, settings_dict, train_rig_model
@@ -79,7 +81,8 @@ class Calibrator:
 
     ``say`` prints one line for humans (plans, idle, warnings); ``progress``
     (default: a rich progress bar on stderr) can be turned off; ``fingerprint``
-    replaces :func:`~pytest_irene.rig.runtime.host_fingerprint` (a pinned rig identity).
+    replaces :func:`~pytest_irene.rig.runtime.host_fingerprint` (a pinned rig identity);
+    ``dataset_option`` names the dataset in messages as the front-end's option does.
     """
 
     def __init__(
@@ -94,10 +97,13 @@ class Calibrator:
         console: Any = None,
         sleep: Callable[[float], None] = time.sleep,
         fingerprint: Callable[[], dict[str, Any]] | None = None,
+        dataset_option: str = "dataset",
     ) -> None:
         self.meter = meter
         self.settings = settings
         self.dataset = Path(dataset)
+        self.dataset_option = dataset_option
+        """How the user named the dataset (``--dataset``), for the message when it cannot be appended to."""
         self._sampler = sampler
         self._own_sampler = sampler is None
         self._say = say or (lambda line: print(line, flush=True))
@@ -115,7 +121,12 @@ class Calibrator:
     # -- lifecycle -----------------------------------------------------------------------
 
     def open(self) -> Calibrator:
-        """Open the meter (waiting for its first readings) and start the resource sampler."""
+        """Check the dataset, open the meter (waiting for its first readings) and start the resource sampler.
+
+        The dataset is read first: a corrupt file or one of another energy scope must stop
+        the run now, not when the first finished tree cannot be appended to it.
+        """
+        check_dataset_for_append(self.dataset, self.meter.energy_scope, self.dataset_option)
         self.meter.start()
         self.meter.wait_for_samples(2)
         # a third reading gives the meter two intervals to measure its period from (PowerMeter.period_s),
@@ -163,7 +174,7 @@ class Calibrator:
         m = self.meter.energy_between(t0, t1)
         powers = powers_in(self.meter.samples(), t0, t1, kind=self.meter.kind) or [m.power_w]
         cpu = self._sampler.window(t0, t1).get("cpu")
-        report = judge_idle(m, powers, cpu, s)
+        report = judge_idle(m, powers, cpu, s, wall=self.meter.energy_scope == "wall")
         self.idle = report
         cpu_text = "" if cpu is None else f", CPU {cpu:.0f} %"
         self._say(
@@ -257,7 +268,10 @@ class Calibrator:
             notes.append(f"some windows saw only {few} meter reports (wanted {s.min_reports})")
         for note in notes:
             self.warnings.append(f"{prepared.target.label}: {note}")
-        append_trees(self.dataset, [tree])
+        try:
+            append_trees(self.dataset, [tree])
+        except (OSError, EOFError, ValueError, zlib.error) as exc:  # the disk filled, the file broke meanwhile
+            raise rescue_trees(self.dataset, [tree], exc) from None
         # the captured inputs are every activation of the forward pass (GBs on a GPU for a
         # 1B model): release them now, or a run over many targets holds them all at once
         tree.calls = {}
@@ -354,7 +368,7 @@ class Calibrator:
                 done.append(self.measure(p))
             except MeterError as exc:
                 raise CalibrationError(
-                    f"the meter failed while measuring {p.target.label}: {exc}. "
+                    f"the meter failed while measuring {p.target.label}: {str(exc).rstrip('.')}. "
                     f"{len(self.trees)} finished tree(s) are in {self.dataset}."
                 ) from None
             self._say(f"irene calibrate: {p.target.label}: {p.tree.root.energy_j or 0:.4g} J per run -> {self.dataset}")

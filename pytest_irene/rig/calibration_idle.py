@@ -32,8 +32,14 @@ def powers_in(samples: Sequence[Any], t0: float, t1: float, *, kind: str, parts:
     return powers
 
 
-def judge_idle(m: Any, powers: list[float], cpu: float | None, s: CalibrationSettings) -> IdleReport:
-    """The idle report of measurement ``m``; :class:`CalibrationError` when the machine is not idle."""
+#: Below this a machine is not idle but unmeasured: a CT left unclamped or around the whole cable
+#: (live and neutral cancel) reads about 0 W, one clamped the wrong way round a negative power.
+MIN_IDLE_POWER_W = 1.0
+
+
+def judge_idle(m: Any, powers: list[float], cpu: float | None, s: CalibrationSettings, *, wall: bool = True) -> IdleReport:
+    """The idle report of measurement ``m``; :class:`CalibrationError` when the machine is not idle, or
+    when the meter reads no power at all (``wall``: a CT sensor, whose usual mistakes the message names)."""
     reference = s.idle_power_w if s.idle_power_w is not None else min(powers)
     report = IdleReport(
         power_w=m.power_w,
@@ -44,6 +50,18 @@ def judge_idle(m: Any, powers: list[float], cpu: float | None, s: CalibrationSet
         cpu_pct=cpu,
         duration_s=m.duration_s,
     )
+    if m.power_w < MIN_IDLE_POWER_W:
+        raise CalibrationError(
+            f"refusing to calibrate: the meter reads {m.power_w:.1f} W with the machine idle, so every node "
+            "would measure nothing. "
+            + (
+                ("A negative power is a CT sensor clamped the wrong way round: turn it over. " if m.power_w < 0 else "")
+                + "Is the CT clamped around the live wire of this machine's supply only (not the whole cable), "
+                "and does channels= name the CT it is on (default P1)?"
+                if wall
+                else "Does the meter read the device the models run on?"
+            )
+        )
     problems = []
     if reference > 0 and m.power_w > reference * (1 + s.idle_tolerance):
         what = "the rig's idle power" if s.idle_power_w is not None else "the lowest report in the idle window"

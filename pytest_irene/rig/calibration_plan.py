@@ -75,14 +75,44 @@ class CalibrationSettings:
             if not finite or (value <= 0 if positive else value < 0):
                 bound = "positive (a finite number)" if positive else "a finite number >= 0"
                 raise SettingError(name, f"must be {bound}, got {value!r}")
+        for name, low in (("idle_power_w", 0.0), ("idle_window_s", 0.0)):  # optional, positive when given
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value <= low):
+                raise SettingError(name, f"must be positive (a finite number), got {value!r}")
+        value = self.idle_cpu_pct  # NaN would compare false and switch the idle CPU check off
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 100:
+            raise SettingError("idle_cpu_pct", f"must be a percentage from 0 to 100, got {value!r}")
         for name in ("rounds", "min_reports"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or int(value) != value or value < 1:
                 raise SettingError(name, f"must be a positive integer, got {value!r}")
 
+        check_device(self.device)
+
     def node_window_s(self, meter_period_s: float) -> float:
         """The timed window per node for a meter reporting every ``meter_period_s``, s."""
         return max(self.window_s, self.min_reports * meter_period_s)
+
+
+def check_device(device: str) -> None:
+    """:class:`SettingError` unless torch can run on ``device`` here: a typo or a CUDA device on a
+    host without one would otherwise end the run in a torch traceback once the meter is open."""
+    if device == "cpu":
+        return  # always there; and no torch import for the default
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SettingError("device", f"{device!r} is not a torch device, e.g. cpu, cuda or cuda:1") from None
+    if dev.type == "meta":
+        raise SettingError("device", "'meta' holds no data and runs nothing: measure on cpu or cuda")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SettingError("device", f"{device!r}: this host has no CUDA device usable by torch")
+        if dev.index is not None and dev.index >= count:
+            raise SettingError("device", f"{device!r}: this host has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
 
 
 @dataclass(frozen=True)
@@ -171,7 +201,7 @@ class CalibrationPlan:
         lines = [
             f"irene calibrate: {len(self.targets)} model call(s), {windows} distinct node(s) x {self.rounds} "
             f"round(s) x {self.window_s:.3g} s windows (+{WARMUP_FRACTION:.0%} warm-up), "
-            f"cool-down {self.cooldown_s:g} s between rounds, idle {self.idle_s:g} s",
+            f"cool-down {format_duration(self.cooldown_s)} between rounds, idle {format_duration(self.idle_s)}",
         ]
         for label, distinct, nodes in self.targets:
             lines.append(f"  {label}: {nodes} nodes, {distinct} distinct")

@@ -45,7 +45,7 @@ DEFAULT_OUTPUT = "irene-rig.json"
 OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("irene-calibrate", "flag", "measure every irene()/irene_calibrate() call on this rig with --irene-meter, "
      "append the trees to --irene-calibrate-dataset and train --irene-calibrate-output"),
-    ("irene-meter", "str", "power meter: emonpi:PORT[,BAUD][,channels=P1+P2] | nvml[:INDEX] | rapl"),
+    ("irene-meter", "str", "power meter: emonpi:PORT[,BAUD][,channels=P1+P2][,period=S] | nvml[:INDEX] | rapl[:SYSFS_DIR]"),
     ("irene-calibrate-dataset", "str", f"irene-tree/1 dataset to append measured trees to (default: {DEFAULT_DATASET})"),
     ("irene-calibrate-output", "str", f"energy model file to train (default: {DEFAULT_OUTPUT}); its stem is the profile"),
     ("irene-calibrate-window", "float", "seconds each node runs per round (default 20; at least 10 meter reports)"),
@@ -124,7 +124,8 @@ class CalibrationRun:
             meter = parse_meter_spec(self.meter_spec)
             tw = self.config.get_terminal_writer()
             cal = Calibrator(
-                meter, self.settings, self.dataset, say=self._print, progress=tw.hasmarkup, fingerprint=self._fingerprint
+                meter, self.settings, self.dataset, say=self._print, progress=tw.hasmarkup, fingerprint=self._fingerprint,
+                dataset_option="--irene-calibrate-dataset",
             )
             try:
                 with self._uncaptured():
@@ -153,7 +154,7 @@ class CalibrationRun:
                 tree = cal.measure(prepared)
             except MeterError as exc:
                 self.error = (
-                    f"irene calibrate: the meter failed while measuring {target.label}: {exc}. "
+                    f"irene calibrate: the meter failed while measuring {target.label}: {str(exc).rstrip('.')}. "
                     f"{len(cal.trees)} finished tree(s) are kept in {self.dataset}"
                 )
                 pytest.exit(self.error, returncode=pytest.ExitCode.INTERRUPTED)
@@ -179,7 +180,7 @@ class CalibrationRun:
                 hardware=cal.hardware(),
                 prior=self.config.getoption("irene_prior"),
             )
-        except IreneError as exc:
+        except (IreneError, OSError) as exc:  # the session's end must report it, not end in a traceback
             self.train_error = str(exc)
 
     def summary_lines(self) -> list[str]:
@@ -241,11 +242,18 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput") or (config.getoption("numprocesses", None) not in (None, 0, "0")):
         raise pytest.UsageError("--irene-calibrate measures one call at a time: run it without -n (pytest-xdist)")
     try:
-        parse_meter_spec(spec)  # validate now, open on the first call
+        meter = parse_meter_spec(spec)  # validate now, open on the first call
+        if config.getoption("irene_prior") and config.getoption("irene_calibrate_no_train"):
+            raise UsageError("--irene-prior: it sets how the model file is trained, and --irene-calibrate-no-train "
+                             "trains none; drop one")
         if config.getoption("irene_prior"):
             from pytest_irene.engine.predict.energy_model import EnergyModel
+            from pytest_irene.errors import ModelFileError
 
-            EnergyModel.load(config.getoption("irene_prior"))  # a bad prior fails now, not after hours of measuring
+            try:
+                EnergyModel.load(config.getoption("irene_prior"))  # a bad prior fails now, not after hours of measuring
+            except ModelFileError as exc:
+                raise ModelFileError(f"--irene-prior: {exc}") from None
         root = Path(str(config.rootpath))
         dataset = Path(config.getoption("irene_calibrate_dataset") or DEFAULT_DATASET)
         output = Path(config.getoption("irene_calibrate_output") or DEFAULT_OUTPUT)
@@ -254,6 +262,7 @@ def pytest_configure(config: pytest.Config) -> None:
         suffixes = "".join(dataset.suffixes[-2:])
         if not (dataset.suffix == ".jsonl" or suffixes == ".jsonl.gz"):
             raise UsageError(f"--irene-calibrate-dataset: expected a .jsonl or .jsonl.gz file, got {dataset}")
+        _check_files(dataset, output, meter.energy_scope, train=not config.getoption("irene_calibrate_no_train"))
         defaults = CalibrationSettings()
         settings = CalibrationSettings(
             window_s=_number(config, "irene-calibrate-window", float, defaults.window_s),
@@ -271,6 +280,20 @@ def pytest_configure(config: pytest.Config) -> None:
     except IreneError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_RUN] = CalibrationRun(config, spec, settings, dataset, output)
+
+
+def _check_files(dataset: Path, output: Path, energy_scope: str, *, train: bool) -> None:
+    """Before any test: both files can be written, the model cannot overwrite the dataset or another
+    file, and the dataset reads and holds this meter's energy scope (else the run would measure for
+    hours and then fail to append or to train)."""
+    from pytest_irene.outputs import check_output_path
+    from pytest_irene.rig.calibration_files import check_dataset_for_append, check_model_output
+
+    check_output_path(dataset, "--irene-calibrate-dataset")
+    if train:
+        check_output_path(output, "--irene-calibrate-output")
+        check_model_output(output, [dataset], "--irene-calibrate-output")
+    check_dataset_for_append(dataset, energy_scope, "--irene-calibrate-dataset")
 
 
 #: ``CalibrationSettings`` field -> the option of this plugin that sets it.

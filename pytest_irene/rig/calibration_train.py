@@ -41,7 +41,15 @@ def train_rig_model(
         model = transfer_energy_model(paths, prior=prior, profile=profile, hardware=hardware, feature_sets=feature_sets)
     else:
         model = train_energy_model(paths, profile=profile, hardware=hardware, feature_sets=feature_sets)
-    model.save(output)
+    try:
+        model.save(output)
+    except OSError as exc:  # after hours of measuring: a one-line error that says what is kept, no traceback
+        from pytest_irene.rig.calibration_plan import CalibrationError
+
+        raise CalibrationError(
+            f"cannot write the energy model {output}: {exc.strerror or exc}; the measured trees are kept in "
+            f"{', '.join(paths)} (train them with irene train {' '.join(paths)} -o MODEL.json)"
+        ) from None
     return model
 
 

@@ -78,6 +78,39 @@ def energy_scope_of(trees: Sequence[EnergyTree], where: str = "the training data
     return scopes[0] if scopes else DEFAULT_ENERGY_SCOPE
 
 
+class UnmeasuredTreesWarning(IreneWarning):
+    """Some training trees have nodes without a measured energy and are left out of training."""
+
+
+def measured_trees(trees: Sequence[EnergyTree], where: str) -> list[EnergyTree]:
+    """The trees whose every node has a measured ``energy_j``; the others are left out with an
+    :class:`UnmeasuredTreesWarning` naming the first and why (the rig notes ``unmeasured`` on a node
+    whose replay failed). A calibration keeps such a tree, and one of them must not make hours of
+    measurements untrainable; a regressor cannot learn a node it has no energy for."""
+    complete, incomplete = [], []
+    for tree in trees:
+        missing = next((n for n in tree.walk() if n.energy_j is None), None)
+        (complete if missing is None else incomplete).append((tree, missing))
+    if not complete and incomplete:
+        raise UsageError(
+            f"{where}: no tree has a measured energy on every node (is this a dataset of predictions, "
+            "irene predict --json, instead of measurements?)"
+        )
+    if incomplete:
+        tree, node = incomplete[0]
+        reason = node.notes.get("unmeasured") if node is not None else None
+        more = f" and {len(incomplete) - 1} more" if len(incomplete) > 1 else ""
+        warnings.warn(
+            UnmeasuredTreesWarning(
+                f"{where}: {len(incomplete)} tree(s) left out of training, with nodes without a measured energy: "
+                f"{tree.model_name or 'unnamed'} (batch {tree.batch_size}, seq {tree.seq_len}), node "
+                f"{node.scope or '<model>'!r}{f' ({reason})' if reason else ''}{more}"  # type: ignore[union-attr]
+            ),
+            stacklevel=3,
+        )
+    return [tree for tree, _ in complete]
+
+
 def _crossvalidate_any(trees: Sequence[EnergyTree], features: str, strategy: str, seed: int) -> dict[str, Any]:
     """Cross-validation errors with the first split that applies to this data (see
     :data:`~pytest_irene.engine.predict.crossval.TRAINING_SPLITS`)."""
@@ -130,6 +163,7 @@ def train_energy_model(
     trees = load_dataset(*paths)
     if not trees:
         raise UsageError(f"train: the dataset(s) {[str(p) for p in paths]} hold no trees")
+    trees = measured_trees(trees, f"train: the dataset(s) {[str(p) for p in paths]}")
     scope = energy_scope_of(trees, f"train: the dataset(s) {[str(p) for p in paths]}")
     warn_mixed_machines(trees, f"train: the dataset(s) {[str(p) for p in paths]}")
     if "all" in sets:
@@ -181,9 +215,11 @@ def dataset_info(trees: Sequence[EnergyTree]) -> dict[str, Any]:
 
 __all__ = [
     "MixedMachinesWarning",
+    "UnmeasuredTreesWarning",
     "dataset_info",
     "energy_scope_of",
     "hardware_of",
+    "measured_trees",
     "train_energy_model",
     "warn_mixed_machines",
 ]

@@ -28,7 +28,7 @@ __all__ = [
     "METER_SPEC_HELP",
 ]
 
-METER_SPEC_HELP = "emonpi:PORT[,BAUD][,channels=P1+P2] | nvml[:INDEX] | rapl"
+METER_SPEC_HELP = "emonpi:PORT[,BAUD][,channels=P1+P2][,period=S] | nvml[:INDEX] | rapl[:SYSFS_DIR]"
 
 
 def _bad(spec: str, problem: str) -> UsageError:
@@ -50,6 +50,8 @@ def parse_meter_spec(spec: str) -> PowerMeter:
             index = int(rest) if rest else 0
         except ValueError:
             raise _bad(spec, f"GPU index {rest!r} is not an integer") from None
+        if index < 0:
+            raise _bad(spec, f"GPU index {index} is negative; NVML counts GPUs from 0")
         return NvmlMeter(index)
     if kind == "rapl":
         from pytest_irene.rig.meters.rapl import POWERCAP_DIR, RaplMeter

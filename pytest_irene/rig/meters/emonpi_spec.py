@@ -7,6 +7,7 @@ names the option and what was expected.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -27,16 +28,39 @@ def _channels(text: str) -> tuple[str, ...]:
     return channels
 
 
-def _baud(text: str) -> int:
-    if int(text) <= 0:
-        raise ValueError(f"bad baud rate {text}")
-    return int(text)
+def _positive_int(what: str, example: str) -> Callable[[str], int]:
+    """A parser of a positive integer option; its error says what was expected, not ``int()``'s words."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise ValueError(f"{text!r} is not {what} such as {example}")
+        return value
+
+    return parse
+
+
+def _period(text: str) -> float:
+    """Seconds between reports: a NaN, zero or negative period would size every window to nothing."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{text!r} is not a report period: seconds, a positive number such as 9.8")
+    return value
 
 
 _CHANNEL = re.compile(r"^P\d+(?:_\d+)?$")
 #: spec option -> (keyword of EmonPiReader, parser raising ValueError)
 _SPEC_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "baud": ("baud", _baud), "channels": ("channels", _channels), "node": ("node", int), "period": ("period_s", float),
+    "baud": ("baud", _positive_int("a baud rate", "38400 or 115200")),
+    "channels": ("channels", _channels),
+    "node": ("node", _positive_int("an RF node id", "5")),
+    "period": ("period_s", _period),
 }
 
 

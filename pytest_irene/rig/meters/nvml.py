@@ -84,6 +84,14 @@ class NvmlMeter(PolledMeter):
         self._last_power = (t_s, value)
         return self._integrated_j
 
+    def _silence_message(self, waited_s: float, *, first: bool) -> str:
+        """Only counter *changes* are readings: silence here is a counter that stopped advancing."""
+        message = super()._silence_message(waited_s, first=first)
+        if self.source != "counter":
+            return message
+        return (f"{message}: the GPU's total-energy counter did not change (a driver that froze it, or a "
+                "virtual GPU that does not update it); check nvidia-smi -q -d POWER")
+
     def _close_device(self) -> None:
         if self._session is not None:
             self._session.close()

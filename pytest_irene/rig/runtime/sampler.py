@@ -312,7 +312,8 @@ class ResourceSampler:
         Returns dataset feature names: ``cpu``, ``mem`` (%), and for sampled GPU
         position ``gpu`` (``None``: no GPU features): ``gpu``, ``gpu_mem`` (%), ``gpu_clk``, ``gpu_mem_clk``
         (MHz), ``gpu_power_w``; plus energy over the whole window:
-        ``gpu_energy_j`` (NVML counter) and ``cpu_energy_j`` (RAPL). Averages
+        ``gpu_energy_j`` (NVML counter; the sampled power times the window where the board has no
+        counter) and ``cpu_energy_j`` (RAPL). Averages
         are weighted by how much of each sample's interval lies in the window.
         A feature nobody measured is absent, never zero.
         """
@@ -356,6 +357,10 @@ class ResourceSampler:
         # Counters are interpolated at the bounds; outside the sampled span they are absent.
         gpu_counter = [s.gpus[gpu].energy_j if gpu is not None and gpu < len(s.gpus) else None for s in samples]
         gpu_e = self._counter_delta(times, gpu_counter, t0_s, t1_s)
+        if gpu_e is None and "gpu_power_w" in out and times[0] <= t0_s and t1_s <= times[-1]:
+            # boards before Volta (the paper's GTX 1080 Ti) have no total-energy counter: integrate
+            # the sampled power instead, or a rig with such a GPU could never train the 'all' features
+            gpu_e = out["gpu_power_w"] * span
         if gpu_e is not None:
             out["gpu_energy_j"] = gpu_e
         cpu_e = self._counter_delta(times, [s.cpu_energy_j for s in samples], t0_s, t1_s)
