@@ -83,8 +83,9 @@ def test_rapl_permission_error_says_how_to_grant_access(sysfs: Path, monkeypatch
     assert "udev" in message
 
 
-def test_rapl_missing_interface(tmp_path: Path) -> None:
-    with pytest.raises(MeterError, match="no powercap interface at .*no RAPL here"):
+def test_rapl_missing_interface(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pytest_irene.rig.meters.rapl.POWERCAP_DIR", str(tmp_path / "nothing"))
+    with pytest.raises(MeterError, match="no powercap interface at .*no RAPL here"):  # the default directory
         RaplMeter(tmp_path / "nothing").start()
     (tmp_path / "empty").mkdir()
     with pytest.raises(MeterError, match="no intel-rapl:N zone"):
@@ -152,3 +153,9 @@ def test_nvml_counter_updates_are_the_meters_readings() -> None:
     assert meter.period_s == pytest.approx(0.02, rel=0.3)
     assert 10 <= m.samples <= 17
     assert m.energy_j == pytest.approx(200.0 * m.duration_s, rel=0.1)
+
+
+def test_rapl_at_a_named_directory_blames_the_directory_not_the_cpu(tmp_path: Path) -> None:
+    """``rapl:/bad/path`` said "not an Intel/AMD CPU"; the path is what the user should check."""
+    with pytest.raises(MeterError, match=r"no powercap interface at .*nope \(expected a powercap directory"):
+        RaplMeter(tmp_path / "nope").start()

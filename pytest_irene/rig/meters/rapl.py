@@ -46,6 +46,8 @@ class RaplMeter(PolledMeter):
             message = str(exc)
             if "root only" in message or "ermission" in message:
                 raise MeterError(f"rapl: {message}. {PERMISSION_HINT}") from None
+            if self.root != Path(POWERCAP_DIR):  # the user named a directory: that is what to check
+                raise MeterError(f"rapl: {message} (expected a powercap directory holding intel-rapl:N zones)") from None
             raise MeterError(f"rapl: {message} (no RAPL here: not an Intel/AMD CPU, or not Linux)") from None
         self.name = "rapl (" + "+".join(z.name for z in self.counter.zones) + ")"
 
