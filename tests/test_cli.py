@@ -436,3 +436,17 @@ def test_predict_module_by_import_path_from_the_project_directory(
         sys.modules.pop("my_models", None)
     assert code == 0, err
     assert json.loads(out)["model_name"] == "Net"
+
+
+def test_a_closed_stdout_pipe_ends_quietly() -> None:
+    """``irene predict ... | head -c 1`` printed a BrokenPipeError traceback; now it exits 1, silent."""
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest_irene.cli", "predict", "--model", "gpt2", "--batch-size", "1",
+         "--seq-len", "8", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader is gone before the first write
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 
@@ -88,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"irene {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `irene compare ... | head` closed stdout: stop quietly, as other Unix tools do. Point
+        # stdout at devnull so the interpreter's final flush does not raise again (Python docs, signal)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 def _one_line_warning(command: str):

@@ -86,14 +86,19 @@ def text_lines(rc: RunComparison, fail_on: str) -> list[str]:
             "machines differ (" + "; ".join(rc.machine_differences) + "): calls predicted with resource features "
             "are not compared; model-feature predictions do not depend on the machine"
         )
+    lines += [f"warning: {w}" for w in rc.warnings]
     for call in rc.both:
         lines += [""] + _call_lines(call, fail_on)
     for title, calls in (("only in BASE", rc.only_base), ("only in NEW", rc.only_new)):
         for call in calls:
             total = call.base_total_j if call.new is None else call.new_total_j
             lines.append(f"{title}: {call.nodeid} [{call.label}] ({format_energy(total)})")
+    for old, new in rc.renamed_tests:
+        lines.append(f"looks renamed (same energies, not compared): {old.nodeid} -> {new.nodeid} [{old.label}]")
     failing = [c for c in rc.calls if c.fails(fail_on)]
-    lines += ["", f"{len(rc.calls)} call(s), {len(failing)} failing --fail-on={fail_on}"]
+    counts = (f"{len(rc.both) - len(rc.not_compared)} compared, {len(rc.not_compared)} not compared, "
+              f"{len(rc.only_base)} only in BASE, {len(rc.only_new)} only in NEW")
+    lines += ["", f"{len(rc.calls)} call(s) ({counts}), {len(failing)} failing --fail-on={fail_on}"]
     return lines
 
 
@@ -103,7 +108,7 @@ def _call_lines(call: CallChange, fail_on: str) -> list[str]:
     verdict = "REGRESSION" if call.fails(fail_on) else call.status(fail_on)
     lines = [
         f"{call.nodeid} [{call.label}]: {format_energy(call.base_total_j)} -> {format_energy(call.new_total_j)} "
-        f"({format_change(call.change)}) {verdict}",
+        f"({format_change(call.change) if call.compared else 'not compared'}) {verdict}",
         f"  {comp.reason}",
     ]
     for d in call.moved:

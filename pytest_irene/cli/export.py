@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pytest_irene.cli.common import check_choice
     from pytest_irene.compare.runfile import read_run_file
+    from pytest_irene.errors import UsageError
     from pytest_irene.outputs import check_output_path, write_output
     from pytest_irene.report.benchmark_json import FORMATS, bencher, github_action_benchmark, points
 
@@ -36,6 +37,11 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         check_output_path(args.output, "-o/--output")
     pts = points(((path, read_run_file(path)) for path in args.runs), modules=args.modules)
+    if not pts:  # github-action-benchmark fails on an empty array with "No benchmark result was found"
+        raise UsageError(
+            f"{', '.join(args.runs)}: no wrapped call in the run file(s), nothing to export "
+            "(was pytest-irene disabled, or every irene() test deselected?)"
+        )
     doc = github_action_benchmark(pts) if fmt == "github-action-benchmark" else bencher(pts)
     text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
     if args.output:

@@ -131,6 +131,11 @@ def read_run_file(path: str | os.PathLike[str]) -> RunFile:
         raise RunFileError(f"{p}: no such run file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RunFileError(f"{p}: cannot read run file: {exc}") from None
+    if not text.strip():
+        raise RunFileError(
+            f"{p}: empty run file (0 bytes of JSON); expected an irene-run document written by pytest --irene-json=PATH "
+            "(an artifact that did not download, or a shell redirect that failed, leaves one)"
+        )
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -138,6 +143,11 @@ def read_run_file(path: str | os.PathLike[str]) -> RunFile:
             f"{p}: corrupt run file (invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
     found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+    if isinstance(found, str) and _newer(found):
+        raise RunFileError(
+            f"{p}: run file format {found!r} is newer than this pytest-irene reads "
+            f"({', '.join(READABLE_FORMATS)}); upgrade pytest-irene, or compare runs written by the same version"
+        )
     if found not in READABLE_FORMATS:
         raise RunFileError(
             f"{p}: not a pytest-irene run file (expected format {' or '.join(map(repr, READABLE_FORMATS))}, "
@@ -150,6 +160,14 @@ def read_run_file(path: str | os.PathLike[str]) -> RunFile:
         parsed = [record_from_dict(obj, f"records[{i}]") for i, obj in enumerate(records)]
     except RecordError as exc:
         raise RunFileError(f"{p}: {exc}") from None
+    first: dict[tuple[str, str], int] = {}
+    for i, rec in enumerate(parsed):  # a hand-merged file: a comparison would silently keep one of them
+        j = first.setdefault(rec.key, i)
+        if j != i:
+            raise RunFileError(
+                f"{p}: records[{i}]: call {rec.nodeid} [{rec.label}] is also records[{j}]; a run file holds each "
+                "(node id, label) once, so one of them would be compared and the other silently dropped"
+            )
     if found == "irene-run/1":
         settings = doc.get("settings") if isinstance(doc.get("settings"), dict) else {}
         return RunFile(
@@ -169,6 +187,12 @@ def read_run_file(path: str | os.PathLike[str]) -> RunFile:
         settings=_object(doc, "settings", p),
         format=found,
     )
+
+
+def _newer(found: str) -> bool:
+    """Whether ``found`` is an ``irene-run/N`` format of a later version than this one writes."""
+    prefix, _, number = found.partition("/")
+    return prefix == "irene-run" and number.isdigit() and int(number) > int(RUN_FORMAT.split("/")[1])
 
 
 def _string(doc: dict[str, Any], key: str, path: Path) -> str:

@@ -57,6 +57,10 @@ class RunSide:
     """Per call, the ``(tolerance, min_delta_j)`` its test ran with (run files only)."""
     trees: dict[CallKey, EnergyTree] = field(default_factory=dict)
     """Per call, the predicted tree (run files only; baselines keep module energies only)."""
+    version: str = ""
+    """pytest-irene version that wrote a run file (``""``: baselines, or an ``irene-run/1`` file)."""
+    format: str = ""
+    """The file's format (``irene-run/2``); ``""`` for baselines."""
 
     def get(self, nodeid: str, label: str) -> BaselineEntry | None:
         """The entry of one call, ``None`` when this side has none (the :class:`BaselineStore` interface)."""
@@ -91,7 +95,8 @@ def load_side(path: str | os.PathLike[str], option: str = "") -> RunSide:
             rec.tree, profile=rec.profile, features=rec.features, energy_model=rec.energy_model
         )
         limits[rec.key] = (rec.tolerance, rec.min_delta_j)
-    return RunSide(str(path), "run", entries, host=run.host, commit=run.commit, limits=limits, trees=trees)
+    return RunSide(str(path), "run", entries, host=run.host, commit=run.commit, limits=limits, trees=trees,
+                   version=run.version, format=run.format)
 
 
 def _format_of(path: Path) -> str:
@@ -161,9 +166,16 @@ class CallChange:
         return self.new.root.energy_j if self.new is not None else None
 
     @property
+    def compared(self) -> bool:
+        """Whether the gate compared the two sides (not when another profile, energy-model
+        version, feature set, input size or, for resource features, machine made them)."""
+        return self.comparison is not None and bool(self.comparison.deltas)
+
+    @property
     def change(self) -> float | None:
-        """Relative change of the total (0.05 = +5 %); ``None`` unless both sides have a non-zero total."""
-        if self.base_total_j is None or self.new_total_j is None or self.base_total_j == 0:
+        """Relative change of the total (0.05 = +5 %); ``None`` unless both sides have a non-zero
+        total and were compared: totals of another profile or feature set are not comparable."""
+        if not self.compared or self.base_total_j is None or self.new_total_j is None or self.base_total_j == 0:
             return None
         return (self.new_total_j - self.base_total_j) / self.base_total_j
 
@@ -219,6 +231,7 @@ class CallChange:
             "nodeid": self.nodeid,
             "label": self.label,
             "side": "both" if self.base and self.new else ("base" if self.base else "new"),
+            "compared": self.compared,
             "base_total_j": self.base_total_j,
             "new_total_j": self.new_total_j,
             "change": self.change,
@@ -258,21 +271,44 @@ class RunComparison:
     def only_new(self) -> list[CallChange]:
         return [c for c in self.calls if c.base is None]
 
+    @property
+    def not_compared(self) -> list[CallChange]:
+        """Calls on both sides that the gate could not compare (see :attr:`CallChange.compared`)."""
+        return [c for c in self.both if not c.compared]
+
+    @property
+    def renamed_tests(self) -> list[tuple[CallChange, CallChange]]:
+        """``(only in BASE, only in NEW)`` pairs that look like one renamed test (:mod:`run_notes`)."""
+        from pytest_irene.compare.run_notes import renamed_tests
+
+        return renamed_tests(self)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What makes this comparison weaker than it looks (:func:`run_notes.run_warnings`)."""
+        from pytest_irene.compare.run_notes import run_warnings
+
+        return run_warnings(self)
+
     def exit_code(self, fail_on: str) -> int:
         """1 when a call fails ``fail_on`` (see :meth:`CallChange.fails`), else 0."""
         return int(any(c.fails(fail_on) for c in self.calls))
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "base": {"source": self.base.source, "kind": self.base.kind, "commit": _commit(self.base)},
-            "new": {"source": self.new.source, "kind": self.new.kind, "commit": _commit(self.new)},
+            "base": _side_dict(self.base),
+            "new": _side_dict(self.new),
             "machine_differences": list(self.machine_differences),
+            "warnings": self.warnings,
+            "not_compared": len(self.not_compared),
+            "renamed_tests": [{"base": o.nodeid, "new": n.nodeid, "label": o.label} for o, n in self.renamed_tests],
             "calls": [c.to_dict() for c in self.calls],
         }
 
 
-def _commit(side: RunSide) -> dict[str, Any] | None:
-    return side.commit.to_dict() if side.commit else None
+def _side_dict(side: RunSide) -> dict[str, Any]:
+    return {"source": side.source, "kind": side.kind, "commit": side.commit.to_dict() if side.commit else None,
+            "pytest_irene": side.version or None, "format": side.format or None}
 
 
 def machine_differences(base_host: dict[str, Any], new_host: dict[str, Any]) -> list[str]:

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from pytest_irene.plugin.session import IreneSession
 
 
+#: Lines of one annotation's message: GitHub shows it in a small box beside the test's line.
+ANNOTATION_LINES = 10
+
+
 def junit_properties(record: CallRecord) -> list[tuple[str, str]]:
     """The JUnit ``<property>`` name/value pairs of one call."""
     from pytest_irene.report.terminal import call_status, root_change
@@ -78,8 +82,13 @@ def annotation(record: CallRecord, rootdir: Path | None = None) -> str:
         props.append(f"file={_escape_property(path)}")
         if record.test_line is not None:
             props.append(f"line={record.test_line}")
-    props.append(f"title={_escape_property(f'irene energy gate: {record.nodeid} [{record.label}]')}")
-    message = "\n".join(failing_module_lines([record])) or f"{record.nodeid} [{record.label}] failed the energy gate"
+    head = f"{record.nodeid} [{record.label}]"
+    props.append(f"title={_escape_property(f'irene energy gate: {head}')}")
+    # the title names the call: each line without it, and a widened 12-layer model's 36 culprits cut to a few
+    lines = [line.removeprefix(f"{head}: ") for line in failing_module_lines([record])]
+    if len(lines) > ANNOTATION_LINES:
+        lines = lines[: ANNOTATION_LINES - 1] + [f"... and {len(lines) - ANNOTATION_LINES + 1} more line(s) in the job log"]
+    message = "\n".join(lines) or f"{head} failed the energy gate"
     return f"::error {','.join(props)}::{_escape_data(message)}"
 
 
@@ -101,12 +110,14 @@ class CiReporter:
 
         self.records = list(records)
         notes = summary_notes(self.manager)
+        json_path = self.manager.settings.json_path
+        where = f"the run file {json_path} (--irene-json)" if json_path is not None else "the job log (the terminal summary)"
         path = self.manager.settings.markdown_path
         if path is not None:  # written even with no wrapped call: an older file must not be posted
             from pytest_irene.outputs import OutputError, write_output
 
             try:
-                write_output(path, session_markdown(records, notes, limit=COMMENT_LIMIT_CHARS), "--irene-markdown")
+                write_output(path, session_markdown(records, notes, limit=COMMENT_LIMIT_CHARS, where=where), "--irene-markdown")
             except OutputError as exc:  # the other reports are still written; the run fails
                 self.manager.report_errors.append(str(exc))
                 self.notes.append(f"irene: {exc}")
@@ -120,8 +131,15 @@ class CiReporter:
             try:
                 used = target.stat().st_size if target.exists() else 0
                 room = max(STEP_SUMMARY_LIMIT_BYTES - used, 0)
+                text = session_markdown(records, notes, limit=room, unit="bytes", where=where)
+                if not text:  # over GitHub's limit GitHub drops the whole step summary: add nothing
+                    self.notes.append(
+                        f"irene: GITHUB_STEP_SUMMARY already holds {used} of GitHub's {STEP_SUMMARY_LIMIT_BYTES} bytes "
+                        "for this step: the energy summary was not added (see the summary above)"
+                    )
+                    return
                 with target.open("a", encoding="utf-8") as handle:
-                    handle.write(session_markdown(records, notes, limit=room, unit="bytes"))
+                    handle.write(text)
             except OSError as exc:
                 self.notes.append(f"irene: GITHUB_STEP_SUMMARY not written: {exc}")
 

@@ -6,6 +6,8 @@ kept apart from it so the session holds the run and this module says how it is r
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_irene.compare.records import CallRecord
@@ -24,7 +26,7 @@ def run_file(manager: IreneSession, records: list[CallRecord]) -> RunFile:
 
     s = manager.settings
     return RunFile(
-        records=list(records),
+        records=[_relative_baseline(r, manager.config.rootpath) for r in records],
         host=manager.host_fingerprint(),
         commit=git_commit(manager.config.rootpath),
         version=__version__,
@@ -41,6 +43,16 @@ def run_file(manager: IreneSession, records: list[CallRecord]) -> RunFile:
             "feature_modes": manager.feature_modes(),
         },
     )
+
+def _relative_baseline(record: CallRecord, rootdir: Path) -> CallRecord:
+    """The record with its baseline file relative to the rootdir (as ``test_file`` is), so the
+    same code gives the same run file in any checkout (a laptop, a CI runner's workspace)."""
+    try:
+        rel = Path(record.baseline_file).relative_to(rootdir).as_posix()
+    except ValueError:  # outside the rootdir, or empty: kept as it is
+        return record
+    return dataclasses.replace(record, baseline_file=rel) if record.baseline_file else record
+
 
 def summary_notes(manager: IreneSession) -> list[str]:
     """The lines under the summary table: save errors, files written."""
@@ -66,13 +78,24 @@ def ungated_notes(manager: IreneSession) -> list[str]:
     if skipped:
         reasons = sorted({c.reason.removeprefix("not compared: ") for c in skipped})
         more = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
+        where = manager.settings.compare_path  # --irene-save cannot refresh a run file to compare with
+        fix = (f"make {where} with this profile, energy model and feature set" if where is not None
+               else "--irene-save refreshes them")
         notes.append(
             f"irene: {len(skipped)} of {len(comps)} call(s) not gated: {reasons[0]}{more}; "
-            "--irene-save refreshes them, --irene-strict fails such calls"
+            f"{fix}, --irene-strict fails such calls"
         )
     where = manager.settings.compare_path
     if where is not None and comps and all(c.status == "new" for c in comps):
         notes.append(f"irene: none of this run's {len(comps)} call(s) is in {where}: nothing was gated against it")
+    base = manager.base_run
+    if base is not None and base.kind == "run" and comps:
+        from pytest_irene import __version__
+
+        if base.version != __version__:  # predictions may move with the tool, not the code
+            made = f"pytest-irene {base.version}" if base.version else f"an older pytest-irene ({base.format})"
+            notes.append(f"irene: --irene-compare={where} was written by {made}, this is {__version__}: "
+                         "a change can come from pytest-irene itself (tracing, features), not only from the code")
     return notes
 
 

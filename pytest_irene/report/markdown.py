@@ -10,7 +10,9 @@ gives a readable, valid summary instead of an upload error.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pytest_irene.compare.gate import culprits
@@ -42,14 +44,35 @@ _STATUS_ICON = {
 
 
 def cell(text: object) -> str:
-    """Text safe inside a Markdown table cell (pipes escaped, no line breaks)."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """Text safe inside a Markdown table cell, heading or list item.
+
+    Pipes are escaped (they would end the cell), line breaks become spaces (they
+    would end the table), and ``<``, ``>`` and ``&`` become HTML entities: a test id
+    or label holding ``<!--`` or ``<details>`` would otherwise hide the rest of a
+    pull-request comment.
+    """
+    value = str(text).replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _one_line(value).replace("|", "\\|")
 
 
-def code(text: object) -> str:
-    """Inline code, with backticks in ``text`` kept from closing it."""
-    value = cell(text)
-    return f"`` {value} ``" if "`" in value else f"`{value}`"
+def _one_line(text: str) -> str:
+    return text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+
+
+def code(text: object, *, in_table: bool = True) -> str:
+    """Inline code that survives any text: test ids with backticks, pipes, ``<``, backslashes.
+
+    Inside a code span HTML and backslash escapes are literal, so only the pipe is
+    escaped (GitHub's tables take ``\\|`` inside code as a pipe) and the fence is one
+    backtick longer than the longest run of backticks in the text. Outside a table
+    (``in_table=False``: headings, list items) the pipe needs no escape and gets none.
+    """
+    value = _one_line(str(text))
+    value = value.replace("|", "\\|") if in_table else value
+    longest = max((len(run) for run in re.findall(r"`+", value)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if longest or (value.startswith(" ") and value.endswith(" ")) else ""  # one is stripped
+    return f"{fence}{pad}{value}{pad}{fence}"
 
 
 def table(header: tuple[str, ...], rows: Iterable[tuple[str, ...]], right: tuple[int, ...] = ()) -> list[str]:
@@ -60,18 +83,20 @@ def table(header: tuple[str, ...], rows: Iterable[tuple[str, ...]], right: tuple
     return lines
 
 
+def _size(text: str, unit: str) -> int:
+    return len(text.encode("utf-8")) if unit == "bytes" else len(text)
+
+
 def fit(blocks: list[str], limit: int, *, unit: str = "chars", where: str = "the run file (--irene-json)") -> str:
     """Join ``blocks`` (blank line between) keeping as many leading blocks as fit in ``limit``.
 
     ``unit`` is ``chars`` or ``bytes`` (UTF-8). When blocks are left out, a note
-    says how many and where the full report is; the result never exceeds ``limit``.
+    says how many and where the full report is. The result never exceeds
+    ``limit``: with no room even for the note it is ``""``, since GitHub refuses
+    a whole step summary that is over its limit.
     """
-
-    def size(text: str) -> int:
-        return len(text.encode("utf-8")) if unit == "bytes" else len(text)
-
     text = "\n\n".join(blocks) + "\n"
-    if size(text) <= limit:
+    if _size(text, unit) <= limit:
         return text
     kept: list[str] = []
     for i, block in enumerate(blocks):
@@ -80,17 +105,85 @@ def fit(blocks: list[str], limit: int, *, unit: str = "chars", where: str = "the
             f"(GitHub's limit is {limit} {unit}); the full report is in {where}."
         )
         candidate = "\n\n".join([*kept, block, note]) + "\n"
-        if size(candidate) > limit:
-            return "\n\n".join([*kept, note]) + "\n"
+        if _size(candidate, unit) > limit:
+            out = "\n\n".join([*kept, note]) + "\n"
+            return out if _size(out, unit) <= limit else ("\n\n".join(kept) + "\n" if kept else "")
         kept.append(block)
     return "\n\n".join(kept) + "\n"  # pragma: no cover - the loop returns once it no longer fits
 
 
+@dataclass(frozen=True)
+class CallsTable:
+    """The calls table of a report, kept as rows so a suite too big for GitHub's limit
+    still gets a table: the rows that matter (failing, changed, new) first, cut to fit."""
+
+    head: list[str]
+    """Lines above the table (heading, counts)."""
+    header: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    right: tuple[int, ...]
+    rank: list[int]
+    """Per row, how much it matters: 0 (failing) first; rows of equal rank keep their order."""
+
+    def render(self, rows: list[tuple[str, ...]] | None = None, note: str = "") -> str:
+        lines = self.head + table(self.header, self.rows if rows is None else rows, self.right)
+        return "\n".join(lines + (["", note] if note else []))
+
+    def cut(self, limit: int, unit: str, where: str, github_limit: int | None = None) -> str:
+        """The table within ``limit``: most important rows first, as many as fit, and a line
+        saying how many rows were left out (``""`` when not even the head fits); the note
+        names ``github_limit`` (default ``limit``), the limit the user's report is held to."""
+        order = sorted(range(len(self.rows)), key=lambda i: (self.rank[i], i))
+
+        def attempt(n: int) -> str:
+            note = (
+                f"> **Truncated:** {len(self.rows) - n} of {len(self.rows)} calls are not listed "
+                f"(GitHub's limit is {github_limit or limit} {unit}; failing and changed calls are listed first); "
+                f"the full report is in {where}."
+            )
+            return self.render([self.rows[i] for i in order[:n]], note)
+
+        low, high = 0, len(self.rows)  # the largest n whose text fits: binary search
+        if _size(attempt(0), unit) > limit:
+            return ""
+        while low < high:
+            mid = (low + high + 1) // 2
+            if _size(attempt(mid), unit) <= limit:
+                low = mid
+            else:
+                high = mid - 1
+        return attempt(low)
+
+
+def fit_report(first: CallsTable, rest: list[str], limit: int, *, unit: str, where: str) -> str:
+    """``first`` (the calls table) and the ``rest`` blocks within ``limit``.
+
+    When everything fits it is one plain report. Otherwise the table is cut to at
+    most half the limit (so the failing modules still get room) or to what is left
+    after them, and the rest is fitted after it with :func:`fit`.
+    """
+    whole = "\n\n".join([first.render(), *rest]) + "\n"
+    if _size(whole, unit) <= limit:
+        return whole
+    rest_size = _size("\n\n".join(rest) + "\n\n", unit) if rest else 0
+    budget = max(limit - rest_size, limit // 2)
+    head = first.cut(budget - 1, unit, where, limit) if _size(first.render() + "\n", unit) > budget else first.render()
+    if not head:  # not even the table's heading fits: the note alone says where the report is
+        return fit([first.render(), *rest], limit, unit=unit, where=where)
+    room = limit - _size(head + "\n\n", unit)
+    tail = fit(rest, room, unit=unit, where=where) if rest and room > 0 else ""
+    return head + ("\n\n" + tail if tail else "\n")
+
+
 # -- the session summary --------------------------------------------------------------------
+
+#: Which rows a cut table keeps first: failing, then changed or not compared, then new.
+_RANK = {"fail": 0, "not saved": 0, "changed": 1, "skipped": 1, "base only": 1, "new only": 1, "new": 2}
+RUN_FILE = "the run file (--irene-json)"
 
 
 def _failing_block(record: CallRecord) -> str:
-    lines = [f"#### {code(record.nodeid)} [{cell(record.label)}]"]
+    lines = [f"#### {code(record.nodeid, in_table=False)} [{cell(record.label)}]"]
     if record.over_budget:
         lines.append(f"Predicted {format_energy(record.tree.total_j)} is over the budget of {format_energy(record.budget_j)}.")
     comp = record.comparison
@@ -118,11 +211,8 @@ def _notes_blocks(notes: list[str] | None) -> list[str]:
     return ["\n".join(f"- {cell(n)}" for n in notes)] if notes else []
 
 
-def session_blocks(records: list[CallRecord], notes: list[str] | None = None) -> list[str]:
-    """The summary as blocks: heading and calls table, failing modules per failing call, then notes."""
-    if not records:
-        head = "### pytest-irene energy summary\n\nNo wrapped call ran in this session."
-        return [head] + _notes_blocks(notes)
+def session_table(records: list[CallRecord]) -> CallsTable:
+    """The heading, the counts and one row per wrapped call."""
     counts: dict[str, int] = {}
     for r in records:
         counts[call_status(r)] = counts.get(call_status(r), 0) + 1
@@ -145,26 +235,39 @@ def session_blocks(records: list[CallRecord], notes: list[str] | None = None) ->
         )
         for r in records
     ]
-    blocks = ["\n".join(head + table(("test", "label", "predicted", "vs baseline", "profile", "status"), rows, right=(2, 3)))]
+    rank = [_RANK.get(call_status(r), 3) for r in records]
+    return CallsTable(head, ("test", "label", "predicted", "vs baseline", "profile", "status"), rows, (2, 3), rank)
+
+
+def _session_rest(records: list[CallRecord], notes: list[str] | None) -> list[str]:
     failing = [r for r in records if r.failed]
-    if failing:
-        blocks.append("### Failing modules")
-        blocks += [_failing_block(r) for r in failing]
-    blocks += _notes_blocks(notes)
-    return blocks
+    blocks = ["### Failing modules", *(_failing_block(r) for r in failing)] if failing else []
+    return blocks + _notes_blocks(notes)
+
+
+def session_blocks(records: list[CallRecord], notes: list[str] | None = None) -> list[str]:
+    """The summary as blocks: heading and calls table, failing modules per failing call, then notes."""
+    if not records:
+        head = "### pytest-irene energy summary\n\nNo wrapped call ran in this session."
+        return [head] + _notes_blocks(notes)
+    return [session_table(records).render(), *_session_rest(records, notes)]
 
 
 def session_markdown(records: list[CallRecord], notes: list[str] | None = None, *, limit: int = COMMENT_LIMIT_CHARS,
-                     unit: str = "chars") -> str:
-    """The session summary in Markdown, within ``limit`` (``unit``: ``chars`` or ``bytes``)."""
-    return fit(session_blocks(records, notes), limit, unit=unit)
+                     unit: str = "chars", where: str = RUN_FILE) -> str:
+    """The session summary in Markdown, within ``limit`` (``unit``: ``chars`` or ``bytes``);
+    ``where`` says where the full report is when something is left out."""
+    if not records:
+        return fit(session_blocks(records, notes), limit, unit=unit, where=where)
+    return fit_report(session_table(records), _session_rest(records, notes), limit, unit=unit, where=where)
 
 
 # -- irene compare --markdown ---------------------------------------------------------------------
 
 
 def _call_block(call: CallChange) -> str:
-    lines = [f"#### {code(call.nodeid)} [{cell(call.label)}]", cell(call.comparison.reason if call.comparison else "")]
+    lines = [f"#### {code(call.nodeid, in_table=False)} [{cell(call.label)}]",
+             cell(call.comparison.reason if call.comparison else "")]
     if call.moved:
         lines += ["", "Modules beyond the limits, deepest first:", ""]
         rows = [
@@ -174,42 +277,63 @@ def _call_block(call: CallChange) -> str:
         lines += table(("module", "type", "before", "after", "change"), rows, right=(2, 3, 4))
     for title, deltas, key in (("Added", call.added, "now_j"), ("Removed", call.removed, "baseline_j")):
         if deltas:
-            lines += ["", f"{title}: " + ", ".join(f"{code(d.scope)} ({cell(d.type)}, {format_energy(getattr(d, key))})" for d in deltas)]
+            lines += ["", f"{title}: " + ", ".join(
+                f"{code(d.scope, in_table=False)} ({cell(d.type)}, {format_energy(getattr(d, key))})" for d in deltas)]
     if call.renamed:
-        lines += ["", "Renamed: " + ", ".join(f"{code(o)} → {code(n)}" for o, n in call.renamed)]
+        lines += ["", "Renamed: " + ", ".join(f"{code(o, in_table=False)} → {code(n, in_table=False)}" for o, n in call.renamed)]
     return "\n".join(lines)
 
 
-def compare_blocks(rc: RunComparison, fail_on: str = "increase") -> list[str]:
-    """``irene compare --markdown`` as blocks: header and totals table, one block per changed call, one-sided calls."""
+def compare_table(rc: RunComparison, fail_on: str = "increase") -> CallsTable:
+    """The header (both sides, warnings) and one row per call of either side."""
     head = [
         "### pytest-irene energy comparison",
         "",
-        f"BASE {code(rc.base.describe())} → NEW {code(rc.new.describe())}",
+        f"BASE {code(rc.base.describe(), in_table=False)} → NEW {code(rc.new.describe(), in_table=False)}",
     ]
     if rc.machine_differences:
         head += ["", "> The runs come from different machines (" + cell("; ".join(rc.machine_differences))
                  + "): calls predicted with resource features are not compared."]
+    head += [line for w in rc.warnings for line in ("", f"> ⚠️ **Warning:** {cell(w)}.")]
+    head.append("")
     rows = [
         (
             code(c.nodeid),
             cell(c.label),
             format_energy(c.base_total_j) if c.base_total_j is not None else "-",
             format_energy(c.new_total_j) if c.new_total_j is not None else "-",
-            format_change(c.change),
+            format_change(c.change) if c.compared or c.comparison is None else "not compared",
             ("**regression** " if c.fails(fail_on) else "") + _STATUS_ICON.get(c.status(fail_on), c.status(fail_on)),
         )
         for c in rc.calls
     ]
-    head += [""] + table(("test", "label", "before", "after", "change", "verdict"), rows, right=(2, 3, 4))
-    blocks = ["\n".join(head)]
-    blocks += [_call_block(c) for c in rc.both if c.moved or c.added or c.removed or c.renamed]
+    rank = [0 if c.fails(fail_on) else _RANK.get(c.status(fail_on), 3) for c in rc.calls]
+    return CallsTable(head, ("test", "label", "before", "after", "change", "verdict"), rows, (2, 3, 4), rank)
+
+
+def _compare_rest(rc: RunComparison) -> list[str]:
+    blocks = [_call_block(c) for c in rc.both if c.moved or c.added or c.removed or c.renamed]
+    skipped = rc.not_compared
+    if skipped:
+        blocks.append("#### Calls not compared\n\n" + "\n".join(
+            f"- {code(c.nodeid, in_table=False)} [{cell(c.label)}]: {cell(c.comparison.reason if c.comparison else '')}"
+            for c in skipped))
+    renamed = rc.renamed_tests
+    if renamed:
+        blocks.append("#### Tests that look renamed (same energies, not compared)\n\n" + "\n".join(
+            f"- {code(o.nodeid, in_table=False)} → {code(n.nodeid, in_table=False)} [{cell(o.label)}]" for o, n in renamed))
     for title, calls in (("Calls only in BASE", rc.only_base), ("Calls only in NEW", rc.only_new)):
         if calls:
-            blocks.append(f"#### {title}\n\n" + "\n".join(f"- {code(c.nodeid)} [{cell(c.label)}]" for c in calls))
+            blocks.append(f"#### {title}\n\n" + "\n".join(f"- {code(c.nodeid, in_table=False)} [{cell(c.label)}]" for c in calls))
     return blocks
+
+
+def compare_blocks(rc: RunComparison, fail_on: str = "increase") -> list[str]:
+    """``irene compare --markdown`` as blocks: header and totals table, one block per changed call, one-sided calls."""
+    return [compare_table(rc, fail_on).render(), *_compare_rest(rc)]
 
 
 def compare_markdown(rc: RunComparison, fail_on: str = "increase", *, limit: int = COMMENT_LIMIT_CHARS) -> str:
     """``irene compare --markdown``: a pull-request comment within GitHub's 65536 characters."""
-    return fit(compare_blocks(rc, fail_on), limit, where="the output of irene compare --json")
+    return fit_report(compare_table(rc, fail_on), _compare_rest(rc), limit, unit="chars",
+                      where="the output of irene compare --json")

@@ -139,6 +139,7 @@ def render_summary(
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(
         file=io.StringIO(),
@@ -164,16 +165,16 @@ def render_summary(
             (f"USD /1M @{price_cents_per_kwh:g}c", "right"),
         ):
             table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-        for record in records:
+        for record in records:  # Text, not markup: ids like test_x[bert] or test_p[/tmp] are data
             status = call_status(record)
             total = record.tree.total_j or 0.0
             table.add_row(
-                record.nodeid,
-                record.label,
+                Text(record.nodeid),
+                Text(record.label),
                 format_energy(record.tree.total_j),
                 format_change(root_change(record)),
-                costliest(record),
-                f"[{_STATUS_STYLE.get(status, '')}]{status}[/]" if markup else status,
+                Text(costliest(record)),
+                Text(status, style=_STATUS_STYLE.get(status, "") if markup else ""),
                 f"{kwh_per_million_calls(total):.3g}",
                 f"{usd_per_million_calls(total, price_cents_per_kwh):.3g}",
             )
