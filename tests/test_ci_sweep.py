@@ -280,3 +280,15 @@ def test_runs_without_a_common_call_say_nothing_was_compared(runs, capsys, tmp_p
     code_, out = irene(capsys, "compare", runs["base"], other)
     assert code_ == 0 and "warning: no call is on both sides: nothing was compared" in out
     assert "looks renamed" not in out  # other energies: not a renamed test
+
+
+def test_markdown_cells_escape_emphasis_links_and_mentions() -> None:
+    """A label like ``*fast* @ml-team [see](x)`` rendered bold, as a link, and notified the team
+    from every PR comment; now it renders as written and mentions nobody."""
+    from pytest_irene.report.markdown import cell
+
+    assert cell("*fast* @ml-team [see](x) ~old~ a_b `c`") == (
+        "\\*fast\\* @\u200bml-team \\[see\\](x) \\~old\\~ a\\_b \\`c\\`"
+    )
+    text = session_markdown([over_budget("t.py::test_a", label="@ml-team")])
+    assert "@ml-team" not in text and "@\u200bml-team" in text

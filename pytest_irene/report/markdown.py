@@ -49,10 +49,18 @@ def cell(text: object) -> str:
     Pipes are escaped (they would end the cell), line breaks become spaces (they
     would end the table), and ``<``, ``>`` and ``&`` become HTML entities: a test id
     or label holding ``<!--`` or ``<details>`` would otherwise hide the rest of a
-    pull-request comment.
+    pull-request comment. Emphasis, code and link characters (``*_~`[]``) are
+    backslash-escaped, so a label renders as written, and ``@`` is followed by a zero-width
+    space: a label such as ``@team`` must not notify anyone from every PR comment (GitHub finds
+    mentions in the rendered text, where an entity such as ``&#64;`` is an ``@`` again).
     """
     value = str(text).replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    value = _MARKDOWN_SPECIAL.sub(r"\\\g<0>", value).replace("@", "@\u200b")
     return _one_line(value).replace("|", "\\|")
+
+
+#: Characters that start emphasis, strikethrough, code spans or links in GitHub-flavoured Markdown.
+_MARKDOWN_SPECIAL = re.compile(r"[*_~`\[\]]")
 
 
 def _one_line(text: str) -> str:
