@@ -21,30 +21,53 @@ def check(cond: bool, what: str) -> None:
         raise ModelFileError(what)
 
 
-def floats(obj: Any, name: str, length: int | None = None) -> list[float]:
-    """A list of finite floats (optionally of exactly ``length`` values)."""
-    check(isinstance(obj, list), f"regressor field '{name}': expected a list of numbers, got {type(obj).__name__}")
+def floats(obj: Any, name: str, length: int | None = None, owner: str = "regressor") -> list[float]:
+    """A list of finite floats (optionally of exactly ``length`` values); ``owner`` names
+    the object holding field ``name`` (``glue model``), so the message says where to look."""
+    check(isinstance(obj, list), f"{owner} field '{name}': expected a list of numbers, got {type(obj).__name__}")
     out: list[float] = []
     for v in obj:
         check(
             isinstance(v, (int, float)) and not isinstance(v, bool),
-            f"regressor field '{name}': expected numbers, got {v!r}",
+            f"{owner} field '{name}': expected numbers, got {v!r:.60}",
         )
-        check(math.isfinite(float(v)), f"regressor field '{name}': weight is NaN or infinite ({v!r})")
+        check(math.isfinite(float(v)), f"{owner} field '{name}': weight is NaN or infinite ({v!r})")
         out.append(float(v))
     if length is not None:
-        check(len(out) == length, f"regressor field '{name}': expected {length} values, got {len(out)}")
+        check(len(out) == length, f"{owner} field '{name}': expected {length} values, got {len(out)}")
     return out
 
 
-def finite(value: Any, name: str) -> float:
+def finite(value: Any, name: str, owner: str = "regressor") -> float:
     """One finite number (bools are rejected: ``True`` is not a weight)."""
     check(
         isinstance(value, (int, float)) and not isinstance(value, bool),
-        f"regressor field '{name}': expected a number, got {value!r}",
+        f"{owner} field '{name}': expected a number, got {value!r:.60}",
     )
-    check(math.isfinite(float(value)), f"regressor field '{name}': weight is NaN or infinite ({value!r})")
+    check(math.isfinite(float(value)), f"{owner} field '{name}': weight is NaN or infinite ({value!r})")
     return float(value)
+
+
+def non_negative(values: Sequence[float], name: str, owner: str = "regressor") -> None:
+    """Every value ``>= 0``: a fit constrained non-negative (a launch floor, a cost per flop)
+    never stores a negative one, so a hand-edited negative cost would predict negative energy."""
+    bad = next((v for v in values if v < 0), None)
+    check(bad is None, f"{owner} field '{name}': expected values >= 0 (a non-negative fit), got {bad!r}")
+
+
+def flag(value: Any, name: str, owner: str = "regressor") -> bool:
+    """A JSON boolean: ``bool("no")`` is ``True``, so a string or number is refused, not coerced."""
+    check(isinstance(value, bool), f"{owner} field '{name}': expected true or false, got {value!r:.60}")
+    return value
+
+
+def count(value: Any, name: str, owner: str, minimum: int = 1) -> int:
+    """An integer ``>= minimum`` (``4.7`` or ``"four"`` refused, not truncated)."""
+    check(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        f"{owner} field '{name}': expected an integer >= {minimum}, got {value!r:.60}",
+    )
+    return value
 
 
 def names(obj: Any, what: str) -> list[str]:
@@ -61,4 +84,4 @@ def require(obj: Any, keys: Sequence[str], what: str) -> dict[str, Any]:
     return obj
 
 
-__all__ = ["check", "finite", "floats", "names", "require"]
+__all__ = ["check", "count", "finite", "flag", "floats", "names", "non_negative", "require"]

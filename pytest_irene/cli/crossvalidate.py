@@ -38,7 +38,22 @@ def run(args: argparse.Namespace) -> int:
     trees = load_trees(args.datasets)
     result = crossvalidate(trees, features=features, strategy=strategy, split=split, seed=args.seed)
     if args.json:
-        print_json({"features": features, "strategy": strategy, "split": split, "levels": result["levels"]})
+        # Everything that decides the numbers: the seed (end2end and stepwise shuffle) and which
+        # data (hash and tree count), so two outputs are comparable or visibly not.
+        from pytest_irene.engine.dataset import dataset_hash
+
+        print_json(
+            {
+                "features": features,
+                "strategy": strategy,
+                "split": split,
+                "levels": result["levels"],
+                "seed": args.seed,
+                "trees": len(trees),
+                "datasets": [str(d) for d in args.datasets],
+                "dataset_hash": dataset_hash(*args.datasets),
+            }
+        )
         return 0
     console().print(errors_table(result, title=f"{strategy}, {features} features, {split} split: percent error"))
     return 0

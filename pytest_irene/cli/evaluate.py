@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from pytest_irene.errors import ModelFileError
+from pytest_irene.errors import ModelFileError, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,11 +40,13 @@ def run(args: argparse.Namespace) -> int:
     except ModelFileError as exc:
         raise ModelFileError(f"--profile: {exc}") from None
     trees = load_trees(args.datasets)
+    check_scope(model, trees)
     own = model.training_trees_among(trees)
     if own is None:  # a file from before tree fingerprints: only the whole file list can be recognised
         own = len(trees) if dataset_hash(*args.datasets) == model.dataset_hash else 0
     model.predict_many(trees, features=features)
     levels = summarise(node_errors(trees))
+    outside = sum(1 for t in trees if t.meta.get("extrapolation"))
     if args.json:
         print_json(
             {
@@ -54,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
                 "training_data": own > 0,
                 "training_trees": own,
                 "levels": levels,
+                "energy_scope": model.energy_scope,
+                "extrapolating_trees": outside,
             }
         )
         return 0
@@ -65,4 +70,24 @@ def run(args: argparse.Namespace) -> int:
             f"note: {which} trees are the model's own training data (their error is a fit, not a held-out error)",
             style="yellow",
         )
+    if outside:
+        reasons = sorted({r for t in trees for r in t.meta.get("extrapolation", [])})
+        out.print(
+            f"note: {outside} of {len(trees)} trees lie outside the profile's training ranges "
+            f"({'; '.join(reasons[:4])}{'; ...' if len(reasons) > 4 else ''})",
+            style="yellow",
+        )
     return 0
+
+
+def check_scope(model: Any, trees: list[Any]) -> None:
+    """``UsageError`` when the trees' measured joules cover something else than the profile's
+    (wall against GPU board): the percent errors would compare two different quantities."""
+    from pytest_irene.engine.predict.training import energy_scope_of
+
+    scope = energy_scope_of(trees, "DATASET")
+    if scope != model.energy_scope:
+        raise UsageError(
+            f"DATASET: its trees measure {scope!r} energy but {model.describe()} predicts {model.energy_scope!r} "
+            "energy; evaluate a profile on data of its own scope (meta.energy_scope of each line)"
+        )

@@ -34,6 +34,7 @@ measuring a model and predicting it in one call is :func:`pytest_irene.pipeline.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import threading
 from collections.abc import Sequence
@@ -47,6 +48,11 @@ from pytest_irene.engine.feature_sets import FEATURE_SETS
 from pytest_irene.engine.predict.model_file import writer_name, dump_json, finite_or_none, parse_fields, read_json
 from pytest_irene.engine.predict.profiles import MODEL_FORMAT, SCHEMA_VERSION, resolve_profile
 from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, EnergyTree
+
+
+class ModelFileWriteError(ModelFileError, OSError):
+    """A model file could not be written: a :class:`ModelFileError` the CLI prints as one line,
+    and still the ``OSError`` that callers of :meth:`EnergyModel.save` caught before."""
 
 
 @dataclass(eq=False)
@@ -196,9 +202,23 @@ class EnergyModel:
         return dump_json(self.to_json()) + "\n"
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the model file atomically: an existing file is replaced whole or kept as it was."""
+        """Write the model file atomically: an existing file is replaced whole or kept as it was.
+
+        A target that cannot be written (a directory, a read-only place) is a
+        :class:`ModelFileError` naming it, not the ``OSError`` of the hidden temporary file.
+        What is written is first read back as :meth:`load` reads it: a model carrying a value
+        the reader refuses (a fingerprint copied from a hand-made dataset line) is refused
+        here, naming the field, instead of becoming a file nothing can load."""
         text = self.dumps()  # serialise first: a bad value never touches the target
-        atomic_write_text(path, text)
+        try:
+            parse_fields(json.loads(text), os.fspath(path))
+        except ModelFileError as exc:
+            raise ModelFileError(f"refusing to write an energy model file that would not load: {exc}") from None
+        try:
+            atomic_write_text(path, text)
+        except OSError as exc:
+            what = "it is a directory" if Path(path).is_dir() else (exc.strerror or str(exc))
+            raise ModelFileWriteError(f"{os.fspath(path)}: cannot write energy model file: {what}") from None
 
     @classmethod
     def from_json(cls, obj: Any, source: str | os.PathLike[str] = "<memory>") -> EnergyModel:
@@ -207,28 +227,42 @@ class EnergyModel:
 
     @classmethod
     def load(cls, name_or_path: str | os.PathLike[str]) -> EnergyModel:
-        """Load a bundled profile (``"irene-pc1"``) or a model file by path (cached, see module doc)."""
+        """Load a bundled profile (``"irene-pc1"``) or a model file by path (cached, see module doc).
+
+        The returned model is the cached one, shared by every caller in the process (the plugin,
+        the explorer, other threads): edit a ``copy.deepcopy`` of it, or build one with
+        :meth:`from_json`, rather than the model itself."""
         path = resolve_profile(name_or_path)
         try:
             stat = path.stat()
         except OSError as exc:
             raise ModelFileError(f"{path}: cannot read energy model file: {exc.strerror or exc}") from None
-        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        # The inode joins the key: a save replaces the file by a rename (a new inode), so a
+        # model saved over another within one mtime tick and of the same size is still new.
+        key = (str(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
         with _CACHE_LOCK:
             cached = _CACHE.get(key)
         if cached is not None:
             return cached
-        model = cls.from_json(read_json(path), path)
-        model.source = path
-        with _CACHE_LOCK:
-            for old in [k for k in _CACHE if k[0] == key[0]]:
-                del _CACHE[old]
-            _CACHE[key] = model
+        # One load at a time: threads asking for one file at once get one object (the one
+        # cache), not one each with the last one cached. Other loads wait: a load is rare.
+        with _LOAD_LOCK:
+            with _CACHE_LOCK:
+                cached = _CACHE.get(key)
+            if cached is not None:
+                return cached
+            model = cls.from_json(read_json(path), path)
+            model.source = path
+            with _CACHE_LOCK:
+                for old in [k for k in _CACHE if k[0] == key[0]]:
+                    del _CACHE[old]
+                _CACHE[key] = model
         return model
 
 
-_CACHE: dict[tuple[str, int, int], EnergyModel] = {}
+_CACHE: dict[tuple[str, int, int, int], EnergyModel] = {}
 _CACHE_LOCK = threading.Lock()
+_LOAD_LOCK = threading.Lock()
 
 
 def clear_cache() -> None:
@@ -248,6 +282,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "EnergyModel",
+    "ModelFileWriteError",
     "MODEL_FORMAT",
     "SCHEMA_VERSION",
     "clear_cache",

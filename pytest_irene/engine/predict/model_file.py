@@ -32,20 +32,82 @@ def _error(source: str, field_name: str | None, problem: str) -> ModelFileError:
     return ModelFileError(f"{source}: {where}{problem}")
 
 
+#: Leading bytes of files that are not JSON text, and what they are: a gzip (a dataset, or
+#: a compressed model file), a zip (``torch.save``), a pickle (protocol 2+ starts with 0x80).
+_BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "a gzip file (an irene-tree/1 dataset or a compressed file? decompress a model file first)"),
+    (b"PK\x03\x04", "a zip archive (torch.save output?)"),
+    (b"\x80", "a pickle; pytest-irene never unpickles a model file, since unpickling runs code from the file"),
+)
+_UTF8_BOM = b"\xef\xbb\xbf"
+_TOO_DEEP = "JSON nested too deeply to read; expected an energy model file written by 'irene train'"
+
+
+class _DuplicateKey(ValueError):
+    """A JSON object names one field twice (``json`` would keep the last value silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def read_json(path: Path) -> Any:
-    """The parsed JSON of the model file at ``path`` (not yet validated: :func:`parse_fields`)."""
+    """The parsed JSON of the model file at ``path`` (not yet validated: :func:`parse_fields`).
+
+    Why so strict: a model file is often hand-edited or handed over by someone else, and a
+    silent reading of the wrong thing gates tests on wrong joules. A binary file (gzip, zip,
+    pickle) is named for what it is and never decoded further; a UTF-8 byte-order mark (what
+    some Windows editors write) is skipped; a field named twice, NaN/Infinity and nesting
+    too deep for the parser are errors naming the file (and the field), never a silent
+    last-value-wins or a ``RecursionError``."""
+    source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _error(str(path), None, f"cannot read energy model file: {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _error(source, None, f"cannot read energy model file: {exc.strerror or exc}") from None
+    for magic, what in _BINARY_MAGIC:
+        if data.startswith(magic):
+            raise _error(source, None, f"this is {what}; expected an energy model JSON file written by 'irene train'")
+    if data.startswith(_UTF8_BOM):
+        data = data[len(_UTF8_BOM) :]
     try:
-        obj = json.loads(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _error(
+            source, None, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "expected an energy model JSON file written by 'irene train' (save it as UTF-8)"
+        ) from None
+    try:
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise _error(
-            str(path), None, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            source, None, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
             "expected an energy model file written by 'irene train'"
         ) from None
+    except _DuplicateKey as exc:
+        raise _error(
+            source, str(exc), "named twice in one JSON object; expected each field once (which value is meant?)"
+        ) from None
+    except RecursionError:
+        raise _error(source, None, _TOO_DEEP) from None
+    check_finite(obj, source)
     return obj
+
+
+def check_finite(obj: Any, source: str) -> None:
+    """``ModelFileError`` naming the first NaN or infinite number (``NaN``, ``Infinity``, ``1e400``):
+    not JSON, and never a trained weight."""
+    try:
+        bad = _find_non_finite(obj, "")
+    except RecursionError:  # parsed just below the parser's limit, walked just above it
+        raise _error(source, None, _TOO_DEEP) from None
+    if bad is not None:
+        raise _error(source, bad, "NaN or infinite number; the model file is corrupt (retrain it with 'irene train')")
 
 
 def _find_non_finite(obj: Any, where: str) -> str | None:
@@ -77,6 +139,31 @@ _TOP_FIELDS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
 )
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+#: Fields of ``hardware`` that the host comparison reads (``auto``/``all`` feature modes):
+#: each may be ``null``, otherwise what the expectation says. Other keys are kept as they are.
+_HARDWARE_FIELDS: tuple[tuple[str, Any, str], ...] = (
+    ("description", lambda v: isinstance(v, str), "a string"),
+    ("cpu_model", lambda v: isinstance(v, str), "a string"),
+    ("cpu_count", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    ("memory_gib", lambda v: _is_number(v) and v >= 0, "a number of GiB >= 0"),
+    ("gpus", lambda v: isinstance(v, list) and all(isinstance(g, str) for g in v), "a list of GPU names"),
+    ("driver_version", lambda v: isinstance(v, str), "a string"),
+)
+
+
+def _check_hardware(hardware: dict[str, Any], source: str) -> None:
+    """A hand-edited fingerprint fails here, naming the field, rather than as a ``TypeError``
+    when a run first compares it with the host."""
+    for name, ok, what in _HARDWARE_FIELDS:
+        value = hardware.get(name)
+        if value is not None and not ok(value):
+            raise _error(source, f"hardware.{name}", f"expected {what} or null, got {value!r:.60}")
+
+
 def parse_fields(obj: Any, source: str) -> dict[str, Any]:
     """Validate a parsed model file; the keyword arguments of ``EnergyModel`` it describes.
     :class:`ModelFileError` names ``source`` and the field."""
@@ -101,9 +188,8 @@ def parse_fields(obj: Any, source: str) -> dict[str, Any]:
             raise _error(source, name, "missing")
         if not isinstance(obj[name], kind):
             raise _error(source, name, f"expected {what}, got {type(obj[name]).__name__}")
-    bad = _find_non_finite(obj, "")
-    if bad is not None:
-        raise _error(source, bad, "NaN or infinite number; the model file is corrupt (retrain it with 'irene train')")
+    check_finite(obj, source)
+    _check_hardware(obj["hardware"], source)
 
     dataset = obj["dataset"]
     files = dataset.get("files")

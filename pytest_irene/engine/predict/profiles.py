@@ -11,7 +11,6 @@ wherever a profile is accepted.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -77,6 +76,12 @@ def resolve_profile(name_or_path: str | os.PathLike[str]) -> Path:
         return path.resolve()
     if path.exists():
         raise ModelFileError(f"{path}: not a file; expected an energy model JSON file")
+    if isinstance(name_or_path, Path) and text in bundled_profiles():
+        # A Path is always a path; say so rather than "unknown" next to a list holding the name.
+        raise ModelFileError(
+            f"no such file {text!r}; a Path is read as a file path: pass the bundled profile's name as a "
+            f"string ({text!r}, not Path({text!r}))"
+        )
     raise ModelFileError(
         f"unknown energy model {text!r}: no bundled profile of that name and no such file; "
         f"bundled profiles: {_names()}"
@@ -88,41 +93,33 @@ def _names() -> str:
     return ", ".join(names) if names else "(none installed)"
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"holds {name}, which no energy model file written by 'irene train' does")
-
-
 def peek_profile(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed model file of a profile, checked without building any regressor.
 
     What is checked is what makes every prediction fail: the file exists and is
-    a file, is JSON without NaN or infinite numbers, has ``format`` ``irene-model``,
+    a file, is JSON (read as :func:`~.model_file.read_json` reads it: no binary file, no
+    NaN or infinite numbers, no field named twice), has ``format`` ``irene-model``,
     a ``schema_version`` this code reads, and at least one feature set. The
     pytest plugin calls this at configure time (``--collect-only`` included);
     the full validation of the weights happens when a call first needs them.
     """
+    from pytest_irene.engine.predict.model_file import read_json
+
     path = resolve_profile(name_or_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path}: cannot read energy model file: {exc}") from None
-    try:
-        doc = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
+    doc = read_json(path)
+    if not isinstance(doc, dict):
+        raise ModelFileError(f"{path}: expected a JSON object (an energy model file), got {type(doc).__name__}")
+    if doc.get("format") != MODEL_FORMAT:
         raise ModelFileError(
-            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-            "expected an energy model file written by 'irene train'"
-        ) from None
-    except ValueError as exc:
-        raise ModelFileError(f"{path}: NaN or infinite number: the file {exc}; retrain it with 'irene train'") from None
-    if not isinstance(doc, dict) or doc.get("format") != MODEL_FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise ModelFileError(f"{path}: field 'format': expected {MODEL_FORMAT!r}, got {found!r}; not an energy model file")
+            f"{path}: field 'format': expected {MODEL_FORMAT!r}, got {doc.get('format')!r:.60}; not an energy model file"
+        )
     version = doc.get("schema_version")
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{path}: field 'schema_version': expected a positive integer, got {version!r:.60}")
+    if version > SCHEMA_VERSION:
         raise ModelFileError(
-            f"{path}: field 'schema_version': expected 1 to {SCHEMA_VERSION} (what this pytest-irene reads), "
-            f"got {version!r}; a newer file needs a newer pytest-irene"
+            f"{path}: field 'schema_version': expected at most {SCHEMA_VERSION} (what this pytest-irene reads), "
+            f"got {version}; a newer file needs a newer pytest-irene"
         )
     sets = doc.get("feature_sets")
     if not isinstance(sets, dict) or not sets:

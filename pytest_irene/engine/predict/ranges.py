@@ -8,8 +8,13 @@ extrapolates in ``tree.meta["extrapolation"]``, which the terminal summary and t
 show.
 
 Width is the model's hidden size read off its normalisation leaves (LayerNorm counts 8
-flops per element, RMSNorm 6: ``flops / (per element · batch · sequence)``); a tree
-without one has no width and is not checked for it.
+flops per element, RMSNorm 6: ``flops / (per element · batch · sequence)``). A tree
+without one (a transformer without normalisation, an embedding feeding an MLP) has the
+width of its widest embedding table instead: an ``Embedding`` leaf moves its int64 ids
+and one row of ``embedding_dim`` elements per token, nothing else, so
+``(mem_bytes / tokens − 8) / bytes_per_element`` is its dim. A tree with neither (an MLP,
+a CNN) has no width and is not checked for it: a ``Linear``'s flops and bytes do not say
+which of its two sizes is the model's.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from pytest_irene.validate import check, floats, names, require
 NORM_FLOPS_PER_ELEMENT = {"LayerNorm": 8.0, "RMSNorm": 6.0}
 #: Relative slack before a width counts as outside the trained ones (rounding of flop counts).
 WIDTH_SLACK = 0.05
+#: Bytes of one token id of an embedding lookup (int64, what tokenizers and ``torch.long`` give;
+#: int32 ids read one element less wide, within :data:`WIDTH_SLACK` from width 20 up).
+EMBEDDING_ID_BYTES = 8.0
 
 
 def _norm_flops_per_element(type_name: str) -> float | None:
@@ -37,7 +45,8 @@ def _norm_flops_per_element(type_name: str) -> float | None:
 
 
 def tree_width(tree: EnergyTree) -> float | None:
-    """The hidden size of ``tree`` from its widest normalisation leaf, ``None`` when it has none.
+    """The hidden size of ``tree`` from its widest normalisation leaf, else from its widest
+    embedding table, ``None`` when it has neither (see the module docstring).
 
     A generation is measured on its prefill (one forward over the prompt's tokens): its
     decode part sums the features of every step, which no token count divides back."""
@@ -45,13 +54,25 @@ def tree_width(tree: EnergyTree) -> float | None:
     top = tree.root
     if top.type == "Generation":
         top = next((c for c in top.children if c.scope == "prefill"), top)
+    leaves = [node for node in top.walk() if not node.children]
     widths = [
         float(node.features.get("flops", 0.0)) / (per * tokens)
-        for node in top.walk()
-        if not node.children and (per := _norm_flops_per_element(node.type))
+        for node in leaves
+        if (per := _norm_flops_per_element(node.type))
     ]
     widths = [w for w in widths if w >= 1.0]
+    if not widths:  # no normalisation: the embedding dim (only then, so normalised trees keep their width)
+        widths = [_embedding_width(node, tokens) for node in leaves if node.type == "Embedding"]
+        widths = [w for w in widths if w >= 1.0]
     return round(max(widths), 3) if widths else None
+
+
+def _embedding_width(node: Any, tokens: int) -> float:
+    """``embedding_dim`` of an ``Embedding`` leaf from its bytes (ids plus one row per token,
+    :func:`pytest_irene.engine.features._embedding`); a lookup over fewer tokens than the
+    batch (position ids of one row) reads narrower and loses to the token table in ``max``."""
+    per_element = float(node.features.get("bytes_per_element", 4.0)) or 4.0
+    return (float(node.features.get("mem_bytes", 0.0)) / tokens - EMBEDDING_ID_BYTES) / per_element
 
 
 @dataclass

@@ -153,11 +153,19 @@ class AnchoredRegressor:
     def from_json(cls, obj: Any) -> AnchoredRegressor:
         obj = require(obj, ("base", "correction", "clip", "memories"), "anchored regressor")
         check(isinstance(obj["memories"], list), "anchored regressor field 'memories': expected a list")
+        base = LinearRegressor.from_json(obj["base"])
+        # The base is the physics (floor + costs per unit of work) the rest multiplies: a base
+        # free to go negative would turn every bend of the correction into negative joules.
+        check(base.nonneg, "anchored regressor field 'base.nonneg': expected true (a non-negative base)")
+        clip = finite(obj["clip"], "clip", "anchored regressor")
+        check(clip >= 0, f"anchored regressor field 'clip': expected a bound >= 0 on the log correction, got {clip!r}")
+        # Files written before ``floor_j`` existed predicted with the minimal floor.
+        floor_j = finite(obj.get("floor_j", MIN_ENERGY_J), "floor_j", "anchored regressor")
+        check(floor_j > 0, f"anchored regressor field 'floor_j': expected a positive energy (J), got {floor_j!r}")
         return cls(
-            base=LinearRegressor.from_json(obj["base"]),
+            base=base,
             correction=LinearRegressor.from_json(obj["correction"]),
-            clip=finite(obj["clip"], "clip"),
+            clip=clip,
             memories=[ResidualMemory.from_json(m) for m in obj["memories"]],
-            # Files written before ``floor_j`` existed predicted with the minimal floor.
-            floor_j=finite(obj.get("floor_j", MIN_ENERGY_J), "floor_j"),
+            floor_j=floor_j,
         )

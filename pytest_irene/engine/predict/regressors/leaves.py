@@ -18,7 +18,7 @@ from pytest_irene.engine.predict.regressors.anchored import ANCHOR_BASE, Anchore
 from pytest_irene.engine.predict.regressors.linear import LinearRegressor
 from pytest_irene.engine.predict.regressors.lstsq import MIN_ENERGY_J
 from pytest_irene.errors import ModelFileError
-from pytest_irene.validate import check, names, require
+from pytest_irene.validate import check, count, names, require
 
 
 class Regressor(Protocol):
@@ -43,9 +43,10 @@ REGRESSOR_KINDS: dict[str, Any] = {LinearRegressor.kind: LinearRegressor, Anchor
 def regressor_from_json(obj: Any) -> Regressor:
     """Re-create a regressor from :meth:`to_json` output; ``ModelFileError`` on bad content."""
     check(isinstance(obj, dict), f"regressor: expected an object, got {type(obj).__name__}")
-    cls = REGRESSOR_KINDS.get(obj.get("kind"))
+    kind = obj.get("kind")
+    cls = REGRESSOR_KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ModelFileError(f"regressor: unknown kind {obj.get('kind')!r} (expected one of {sorted(REGRESSOR_KINDS)})")
+        raise ModelFileError(f"regressor: unknown kind {kind!r:.60} (expected one of {sorted(REGRESSOR_KINDS)})")
     return cls.from_json(obj)
 
 
@@ -136,7 +137,8 @@ class LeafRegressors:
         feats = names(obj["features"], "leaf regressors field 'features'")
         check(obj["kind"] in LEAF_KINDS, f"leaf regressors field 'kind': expected one of {LEAF_KINDS}")
         check(isinstance(obj["per_type"], dict), "leaf regressors field 'per_type': expected an object")
-        out = cls(features=list(feats), kind=obj["kind"], min_samples=int(obj["min_samples"]))
+        min_samples = count(obj["min_samples"], "min_samples", "leaf regressors")
+        out = cls(features=list(feats), kind=obj["kind"], min_samples=min_samples)
         for t, r in obj["per_type"].items():
             try:
                 reg = regressor_from_json(r)

@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 
 from pytest_irene.engine.predict.regressors.lstsq import DEFAULT_RIDGE, MIN_ENERGY_J, columns, weighted_lstsq
-from pytest_irene.validate import check, finite, floats, names, require
+from pytest_irene.validate import check, finite, flag, floats, names, non_negative, require
+
+#: Sample weightings of a fit: ordinary least squares, or ``1/y²`` (relative error).
+WEIGHTINGS = ("none", "relative")
 
 
 @dataclass
@@ -188,23 +191,32 @@ class LinearRegressor:
         )
         feats = names(obj["features"], "linear regressor field 'features'")
         n = len(feats)
+        check(
+            obj["weighting"] in WEIGHTINGS,
+            f"linear regressor field 'weighting': expected one of {list(WEIGHTINGS)}, got {obj['weighting']!r:.60}",
+        )
         reg = cls(
             features=list(feats),
-            log_inputs=bool(obj["log_inputs"]),
-            log_target=bool(obj["log_target"]),
-            weighting=str(obj["weighting"]),
-            intercept_=bool(obj["fit_intercept"]),
-            nonneg=bool(obj["nonneg"]),
-            clip_inputs=bool(obj["clip_inputs"]),
+            log_inputs=flag(obj["log_inputs"], "log_inputs"),
+            log_target=flag(obj["log_target"], "log_target"),
+            weighting=obj["weighting"],
+            intercept_=flag(obj["fit_intercept"], "fit_intercept"),
+            nonneg=flag(obj["nonneg"], "nonneg"),
+            clip_inputs=flag(obj["clip_inputs"], "clip_inputs"),
             # A fitting hyper-parameter only (prediction does not use it); older files lack it.
             ridge=finite(obj.get("ridge", DEFAULT_RIDGE), "ridge"),
         )
         if reg.clip_inputs:
             reg.lo = floats(obj["lo"], "lo", n)
             reg.hi = floats(obj["hi"], "hi", n)
+            check(all(a <= b for a, b in zip(reg.lo, reg.hi)), "regressor field 'lo': expected lo <= hi for every input")
         reg.mean = floats(obj["mean"], "mean", n)
         reg.scale = floats(obj["scale"], "scale", n)
         check(all(s > 0 for s in reg.scale), "regressor field 'scale': expected positive values")
         reg.coef = floats(obj["coef"], "coef", n)
         reg.intercept = finite(obj["intercept"], "intercept")
+        if reg.nonneg:  # a launch floor and costs per unit of work: negative ones predict negative joules
+            non_negative(reg.coef, "coef")
+            non_negative([reg.intercept], "intercept")
+            check(all(m == 0.0 for m in reg.mean), "regressor field 'mean': expected zeros (a non-negative fit is uncentred)")
         return reg

@@ -14,6 +14,8 @@ from pytest_irene.validate import check, finite, floats, names, require
 MEMORY_LOG_WIDTH = 0.05
 #: Kernel width along log(batch), log units: efficiency of a per-item shape changes slowly with the batch.
 MEMORY_BATCH_LOG_WIDTH = 0.3
+#: Most query × point × coordinate floats one prediction block holds (2**24: 128 MiB).
+CHUNK_ELEMENTS = 2**24
 EXTENSIVE_FEATURES = frozenset({"flops", "mem_bytes", "batch_seq", "params"})
 
 
@@ -88,10 +90,13 @@ class ResidualMemory:
         r = np.asarray(self.residuals)
         n = np.asarray(self.counts)
         out = np.empty(len(uq))
-        for s in range(0, len(uq), 256):  # bounded memory: 256 × M × k
-            d2 = (((uq[s : s + 256, None, :] - P[None, :, :]) / np.asarray(self.bandwidth)) ** 2).sum(axis=2)
+        # Bounded memory: rows × M × k floats per block; 256 rows at once unless a memory of
+        # many points (a large calibration, an edited file) would make that gigabytes.
+        rows = int(min(256, max(1, CHUNK_ELEMENTS // max(P.size, 1))))
+        for s in range(0, len(uq), rows):
+            d2 = (((uq[s : s + rows, None, :] - P[None, :, :]) / np.asarray(self.bandwidth)) ** 2).sum(axis=2)
             k = np.exp(-0.5 * d2) * n
-            out[s : s + 256] = (k @ r) / (self.prior + k.sum(axis=1))
+            out[s : s + rows] = (k @ r) / (self.prior + k.sum(axis=1))
         return out[inverse.reshape(-1)]
 
     def to_json(self) -> dict[str, Any]:
@@ -108,15 +113,18 @@ class ResidualMemory:
     def from_json(cls, obj: Any) -> ResidualMemory:
         obj = require(obj, ("features", "bandwidth", "prior", "points", "residuals", "counts"), "residual memory")
         feats = names(obj["features"], "residual memory field 'features'")
+        owner = "residual memory"
         check(isinstance(obj["points"], list), "residual memory field 'points': expected a list")
-        points = [floats(p, "points", len(feats)) for p in obj["points"]]
+        points = [floats(p, f"points[{i}]", len(feats), owner) for i, p in enumerate(obj["points"])]
         m = len(points)
-        mem = cls(list(feats), floats(obj["bandwidth"], "bandwidth", len(feats)), finite(obj["prior"], "prior"))
+        mem = cls(list(feats), floats(obj["bandwidth"], "bandwidth", len(feats), owner), finite(obj["prior"], "prior", owner))
         check(
             all(b > 0 for b in mem.bandwidth) and mem.prior > 0,
             "residual memory: bandwidth and prior must be positive",
         )
         mem.points = points
-        mem.residuals = floats(obj["residuals"], "residuals", m)
-        mem.counts = floats(obj["counts"], "counts", m)
+        mem.residuals = floats(obj["residuals"], "residuals", m, owner)
+        mem.counts = floats(obj["counts"], "counts", m, owner)
+        # Counts weigh the kernel: a negative one can cancel the prior and divide by zero.
+        check(all(c > 0 for c in mem.counts), "residual memory field 'counts': expected positive counts of measurements")
         return mem

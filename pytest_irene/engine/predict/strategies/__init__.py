@@ -101,6 +101,14 @@ def predictor_from_json(obj: Any) -> Predictor:
         raise
     except (TypeError, ValueError, KeyError) as exc:  # malformed nested content
         raise ModelFileError(f"predictor params: malformed content ({exc})") from exc
+    for leaves in pred.leaf_sets():
+        # The regressors index the predictor's feature matrix by these names: another order
+        # would silently read batch size as flops.
+        check(
+            leaves.features == pred.feature_names,
+            f"predictor params: leaf regressors field 'features': expected the predictor's feature_names "
+            f"{pred.feature_names}, got {leaves.features}",
+        )
     return pred
 
 

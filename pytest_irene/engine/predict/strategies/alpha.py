@@ -67,23 +67,30 @@ class AlphaWeighting:
     def from_json(cls, obj: Any, n_features: int) -> AlphaWeighting:
         obj = require(obj, ("degree", "tau", "mean", "scale", "poly_mean", "poly_scale", "W", "b"), "alpha weighting")
         degree = obj["degree"]
-        check(isinstance(degree, int) and 1 <= degree <= 3, "alpha weighting field 'degree': expected 1, 2 or 3")
+        check(
+            isinstance(degree, int) and not isinstance(degree, bool) and 1 <= degree <= 3,
+            "alpha weighting field 'degree': expected 1, 2 or 3",
+        )
         n_poly = len(_poly_index(n_features, degree))
-        tau = finite(obj["tau"], "tau")
+        tau = finite(obj["tau"], "tau", OWNER)
         check(tau > 0, "alpha weighting field 'tau': expected > 0")
-        scale = floats(obj["scale"], "scale", n_features)
-        poly_scale = floats(obj["poly_scale"], "poly_scale", n_poly)
+        scale = floats(obj["scale"], "scale", n_features, OWNER)
+        poly_scale = floats(obj["poly_scale"], "poly_scale", n_poly, OWNER)
         check(all(s > 0 for s in scale + poly_scale), "alpha weighting: scales must be positive")
         return cls(
             degree=degree,
             tau=tau,
-            mean=floats(obj["mean"], "mean", n_features),
+            mean=floats(obj["mean"], "mean", n_features, OWNER),
             scale=scale,
-            poly_mean=floats(obj["poly_mean"], "poly_mean", n_poly),
+            poly_mean=floats(obj["poly_mean"], "poly_mean", n_poly, OWNER),
             poly_scale=poly_scale,
-            W=floats(obj["W"], "W", n_poly),
-            b=finite(obj["b"], "b"),
+            W=floats(obj["W"], "W", n_poly, OWNER),
+            b=finite(obj["b"], "b", OWNER),
         )
+
+
+#: What the alpha weighting's field errors call it.
+OWNER = "alpha weighting"
 
 
 def _poly(S: np.ndarray, degree: int) -> np.ndarray:

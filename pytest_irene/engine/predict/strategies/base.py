@@ -74,6 +74,11 @@ class Predictor:
     def load_params(self, obj: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def leaf_sets(self) -> list[LeafRegressors]:
+        """Every :class:`LeafRegressors` this predictor holds (the loader checks that each reads
+        the predictor's own columns); a strategy holding several overrides it."""
+        return [] if self.leaves is None else [self.leaves]
+
     # public
     @property
     def fitted(self) -> bool:

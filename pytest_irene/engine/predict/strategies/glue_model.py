@@ -150,10 +150,11 @@ class GlueModel:
             isinstance(cats, list)
             and all(isinstance(c, str) for c in cats)
             and "<other>" in cats
-            and "<module>" in cats,
-            "glue model field 'categories': expected a list of names including '<other>' and '<module>'",
+            and "<module>" in cats
+            and len(set(cats)) == len(cats),
+            "glue model field 'categories': expected a list of distinct names including '<other>' and '<module>'",
         )
         n = 2 * len(cats) + len(cls.EXTRA)
-        scale = floats(obj["scale"], "scale", n)
+        scale = floats(obj["scale"], "scale", n, "glue model")
         check(all(v > 0 for v in scale), "glue model field 'scale': expected positive values")
-        return cls(list(cats), scale, floats(obj["coef"], "coef", n))
+        return cls(list(cats), scale, floats(obj["coef"], "coef", n, "glue model"))

@@ -48,6 +48,10 @@ class UnstructuredPredictor(Predictor):
     def params_json(self) -> dict[str, Any]:
         return {"levels": {k: v.to_json() for k, v in sorted(self.by_level.items())}}
 
+    def leaf_sets(self) -> list[LeafRegressors]:
+        """One set of per-type regressors per level."""
+        return [self.by_level[k] for k in sorted(self.by_level)]
+
     def load_params(self, obj: dict[str, Any]) -> None:
         obj = require(obj, ("levels",), "predictor params")
         levels = obj["levels"]
