@@ -140,6 +140,17 @@ def test_one_unmeasured_node_leaves_its_tree_out_not_the_dataset(dataset: Path, 
     assert "no tree has a measured energy on every node" in capsys.readouterr().err
 
 
+def test_one_unmeasured_node_leaves_its_tree_out_of_a_transfer_too(dataset: Path, tmp_path: Path, capsys) -> None:
+    """``--prior`` loads its trees itself: one unmeasured node blocked the whole transfer."""
+    with dataset.open("a") as handle:
+        handle.write(tree_line(energy_j=5.0, leaf_measured=False) + "\n")
+    code = main(["train", str(dataset), "--prior", "irene-pc1", "-o", str(tmp_path / "m.json"), "--no-crossvalidate"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "1 tree(s) left out of training" in err
+    assert json.loads((tmp_path / "m.json").read_text())["dataset"]["trees"] == 2
+
+
 def test_train_names_a_bad_prior_as_the_option(dataset: Path, tmp_path: Path, capsys) -> None:
     assert main(["train", str(dataset), "--prior", "no-such-profile", "-o", str(tmp_path / "m.json")]) == 2
     assert "irene train: error: --prior: unknown energy model 'no-such-profile'" in capsys.readouterr().err

@@ -220,3 +220,19 @@ def test_trees_without_modules_fit_and_predict(strategy):
     other = single(7)
     again.predict(other)
     assert other.root.predicted_energy_j == tree.root.predicted_energy_j
+
+
+def test_an_unmeasured_training_node_names_its_tree() -> None:
+    """The error named the node only: in a dataset of hundreds of trees, which one?"""
+    from pytest_irene.engine.dataset import load_dataset
+    from pytest_irene.engine.predict.energy_model import EnergyModel
+    from pytest_irene.engine.predict.strategies.forest import training_forest
+    from pytest_irene.errors import UsageError
+
+    trees = load_dataset(Path(__file__).parents[1] / "calibration/datasets/irene-pc1.jsonl.gz")[:2]
+    leaf = next(n for n in trees[1].walk() if not n.children)
+    leaf.energy_j = None
+    names = EnergyModel.load("irene-pc1").predictors["model"].feature_names
+    with pytest.raises(UsageError, match=rf"training tree {trees[1].model_name} \(batch {trees[1].batch_size}, "
+                       rf"seq {trees[1].seq_len}\): node .* has no measured energy"):
+        training_forest(trees, names)

@@ -34,7 +34,9 @@ import numpy as np
 
 from pytest_irene.engine.predict.crossval import node_errors, summarise
 from pytest_irene.engine.predict.energy_model import EnergyModel
-from pytest_irene.engine.predict.training import dataset_info, energy_scope_of, hardware_of, warn_mixed_machines
+from pytest_irene.engine.predict.training import (
+    dataset_info, energy_scope_of, hardware_of, measured_trees, warn_mixed_machines,
+)
 from pytest_irene.engine.predict.ranges import TrainingRanges
 from pytest_irene.engine.predict.regressors import MIN_ENERGY_J, LeafRegressors
 from pytest_irene.engine.predict.strategies import Predictor, predictor_from_json
@@ -274,10 +276,12 @@ def transfer_energy_model(
     if not paths:
         raise UsageError("train --prior: expected at least one dataset file")
     trees = load_dataset(*paths)
+    where = f"train --prior: the dataset(s) {[str(p) for p in paths]}"
     if not trees:
-        raise UsageError(f"train --prior: the dataset(s) {[str(p) for p in paths]} hold no trees")
-    scope = energy_scope_of(trees, f"train --prior: the dataset(s) {[str(p) for p in paths]}")
-    warn_mixed_machines(trees, f"train --prior: the dataset(s) {[str(p) for p in paths]}")
+        raise UsageError(f"{where} hold no trees")
+    trees = measured_trees(trees, where)
+    scope = energy_scope_of(trees, where)
+    warn_mixed_machines(trees, where)
     if feature_sets is None:
         complete = all(all(f in t.root.features for f in RESOURCE_FEATURES) for t in trees)
         feature_sets = [f for f in prior_model.feature_sets if f == "model" or complete]

@@ -126,8 +126,13 @@ def training_forest(trees: Sequence[EnergyTree], names: Sequence[str]) -> Forest
     """Sorted, flattened training trees; ``UsageError`` on none or on a node without measured energy."""
     if not trees:
         raise UsageError("cannot fit a predictor on zero trees")
-    forest = flatten(sort_trees(trees), names)
+    ordered = sort_trees(trees)
+    forest = flatten(ordered, names)
     if np.isnan(forest.energy).any():
-        bad = forest.nodes[int(np.nonzero(np.isnan(forest.energy))[0][0])]
-        raise UsageError(f"training tree node {scope_label(bad.scope)!r} has no measured energy (energy_j)")
+        i = int(np.nonzero(np.isnan(forest.energy))[0][0])
+        tree = ordered[int(forest.tree_index[i])]
+        raise UsageError(
+            f"training tree {tree.model_name or 'unnamed'} (batch {tree.batch_size}, seq {tree.seq_len}): node "
+            f"{scope_label(forest.nodes[i].scope)!r} has no measured energy (energy_j)"
+        )
     return forest
