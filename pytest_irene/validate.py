@@ -84,4 +84,31 @@ def require(obj: Any, keys: Sequence[str], what: str) -> dict[str, Any]:
     return obj
 
 
-__all__ = ["check", "count", "finite", "flag", "floats", "names", "non_negative", "require"]
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+#: Fields of a host fingerprint (a model file's ``hardware``, a measured tree's ``meta.host``)
+#: that the host comparison reads (``auto``/``all`` feature modes): each may be ``null``,
+#: otherwise what the expectation says. Other keys are kept as they are.
+HARDWARE_FIELDS: tuple[tuple[str, Any, str], ...] = (
+    ("description", lambda v: isinstance(v, str), "a string"),
+    ("cpu_model", lambda v: isinstance(v, str), "a string"),
+    ("cpu_count", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    ("memory_gib", lambda v: _is_number(v) and v >= 0, "a number of GiB >= 0"),
+    ("gpus", lambda v: isinstance(v, list) and all(isinstance(g, str) for g in v), "a list of GPU names"),
+    ("driver_version", lambda v: isinstance(v, str), "a string"),
+)
+
+
+def hardware_problem(hardware: dict[str, Any]) -> tuple[str, str] | None:
+    """``(field, what was expected and got)`` for the first malformed fingerprint field, else ``None``.
+    The caller words the error: a model file and a dataset line name their place differently."""
+    for name, ok, what in HARDWARE_FIELDS:
+        value = hardware.get(name)
+        if value is not None and not ok(value):
+            return name, f"expected {what} or null, got {value!r:.60}"
+    return None
+
+
+__all__ = ["HARDWARE_FIELDS", "check", "count", "finite", "flag", "floats", "hardware_problem", "names", "non_negative", "require"]

@@ -136,6 +136,9 @@ def test_append_keeps_earlier_lines(tmp_path):
         ),
         (lambda d: d["root"].update(energy_j=-1.0), "root.energy_j", ">= 0"),
         (lambda d: d["root"]["children"][1].update(children=[{"x": 1}]), "root.children[1].children[0].scope", "missing"),
+        # a hand-made host fingerprint: training would copy it into a model file that cannot load
+        (lambda d: d.setdefault("meta", {}).update(host={"gpus": 5}), "meta.host.gpus", "a list of GPU names"),
+        (lambda d: d.setdefault("meta", {}).update(host="rig-1"), "meta.host", "an object"),
     ],
 )
 def test_bad_line_names_file_line_and_field(tmp_path, mutate, field, message):

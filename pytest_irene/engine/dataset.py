@@ -21,6 +21,7 @@ from typing import Any
 
 from pytest_irene.atomic import atomic_append_lines, atomic_write_bytes
 from pytest_irene.errors import DatasetError, IreneWarning
+from pytest_irene.validate import hardware_problem
 from pytest_irene.engine.tree import (
     ENERGY_SCOPES,
     LEVELS,
@@ -122,6 +123,13 @@ def tree_from_dict(obj: Any, path: str = "<memory>", line: int = 1) -> EnergyTre
         raise DatasetError(
             path, line, "meta.energy_scope", f"expected one of {list(ENERGY_SCOPES)} (what energy_j covers), got {meta['energy_scope']!r}"
         )
+    host = meta.get("host")
+    if host is not None:  # the rig's fingerprint: training copies it into the model file's hardware
+        if not isinstance(host, dict):
+            raise DatasetError(path, line, "meta.host", f"expected an object, got {type(host).__name__}")
+        problem = hardware_problem(host)
+        if problem is not None:
+            raise DatasetError(path, line, f"meta.host.{problem[0]}", problem[1])
     root = _node_from_dict(obj["root"], path, line, "root")
     if root.level != "model":
         raise DatasetError(path, line, "root.level", f"expected 'model', got {root.level!r}")

@@ -18,6 +18,7 @@ from pytest_irene.engine.dataset import FINGERPRINT_HEX_DIGITS
 from pytest_irene.engine.feature_sets import FEATURE_SETS
 from pytest_irene.engine.predict.profiles import MODEL_FORMAT, SCHEMA_VERSION
 from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, ENERGY_SCOPES
+from pytest_irene.validate import hardware_problem
 
 
 def writer_name() -> str:
@@ -139,29 +140,12 @@ _TOP_FIELDS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
 )
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-#: Fields of ``hardware`` that the host comparison reads (``auto``/``all`` feature modes):
-#: each may be ``null``, otherwise what the expectation says. Other keys are kept as they are.
-_HARDWARE_FIELDS: tuple[tuple[str, Any, str], ...] = (
-    ("description", lambda v: isinstance(v, str), "a string"),
-    ("cpu_model", lambda v: isinstance(v, str), "a string"),
-    ("cpu_count", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
-    ("memory_gib", lambda v: _is_number(v) and v >= 0, "a number of GiB >= 0"),
-    ("gpus", lambda v: isinstance(v, list) and all(isinstance(g, str) for g in v), "a list of GPU names"),
-    ("driver_version", lambda v: isinstance(v, str), "a string"),
-)
-
-
 def _check_hardware(hardware: dict[str, Any], source: str) -> None:
     """A hand-edited fingerprint fails here, naming the field, rather than as a ``TypeError``
     when a run first compares it with the host."""
-    for name, ok, what in _HARDWARE_FIELDS:
-        value = hardware.get(name)
-        if value is not None and not ok(value):
-            raise _error(source, f"hardware.{name}", f"expected {what} or null, got {value!r:.60}")
+    problem = hardware_problem(hardware)
+    if problem is not None:
+        raise _error(source, f"hardware.{problem[0]}", problem[1])
 
 
 def parse_fields(obj: Any, source: str) -> dict[str, Any]:
