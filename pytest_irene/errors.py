@@ -43,3 +43,12 @@ class TraceError(IreneError):
 
 class UsageError(IreneError):
     """A bad option or argument value; the message names the option."""
+
+
+class NodeNotFound(IreneError, KeyError):
+    """``tree.find(scope)`` / ``tree[scope]`` has no node of that scope; the message names close matches.
+
+    A ``KeyError`` too, so ``tree[scope]`` behaves like a mapping (``except KeyError`` keeps working)."""
+
+    def __str__(self) -> str:  # KeyError's str() is the repr of its argument: quotes around the message
+        return str(self.args[0]) if self.args else ""

@@ -29,6 +29,8 @@ def lazy_exports(
         return value
 
     def __dir__() -> list[str]:
-        return sorted(namespace.get("__all__", names))
+        """The lazy names (not imported yet) and what the module already holds (``__version__``, its
+        submodules, names already imported): ``dir()`` and notebook completion see them all."""
+        return sorted(set(namespace) | set(names) | set(namespace.get("__all__", ())))
 
     return __getattr__, __dir__

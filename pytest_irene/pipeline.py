@@ -243,7 +243,9 @@ def predict(
     ``features="all"`` measures the model where it lives with
     :func:`pytest_irene.rig.runtime.measure_tree` (it must be on a real device).
     ``trace_kwargs`` go to the tracer (``batch_size``, ``seq_len``, ``model_name``,
-    ``device``).
+    ``device``); ``max_new_tokens=N`` predicts a whole generation
+    (:func:`pytest_irene.trace_generate`). The tree is returned with every node's
+    ``predicted_energy_j`` set (``tree.total_j`` is the model's, joules).
     """
     from pytest_irene.engine.predict.energy_model import EnergyModel
 

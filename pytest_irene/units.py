@@ -17,15 +17,17 @@ from pytest_irene.errors import UsageError
 #: Joules per unit, keyed by the lower-cased unit name users may type.
 ENERGY_UNITS_J: dict[str, float] = {
     "uj": 1e-6,
-    "µj": 1e-6,
+    "µj": 1e-6,  # U+00B5 MICRO SIGN
+    "μj": 1e-6,  # U+03BC GREEK SMALL LETTER MU: looks the same, and is what many keyboards type
     "mj": 1e-3,
     "j": 1.0,
     "kj": 1e3,
+    "mwh": 3.6,  # battery-sized budgets; "MWh" (mega) is still refused below
     "wh": 3600.0,
     "kwh": 3.6e6,
 }
 #: How the units are spelled in messages.
-ENERGY_UNIT_NAMES: tuple[str, ...] = ("uJ", "mJ", "J", "kJ", "Wh", "kWh")
+ENERGY_UNIT_NAMES: tuple[str, ...] = ("uJ", "mJ", "J", "kJ", "mWh", "Wh", "kWh")
 
 J_PER_KWH = 3.6e6
 #: Electricity price used by the IrEne paper's Table 3 (US average), US cents per kWh.
@@ -34,7 +36,7 @@ DEFAULT_PRICE_CENTS_PER_KWH = 13.19
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _ENERGY_RE = re.compile(rf"^\s*({_NUMBER})\s*([^\s\d]+)\s*$")
 _PERCENT_RE = re.compile(rf"^\s*({_NUMBER})\s*%\s*$")
-_PRICE_RE = re.compile(rf"^\s*({_NUMBER})\s*(c|ct|cents?|usd|\$)?\s*(?:/\s*kwh)?\s*$", re.IGNORECASE)
+_PRICE_RE = re.compile(rf"^\s*({_NUMBER})\s*(c|¢|ct|cents?|usd|\$)?\s*(?:/\s*kwh)?\s*$", re.IGNORECASE)
 
 
 def _finite(value: float, option: str, text: object, what: str) -> float:
@@ -46,16 +48,20 @@ def _finite(value: float, option: str, text: object, what: str) -> float:
 
 
 def parse_energy(text: str | float | int, option: str = "energy") -> float:
-    """Parse ``"12J"``, ``"12 J"``, ``"500mJ"``, ``"0.5 kJ"``, ``"1Wh"``, ``"2 kWh"`` into joules.
+    """Parse ``"12J"``, ``"12 J"``, ``"500mJ"``, ``"5µJ"``, ``"0.5 kJ"``, ``"3mWh"``, ``"2 kWh"`` into joules.
+
+    Units are case-insensitive (``12j``, ``1 KJ``) except that a capital ``M`` (mega: ``MJ``,
+    ``MWh``) is refused rather than read as milli. A unicode minus counts as a minus; negative
+    energies, NaN, infinity and thousands separators (``1,000J``) are refused.
 
     ``option`` names where the value came from (``--irene-budget``) so the
     :class:`UsageError` raised for a bare number or an unknown unit points at it.
     """
     if isinstance(text, bool) or not isinstance(text, str):
-        raise UsageError(
-            f"{option}: expected an energy with a unit such as '12J', '500mJ' or '0.1Wh', "
-            f"got the bare number {text!r}"
-        )
+        what = f"the bare number {text!r}" if isinstance(text, (int, float)) and not isinstance(text, bool) \
+            else f"{text!r} (a {type(text).__name__}, not a string)"
+        raise UsageError(f"{option}: expected an energy with a unit such as '12J', '500mJ' or '0.1Wh', got {what}")
+    text = text.replace("\u2212", "-")  # a unicode minus (pasted from a document) is a minus
     match = _ENERGY_RE.match(text)
     if match is None:
         if re.match(rf"^\s*{_NUMBER}\s*$", text):
@@ -63,7 +69,8 @@ def parse_energy(text: str | float | int, option: str = "energy") -> float:
                 f"{option}: expected an energy with a unit ({', '.join(ENERGY_UNIT_NAMES)}), "
                 f"got the bare number {text!r}; write e.g. '{text.strip()}J'"
             )
-        raise UsageError(f"{option}: expected an energy such as '12J', '500 mJ' or '0.1Wh', got {text!r}")
+        hint = "; write the digits without separators" if re.search(r"\d[,_ ']\d", text) else ""
+        raise UsageError(f"{option}: expected an energy such as '12J', '500 mJ' or '0.1Wh', got {text!r}{hint}")
     number, unit = match.groups()
     factor = ENERGY_UNITS_J.get(unit.lower())
     if factor is None or unit.startswith("M"):  # M is mega in SI (MJ, Mj): refuse rather than guess milli
@@ -120,9 +127,9 @@ def format_energy(energy_j: float | None) -> str:
     """Human-readable energy with a unit that keeps 3-4 significant digits (``"1.234 J"``)."""
     if energy_j is None:
         return "-"
-    magnitude = abs(energy_j)
-    if magnitude == 0:
-        return "0 J"
+    if energy_j == 0 or not math.isfinite(energy_j):
+        return f"{energy_j:g} J".replace("-0 J", "0 J")  # "nan J", "inf J": never "nan uJ" or "inf kWh"
+    magnitude = abs(energy_j)  # explorer/static/format.js mirrors this digit for digit: change both
     if magnitude >= J_PER_KWH:
         return f"{energy_j / J_PER_KWH:.4g} kWh"
     if magnitude >= 1e3:

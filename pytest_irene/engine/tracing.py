@@ -162,13 +162,22 @@ def trace(
     module, method = resolve_callable(model, "trace")
     batch_size = check_count("batch_size", batch_size) if batch_size is not None else None
     seq_len = check_count("seq_len", seq_len) if seq_len is not None else None
-    dev = torch.device(device)
+    dev = _device(device)
     if capture and dev.type == "meta":
         raise UsageError("trace: capture=True records calls to replay for real; pass a real device ('cpu', 'cuda')")
     check_positions(module, ids_length(inputs), model_name=model_name or model_label(module))
     target = prepare_target(module, dev)
     return trace_prepared(target, method, to_device(inputs, dev), dev, batch_size=batch_size, seq_len=seq_len,
                           capture=capture, model_name=model_name or model_label(module))
+
+
+def _device(value: Any) -> torch.device:
+    """``torch.device(value)``, or :class:`UsageError`: torch's own is a bare ``RuntimeError`` listing 20 backends."""
+    try:
+        return torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise UsageError(f"trace: device: expected a torch device such as 'meta', 'cpu' or 'cuda:0', "
+                         f"got {value!r}") from None
 
 
 def resolve_callable(model: Any, who: str) -> tuple[nn.Module, str | None]:
@@ -235,6 +244,9 @@ def prepare_target(module: nn.Module, dev: torch.device) -> nn.Module:
     if dev.type == "meta":
         return _meta_copy(module)
     here = model_device(module)
+    if here == "meta":  # model.to('cpu') cannot copy weights it never had
+        raise UsageError(f"trace: the model lives on meta (the meta device: no weights), so it cannot run on {dev}; "
+                         "trace it on meta (the default), or build it on a real device (to_empty(), then load weights)")
     if here is not None and torch.device(here).type != dev.type:
         raise UsageError(
             f"trace: the model lives on {here}, not on {dev}; move it there first (model.to({str(dev)!r})) "
@@ -292,6 +304,9 @@ def trace_prepared(
                 f"module '{scope_label(failing.node.scope)}' ({failing.node.type})" if failing else f"{type(target).__name__}"
             )
             hint = (datadep.meta_failure_hint(exc) if dev.type == "meta" else "") + _decoder_hint(target, inputs)
+            if isinstance(inputs, (list, tuple)) and isinstance(exc, TypeError) and "positional arg" in str(exc):
+                hint += (f"; a {type(inputs).__name__} of inputs is spread into positional arguments (model(*inputs)): "
+                         "pass a forward's one list argument as a 1-tuple, (inputs,)")
             raise TraceError(f"cannot trace {name}: {where} failed: {type(exc).__name__}: {exc}{hint}") from exc
         if on_output is not None:
             on_output(output)

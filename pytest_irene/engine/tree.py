@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pytest_irene.engine.renamed import renamed_fields
-from pytest_irene.errors import UsageError
+from pytest_irene.errors import NodeNotFound, UsageError
 
 Level = Literal["model", "module", "ml"]
 LEVELS: tuple[Level, ...] = ("model", "module", "ml")
@@ -124,6 +124,13 @@ class EnergyNode:
     parent: EnergyNode | None = field(default=None, repr=False)
     """The parent node, ``None`` for the root. Maintained by :meth:`add_child`."""
 
+    def __repr__(self) -> str:
+        """One line: the dataclass repr printed every descendant (tens of kB for one BERT node)."""
+        energy = "".join(f", {k}={getattr(self, k)!r}" for k in ("energy_j", "predicted_energy_j")
+                         if getattr(self, k) is not None)
+        return (f"EnergyNode(scope={self.scope!r}, type={self.type!r}, level={self.level!r}{energy}, "
+                f"children={len(self.children)})")
+
     def add_child(self, child: EnergyNode) -> EnergyNode:
         """Append ``child`` and set its parent; returns the child."""
         child.parent = self
@@ -208,6 +215,19 @@ class EnergyTree:
         else :data:`DEFAULT_ENERGY_SCOPE` (a dataset line that does not say was measured at the wall)."""
         return str(self.meta.get("energy_scope", DEFAULT_ENERGY_SCOPE))
 
+    def __repr__(self) -> str:
+        """One line for a notebook: the dataclass repr held the whole tree (15 kB for a 2-layer BERT)."""
+        total = "" if self.total_j is None else f", total_j={self.total_j!r}"
+        return (f"EnergyTree(model_name={self.model_name!r}, batch_size={self.batch_size}, seq_len={self.seq_len}, "
+                f"profile={self.profile!r}, nodes={len(self)}{total})")
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> EnergyTree:
+        """The inverse of :meth:`to_dict`, validated (:class:`~pytest_irene.errors.DatasetError` names the field)."""
+        from pytest_irene.engine.dataset import tree_from_dict  # dataset imports this module
+
+        return tree_from_dict(obj)
+
     # -- navigation ---------------------------------------------------------------------
 
     def walk(self) -> Iterator[EnergyNode]:
@@ -221,13 +241,14 @@ class EnergyTree:
         return sum(1 for _ in self.walk())
 
     def find(self, scope: str) -> EnergyNode:
-        """The node with this scope; ``KeyError`` naming close matches if there is none."""
+        """The node with this scope (``""``: the root); :class:`~pytest_irene.errors.NodeNotFound`
+        (a ``KeyError``) naming close matches if there is none."""
         for node in self.walk():
             if node.scope == scope:
                 return node
-        near = [n.scope for n in self.walk() if scope and scope in n.scope][:5]
+        near = [n.scope for n in self.walk() if scope and isinstance(scope, str) and scope in n.scope][:5]
         hint = f"; did you mean one of {near}?" if near else ""
-        raise KeyError(f"no node with scope {scope!r} in {self.model_name or 'tree'}{hint}")
+        raise NodeNotFound(f"no node with scope {scope!r} in {self.model_name or 'tree'}{hint}")
 
     def __getitem__(self, scope: str) -> EnergyNode:
         return self.find(scope)
@@ -266,12 +287,18 @@ class EnergyTree:
     def share(self, node: EnergyNode, source: Source = "predicted") -> float:
         """Fraction (0-1) of the root's energy spent in ``node``.
 
-        A tree with no energy of ``source`` at all (not predicted yet, or never measured) raises
-        :class:`~pytest_irene.errors.UsageError`: a share of nothing is not 0 %, and a 0.0 would
+        A node of another tree, or a tree with no energy of ``source`` at all (not predicted yet, or
+        never measured) raises :class:`~pytest_irene.errors.UsageError`: a share of nothing is not 0 %, and a 0.0 would
         read as "this node costs nothing". A node without energy in a tree that has some (a node
         the rig could not measure) or a root of 0 J gives 0.0.
         """
         _check_choice("share(source=...)", source, SOURCES)
+        top = node  # a node of another tree would get a plausible, wrong share of this root
+        while top.parent is not None:
+            top = top.parent
+        if top is not self.root and not any(n is node for n in self.walk()):  # walk: children set without add_child
+            raise UsageError(f"share: node {scope_label(node.scope)!r} ({node.type}) is not in this tree "
+                             f"({self.model_name or 'tree'}); pass one of its own nodes (tree.find(scope))")
         total = self.root.energy_of(source)
         if total is None and not any(n.energy_of(source) is not None for n in self.walk()):
             raise UsageError(self._no_energy(source))
