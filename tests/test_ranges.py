@@ -90,3 +90,38 @@ def test_llama_and_generation_trees_have_their_real_width() -> None:
     assert not any("LlamaRMSNorm" in r for r in reasons)
     generation = trace_generate(tiny_llama(), torch.ones(1, 8, dtype=torch.long), max_new_tokens=20)
     assert tree_width(generation) == 64.0
+
+
+def test_a_16_bit_model_is_marked_as_extrapolating_from_an_fp32_profile(tmp_path) -> None:
+    """irene-pc1 was measured in fp32 (its lines carry no element size): a bf16 model is predicted
+    from its halved bytes alone, and the prediction must say so. Recording the element sizes in
+    the bundled file kept its energy-model version, so no stored baseline went stale."""
+    import torch
+
+    from pytest_irene import predict
+    from pytest_irene.compare.baselines import energy_model_version
+
+    clear_cache()
+    ranges = EnergyModel.load("irene-pc1").training_ranges
+    assert ranges is not None and ranges.element_bytes == [4.0]
+    model = torch.nn.Sequential(torch.nn.Linear(768, 768), torch.nn.LayerNorm(768))
+    fp32 = predict(model, torch.randn(8, 64, 768))
+    bf16 = predict(model.to(torch.bfloat16), torch.randn(8, 64, 768, dtype=torch.bfloat16))
+    assert "extrapolation" not in fp32.meta
+    assert bf16.meta["extrapolation"] == [
+        "16-bit (bf16/fp16) elements never trained (trained: 32-bit (fp32)); predicted from the bytes alone"
+    ]
+    # older files have no element sizes: not checked, and still read
+    doc = ranges.to_json()
+    doc.pop("element_bytes")
+    assert TrainingRanges.from_json(doc).extrapolation(bf16) == []
+    with pytest.raises(ModelFileError, match="element_bytes"):
+        TrainingRanges.from_json(doc | {"element_bytes": [0.0]})
+    # the version ignores the new field: the file hashes as it did without it
+    bundled = Path(__file__).parents[1] / "models" / "irene-pc1.json"
+    obj = json.loads(bundled.read_text())
+    obj["dataset"]["ranges"].pop("element_bytes")
+    from pytest_irene.engine.predict.model_file import dump_json
+
+    (tmp_path / "old.json").write_text(dump_json(obj) + "\n")
+    assert energy_model_version(bundled) == energy_model_version(tmp_path / "old.json")

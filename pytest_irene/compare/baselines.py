@@ -102,22 +102,31 @@ class BaselineEntry:
         }
 
 
+#: Fields of a model file's ``dataset`` that never change a prediction and were added after
+#: files existed (``irene evaluate``'s training-tree fingerprints, the element sizes of the
+#: training ranges): left out of the version, so recording them keeps stored baselines valid.
+_UNVERSIONED_DATASET_FIELDS: tuple[tuple[str, ...], ...] = (("tree_fingerprints",), ("ranges", "element_bytes"))
+
+
 def energy_model_version(path: str | os.PathLike[str]) -> str:
     """The version stored with baselines: first 12 hex digits of the model file's SHA-256.
 
-    The list of training-tree fingerprints (``dataset.tree_fingerprints``, for ``irene
-    evaluate``) is left out: it never changes a prediction, so recording it must not turn
-    every stored baseline into "another version". Such a file is hashed as our writer
-    would write it without the list (the bytes of a file from before the list existed)."""
+    The :data:`_UNVERSIONED_DATASET_FIELDS` are left out: such a file is hashed as our writer
+    would write it without them (the bytes of a file from before they existed)."""
     data = Path(path).read_bytes()
-    if b'"tree_fingerprints"' in data:
+    keys = [k for k in _UNVERSIONED_DATASET_FIELDS if f'"{k[-1]}"'.encode() in data]
+    if keys:
         import json
 
         from pytest_irene.engine.predict.model_file import dump_json
 
         try:
             obj = json.loads(data)
-            obj["dataset"].pop("tree_fingerprints")
+            for key in keys:
+                parent = obj["dataset"]
+                for part in key[:-1]:
+                    parent = parent[part]
+                parent.pop(key[-1], None)
             data = (dump_json(obj) + "\n").encode("utf-8")
         except (ValueError, KeyError, TypeError, AttributeError):
             pass  # not our layout: the bytes as they are

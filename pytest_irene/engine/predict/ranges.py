@@ -15,6 +15,10 @@ and one row of ``embedding_dim`` elements per token, nothing else, so
 ``(mem_bytes / tokens − 8) / bytes_per_element`` is its dim. A tree with neither (an MLP,
 a CNN) has no width and is not checked for it: a ``Linear``'s flops and bytes do not say
 which of its two sizes is the model's.
+
+The element size (``bytes_per_element`` of the root: 4 for fp32, 2 for bf16/fp16) is a range
+too: a profile measured in fp32 (``irene-pc1``: its lines carry no element size, which
+means fp32) predicts a bf16 model from its halved bytes only, and says so.
 """
 
 from __future__ import annotations
@@ -33,6 +37,19 @@ WIDTH_SLACK = 0.05
 #: Bytes of one token id of an embedding lookup (int64, what tokenizers and ``torch.long`` give;
 #: int32 ids read one element less wide, within :data:`WIDTH_SLACK` from width 20 up).
 EMBEDDING_ID_BYTES = 8.0
+#: Element size of a node whose line records none (the reference datasets: all fp32).
+DEFAULT_ELEMENT_BYTES = 4.0
+#: How an element size is named in the reasons.
+_ELEMENT_NAMES = {4.0: "32-bit (fp32)", 2.0: "16-bit (bf16/fp16)", 1.0: "8-bit", 8.0: "64-bit (fp64)"}
+
+
+def tree_element_bytes(tree: EnergyTree) -> float:
+    """The element size the model computes in: its root's ``bytes_per_element`` (fp32 without one)."""
+    return float(tree.root.features.get("bytes_per_element", DEFAULT_ELEMENT_BYTES))
+
+
+def _element_name(size: float) -> str:
+    return _ELEMENT_NAMES.get(size, f"{size:g}-byte")
 
 
 def _norm_flops_per_element(type_name: str) -> float | None:
@@ -88,6 +105,9 @@ class TrainingRanges:
     widths in the data say little about a third between them, so each is kept."""
     leaf_types: list[str] = field(default_factory=list)
     """Primitive types with their own regressor (others use the generic one)."""
+    element_bytes: list[float] = field(default_factory=list)
+    """Every element size trained on (4: fp32, 2: bf16/fp16); empty in a file written
+    before it was recorded, which is then not checked for it."""
 
     @classmethod
     def from_trees(cls, trees: Sequence[EnergyTree]) -> TrainingRanges:
@@ -95,11 +115,12 @@ class TrainingRanges:
         seqs = [float(t.seq_len) for t in trees if t.seq_len]
         widths = sorted({w for w in (tree_width(t) for t in trees) if w is not None})
         types = sorted({n.type for t in trees for n in t.walk() if not n.children})
+        sizes = sorted({tree_element_bytes(t) for t in trees}) if trees else []
 
         def span(values: list[float]) -> list[float]:
             return [min(values), max(values)] if values else []
 
-        return cls(span(batches), span(seqs), widths, types)
+        return cls(span(batches), span(seqs), widths, types, sizes)
 
     def merged(self, other: TrainingRanges) -> TrainingRanges:
         """The union of two ranges (a transferred profile knows its prior's and its own)."""
@@ -113,6 +134,7 @@ class TrainingRanges:
             union(self.seq_len, other.seq_len),
             sorted(set(self.widths) | set(other.widths)),
             sorted(set(self.leaf_types) | set(other.leaf_types)),
+            sorted(set(self.element_bytes) | set(other.element_bytes)) if self.element_bytes and other.element_bytes else [],
         )
 
     def extrapolation(self, tree: EnergyTree) -> list[str]:
@@ -131,6 +153,10 @@ class TrainingRanges:
             unseen = sorted(leaf_types - set(self.leaf_types))  # LlamaRMSNorm is predicted as a LayerNorm
             if unseen:
                 reasons.append("types never trained: " + ", ".join(unseen))
+        size = tree_element_bytes(tree)
+        if self.element_bytes and size not in self.element_bytes:
+            trained = ", ".join(_element_name(b) for b in self.element_bytes)
+            reasons.append(f"{_element_name(size)} elements never trained (trained: {trained}); predicted from the bytes alone")
         return reasons
 
     def to_json(self) -> dict[str, Any]:
@@ -139,6 +165,7 @@ class TrainingRanges:
             "seq_len": list(self.seq_len),
             "widths": list(self.widths),
             "leaf_types": list(self.leaf_types),
+            **({"element_bytes": list(self.element_bytes)} if self.element_bytes else {}),
         }
 
     @classmethod
@@ -152,7 +179,9 @@ class TrainingRanges:
         types = names(obj["leaf_types"], "training ranges field 'leaf_types'")
         widths = floats(obj["widths"], "widths")
         check(all(w > 0 for w in widths), "training ranges field 'widths': expected positive hidden sizes")
-        return cls(spans["batch_size"], spans["seq_len"], widths, types)
+        sizes = floats(obj.get("element_bytes", []), "element_bytes")  # absent in files written before it
+        check(all(b > 0 for b in sizes), "training ranges field 'element_bytes': expected element sizes in bytes > 0")
+        return cls(spans["batch_size"], spans["seq_len"], widths, types, sizes)
 
 
 def _span(span: Iterable[float]) -> str:
@@ -160,4 +189,4 @@ def _span(span: Iterable[float]) -> str:
     return f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
 
 
-__all__ = ["TrainingRanges", "tree_width"]
+__all__ = ["TrainingRanges", "tree_element_bytes", "tree_width"]
