@@ -404,3 +404,13 @@ def test_recording_tree_fingerprints_keeps_the_energy_model_version(tmp_path: Pa
     _first_weight_list(obj)[0] += 1e-3
     without.write_text(dump_json(obj) + "\n")
     assert energy_model_version(without) != energy_model_version(shipped)
+
+
+def test_predicting_a_module_instead_of_a_tree_says_to_trace_it() -> None:
+    """``em.predict(model)`` raised ``AttributeError: 'Sequential' object has no attribute 'root'``."""
+    import torch
+
+    from pytest_irene.errors import UsageError
+
+    with pytest.raises(UsageError, match="expected an EnergyTree, got Sequential; trace the model first"):
+        EnergyModel.load("irene-pc1").predict(torch.nn.Sequential(torch.nn.Linear(4, 4)))

@@ -135,6 +135,11 @@ class EnergyModel:
         trees = list(trees)
         predictor = self._predictor(features)
         for tree in trees:
+            if not isinstance(tree, EnergyTree):  # em.predict(model): the model must be traced first
+                raise UsageError(
+                    f"predict: expected an EnergyTree, got {type(tree).__name__}; trace the model first "
+                    "(pytest_irene.trace(model, inputs)) or call pytest_irene.predict(model, inputs)"
+                )
             self._check_features(tree, predictor, features)
         from pytest_irene.engine.generation_tree import GenerationTree, predict_generation
 
