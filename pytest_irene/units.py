@@ -129,7 +129,8 @@ def format_energy(energy_j: float | None) -> str:
         return "-"
     if energy_j == 0 or not math.isfinite(energy_j):
         return f"{energy_j:g} J".replace("-0 J", "0 J")  # "nan J", "inf J": never "nan uJ" or "inf kWh"
-    magnitude = abs(energy_j)  # explorer/static/format.js mirrors this digit for digit: change both
+    # the unit is chosen after rounding to the 4 digits shown: 0.99996 J is "1 J", not "1000 mJ"
+    magnitude = float(f"{abs(energy_j):.4g}")  # explorer/static/format.js mirrors this digit for digit: change both
     if magnitude >= J_PER_KWH:
         return f"{energy_j / J_PER_KWH:.4g} kWh"
     if magnitude >= 1e3:

@@ -104,3 +104,12 @@ def test_formatting() -> None:
     assert format_change(0.1234) == "+12.3%"
     assert format_change(-0.05) == "-5.0%"
     assert format_change(None) == "-"
+
+
+def test_the_unit_is_chosen_after_rounding() -> None:
+    """0.99996 J printed as "1000 mJ" and 999.96 J as "1000 J"."""
+    from pytest_irene.units import format_energy
+
+    assert [format_energy(j) for j in (0.99996, 999.96, 0.00099996, -0.99996, 3599999.0)] == [
+        "1 J", "1 kJ", "1 mJ", "-1 J", "1 kWh"
+    ]

@@ -31,7 +31,7 @@
    * page, the terminal summary and the run file agree digit for digit. */
   function fmtJ(j) {
     if (j === null || j === undefined || !isFinite(j)) return "–";
-    var a = Math.abs(j);
+    var a = Number(Math.abs(j).toPrecision(4));  /* the unit after rounding: 0.99996 J is "1 J" */
     if (a === 0) return "0 J";
     if (a >= 3.6e6) return g4(j / 3.6e6) + " kWh";
     if (a >= 1e3) return g4(j / 1e3) + " kJ";
