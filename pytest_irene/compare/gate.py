@@ -32,6 +32,25 @@ from pytest_irene.units import format_energy
 LEGACY_BASELINE_NOTE = "the baseline predates leaf-module coverage (irene-baselines/1): --irene-save to gate leaf modules"
 
 
+#: The ``inputs`` key of a generation's baseline holding its ``max_new_tokens``. Not an input size
+#: that stops the comparison: a longer generation is gated (its decode modules cost more), and the
+#: reason names the length change so the user does not read 30 moved modules as 30 regressions.
+GENERATION_LENGTH_KEY = "new_tokens"
+
+
+def _sizes(inputs: dict[str, int]) -> dict[str, int]:
+    """The input sizes that must match for a comparison (batch and tokens, not the generation length)."""
+    return {k: v for k, v in inputs.items() if k != GENERATION_LENGTH_KEY}
+
+
+def _length_note(entry: BaselineEntry, new_tokens: int | None) -> str:
+    """``"generation length changed 8 -> 16 new tokens ...; "`` when both sides know it and it moved."""
+    was = entry.inputs.get(GENERATION_LENGTH_KEY)
+    if was is None or new_tokens is None or was == new_tokens:
+        return ""
+    return f"generation length changed {was} -> {new_tokens} new tokens (every decode module moves with it); "
+
+
 def _mismatch(
     entry: BaselineEntry, tree: EnergyTree, profile: str | None, features: str | None, energy_model: str | None
 ) -> str:
@@ -46,8 +65,8 @@ def _mismatch(
     if features is not None and entry.features != features:
         return f"baseline was made with {entry.features!r} features, this run uses {features!r}"
     now = {"batch_size": int(tree.batch_size), "seq_len": int(tree.seq_len)}
-    if entry.inputs != now:
-        was = ", ".join(f"{k}={v}" for k, v in sorted(entry.inputs.items()))
+    if _sizes(entry.inputs) != now:
+        was = ", ".join(f"{k}={v}" for k, v in sorted(_sizes(entry.inputs).items()))
         cur = ", ".join(f"{k}={v}" for k, v in sorted(now.items()))
         return f"baseline was made with input size {was}, this call has {cur}"
     return ""
@@ -64,6 +83,7 @@ def compare(
     strict: bool = False,
     energy_model: str | None = None,
     fail_on: str = DEFAULT_FAIL_ON,
+    new_tokens: int | None = None,
 ) -> Comparison:
     """Compare every module of ``tree`` (leaf modules included) with the baseline.
 
@@ -76,7 +96,8 @@ def compare(
     too under ``any``, unless it was renamed (:func:`~pytest_irene.compare.renames.find_renames`:
     same subtree shape, types and energies under another scope), which passes
     and is reported, and fails only when ``strict``. The root (scope ``""``) is
-    compared like any module.
+    compared like any module. ``new_tokens`` (a generation's ``max_new_tokens``) against the
+    baseline's is named in the reason when it changed.
 
     Without a baseline the status is ``new``; with a baseline made for another
     ``profile``, ``energy_model`` version, feature set or input size it is ``skipped``. Both pass, and
@@ -124,6 +145,7 @@ def compare(
                 cheaper.append(deltas[-1])
     cheapest = culprits(cheaper)
     status, reason = _verdict(deltas, renames, tolerance, min_delta, strict, baseline_entry.leaves, len(cheaper), cheapest)
+    reason = _length_note(baseline_entry, new_tokens) + reason
     return Comparison(
         status, reason, tuple(deltas), tuple(renames), tuple(d.scope for d in cheapest), not baseline_entry.leaves
     )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_irene.compare.records import CallRecord
+from pytest_irene.errors import IreneError, TraceError
 
 if TYPE_CHECKING:
     import torch
@@ -43,12 +44,34 @@ class IreneFixture:
     ) -> EnergyTree:
         """``max_new_tokens=N``: the whole generation (:func:`pytest_irene.trace_generate`);
         ``device="cpu"``: trace with real values (data-dependent code), overriding the marker and ``--irene-device``."""
-        return self._manager.wrapped_call(
-            self._item, model, inputs, label, batch_size=batch_size, seq_len=seq_len, model_name=model_name,
-            max_new_tokens=max_new_tokens, trace_on=device,
-        )
+        try:
+            return self._manager.wrapped_call(
+                self._item, model, inputs, label, batch_size=batch_size, seq_len=seq_len, model_name=model_name,
+                max_new_tokens=max_new_tokens, trace_on=device,
+            )
+        except TraceError as exc:
+            surfaced = model_exception(exc)
+            if surfaced is exc:
+                raise
+        # raised outside the handler, so the user's exception keeps its own __cause__/__context__
+        raise surfaced
 
     @property
     def records(self) -> list[CallRecord]:
         """The records of this test's calls so far."""
         return list(self._manager.item_records.get(self._item.nodeid, []))
+
+
+def model_exception(exc: TraceError) -> BaseException:
+    """What a failed trace surfaces as in a test: the exception the user's model raised, unchanged
+    (same type and traceback, so ``pytest.raises(ValueError)``, ``xfail(raises=...)`` and the
+    traceback into the user's forward work as without the plugin), with the tracer's message
+    (which module, hints) added as a note; a failure of pytest-irene's own (data-dependent code,
+    a refused input) stays the :class:`TraceError` it is."""
+    cause = exc.__cause__
+    if type(exc) is not TraceError or cause is None or isinstance(cause, IreneError):
+        return exc
+    note = f"pytest-irene: {exc}"
+    if hasattr(cause, "add_note") and note not in getattr(cause, "__notes__", ()):  # notes: Python 3.11+
+        cause.add_note(note)
+    return cause

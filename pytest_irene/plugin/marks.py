@@ -37,24 +37,31 @@ class IreneMark:
 
 
 def read_mark(item: pytest.Item) -> IreneMark:
-    """Parse the closest ``irene`` marker of ``item`` (test, class or module level).
+    """Parse the ``irene`` markers of ``item`` (test, class and module level), keyword by keyword:
+    the closest marker that sets a keyword wins, so a module's ``pytestmark = pytest.mark.irene(budget=...)``
+    still holds for a test whose own marker only sets ``tolerance=`` (as ``pytest.mark.parametrize``
+    and other stacked markers combine, rather than the closest one hiding the rest).
 
     Raises :class:`UsageError` naming the test and the argument for a bad value
     or an unknown keyword, so a typo like ``budjet=`` does not silently do nothing.
     """
-    mark = item.get_closest_marker(MARKER)
-    if mark is None:
+    marks = list(item.iter_markers(MARKER))  # closest first
+    if not marks:
         return IreneMark()
     where = f"@pytest.mark.irene on {item.nodeid}"
-    if mark.args:
-        raise UsageError(f"{where}: takes keyword arguments only ({', '.join(_ALLOWED)}), got {mark.args!r}")
-    unknown = sorted(set(mark.kwargs) - set(_ALLOWED))
-    if unknown:
-        raise UsageError(f"{where}: unknown argument(s) {unknown}; expected {', '.join(_ALLOWED)}")
-    budget = mark.kwargs.get("budget")
-    tolerance = mark.kwargs.get("tolerance")
-    profile = mark.kwargs.get("profile")
-    device = mark.kwargs.get("device")
+    kwargs: dict[str, object] = {}
+    for mark in marks:
+        if mark.args:
+            raise UsageError(f"{where}: takes keyword arguments only ({', '.join(_ALLOWED)}), got {mark.args!r}")
+        unknown = sorted(set(mark.kwargs) - set(_ALLOWED))
+        if unknown:
+            raise UsageError(f"{where}: unknown argument(s) {unknown}; expected {', '.join(_ALLOWED)}")
+        for key, value in mark.kwargs.items():
+            kwargs.setdefault(key, value)
+    budget = kwargs.get("budget")
+    tolerance = kwargs.get("tolerance")
+    profile = kwargs.get("profile")
+    device = kwargs.get("device")
     if device is not None and (not isinstance(device, str) or not device.strip()):
         raise UsageError(f"{where}: device= expected a torch device name such as 'cpu', got {device!r}")
     if profile is not None and (not isinstance(profile, str) or not profile.strip()):

@@ -80,6 +80,16 @@ def rename_list(record: CallRecord) -> str:
     return ", ".join(f"{r.old} -> {r.new} ({r.type}, {format_energy(r.energy_j)})" for r in renames)
 
 
+def extrapolation_note(record: CallRecord) -> list[str]:
+    """The line saying the call's prediction leaves the profile's training ranges, if it does: the
+    failure is read on its own (``-q`` has no summary lines, CI logs are read from the failure up),
+    and a change predicted outside the data is less certain than one inside it."""
+    where = record.tree.meta.get("extrapolation") if isinstance(record.tree.meta, dict) else None
+    if not where:
+        return []
+    return [f"[{record.label}] extrapolates (trust the figures less): {'; '.join(where)}"]
+
+
 def failure_text(records: list[CallRecord]) -> str:
     """The report section for a test whose wrapped calls failed the gate."""
     blocks: list[str] = []
@@ -90,5 +100,6 @@ def failure_text(records: list[CallRecord]) -> str:
         if record.comparison is not None and record.comparison.status == "fail":
             lines += comparison_text(record)
         if lines:
+            lines += extrapolation_note(record)
             blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

@@ -81,11 +81,18 @@ def extrapolation_lines(records: list[CallRecord]) -> list[str]:
     ]
 
 
-def failing_module_lines(records: list[CallRecord]) -> list[str]:
+#: Culprits per call in the end-of-session summary (``-v`` lists them all): a generation that
+#: got longer moves every decode module, which on a 32-layer LLM is ~300 lines per call; the
+#: test's failure section has the table, so the summary only names the largest and says where the rest are.
+SUMMARY_CULPRITS = 5
+
+
+def failing_module_lines(records: list[CallRecord], limit_per_call: int | None = None) -> list[str]:
     """One line per failing call and the innermost modules that made it fail.
 
     Enclosing modules (the layer, the encoder, the model) moved because their
     children did; they are counted, not listed, so the culprit stands out.
+    ``limit_per_call`` keeps the costliest culprits of each call and counts the rest.
     """
     lines: list[str] = []
     for record in records:
@@ -102,7 +109,8 @@ def failing_module_lines(records: list[CallRecord]) -> list[str]:
             if not mods:
                 lines.append(f"{head}: {comp.reason}")
             enclosing = len(comp.failed_modules) - len(mods)
-            for d in mods:
+            hidden = len(mods) - limit_per_call if limit_per_call is not None and len(mods) > limit_per_call else 0
+            for d in mods[: len(mods) - hidden]:
                 if d.was is not None:
                     what = f"renamed from {d.was} (--irene-strict)"
                 elif d.baseline_j is None:
@@ -112,6 +120,8 @@ def failing_module_lines(records: list[CallRecord]) -> list[str]:
                 else:
                     what = f"{format_energy(d.baseline_j)} -> {format_energy(d.now_j)} ({format_change(d.change)})"
                 lines.append(f"{head}: {scope_label(d.scope)} ({d.type}) {what}")
+            if hidden:
+                lines.append(f"{head}: ... and {hidden} more innermost module(s) (-v lists them here; all are in --irene-json)")
             if enclosing and mods:
                 lines.append(f"{head}: ... and {enclosing} enclosing module(s) that moved with them")
     return lines
@@ -188,7 +198,7 @@ def render_summary(
         reasons = sorted({r.feature_mode_reason for r in records if r.feature_mode_reason})
         for reason in reasons:
             console.print(f"feature mode: {reason}", markup=False, soft_wrap=True)
-    failing = failing_module_lines(records)
+    failing = failing_module_lines(records, limit_per_call=None if verbosity > 0 else SUMMARY_CULPRITS)
     if failing:
         console.print("failing modules:", style="bold red" if markup else None, markup=False)
         for line in failing:
