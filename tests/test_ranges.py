@@ -125,3 +125,15 @@ def test_a_16_bit_model_is_marked_as_extrapolating_from_an_fp32_profile(tmp_path
 
     (tmp_path / "old.json").write_text(dump_json(obj) + "\n")
     assert energy_model_version(bundled) == energy_model_version(tmp_path / "old.json")
+
+
+def test_every_generation_says_its_decode_steps_extrapolate() -> None:
+    """The reference data holds no decode step: the report must say so, not only the README."""
+    from pytest_irene import build_model, example_inputs, predict
+    from pytest_irene.engine.predict.ranges import DECODE_EXTRAPOLATES
+
+    model = build_model("gpt2", num_hidden_layers=1, causal_lm=True)
+    forward = predict(model, example_inputs("gpt2", 8, 64))
+    generation = predict(model, example_inputs("gpt2", 8, 64), max_new_tokens=3)
+    assert DECODE_EXTRAPOLATES not in forward.meta.get("extrapolation", [])
+    assert DECODE_EXTRAPOLATES in generation.meta["extrapolation"]

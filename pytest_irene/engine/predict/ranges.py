@@ -37,6 +37,8 @@ WIDTH_SLACK = 0.05
 #: Bytes of one token id of an embedding lookup (int64, what tokenizers and ``torch.long`` give;
 #: int32 ids read one element less wide, within :data:`WIDTH_SLACK` from width 20 up).
 EMBEDDING_ID_BYTES = 8.0
+#: Why every generation's decode figures extrapolate (see :mod:`pytest_irene.engine.generation_tree`).
+DECODE_EXTRAPOLATES = "decode steps (one new token over the KV cache) never measured: predicted from whole-sequence forwards"
 #: Element size of a node whose line records none (the reference datasets: all fp32).
 DEFAULT_ELEMENT_BYTES = 4.0
 #: How an element size is named in the reasons.
@@ -153,6 +155,9 @@ class TrainingRanges:
             unseen = sorted(leaf_types - set(self.leaf_types))  # LlamaRMSNorm is predicted as a LayerNorm
             if unseen:
                 reasons.append("types never trained: " + ", ".join(unseen))
+        if tree.root.type == "Generation" and any(c.scope == "decode" for c in tree.root.children):
+            # calibration measures whole forwards only: no profile holds a decode-step measurement
+            reasons.append(DECODE_EXTRAPOLATES)
         size = tree_element_bytes(tree)
         if self.element_bytes and size not in self.element_bytes:
             trained = ", ".join(_element_name(b) for b in self.element_bytes)
@@ -189,4 +194,4 @@ def _span(span: Iterable[float]) -> str:
     return f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
 
 
-__all__ = ["TrainingRanges", "tree_element_bytes", "tree_width"]
+__all__ = ["DECODE_EXTRAPOLATES", "TrainingRanges", "tree_element_bytes", "tree_width"]
