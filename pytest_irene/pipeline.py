@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pytest_irene.engine.devices import check_device
 from pytest_irene.engine.feature_sets import ALL, AUTO, FEATURE_MODES, FEATURE_SETS, MODEL
 from pytest_irene.errors import UsageError
 
@@ -144,16 +145,6 @@ def choose_features(
         )
         return FeatureMode(MODEL, reason, MODEL_OFF_GPU, requested)
     return FeatureMode(ALL, matches, HOST_MATCHES, requested)
-
-
-def check_device(value: Any, where: str) -> str:
-    """A torch device string (``meta``, ``cpu``, ``cuda:0``) to trace on, or :class:`UsageError` naming ``where``."""
-    import torch
-
-    try:
-        return str(torch.device(value))
-    except (RuntimeError, TypeError):
-        raise UsageError(f"{where}: expected a torch device such as meta, cpu or cuda:0, got {value!r}") from None
 
 
 # -- trace or measure, then predict ----------------------------------------------------------------

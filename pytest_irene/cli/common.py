@@ -48,19 +48,14 @@ def check_device_option(option: str, value: str, *, real: bool = False) -> str:
     CUDA is refused here instead of being ignored or failing deep in a trace."""
     import torch
 
-    from pytest_irene.pipeline import check_device
+    from pytest_irene.engine.devices import check_device, unavailable_reason
 
     device = check_device(value, option)
-    kind = torch.device(device).type
-    if kind == "meta":
-        if real:
-            raise UsageError(f"{option}: 'meta' runs nothing; --features all needs cpu or cuda")
-        return device
-    try:
-        torch.empty(0, device=device)
-    except Exception as exc:  # noqa: BLE001 - AssertionError (not compiled with CUDA), RuntimeError (no such GPU)
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise UsageError(f"{option}: device {value!r} is not available on this machine ({reason})") from None
+    if torch.device(device).type == "meta" and real:
+        raise UsageError(f"{option}: 'meta' runs nothing; --features all needs cpu or cuda")
+    reason = unavailable_reason(device)
+    if reason is not None:
+        raise UsageError(f"{option}: device {value!r} is not available on this machine ({reason})")
     return device
 
 

@@ -245,7 +245,7 @@ def load_settings(config: pytest.Config) -> Settings:
     raw, src = get_raw(config, "irene-device")
     device = None
     if raw is not None:  # torch is imported only when the option is given
-        from pytest_irene.pipeline import check_device
+        from pytest_irene.engine.devices import check_device
 
         device = check_device(str(raw).strip(), src)
 

@@ -201,7 +201,7 @@ class IreneSession:
 
     def trace_device(self, item: pytest.Item, device: str | None) -> str:
         """Where model features are traced: the call's ``device=``, the marker's, ``--irene-device``, else meta."""
-        from pytest_irene.pipeline import check_device
+        from pytest_irene.engine.devices import check_device
 
         chosen = device if device is not None else (self.mark(item).device or self.settings.device or "meta")
         return check_device(chosen, f"irene(..., device=) in {item.nodeid}" if device is not None else

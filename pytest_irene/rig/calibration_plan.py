@@ -101,18 +101,17 @@ def check_device(device: str) -> None:
         return  # always there; and no torch import for the default
     import torch
 
+    from pytest_irene.engine.devices import check_device as parse_device, unavailable_reason
+
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
+        parsed = parse_device(device, "device")
+    except UsageError:
         raise SettingError("device", f"{device!r} is not a torch device, e.g. cpu, cuda or cuda:1") from None
-    if dev.type == "meta":
+    if torch.device(parsed).type == "meta":
         raise SettingError("device", "'meta' holds no data and runs nothing: measure on cpu or cuda")
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise SettingError("device", f"{device!r}: this host has no CUDA device usable by torch")
-        if dev.index is not None and dev.index >= count:
-            raise SettingError("device", f"{device!r}: this host has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    reason = unavailable_reason(parsed)
+    if reason is not None:
+        raise SettingError("device", f"{device!r}: not available on this machine ({reason})")
 
 
 @dataclass(frozen=True)
