@@ -231,3 +231,27 @@ def test_the_plugin_passes_a_rename_and_fails_it_under_strict(pytester: pytest.P
     assert "renamed from `mlp`" in (pytester.path / "summary.md").read_text()
     strict.stdout.fnmatch_lines(["*1 module(s) renamed (mlp -> ffn) and --irene-strict is set*"])
     strict.stdout.fnmatch_lines(["*test_net.py::test_net ?net?: ffn (Sequential) renamed from mlp*"])
+
+
+def test_same_inputs_read_as_other_tokens_are_gated_not_skipped() -> None:
+    """A ViT whose patch size went 8 -> 4 reads the same pixels as 65 tokens instead of 17: that is
+    the model's change, and was skipped as "another input size". New images still skip."""
+    from transformers import ViTConfig, ViTModel
+
+    from pytest_irene import predict
+    from pytest_irene.compare.baselines import INPUT_ELEMENTS_KEY
+
+    def vit(patch: int, side: int = 32):
+        cfg = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                        image_size=side, patch_size=patch)
+        return predict(ViTModel(cfg), torch.randn(2, 3, side, side))
+
+    base = entry_from_tree(vit(8), profile="irene-pc1", features="model")
+    assert base.inputs == {"batch_size": 2, "seq_len": 17, INPUT_ELEMENTS_KEY: 2 * 3 * 32 * 32}
+    finer = compare(base, vit(4), tolerance=0.01, min_delta=1e-6)
+    assert finer.status in ("pass", "fail") and finer.reason.startswith(
+        "tokens per sample 17 -> 65 with the same inputs (the model reads them differently); ")
+    assert compare(base, vit(8, side=64), tolerance=0.01, min_delta=1e-6).status == "skipped"
+    old = entry_from_tree(vit(8), profile="irene-pc1", features="model")
+    del old.inputs[INPUT_ELEMENTS_KEY]  # a baseline saved before the key: compared as it was
+    assert compare(old, vit(4), tolerance=0.01, min_delta=1e-6).status == "skipped"

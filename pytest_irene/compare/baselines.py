@@ -156,14 +156,24 @@ def tree_energies(tree: EnergyTree, *, leaves: bool = True) -> dict[str, ModuleE
     return out
 
 
+#: The ``inputs`` key holding the elements of the call's main input (:func:`~pytest_irene.engine.inputs.main_input_elements`):
+#: not an input size that must match, but what tells a model change (the same pixels cut into
+#: other patches) from a test's new input size, where both change the tokens per sample.
+INPUT_ELEMENTS_KEY = "input_elements"
+
+
 def entry_from_tree(tree: EnergyTree, *, profile: str, features: str, energy_model: str = "") -> BaselineEntry:
     """The baseline entry a predicted tree would be stored as."""
     energies = tree_energies(tree)
     root = energies.pop("")
+    inputs = {"batch_size": int(tree.batch_size), "seq_len": int(tree.seq_len)}
+    elements = tree.meta.get(INPUT_ELEMENTS_KEY)
+    if isinstance(elements, int) and not isinstance(elements, bool):
+        inputs[INPUT_ELEMENTS_KEY] = elements
     return BaselineEntry(
         profile=profile,
         features=features,
-        inputs={"batch_size": int(tree.batch_size), "seq_len": int(tree.seq_len)},
+        inputs=inputs,
         model_name=tree.model_name,
         root=root,
         modules=energies,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pytest_irene.compare.baselines import BaselineEntry, tree_energies
+from pytest_irene.compare.baselines import INPUT_ELEMENTS_KEY, BaselineEntry, tree_energies
 from pytest_irene.compare.comparison import (
     DEFAULT_FAIL_ON,
     DEFAULT_MIN_DELTA_J,
@@ -39,8 +39,22 @@ GENERATION_LENGTH_KEY = "new_tokens"
 
 
 def _sizes(inputs: dict[str, int]) -> dict[str, int]:
-    """The input sizes that must match for a comparison (batch and tokens, not the generation length)."""
-    return {k: v for k, v in inputs.items() if k != GENERATION_LENGTH_KEY}
+    """The input sizes that must match for a comparison (batch and tokens, not the generation
+    length, nor the main input's elements, which only say whether the inputs are the same)."""
+    return {k: v for k, v in inputs.items() if k not in (GENERATION_LENGTH_KEY, INPUT_ELEMENTS_KEY)}
+
+
+def _tokens_note(entry: BaselineEntry, tree: EnergyTree) -> str:
+    """``"tokens per sample changed 17 -> 65 with the same inputs ...; "`` when the sizes moved but
+    the call read the same main input: the model changed how it reads it (a ViT's patch size), which
+    the gate must judge rather than skip as another input size. ``""`` otherwise."""
+    was, now = entry.inputs.get(INPUT_ELEMENTS_KEY), tree.meta.get(INPUT_ELEMENTS_KEY)
+    sizes = {"batch_size": int(tree.batch_size), "seq_len": int(tree.seq_len)}
+    if was is None or was != now or _sizes(entry.inputs) == sizes:
+        return ""
+    changed = [f"{'batch' if k == 'batch_size' else 'tokens per sample'} {entry.inputs.get(k)} -> {v}"
+               for k, v in sizes.items() if entry.inputs.get(k) != v]
+    return f"{', '.join(changed)} with the same inputs (the model reads them differently); "
 
 
 def _length_note(entry: BaselineEntry, new_tokens: int | None) -> str:
@@ -65,7 +79,7 @@ def _mismatch(
     if features is not None and entry.features != features:
         return f"baseline was made with {entry.features!r} features, this run uses {features!r}"
     now = {"batch_size": int(tree.batch_size), "seq_len": int(tree.seq_len)}
-    if _sizes(entry.inputs) != now:
+    if _sizes(entry.inputs) != now and not _tokens_note(entry, tree):
         was = ", ".join(f"{k}={v}" for k, v in sorted(_sizes(entry.inputs).items()))
         cur = ", ".join(f"{k}={v}" for k, v in sorted(now.items()))
         return f"baseline was made with input size {was}, this call has {cur}"
@@ -145,7 +159,7 @@ def compare(
                 cheaper.append(deltas[-1])
     cheapest = culprits(cheaper)
     status, reason = _verdict(deltas, renames, tolerance, min_delta, strict, baseline_entry.leaves, len(cheaper), cheapest)
-    reason = _length_note(baseline_entry, new_tokens) + reason
+    reason = _length_note(baseline_entry, new_tokens) + _tokens_note(baseline_entry, tree) + reason
     return Comparison(
         status, reason, tuple(deltas), tuple(renames), tuple(d.scope for d in cheapest), not baseline_entry.leaves
     )

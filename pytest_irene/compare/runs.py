@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pytest_irene.compare.baselines import BaselineEntry, BaselineError, entry_from_tree, read_baseline_file
+from pytest_irene.compare.baselines import (
+    INPUT_ELEMENTS_KEY, BaselineEntry, BaselineError, entry_from_tree, read_baseline_file,
+)
 from pytest_irene.compare.comparison import (
     DEFAULT_MIN_DELTA_J,
     DEFAULT_TOLERANCE,
@@ -131,12 +133,15 @@ def entry_tree(entry: BaselineEntry) -> EnergyTree:
     for key in sorted(entry.modules, key=_repeat_order):
         module = entry.modules[key]
         root.add_child(EnergyNode(key.split("#", 1)[0], module.type, "module", predicted_energy_j=module.energy_j))
-    return EnergyTree(
+    tree = EnergyTree(
         root,
         model_name=entry.model_name,
         batch_size=int(entry.inputs.get("batch_size", 0)),
         seq_len=int(entry.inputs.get("seq_len", 0)),
     )
+    if INPUT_ELEMENTS_KEY in entry.inputs:
+        tree.meta[INPUT_ELEMENTS_KEY] = entry.inputs[INPUT_ELEMENTS_KEY]
+    return tree
 
 
 def _repeat_order(key: str) -> tuple[str, int]:

@@ -83,6 +83,14 @@ def ids_length(inputs: Any) -> int | None:
     return max(lengths) if lengths else None
 
 
+def main_input_elements(inputs: Any) -> int | None:
+    """Elements of the model's main input (the first tensor: ids, pixels, a spectrogram), ``None``
+    without one. Two calls with the same count read the same input, so a change of their tokens
+    per sample (a ViT's patch size) is the model's, not the test's (see :mod:`pytest_irene.compare.gate`)."""
+    tensors = _flat_tensors(inputs)
+    return int(tensors[0].numel()) if tensors else None
+
+
 def check_count(argument: str, value: Any) -> int:
     """``value`` as an int when it is a positive integer, else :class:`UsageError` naming ``argument``.
 
@@ -168,5 +176,5 @@ def row_layout(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, int] | 
     return int(x.shape[0]), 1
 
 
-__all__ = ["batch_and_tokens", "check_count", "ids_length", "infer_batch_seq", "row_layout", "to_device",
+__all__ = ["batch_and_tokens", "check_count", "ids_length", "infer_batch_seq", "main_input_elements", "row_layout", "to_device",
            "token_layout"]

@@ -44,7 +44,9 @@ from torch import nn
 
 from pytest_irene.engine import datadep
 from pytest_irene.engine import moe
-from pytest_irene.engine.inputs import batch_and_tokens, check_count, ids_length, infer_batch_seq, to_device
+from pytest_irene.engine.inputs import (
+    batch_and_tokens, check_count, ids_length, infer_batch_seq, main_input_elements, to_device,
+)
 from pytest_irene.engine.positions import check_positions
 from pytest_irene.engine.tracer import DispatchMode, FunctionMode, NodeCall, Tracer, skipped
 from pytest_irene.errors import TraceError, UsageError
@@ -328,6 +330,8 @@ def trace_prepared(
     tree = EnergyTree(root=root_node, model_name=name, batch_size=batch, seq_len=seq, profile="", calls=tracer.calls)
     tree.meta["traced_on"] = str(dev)
     tree.meta["dtype"] = str(dtype).removeprefix("torch.")
+    if (elements := main_input_elements(inputs)) is not None:  # same inputs, other tokens: the model changed
+        tree.meta["input_elements"] = elements
     tree.set_tree_features()
     return tree
 
