@@ -213,8 +213,12 @@ def test_generation_length_is_not_an_input_size_mismatch() -> None:
     class Entry:
         inputs = {"batch_size": 1, "seq_len": 8, "new_tokens": 4}
 
+    class Tree:  # the generation tree's meta records its length
+        def __init__(self, new_tokens: int | None) -> None:
+            self.meta = {} if new_tokens is None else {"new_tokens": new_tokens}
+
     assert gate._sizes(Entry.inputs) == {"batch_size": 1, "seq_len": 8}
-    assert gate._length_note(Entry(), 12).startswith("generation length changed 4 -> 12 new tokens")  # type: ignore[arg-type]
-    assert gate._length_note(Entry(), 4) == "" and gate._length_note(Entry(), None) == ""  # type: ignore[arg-type]
+    assert gate._length_note(Entry(), Tree(12)).startswith("generation length changed 4 -> 12 new tokens")  # type: ignore[arg-type]
+    assert gate._length_note(Entry(), Tree(4)) == "" and gate._length_note(Entry(), Tree(None)) == ""  # type: ignore[arg-type]
     Entry.inputs = {"batch_size": 1, "seq_len": 8}
-    assert gate._length_note(Entry(), 12) == ""  # type: ignore[arg-type]
+    assert gate._length_note(Entry(), Tree(12)) == ""  # type: ignore[arg-type]

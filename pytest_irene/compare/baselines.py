@@ -160,6 +160,11 @@ def tree_energies(tree: EnergyTree, *, leaves: bool = True) -> dict[str, ModuleE
 #: not an input size that must match, but what tells a model change (the same pixels cut into
 #: other patches) from a test's new input size, where both change the tokens per sample.
 INPUT_ELEMENTS_KEY = "input_elements"
+#: The ``inputs`` key of a generation's ``max_new_tokens``: not an input size that stops the
+#: comparison either (a longer generation is gated; the gate names the length change).
+GENERATION_LENGTH_KEY = "new_tokens"
+#: Keys of ``tree.meta`` recorded in an entry's ``inputs`` that do not gate by themselves.
+NOTED_INPUT_KEYS = (INPUT_ELEMENTS_KEY, GENERATION_LENGTH_KEY)
 
 
 def entry_from_tree(tree: EnergyTree, *, profile: str, features: str, energy_model: str = "") -> BaselineEntry:
@@ -167,9 +172,10 @@ def entry_from_tree(tree: EnergyTree, *, profile: str, features: str, energy_mod
     energies = tree_energies(tree)
     root = energies.pop("")
     inputs = {"batch_size": int(tree.batch_size), "seq_len": int(tree.seq_len)}
-    elements = tree.meta.get(INPUT_ELEMENTS_KEY)
-    if isinstance(elements, int) and not isinstance(elements, bool):
-        inputs[INPUT_ELEMENTS_KEY] = elements
+    for key in NOTED_INPUT_KEYS:
+        value = tree.meta.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            inputs[key] = value
     return BaselineEntry(
         profile=profile,
         features=features,

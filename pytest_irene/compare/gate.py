@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pytest_irene.compare.baselines import INPUT_ELEMENTS_KEY, BaselineEntry, tree_energies
+from pytest_irene.compare.baselines import (
+    GENERATION_LENGTH_KEY, INPUT_ELEMENTS_KEY, NOTED_INPUT_KEYS, BaselineEntry, tree_energies,
+)
 from pytest_irene.compare.comparison import (
     DEFAULT_FAIL_ON,
     DEFAULT_MIN_DELTA_J,
@@ -32,16 +34,10 @@ from pytest_irene.units import format_energy
 LEGACY_BASELINE_NOTE = "the baseline predates leaf-module coverage (irene-baselines/1): --irene-save to gate leaf modules"
 
 
-#: The ``inputs`` key of a generation's baseline holding its ``max_new_tokens``. Not an input size
-#: that stops the comparison: a longer generation is gated (its decode modules cost more), and the
-#: reason names the length change so the user does not read 30 moved modules as 30 regressions.
-GENERATION_LENGTH_KEY = "new_tokens"
-
-
 def _sizes(inputs: dict[str, int]) -> dict[str, int]:
     """The input sizes that must match for a comparison (batch and tokens, not the generation
     length, nor the main input's elements, which only say whether the inputs are the same)."""
-    return {k: v for k, v in inputs.items() if k not in (GENERATION_LENGTH_KEY, INPUT_ELEMENTS_KEY)}
+    return {k: v for k, v in inputs.items() if k not in NOTED_INPUT_KEYS}
 
 
 def _tokens_note(entry: BaselineEntry, tree: EnergyTree) -> str:
@@ -57,9 +53,10 @@ def _tokens_note(entry: BaselineEntry, tree: EnergyTree) -> str:
     return f"{', '.join(changed)} with the same inputs (the model reads them differently); "
 
 
-def _length_note(entry: BaselineEntry, new_tokens: int | None) -> str:
-    """``"generation length changed 8 -> 16 new tokens ...; "`` when both sides know it and it moved."""
-    was = entry.inputs.get(GENERATION_LENGTH_KEY)
+def _length_note(entry: BaselineEntry, tree: EnergyTree) -> str:
+    """``"generation length changed 8 -> 16 new tokens ...; "`` when both sides know it and it moved:
+    a longer generation moves every decode module, which the user should not read as 30 regressions."""
+    was, new_tokens = entry.inputs.get(GENERATION_LENGTH_KEY), tree.meta.get(GENERATION_LENGTH_KEY)
     if was is None or new_tokens is None or was == new_tokens:
         return ""
     return f"generation length changed {was} -> {new_tokens} new tokens (every decode module moves with it); "
@@ -97,7 +94,6 @@ def compare(
     strict: bool = False,
     energy_model: str | None = None,
     fail_on: str = DEFAULT_FAIL_ON,
-    new_tokens: int | None = None,
 ) -> Comparison:
     """Compare every module of ``tree`` (leaf modules included) with the baseline.
 
@@ -110,7 +106,7 @@ def compare(
     too under ``any``, unless it was renamed (:func:`~pytest_irene.compare.renames.find_renames`:
     same subtree shape, types and energies under another scope), which passes
     and is reported, and fails only when ``strict``. The root (scope ``""``) is
-    compared like any module. ``new_tokens`` (a generation's ``max_new_tokens``) against the
+    compared like any module. A generation's length (``max_new_tokens``) against the
     baseline's is named in the reason when it changed.
 
     Without a baseline the status is ``new``; with a baseline made for another
@@ -159,7 +155,7 @@ def compare(
                 cheaper.append(deltas[-1])
     cheapest = culprits(cheaper)
     status, reason = _verdict(deltas, renames, tolerance, min_delta, strict, baseline_entry.leaves, len(cheaper), cheapest)
-    reason = _length_note(baseline_entry, new_tokens) + _tokens_note(baseline_entry, tree) + reason
+    reason = _length_note(baseline_entry, tree) + _tokens_note(baseline_entry, tree) + reason
     return Comparison(
         status, reason, tuple(deltas), tuple(renames), tuple(d.scope for d in cheapest), not baseline_entry.leaves
     )

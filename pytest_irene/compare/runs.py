@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pytest_irene.compare.baselines import (
-    INPUT_ELEMENTS_KEY, BaselineEntry, BaselineError, entry_from_tree, read_baseline_file,
+    NOTED_INPUT_KEYS, BaselineEntry, BaselineError, entry_from_tree, read_baseline_file,
 )
 from pytest_irene.compare.comparison import (
     DEFAULT_MIN_DELTA_J,
@@ -139,8 +139,7 @@ def entry_tree(entry: BaselineEntry) -> EnergyTree:
         batch_size=int(entry.inputs.get("batch_size", 0)),
         seq_len=int(entry.inputs.get("seq_len", 0)),
     )
-    if INPUT_ELEMENTS_KEY in entry.inputs:
-        tree.meta[INPUT_ELEMENTS_KEY] = entry.inputs[INPUT_ELEMENTS_KEY]
+    tree.meta.update({k: entry.inputs[k] for k in NOTED_INPUT_KEYS if k in entry.inputs})
     return tree
 
 

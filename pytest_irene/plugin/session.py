@@ -28,7 +28,7 @@ from pytest_irene.compare.records import CallRecord, record_from_dict, record_to
 from pytest_irene.compare.runs import RunSide, load_side, machine_differences, machine_mismatch, not_compared
 from pytest_irene.errors import UsageError
 from pytest_irene.units import parse_percent
-from pytest_irene.compare.gate import GENERATION_LENGTH_KEY, check_budget, compare
+from pytest_irene.compare.gate import check_budget, compare
 from pytest_irene.engine.feature_sets import ALL, MODEL
 from pytest_irene.plugin.header import describe_hardware
 from pytest_irene.compare.stale import StaleBaseline
@@ -252,8 +252,6 @@ class IreneSession:
 
         version = self.energy_model_version(profile)
         entry = entry_from_tree(tree, profile=profile, features=features, energy_model=version)
-        if max_new_tokens is not None:  # named when it changes (see compare.gate.GENERATION_LENGTH_KEY)
-            entry.inputs[GENERATION_LENGTH_KEY] = max_new_tokens
         comparison: Comparison | None = None
         key = baseline_nodeid(item)
         if self.settings.save:
@@ -272,7 +270,6 @@ class IreneSession:
                 strict=self.settings.strict,
                 energy_model=version,
                 fail_on=self.settings.fail_on,
-                new_tokens=max_new_tokens,
             )
         budget = check_budget(tree, budget_j)
         test_file, line0, _ = item.location
