@@ -63,9 +63,9 @@ def read_json(path: Path) -> Any:
     Why so strict: a model file is often hand-edited or handed over by someone else, and a
     silent reading of the wrong thing gates tests on wrong joules. A binary file (gzip, zip,
     pickle) is named for what it is and never decoded further; a UTF-8 byte-order mark (what
-    some Windows editors write) is skipped; a field named twice, NaN/Infinity and nesting
-    too deep for the parser are errors naming the file (and the field), never a silent
-    last-value-wins or a ``RecursionError``."""
+    some Windows editors write) is skipped; a field named twice and nesting too deep for the
+    parser are errors naming the file (and the field), never a silent last-value-wins or a
+    ``RecursionError``. NaN/Infinity are :func:`check_finite`'s (:func:`parse_fields` runs it)."""
     source = str(path)
     try:
         data = path.read_bytes()
@@ -96,7 +96,6 @@ def read_json(path: Path) -> Any:
         ) from None
     except RecursionError:
         raise _error(source, None, _TOO_DEEP) from None
-    check_finite(obj, source)
     return obj
 
 

@@ -103,10 +103,11 @@ def peek_profile(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     pytest plugin calls this at configure time (``--collect-only`` included);
     the full validation of the weights happens when a call first needs them.
     """
-    from pytest_irene.engine.predict.model_file import read_json
+    from pytest_irene.engine.predict.model_file import check_finite, read_json
 
     path = resolve_profile(name_or_path)
     doc = read_json(path)
+    check_finite(doc, str(path))
     if not isinstance(doc, dict):
         raise ModelFileError(f"{path}: expected a JSON object (an energy model file), got {type(doc).__name__}")
     if doc.get("format") != MODEL_FORMAT:
