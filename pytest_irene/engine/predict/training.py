@@ -111,6 +111,24 @@ def measured_trees(trees: Sequence[EnergyTree], where: str) -> list[EnergyTree]:
     return [tree for tree, _ in complete]
 
 
+def training_trees(paths: Sequence[Path], command: str) -> tuple[list[EnergyTree], str]:
+    """The trees ``command`` (``train``, ``train --prior``) learns from, and their energy scope.
+
+    One reading for plain and transfer training: a :class:`UsageError` when the files hold no
+    tree, trees with an unmeasured node left out (:func:`measured_trees`), one energy scope
+    required (:func:`energy_scope_of`) and a warning for several machines."""
+    from pytest_irene.engine.dataset import load_dataset
+
+    where = f"{command}: the dataset(s) {[str(p) for p in paths]}"
+    trees = load_dataset(*paths)
+    if not trees:
+        raise UsageError(f"{where} hold no trees")
+    trees = measured_trees(trees, where)
+    scope = energy_scope_of(trees, where)
+    warn_mixed_machines(trees, where)
+    return trees, scope
+
+
 def _crossvalidate_any(trees: Sequence[EnergyTree], features: str, strategy: str, seed: int) -> dict[str, Any]:
     """Cross-validation errors with the first split that applies to this data (see
     :data:`~pytest_irene.engine.predict.crossval.TRAINING_SPLITS`)."""
@@ -148,7 +166,7 @@ def train_energy_model(
     leave-one-model-out when the data has paper models, else from the ``seq`` or
     ``batch`` split; ``crossvalidate=False`` skips them (empty ``cv_errors``).
     """
-    from pytest_irene.engine.dataset import dataset_hash, load_dataset
+    from pytest_irene.engine.dataset import dataset_hash
     from pytest_irene.engine.predict.strategies import DEFAULT_STRATEGY, make_predictor
 
     if not dataset_paths:
@@ -160,12 +178,7 @@ def train_energy_model(
         raise UsageError(f"features: expected some of {list(FEATURE_SETS)}, got {list(feature_sets)}")
     strategy = strategy or DEFAULT_STRATEGY
     paths = [Path(p) for p in dataset_paths]
-    trees = load_dataset(*paths)
-    if not trees:
-        raise UsageError(f"train: the dataset(s) {[str(p) for p in paths]} hold no trees")
-    trees = measured_trees(trees, f"train: the dataset(s) {[str(p) for p in paths]}")
-    scope = energy_scope_of(trees, f"train: the dataset(s) {[str(p) for p in paths]}")
-    warn_mixed_machines(trees, f"train: the dataset(s) {[str(p) for p in paths]}")
+    trees, scope = training_trees(paths, "train")
     if "all" in sets:
         lacking = next((t for t in trees if any(f not in t.root.features for f in RESOURCE_FEATURES)), None)
         if lacking is not None:
@@ -221,5 +234,6 @@ __all__ = [
     "hardware_of",
     "measured_trees",
     "train_energy_model",
+    "training_trees",
     "warn_mixed_machines",
 ]

@@ -34,9 +34,7 @@ import numpy as np
 
 from pytest_irene.engine.predict.crossval import node_errors, summarise
 from pytest_irene.engine.predict.energy_model import EnergyModel
-from pytest_irene.engine.predict.training import (
-    dataset_info, energy_scope_of, hardware_of, measured_trees, warn_mixed_machines,
-)
+from pytest_irene.engine.predict.training import dataset_info, hardware_of, training_trees
 from pytest_irene.engine.predict.ranges import TrainingRanges
 from pytest_irene.engine.predict.regressors import MIN_ENERGY_J, LeafRegressors
 from pytest_irene.engine.predict.strategies import Predictor, predictor_from_json
@@ -269,19 +267,13 @@ def transfer_energy_model(
     trees of ``dataset_paths`` (see the module doc). ``feature_sets`` defaults to every set
     of the prior the data can feed (``all`` needs resource features on every tree). The
     leave-one-tree-out errors are stored as the file's ``cv_errors``."""
-    from pytest_irene.engine.dataset import dataset_hash, load_dataset
+    from pytest_irene.engine.dataset import dataset_hash
 
     prior_model = EnergyModel.load(prior)
     paths = [Path(p) for p in dataset_paths]
     if not paths:
         raise UsageError("train --prior: expected at least one dataset file")
-    trees = load_dataset(*paths)
-    where = f"train --prior: the dataset(s) {[str(p) for p in paths]}"
-    if not trees:
-        raise UsageError(f"{where} hold no trees")
-    trees = measured_trees(trees, where)
-    scope = energy_scope_of(trees, where)
-    warn_mixed_machines(trees, where)
+    trees, scope = training_trees(paths, "train --prior")
     if feature_sets is None:
         complete = all(all(f in t.root.features for f in RESOURCE_FEATURES) for t in trees)
         feature_sets = [f for f in prior_model.feature_sets if f == "model" or complete]
