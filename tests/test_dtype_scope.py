@@ -180,3 +180,16 @@ def test_editing_a_model_files_content_leaves_the_cached_model_alone():
     doc["hardware"]["description"] = "changed"
     assert EnergyModel.load("irene-pc1").training_ranges.widths == [16.0, 768.0]
     assert EnergyModel.load("irene-pc1").hardware.get("description") != "changed"
+
+
+def test_a_measured_tree_is_not_relabelled_by_a_profile_of_another_scope(mixed_trees):
+    """Predicting GPU-board measurements with the wall profile used to overwrite the tree's
+    ``energy_scope``: the measured board joules then read as wall joules beside wall predictions."""
+    board = tree_from_dict(json.loads(json.dumps(mixed_trees[0].to_dict())))
+    board.meta["energy_scope"] = "gpu-board"
+    model = EnergyModel.load("irene-pc1")
+    with pytest.raises(UsageError, match=r"measured 'gpu-board' energy but .* predicts 'wall' energy"):
+        model.predict(board)
+    assert board.energy_scope == "gpu-board" and board.root.predicted_energy_j is None
+    traced = model.predict(trace(_tiny_bert(torch.float32), example_inputs("bert-base-uncased", 2, 8)))
+    assert traced.energy_scope == "wall"  # an unmeasured tree takes the profile's scope

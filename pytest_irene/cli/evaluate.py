@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from pytest_irene.errors import ModelFileError, UsageError
 
@@ -40,11 +39,13 @@ def run(args: argparse.Namespace) -> int:
     except ModelFileError as exc:
         raise ModelFileError(f"--profile: {exc}") from None
     trees = load_trees(args.datasets)
-    check_scope(model, trees)
     own = model.training_trees_among(trees)
     if own is None:  # a file from before tree fingerprints: only the whole file list can be recognised
         own = len(trees) if dataset_hash(*args.datasets) == model.dataset_hash else 0
-    model.predict_many(trees, features=features)
+    try:  # refuses measured trees of another energy scope: two different quantities
+        model.predict_many(trees, features=features)
+    except UsageError as exc:
+        raise UsageError(f"DATASET: {exc}") from None
     levels = summarise(node_errors(trees))
     outside = sum(1 for t in trees if t.meta.get("extrapolation"))
     if args.json:
@@ -78,16 +79,3 @@ def run(args: argparse.Namespace) -> int:
             style="yellow",
         )
     return 0
-
-
-def check_scope(model: Any, trees: list[Any]) -> None:
-    """``UsageError`` when the trees' measured joules cover something else than the profile's
-    (wall against GPU board): the percent errors would compare two different quantities."""
-    from pytest_irene.engine.predict.training import energy_scope_of
-
-    scope = energy_scope_of(trees, "DATASET")
-    if scope != model.energy_scope:
-        raise UsageError(
-            f"DATASET: its trees measure {scope!r} energy but {model.describe()} predicts {model.energy_scope!r} "
-            "energy; evaluate a profile on data of its own scope (meta.energy_scope of each line)"
-        )

@@ -141,6 +141,7 @@ class EnergyModel:
                     "(pytest_irene.trace(model, inputs)) or call pytest_irene.predict(model, inputs)"
                 )
             self._check_features(tree, predictor, features)
+            self._check_scope(tree)
         from pytest_irene.engine.generation_tree import GenerationTree, predict_generation
 
         predictor.predict_many([t for t in trees if not isinstance(t, GenerationTree)])
@@ -169,6 +170,17 @@ class EnergyModel:
                 f"(it has {list(self.feature_sets)}); predict with one of those"
             )
         return predictor
+
+    def _check_scope(self, tree: EnergyTree) -> None:
+        """A measured tree keeps what its joules cover: predicting wall-measured nodes with a
+        GPU-board profile would relabel the tree and set two different quantities side by side
+        (an unmeasured, traced tree simply takes the profile's scope)."""
+        if tree.root.energy_j is not None and tree.energy_scope != self.energy_scope:
+            raise UsageError(
+                f"predict: tree {tree.model_name} b{tree.batch_size} s{tree.seq_len} measured {tree.energy_scope!r} "
+                f"energy but {self.describe()} predicts {self.energy_scope!r} energy; predict measured trees "
+                "with a profile of their own scope (meta.energy_scope)"
+            )
 
     @staticmethod
     def _check_features(tree: EnergyTree, predictor: Any, features: str) -> None:
