@@ -321,6 +321,18 @@ def _heuristic(name: str) -> tuple[str, Formula] | None:
     return (name, guess) if guess is not None else None
 
 
+def _holds_no_layers(module: Any) -> bool:
+    """Whether no submodule of ``module`` holds parameters: only then is a name family a primitive.
+
+    A norm, an activation or a rotary table computes with its own tensors; a class named after
+    its norm that holds layers is a block (wav2vec2-large's ``Wav2Vec2EncoderStableLayerNorm``
+    and its ``...EncoderLayerStableLayerNorm`` layers, the same in HuBERT, WavLM, UniSpeech):
+    taken for a LayerNorm leaf, its whole encoder was 8 flops per element of its output."""
+    if not isinstance(module, torch.nn.Module):
+        return True
+    return next((p for child in module.children() for p in child.parameters()), None) is None
+
+
 def _match(module: Any) -> tuple[str, Formula] | None:
     """(registry name, formula) of a module instance: its class name, a name family, then its base classes."""
     cls = type(module)
@@ -330,7 +342,7 @@ def _match(module: Any) -> tuple[str, Formula] | None:
     if name in _BUILTIN:
         return name, _BUILTIN[name]
     guess = _heuristic(name)
-    if guess is not None:
+    if guess is not None and _holds_no_layers(module):
         return guess
     for base in cls.__mro__[1:]:
         if base.__module__.startswith("torch.nn") and base.__name__ in ("Module",):

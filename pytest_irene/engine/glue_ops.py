@@ -6,8 +6,11 @@ See :mod:`pytest_irene.engine.features` for the conventions; the tracer calls
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
+
+import torch
 
 from pytest_irene.engine.features import matmul_features
 from pytest_irene.engine.tensor_sizes import first_tensor, nbytes, output_tensor, tensors
@@ -40,6 +43,25 @@ ELEMENTWISE_OPS: dict[str, tuple[float, float]] = {
 _READ_SIZED = {"mean", "sum", "var", "std"}
 _MATMUL_OPS = {"mm", "bmm", "matmul"}
 _ADDMM_OPS = {"addmm", "baddbmm", "addbmm"}
+_CONVOLUTION_OPS = {"convolution", "_convolution"}
+
+
+def _convolution(args: Sequence[Any], out: Any) -> tuple[float, float] | None:
+    """``aten.convolution(x, W, bias, stride, padding, dilation, transposed, ...)`` run outside a
+    Conv module (``F.conv1d`` in a forward: Mamba's causal conv when its kernel is not installed),
+    counted as the Conv/ConvTranspose formulas count it: 2 flops per weight element each output
+    (a transposed one: each input) element meets, plus the bias add; input + weight + output bytes.
+    It used to be free glue, so a functional convolution's work was missing."""
+    res = output_tensor(out)
+    if res is None or len(args) < 2 or not isinstance(args[0], torch.Tensor) or not isinstance(args[1], torch.Tensor):
+        return None
+    x, weight = args[0], args[1]
+    transposed = bool(args[6]) if len(args) > 6 else False
+    per_element = math.prod(weight.shape[1:])  # C_in/groups·kernel, or C_out/groups·kernel transposed
+    flops = 2.0 * (x.numel() if transposed else res.numel()) * per_element
+    if len(args) > 2 and isinstance(args[2], torch.Tensor):
+        flops += res.numel()
+    return flops, nbytes(x) + nbytes(weight) + nbytes(res)
 
 
 def glue_op_features(op_name: str, args: Sequence[Any], out: Any) -> tuple[float, float] | None:
@@ -63,6 +85,8 @@ def glue_op_features(op_name: str, args: Sequence[Any], out: Any) -> tuple[float
             ts = ts[1:]
         f = matmul_features(ts[0], ts[1], res)
         return f["flops"], f["mem_bytes"]
+    if op_name in _CONVOLUTION_OPS:
+        return _convolution(args, out)
     if op_name == "embedding":
         ts = tensors(args)
         res = output_tensor(out)

@@ -137,7 +137,24 @@ def _token_wise(module: nn.Module) -> bool:
     return isinstance(module, _TOKEN_WISE) or name.endswith("rmsnorm") or name.endswith("layernorm")
 
 
-def token_layout(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, int] | None:
+def _is_norm(module: nn.Module) -> bool:
+    """A LayerNorm or RMSNorm (by type or by the name families the formulas recognise)."""
+    name = type(module).__name__.lower()
+    return isinstance(module, nn.LayerNorm) or name.endswith("rmsnorm") or name.endswith("layernorm")
+
+
+def _norms_a_convolution(module: nn.Module, caller: nn.Module | None) -> bool:
+    """A norm called by a module that holds a convolution normalises that convolution's channels
+    (wav2vec2-large's, HuBERT-large's and WavLM-large's feature layers: conv, transpose, LayerNorm;
+    a patch embedding's norm): its positions are the convolution's, not yet the model's tokens.
+    wav2vec2-large's first such norm saw 16,399 positions per sample where the encoder reads 256
+    frames."""
+    if caller is None or not _is_norm(module):
+        return False
+    return any(isinstance(child, nn.modules.conv._ConvNd) for child in caller.children())
+
+
+def token_layout(module: nn.Module, inputs: tuple[Any, ...], caller: nn.Module | None = None) -> tuple[int, int] | None:
     """``(batch, tokens per sample)`` of ``module``'s input, for a module whose input says it.
 
     A token-wise layer's ``(B, S, D)`` input (the common batch-first case); a recurrent layer's
@@ -146,7 +163,8 @@ def token_layout(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, int] 
     its positions: dim 0 is its channels, not a batch). ``nn.MultiheadAttention`` reports its own
     from the query (:func:`pytest_irene.engine.mha.mha_leaves`). ``None`` for anything else (a
     ``PackedSequence``, a batched convolution: its positions are not yet the model's tokens, e.g.
-    ViT's patches before the class token); ``(B, D)`` rows are :func:`row_layout`'s.
+    ViT's patches before the class token; a norm beside a convolution in ``caller``, the module
+    that called it: :func:`_norms_a_convolution`); ``(B, D)`` rows are :func:`row_layout`'s.
     """
     x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
     if x is None or not x.is_floating_point():
@@ -160,7 +178,7 @@ def token_layout(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, int] 
         return None
     if isinstance(module, nn.modules.conv._ConvNd) and x.dim() == len(module.kernel_size) + 1:  # (C, *spatial)
         return 1, int(math.prod(x.shape[1:]))
-    if _token_wise(module) and x.dim() == 3:
+    if _token_wise(module) and x.dim() == 3 and not _norms_a_convolution(module, caller):
         return int(x.shape[0]), int(x.shape[1])
     return None
 

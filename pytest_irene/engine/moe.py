@@ -14,7 +14,9 @@ Two layouts are handled:
   and ``down_proj`` weights, called as ``experts(hidden, top_k_index,
   top_k_weights)``. It is a formula leaf (:func:`fused_experts_features`); on
   the meta device its forward is replaced by one returning a zero tensor of the
-  right shape (the loop over hit experts needs ``nonzero``).
+  right shape (the loop over hit experts needs ``nonzero``). Llama 4's
+  ``Llama4TextExperts`` is called with the rows alone, every token repeated for every
+  expert (its transformers code runs them all, dense): every row counts there.
 * **a list of experts** (a hand-written top-k MoE, older transformers): a block
   with an ``experts`` ``ModuleList`` selects tokens with ``torch.where(mask)`` /
   ``nonzero``. On meta that answers with the expected count (rows / experts,
@@ -61,17 +63,35 @@ def _expert_rows(index: torch.Tensor, n_experts: int) -> list[int]:
     return [int(c) for c in counts[:n_experts].tolist()]
 
 
+def _routing_index(ts: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The ``top_k_index`` a fused-experts module was called with (its first integer tensor after
+    the hidden states), ``None`` when it was given the rows alone."""
+    return next((t for t in ts[1:] if not t.is_floating_point() and t.dtype != torch.bool), None)
+
+
+def _laid_out_rows(hidden: torch.Tensor, n_experts: int) -> list[int]:
+    """Rows each expert runs when the caller laid them out per expert (``(E·rows, H)`` viewed as
+    ``(E, rows, H)``): every row it is given, on every device."""
+    base, extra = divmod(int(hidden.numel() // max(int(hidden.shape[-1]), 1)), n_experts)
+    return [base + (1 if e < extra else 0) for e in range(n_experts)]
+
+
 def fused_experts_features(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
     """Fused experts: per routed row ``up (+gate)`` and ``down`` products, the activation, the weighting.
 
     Flops per row: ``2·H·U`` (``U`` = 2·I with a gate, else I) + ``2·I·H`` + ``5·I``
     (SiLU) + ``I`` (gate × up) + ``2·H`` (routing weight and scatter-add). Bytes:
     the rows read and written, plus the weights of every expert that gets a row.
+
+    Called with the hidden states alone (Llama 4's ``Llama4TextExperts``: the caller sends every
+    token to every expert, scaled by its router score, and sums the results itself), the module
+    runs every row it is given, so every row counts, without the weighting (its caller's glue).
+    Such a module counted 0 flops before, on meta and on a real device alike.
     """
     ts = _tensors(list(inputs))
-    if len(ts) < 2:
+    if not ts:
         return {"flops": 0.0, "mem_bytes": 0.0}
-    hidden, index = ts[0], ts[1]
+    hidden, index = ts[0], _routing_index(ts)
     up = _weight(module, "gate_up_proj")
     gated = up is not None
     if up is None:
@@ -82,8 +102,9 @@ def fused_experts_features(module: Any, inputs: Sequence[Any], output: Any) -> d
     h = int(hidden.shape[-1])
     up_n = up.shape[1] if up.shape[2] == h else up.shape[2]  # transposed layouts store (E, H, U)
     inner = up_n // 2 if gated else up_n
-    per_row = 2.0 * h * up_n + 2.0 * inner * h + 5.0 * inner + (inner if gated else 0) + 2.0 * h
-    rows = _expert_rows(index, n_experts)
+    weighting = 2.0 * h if index is not None else 0.0
+    per_row = 2.0 * h * up_n + 2.0 * inner * h + 5.0 * inner + (inner if gated else 0) + weighting
+    rows = _expert_rows(index, n_experts) if index is not None else _laid_out_rows(hidden, n_experts)
     routed = sum(rows)
     es = hidden.element_size()
     per_expert_w = (up[0].numel() + down[0].numel()) * up.element_size()

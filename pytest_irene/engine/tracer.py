@@ -91,10 +91,12 @@ _FUNCTIONAL = _functional_table()
 class _Frame:
     """One active node during the forward call."""
 
-    __slots__ = ("node", "formula", "flops", "mem", "skip", "suffixes", "routing")
+    __slots__ = ("node", "formula", "flops", "mem", "skip", "suffixes", "routing", "module")
 
-    def __init__(self, node: EnergyNode | None, formula: Any = None, skip: bool = False):
+    def __init__(self, node: EnergyNode | None, formula: Any = None, skip: bool = False,
+                 module: nn.Module | None = None):
         self.node = node
+        self.module = module  # the module this frame runs (None for functional leaves and skips)
         self.formula = formula  # set for formula leaves: their inner ops are not counted
         self.skip = skip  # a module called inside a leaf, or a Dropout: no node
         self.flops = 0.0  # glue charged to this node itself
@@ -172,7 +174,7 @@ class Tracer:
         self.params[id(node)] = float(sum(p.numel() for p in module.parameters()))
         if top is not None and top.node is not None:
             top.node.add_child(node)
-        frame = _Frame(node, formula)
+        frame = _Frame(node, formula, module=module)
         experts = moe.experts_in_block(module) if self.on_meta and formula is None else None
         if experts is not None:
             frame.routing = moe.ExpectedRouting(experts)
@@ -199,9 +201,13 @@ class Tracer:
             self.own[id(node)] = (frame.flops, frame.mem)
         if isinstance(fn, nn.Module):
             if self.token_layout is None:
-                self.token_layout = token_layout(fn, inputs)
+                self.token_layout = token_layout(fn, inputs, self._caller_module())
             if self.row_layout is None:
                 self.row_layout = row_layout(fn, inputs)
+
+    def _caller_module(self) -> nn.Module | None:
+        """The module whose forward called the node being closed (its frame is popped already)."""
+        return next((f.module for f in reversed(self.stack) if f.module is not None), None)
 
     def _leaf_features(self, frame: _Frame, fn: Any, inputs: tuple[Any, ...], output: Any) -> dict[str, float]:
         """The formula's features, computed under a formula frame: reading a parametrized weight
@@ -237,7 +243,7 @@ class Tracer:
         scope = self.functional_scope(top, suffix)
         formula = F_.formula_by_name(formula_name)
         node = top.node.add_child(EnergyNode(scope=scope, type=type_name, level="ml"))
-        self.params[id(node)] = 0.0
+        self.params[id(node)] = _functional_params(type_name, args, kwargs)
         frame = _Frame(node, formula)
         self.stack.append(frame)
         if self.capture:
@@ -345,6 +351,17 @@ class DispatchMode(TorchDispatchMode):
             out = func(*args, **kwargs)
         self.tracer.aten(func, args, kwargs, out)
         return out
+
+
+def _functional_params(type_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
+    """Parameters of a functional leaf: ``F.linear(x, W, b)``'s weight and bias when they are
+    parameters (a MoE router, a hand-written layer), as a ``Linear`` module leaf counts its own;
+    it had none, so the leaf looked weightless to the regressor. Products of activations
+    (``MatMul``, ``Softmax``, SDPA) have none."""
+    if type_name != "Linear":
+        return 0.0
+    weights = [v for v in (*args[1:], *kwargs.values()) if isinstance(v, nn.Parameter)]
+    return float(sum(w.numel() for w in weights))
 
 
 _LOCAL_SCALAR = torch.ops.aten._local_scalar_dense.default
