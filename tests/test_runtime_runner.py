@@ -162,6 +162,19 @@ def test_measure_tree_refuses_weights_without_values():
         measure_tree(torch.nn.Linear(4, 4), torch.randn(2, 4), device="meta")
 
 
+def test_measure_tree_names_a_device_it_cannot_use():
+    """A CPU-only torch raised its bare ``AssertionError`` from the first ``.to("cuda")``; the
+    library's errors are ``IreneError``s, as ``trace`` and ``irene predict --device`` give."""
+    from pytest_irene.errors import UsageError
+    from pytest_irene.rig.runtime import measure_tree
+
+    with pytest.raises(UsageError, match="expected a torch device"):
+        measure_tree(torch.nn.Linear(4, 4), torch.randn(2, 4), device="gpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match=r"device='cuda' cannot be used here"):
+            measure_tree(torch.nn.Linear(4, 4), torch.randn(2, 4), device="cuda")
+
+
 class _HostEvent:
     """A CUDA event stand-in for a device that runs synchronously (the host): it timestamps at record()."""
 

@@ -53,9 +53,12 @@ _SEEN = "_irene_options_seen"
 
 class IreneParser(argparse.ArgumentParser):
     """The ``irene`` parsers (the sub-commands' too: ``add_subparsers`` makes them of this class),
-    whose single-value options refuse a repeat (:class:`_StoreOnce`)."""
+    whose single-value options refuse a repeat (:class:`_StoreOnce`) and whose options must be spelt in full."""
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - argparse's signature
+        # No abbreviations: `--batch 8` or `--plan-onl` silently taken for another option
+        # would run a different measurement than the one typed.
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)

@@ -301,9 +301,14 @@ def measure_tree(
 
     from pytest_irene.rig.runtime.fingerprint import host_fingerprint
 
-    dev = torch.device(device)
+    from pytest_irene.engine.devices import check_device, unavailable_reason
+
+    dev = torch.device(check_device(device, "measure_tree: device"))
     if dev.type == "meta":
         raise UsageError("measure_tree: device='meta' runs nothing; measure on 'cpu' or 'cuda'")
+    reason = unavailable_reason(str(dev))
+    if reason is not None:  # torch's bare AssertionError on a CPU-only build, or a missing GPU
+        raise UsageError(f"measure_tree: device={str(dev)!r} cannot be used here: {reason}")
     if any(p.is_meta for p in model.parameters()):
         raise UsageError(
             "measure_tree: the model's weights are on the meta device (no values to run with); "
