@@ -450,3 +450,12 @@ def test_a_closed_stdout_pipe_ends_quietly() -> None:
     proc.stdout.close()  # the reader is gone before the first write
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
+
+
+def test_an_abbreviated_option_is_refused_not_guessed(capsys):
+    """argparse takes ``--plan-onl`` for ``--plan-only`` by default: a typo would run whatever
+    option it happens to prefix. The ``irene`` parsers want every option spelt in full."""
+    code, err = exit_code_of(
+        capsys, "predict", "--model", "bert-base-uncased", "--batch-size", "1", "--seq-len", "8", "--dep", "2"
+    )
+    assert code == 2 and "unrecognized arguments: --dep 2" in err
