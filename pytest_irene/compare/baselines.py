@@ -142,16 +142,20 @@ def tree_energies(tree: EnergyTree, *, leaves: bool = True) -> dict[str, ModuleE
     execution: ``scope``, ``scope#2``, ... so nothing is summed away.
     """
     out: dict[str, ModuleEnergy] = {}
+    last: dict[str, int] = {}  # per scope, the repeat number it last got: a block shared 1,000 times is not 1,000² probes
     for node in tree.walk():
         if not node.is_module or (node.level == "ml" and not leaves):
             continue
         energy_j = node.energy_of("predicted")
         if energy_j is None:
             raise BaselineError(f"node {scope_label(node.scope)!r} ({node.type}) has no predicted energy")
-        key, n = node.scope, 1
+        key, n = node.scope, last.get(node.scope, 1)
+        if n > 1:
+            key = f"{node.scope}#{n}"
         while key in out:
             n += 1
             key = f"{node.scope}#{n}"
+        last[node.scope] = n
         out[key] = ModuleEnergy(type=node.type, energy_j=float(energy_j))
     return out
 

@@ -24,7 +24,7 @@ from pytest_irene.compare.comparison import (
     counts_against,
     moved,
 )
-from pytest_irene.compare.renames import find_renames, is_under
+from pytest_irene.compare.renames import ScopesBelow, find_renames
 from pytest_irene.engine.tree import EnergyTree, scope_label
 from pytest_irene.units import format_energy
 
@@ -207,7 +207,8 @@ def culprits(failed: list[ModuleDelta]) -> list[ModuleDelta]:
     model; the culprit is the innermost module (down to a leaf such as
     ``intermediate.dense`` or ``lm_head``), and it is the one to name.
     """
-    inner = [d for d in failed if not any(is_under(d.scope, o.scope) for o in failed)]
+    below = ScopesBelow(d.scope for d in failed)  # asking every other failing module was quadratic
+    inner = [d for d in failed if not below(d.scope)]
     return sorted(inner, key=lambda d: (-abs((d.now_j or 0.0) - (d.baseline_j or 0.0)), d.scope))
 
 

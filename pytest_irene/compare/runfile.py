@@ -32,6 +32,7 @@ from typing import Any
 
 from pytest_irene.atomic import atomic_write_text
 from pytest_irene.compare.records import CallRecord, RecordError, record_from_dict, record_to_dict
+from pytest_irene.engine.dataset import MAX_DEPTH
 
 RUN_FORMAT = "irene-run/2"
 READABLE_FORMATS: tuple[str, ...] = ("irene-run/1", RUN_FORMAT)
@@ -141,6 +142,11 @@ def read_run_file(path: str | os.PathLike[str]) -> RunFile:
     except json.JSONDecodeError as exc:
         raise RunFileError(
             f"{p}: corrupt run file (invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    except RecursionError:  # the parser recurses per nesting level: a tree some 450 modules deep
+        raise RunFileError(
+            f"{p}: run file nested too deep to read (a tree over {MAX_DEPTH} levels deep is not a model tree "
+            "pytest-irene can compare)"
         ) from None
     found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
     if isinstance(found, str) and _newer(found):

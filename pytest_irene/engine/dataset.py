@@ -51,11 +51,47 @@ def _number(value: Any, path: str, line: int, field: str, *, optional: bool = Fa
     return float(value)
 
 
-def _node_from_dict(obj: Any, path: str, line: int, where: str, depth: int = 0) -> EnergyNode:
+def _finite(value: Any) -> bool:
+    """Whether ``value`` is a finite JSON number (not a bool), the test :func:`_number` makes."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+class _Where:
+    """A node's field path (``root.children[3].children[0]``), spelled out only when an error names it.
+
+    The path and the field names under it were formatted for every node and feature of a tree,
+    a third of reading an 80,000-node run file (a 60-layer MoE with its experts listed)."""
+
+    __slots__ = ("parent", "index")
+
+    def __init__(self, parent: _Where | str, index: int) -> None:
+        self.parent, self.index = parent, index
+
+    def __str__(self) -> str:
+        steps: list[str] = []
+        at: _Where | str = self
+        while isinstance(at, _Where):
+            steps.append(f".children[{at.index}]")
+            at = at.parent
+        return at + "".join(reversed(steps))
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _optional_number(obj: dict[str, Any], key: str, path: str, line: int, where: _Where | str) -> float | None:
+    """``obj[key]`` as a float, ``None`` when absent or null; :func:`_number`'s error (naming the field) otherwise."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    return float(value) if _finite(value) else _number(value, path, line, f"{where}.{key}")
+
+
+def _node_from_dict(obj: Any, path: str, line: int, where: _Where | str, depth: int = 0) -> EnergyNode:
     if depth > MAX_DEPTH:
-        raise DatasetError(path, line, where[:60] + "...", f"nested deeper than {MAX_DEPTH} levels; not a model tree")
+        raise DatasetError(path, line, str(where)[:60] + "...", f"nested deeper than {MAX_DEPTH} levels; not a model tree")
     if not isinstance(obj, dict):
-        raise DatasetError(path, line, where, f"expected an object, got {type(obj).__name__}")
+        raise DatasetError(path, line, str(where), f"expected an object, got {type(obj).__name__}")
     for key in ("scope", "type", "level", "features", "children"):
         if key not in obj:
             raise DatasetError(path, line, f"{where}.{key}", "missing")
@@ -67,18 +103,21 @@ def _node_from_dict(obj: Any, path: str, line: int, where: str, depth: int = 0) 
     feats = obj["features"]
     if not isinstance(feats, dict):
         raise DatasetError(path, line, f"{where}.features", "expected an object")
-    features = {
-        str(k): _number(v, path, line, f"{where}.features.{k}") for k, v in feats.items()  # type: ignore[misc]
+    features = {  # the field path is formatted only for a bad value (see _Where)
+        str(k): float(v) if _finite(v) else _number(v, path, line, f"{where}.features.{k}")  # type: ignore[misc]
+        for k, v in feats.items()
     }
-    negative = next((k for k in NON_NEGATIVE_FEATURES if (features.get(k) or 0.0) < 0), None)  # type: ignore[operator]
+    negative = None
+    if features and min(features.values()) < 0:  # type: ignore[type-var]
+        negative = next((k for k in NON_NEGATIVE_FEATURES if (features.get(k) or 0.0) < 0), None)  # type: ignore[operator]
     if negative is not None:  # a regressor would learn from it; only a broken sampler or a hand edit writes one
         raise DatasetError(path, line, f"{where}.features.{negative}", f"expected a value >= 0, got {features[negative]}")
     if features.get("bytes_per_element", 1.0) <= 0:  # type: ignore[operator]
         raise DatasetError(path, line, f"{where}.features.bytes_per_element", "expected an element size in bytes > 0")
-    energy = _number(obj.get("energy_j"), path, line, f"{where}.energy_j", optional=True)
+    energy = _optional_number(obj, "energy_j", path, line, where)
     if energy is not None and energy < 0:
         raise DatasetError(path, line, f"{where}.energy_j", f"expected energy >= 0, got {energy}")
-    predicted = _number(obj.get("predicted_energy_j"), path, line, f"{where}.predicted_energy_j", optional=True)
+    predicted = _optional_number(obj, "predicted_energy_j", path, line, where)
     notes = obj.get("notes") or {}
     if not isinstance(notes, dict):
         raise DatasetError(path, line, f"{where}.notes", "expected an object")
@@ -95,7 +134,7 @@ def _node_from_dict(obj: Any, path: str, line: int, where: str, depth: int = 0) 
     if not isinstance(children, list):
         raise DatasetError(path, line, f"{where}.children", "expected a list")
     for i, child in enumerate(children):
-        node.add_child(_node_from_dict(child, path, line, f"{where}.children[{i}]", depth + 1))
+        node.add_child(_node_from_dict(child, path, line, _Where(where, i), depth + 1))
     if node.children and node.level == "ml":
         raise DatasetError(path, line, f"{where}.level", "an 'ml' node (a leaf) cannot have children")
     return node

@@ -16,6 +16,9 @@ from pytest_irene.units import format_change, format_energy
 #: Rows of the changed-modules table: a 32-layer model moves hundreds of modules
 #: at once, and the failing-modules summary already names the deepest ones.
 MAX_TABLE_ROWS = 30
+#: Modules named per "added"/"removed"/"renamed" line: doubling a 60-layer MoE's experts adds
+#: 78,000 modules, and one line naming them all was 4 MB of failure section.
+MAX_LISTED = 20
 
 
 def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -63,21 +66,29 @@ def comparison_text(record: CallRecord) -> list[str]:
     added = [d for d in comp.deltas if d.baseline_j is None]
     removed = [d for d in comp.deltas if d.now_j is None]
     if added:
-        lines.append("added modules: " + ", ".join(f"{d.scope} ({d.type}, {format_energy(d.now_j)})" for d in added))
+        lines.append("added modules: " + listed([f"{d.scope} ({d.type}, {format_energy(d.now_j)})" for d in added]))
     if removed:
         lines.append(
-            "removed modules: " + ", ".join(f"{d.scope} ({d.type}, {format_energy(d.baseline_j)})" for d in removed)
+            "removed modules: " + listed([f"{d.scope} ({d.type}, {format_energy(d.baseline_j)})" for d in removed])
         )
     if comp.renames:
         lines.append("renamed modules: " + rename_list(record))
     return lines
 
 
-def rename_list(record: CallRecord) -> str:
-    """``old -> new (Type, energy)`` for every renamed subtree of the call, comma-separated."""
+def listed(items: list[str], limit: int | None = MAX_LISTED) -> str:
+    """The first ``limit`` items, comma-separated, and how many more there are (``None``: all of them)."""
+    if limit is None or len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit]) + f" ... and {len(items) - limit} more (all are in --irene-json)"
+
+
+def rename_list(record: CallRecord, limit: int | None = MAX_LISTED) -> str:
+    """``old -> new (Type, energy)`` for the renamed subtrees of the call, comma-separated, the first
+    ``limit`` of them (``None``: all) and how many more."""
     comp = record.comparison
     renames = comp.renames if comp is not None else ()
-    return ", ".join(f"{r.old} -> {r.new} ({r.type}, {format_energy(r.energy_j)})" for r in renames)
+    return listed([f"{r.old} -> {r.new} ({r.type}, {format_energy(r.energy_j)})" for r in renames], limit)
 
 
 def extrapolation_note(record: CallRecord) -> list[str]:

@@ -30,6 +30,11 @@ STEP_SUMMARY_LIMIT_BYTES = 1024 * 1024
 #: room for a marker line the posting step adds to find its own comment again.
 COMMENT_LIMIT_CHARS = 65536 - 256
 
+#: Module rows (and names per added/removed/renamed line) of one call's block: a change that
+#: moves every expert of a 60-layer MoE has 16,000 culprits, and a block that long never fit a
+#: comment, so :func:`fit` dropped it whole and the report named no module at all.
+MAX_BLOCK_ROWS = 40
+
 _STATUS_ICON = {
     "pass": "✅ pass",
     "fail": "❌ fail",
@@ -188,6 +193,7 @@ def fit_report(first: CallsTable, rest: list[str], limit: int, *, unit: str, whe
 #: Which rows a cut table keeps first: failing, then changed or not compared, then new.
 _RANK = {"fail": 0, "not saved": 0, "changed": 1, "skipped": 1, "base only": 1, "new only": 1, "new": 2}
 RUN_FILE = "the run file (--irene-json)"
+COMPARE_JSON = "the output of irene compare --json"
 
 
 def _failing_block(record: CallRecord) -> str:
@@ -208,10 +214,24 @@ def _failing_block(record: CallRecord) -> str:
                     format_energy(d.now_j) if d.now_j is not None else "removed",
                     f"renamed from {code(d.was)}" if d.was is not None else format_change(d.change),
                 )
-                for d in mods
+                for d in mods[:MAX_BLOCK_ROWS]
             ]
             lines += table(("module", "type", "baseline", "now", "change"), rows, right=(2, 3, 4))
+            lines += _more_rows(len(mods), "innermost module(s) that moved", RUN_FILE)
     return "\n".join(lines)
+
+
+def _more_rows(total: int, what: str, where: str) -> list[str]:
+    """The line under a table cut to :data:`MAX_BLOCK_ROWS` rows, saying how many were left out."""
+    if total <= MAX_BLOCK_ROWS:
+        return []
+    return ["", f"… and {total - MAX_BLOCK_ROWS} more {what}; all are in {where}."]
+
+
+def _names(shown: list[str], total: int) -> str:
+    """``shown`` (the first of ``total`` names, at most :data:`MAX_BLOCK_ROWS`), comma-separated, and how many more."""
+    more = f" … and {total - len(shown)} more" if total > len(shown) else ""
+    return ", ".join(shown) + more
 
 
 def _notes_blocks(notes: list[str] | None) -> list[str]:
@@ -276,19 +296,23 @@ def session_markdown(records: list[CallRecord], notes: list[str] | None = None, 
 def _call_block(call: CallChange) -> str:
     lines = [f"#### {code(call.nodeid, in_table=False)} [{cell(call.label)}]",
              cell(call.comparison.reason if call.comparison else "")]
-    if call.moved:
+    moved = call.moved
+    if moved:
         lines += ["", "Modules beyond the limits, deepest first:", ""]
         rows = [
             (code(scope_label(d.scope)), cell(d.type), format_energy(d.baseline_j), format_energy(d.now_j), format_change(d.change))
-            for d in call.moved
+            for d in moved[:MAX_BLOCK_ROWS]
         ]
         lines += table(("module", "type", "before", "after", "change"), rows, right=(2, 3, 4))
+        lines += _more_rows(len(moved), "module(s) beyond the limits", COMPARE_JSON)
     for title, deltas, key in (("Added", call.added, "now_j"), ("Removed", call.removed, "baseline_j")):
         if deltas:
-            lines += ["", f"{title}: " + ", ".join(
-                f"{code(d.scope, in_table=False)} ({cell(d.type)}, {format_energy(getattr(d, key))})" for d in deltas)]
+            lines += ["", f"{title}: " + _names([
+                f"{code(d.scope, in_table=False)} ({cell(d.type)}, {format_energy(getattr(d, key))})"
+                for d in deltas[:MAX_BLOCK_ROWS]], len(deltas))]
     if call.renamed:
-        lines += ["", "Renamed: " + ", ".join(f"{code(o, in_table=False)} → {code(n, in_table=False)}" for o, n in call.renamed)]
+        lines += ["", "Renamed: " + _names([f"{code(o, in_table=False)} → {code(n, in_table=False)}"
+                                            for o, n in call.renamed[:MAX_BLOCK_ROWS]], len(call.renamed))]
     return "\n".join(lines)
 
 
@@ -343,5 +367,4 @@ def compare_blocks(rc: RunComparison, fail_on: str = "increase") -> list[str]:
 
 def compare_markdown(rc: RunComparison, fail_on: str = "increase", *, limit: int = COMMENT_LIMIT_CHARS) -> str:
     """``irene compare --markdown``: a pull-request comment within GitHub's 65536 characters."""
-    return fit_report(compare_table(rc, fail_on), _compare_rest(rc), limit, unit="chars",
-                      where="the output of irene compare --json")
+    return fit_report(compare_table(rc, fail_on), _compare_rest(rc), limit, unit="chars", where=COMPARE_JSON)

@@ -14,7 +14,7 @@ import io
 from pytest_irene.compare.gate import culprits
 from pytest_irene.compare.records import CallRecord
 from pytest_irene.engine.tree import scope_label
-from pytest_irene.report.failure import rename_list
+from pytest_irene.report.failure import MAX_LISTED, listed, rename_list
 from pytest_irene.units import (
     DEFAULT_PRICE_CENTS_PER_KWH,
     format_change,
@@ -127,10 +127,11 @@ def failing_module_lines(records: list[CallRecord], limit_per_call: int | None =
     return lines
 
 
-def renamed_module_lines(records: list[CallRecord]) -> list[str]:
-    """One line per passing call whose modules were found renamed (they pass unless ``--irene-strict``)."""
+def renamed_module_lines(records: list[CallRecord], limit_per_call: int | None = None) -> list[str]:
+    """One line per passing call whose modules were found renamed (they pass unless ``--irene-strict``),
+    naming the first ``limit_per_call`` renames (``None``: all) and counting the rest."""
     return [
-        f"{r.nodeid} [{r.label}]: {rename_list(r)}"
+        f"{r.nodeid} [{r.label}]: {rename_list(r, limit_per_call)}"
         for r in records
         if not r.failed and r.comparison is not None and r.comparison.renames
     ]
@@ -204,7 +205,8 @@ def render_summary(
         for line in failing:
             console.print(f"  {line}", markup=False, soft_wrap=True)
     cheaper = [
-        f"{r.nodeid} [{r.label}]: " + ", ".join(scope_label(s) for s in r.comparison.cheaper)
+        f"{r.nodeid} [{r.label}]: "
+        + listed([scope_label(s) for s in r.comparison.cheaper], None if verbosity > 0 else MAX_LISTED)
         for r in records
         if r.comparison is not None and r.comparison.cheaper
     ]
@@ -212,7 +214,7 @@ def render_summary(
         console.print("cheaper than the baseline (passed; --irene-save records the lower energy):", markup=False)
         for line in cheaper:
             console.print(f"  {line}", markup=False, soft_wrap=True)
-    renamed = renamed_module_lines(records)
+    renamed = renamed_module_lines(records, None if verbosity > 0 else MAX_LISTED)  # 15,000 renamed experts: 1 MB
     if renamed:
         console.print("renamed modules (same types and energies, not failed):", markup=False)
         for line in renamed:
