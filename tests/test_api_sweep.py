@@ -80,6 +80,20 @@ def test_find_of_a_missing_scope_is_an_irene_error_and_a_key_error() -> None:
         tree[3]  # type: ignore[index]  # was a TypeError from `3 in scope`
 
 
+
+def test_a_misspelt_scope_gets_the_nearest_spellings() -> None:
+    """The hint listed only scopes containing the name asked for, so a typo got no hint at all."""
+    from collections import OrderedDict
+
+    block = nn.Sequential(OrderedDict(attention=nn.Linear(8, 8), output=nn.Linear(8, 8)))
+    tree = irene.trace(nn.Sequential(OrderedDict(encoder=block)), X)
+    with pytest.raises(NodeNotFound, match=r"did you mean one of \['encoder\.attention'\]"):
+        tree["encoder.atention"]
+    with pytest.raises(NodeNotFound, match=r"did you mean one of \['encoder\.attention'\]"):
+        tree["attention"]  # a part of a scope still lists the scopes holding it
+    with pytest.raises(NodeNotFound, match=r"in Sequential$"):
+        tree["pooler"]  # nothing near: no hint
+
 def test_share_of_another_trees_node_is_refused() -> None:
     model = _mlp()
     one, two = _predicted(irene.trace(model, X)), _predicted(irene.trace(model, X))

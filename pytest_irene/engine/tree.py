@@ -12,6 +12,7 @@ reporting all produce or consume these objects.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -189,6 +190,16 @@ class EnergyNode:
         return out
 
 
+def _close_scopes(scope: Any, scopes: list[str], limit: int = 5) -> list[str]:
+    """Up to ``limit`` scopes a user likely meant: those containing ``scope`` (a short name such
+    as ``attention``), else the nearest spellings (``encoder.layer.0.atention``), which a
+    substring never finds."""
+    if not scope or not isinstance(scope, str):
+        return []
+    near = [s for s in scopes if scope in s][:limit]
+    return near or difflib.get_close_matches(scope, scopes, n=limit, cutoff=0.75)
+
+
 @renamed_fields(device="profile")
 @dataclass(eq=False)
 class EnergyTree:
@@ -242,11 +253,11 @@ class EnergyTree:
 
     def find(self, scope: str) -> EnergyNode:
         """The node with this scope (``""``: the root); :class:`~pytest_irene.errors.NodeNotFound`
-        (a ``KeyError``) naming close matches if there is none."""
+        (a ``KeyError``) naming close matches (:func:`_close_scopes`) if there is none."""
         for node in self.walk():
             if node.scope == scope:
                 return node
-        near = [n.scope for n in self.walk() if scope and isinstance(scope, str) and scope in n.scope][:5]
+        near = _close_scopes(scope, [n.scope for n in self.walk()])
         hint = f"; did you mean one of {near}?" if near else ""
         raise NodeNotFound(f"no node with scope {scope!r} in {self.model_name or 'tree'}{hint}")
 
