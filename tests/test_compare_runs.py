@@ -213,3 +213,19 @@ def test_irene_compare_gates_a_pytest_run_against_a_run_file(pytester: pytest.Py
     result = run(pytester, "--irene-compare=main.json", "--irene-save")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--irene-compare: cannot be combined with --irene-save*"])
+
+
+def test_text_lists_the_first_module_lines_and_v_lists_them_all(example, capsys) -> None:
+    """A change to every expert of a big MoE printed one line per module (megabytes); the text
+    report now stops at MAX_BLOCK_ROWS lines per call unless -v asks for every one."""
+    from pytest_irene.cli.compare import text_lines
+
+    rc = compare_runs(load_side(example["base"], "BASE"), load_side(example["wide"], "NEW"))
+    full = text_lines(rc, "increase")
+    cut = text_lines(rc, "increase", limit=2)
+    moved = [line for line in full if line.startswith("  ") and " -> " in line]
+    assert len(moved) > 2
+    assert cut[: cut.index(moved[1]) + 1] == full[: full.index(moved[1]) + 1]
+    assert f"  ... and {len(moved) - 2} more module line(s) (irene compare -v lists them all)" in cut
+    _, out, _ = irene(capsys, example["base"], example["wide"], "-v")
+    assert all(line in out.splitlines() for line in moved)

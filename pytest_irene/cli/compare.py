@@ -13,6 +13,7 @@ import argparse
 
 from pytest_irene.compare.runs import FAIL_ON, CallChange, RunComparison
 from pytest_irene.engine.tree import scope_label
+from pytest_irene.report.markdown import MAX_BLOCK_ROWS
 from pytest_irene.units import format_change, format_energy
 
 
@@ -49,6 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="exit 1 on: nothing, an increase beyond the limits (default), or any change beyond them "
         "(including decreases and calls on one side only)",
     )
+    p.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="list every moved, added, removed and renamed module (default: the first 40 of each call)",
+    )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--markdown", action="store_true", help="print a Markdown report for a pull-request comment")
     out.add_argument("--json", action="store_true", help="print exactly one JSON object")
@@ -74,12 +79,14 @@ def run(args: argparse.Namespace) -> int:
 
         print(compare_markdown(rc, fail_on), end="")
     else:
-        print("\n".join(text_lines(rc, fail_on)))
+        print("\n".join(text_lines(rc, fail_on, limit=None if args.verbose else MAX_BLOCK_ROWS)))
     return code
 
 
-def text_lines(rc: RunComparison, fail_on: str) -> list[str]:
-    """The plain-text report: one paragraph per call, one-sided calls last, then the verdict."""
+def text_lines(rc: RunComparison, fail_on: str, *, limit: int | None = None) -> list[str]:
+    """The plain-text report: one paragraph per call, one-sided calls last, then the verdict.
+    Of each call's module lines the first ``limit`` are listed (``None``: all): a change to
+    every expert of a 60-layer MoE was megabytes of terminal."""
     lines = [f"BASE {rc.base.describe()}", f"NEW  {rc.new.describe()}"]
     if rc.machine_differences:
         lines.append(
@@ -88,7 +95,7 @@ def text_lines(rc: RunComparison, fail_on: str) -> list[str]:
         )
     lines += [f"warning: {w}" for w in rc.warnings]
     for call in rc.both:
-        lines += [""] + _call_lines(call, fail_on)
+        lines += [""] + _call_lines(call, fail_on, limit)
     for title, calls in (("only in BASE", rc.only_base), ("only in NEW", rc.only_new)):
         for call in calls:
             total = call.base_total_j if call.new is None else call.new_total_j
@@ -102,7 +109,7 @@ def text_lines(rc: RunComparison, fail_on: str) -> list[str]:
     return lines
 
 
-def _call_lines(call: CallChange, fail_on: str) -> list[str]:
+def _call_lines(call: CallChange, fail_on: str, limit: int | None) -> list[str]:
     comp = call.comparison
     assert comp is not None
     verdict = "REGRESSION" if call.fails(fail_on) else call.status(fail_on)
@@ -111,15 +118,14 @@ def _call_lines(call: CallChange, fail_on: str) -> list[str]:
         f"({format_change(call.change) if call.compared else 'not compared'}) {verdict}",
         f"  {comp.reason}",
     ]
-    for d in call.moved:
-        lines.append(
-            f"  {scope_label(d.scope)} ({d.type}) {format_energy(d.baseline_j)} -> {format_energy(d.now_j)} "
-            f"({format_change(d.change)})"
-        )
-    for d in call.added:
-        lines.append(f"  added: {d.scope} ({d.type}, {format_energy(d.now_j)})")
-    for d in call.removed:
-        lines.append(f"  removed: {d.scope} ({d.type}, {format_energy(d.baseline_j)})")
-    for old, new in call.renamed:
-        lines.append(f"  renamed: {old} -> {new}")
-    return lines
+    modules = [
+        f"  {scope_label(d.scope)} ({d.type}) {format_energy(d.baseline_j)} -> {format_energy(d.now_j)} "
+        f"({format_change(d.change)})"
+        for d in call.moved
+    ]
+    modules += [f"  added: {d.scope} ({d.type}, {format_energy(d.now_j)})" for d in call.added]
+    modules += [f"  removed: {d.scope} ({d.type}, {format_energy(d.baseline_j)})" for d in call.removed]
+    modules += [f"  renamed: {old} -> {new}" for old, new in call.renamed]
+    if limit is not None and len(modules) > limit:
+        modules = modules[:limit] + [f"  ... and {len(modules) - limit} more module line(s) (irene compare -v lists them all)"]
+    return lines + modules
