@@ -23,7 +23,7 @@ from pytest_irene.plugin.options import add_options, check_profile, load_setting
 from pytest_irene.compare.runfile import write_run_file
 from pytest_irene.plugin.fixture import IreneFixture
 from pytest_irene.plugin.reports import run_file, summary_text
-from pytest_irene.plugin.session import WORKEROUTPUT_KEY, IreneSession
+from pytest_irene.plugin.session import WORKEROUTPUT_KEY, IreneSession, WorkerCallsIntake
 
 _MANAGER = pytest.StashKey[IreneSession]()
 
@@ -53,6 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
             config.stash[_MANAGER] = manager
             config.pluginmanager.register(CiReporter(manager), "irene_ci")
             config.pluginmanager.register(manager.stale_tracker, "irene_stale")
+            config.pluginmanager.register(WorkerCallsIntake(manager), "irene_xdist_calls")
             if html_report.active(config):
                 glue = html_report.HtmlReportGlue(manager, config.getoption("htmlpath"))
                 config.pluginmanager.register(glue, "irene_html_report")

@@ -17,7 +17,7 @@ from pytest_irene.compare.stale import stale_note
 if TYPE_CHECKING:
     from pytest_irene.plugin.session import IreneSession
 
-__all__ = ["run_file", "summary_notes", "summary_text"]
+__all__ = ["repeated_notes", "run_file", "summary_notes", "summary_text"]
 
 
 def run_file(manager: IreneSession, records: list[CallRecord]) -> RunFile:
@@ -63,7 +63,7 @@ def summary_notes(manager: IreneSession) -> list[str]:
         notes.append("baselines unchanged")  # (pruning rewrote files: its own line says so)
     if manager.stale:
         notes.append(stale_note(manager.stale, pruned=bool(manager.pruned_files)))
-    notes += ungated_notes(manager)
+    notes += ungated_notes(manager) + repeated_notes(manager)
     if manager.settings.json_path is not None and not manager.report_errors:
         notes.append(f"irene: JSON report written to {manager.settings.json_path}")
     return notes
@@ -97,6 +97,21 @@ def ungated_notes(manager: IreneSession) -> list[str]:
             notes.append(f"irene: --irene-compare={where} was written by {made}, this is {__version__}: "
                          "a change can come from pytest-irene itself (tracing, features), not only from the code")
     return notes
+
+
+def repeated_notes(manager: IreneSession) -> list[str]:
+    """Say so when xdist ran calls on several workers (``--dist each``): the summary and the
+    run file keep one record per call, and a worker that predicted another energy is named."""
+    repeated = manager.repeated_calls
+    if not repeated:
+        return []
+    differ = sorted({f"{nodeid} [{label}]" for nodeid, label, same in repeated if not same})
+    line = (f"irene: {len(repeated)} call(s) also ran on another xdist worker (--dist each): "
+            "the summary, the run file and the baselines keep the first of each")
+    if differ:
+        more = f" and {len(differ) - 5} more" if len(differ) > 5 else ""
+        line += f"; predicted differently there: {', '.join(differ[:5])}{more}"
+    return [line]
 
 
 def summary_text(manager: IreneSession, *, width: int, markup: bool, verbosity: int) -> str | None:

@@ -8,8 +8,10 @@ records and the baselines waiting to be saved. Tracing and predicting a call go
 through :mod:`pytest_irene.pipeline`. ``plugin.py`` only forwards pytest's hooks here.
 
 Under pytest-xdist each worker predicts its own tests and hands its records
-and baseline entries to the controller through ``workeroutput``; only the
-controller writes baselines and reports, so nothing races and nothing is lost.
+and baseline entries to the controller on each test's teardown report (what is
+left at the end goes through ``workeroutput``); only the controller writes
+baselines and reports, so nothing races, and a worker that crashes later (an
+``os._exit`` in a test) loses none of the calls of the tests it already ran.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
     from pytest_irene.pipeline import FeatureMode
 
 WORKEROUTPUT_KEY = "pytest_irene"
+#: The attribute of a worker's teardown report that carries the test's records to the controller.
+WORKER_CALLS_ATTR = "irene_worker_calls"
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -79,6 +83,8 @@ class IreneSession:
         self.records: list[CallRecord] = []
         """Every record of the session (on the controller: merged from all workers)."""
         self.item_records: dict[str, list[CallRecord]] = {}
+        self.repeated_calls: list[tuple[str, str, bool]] = []
+        """Controller under ``--dist each``: (node id, label, same energy) of calls another worker made first."""
         self.to_save: dict[tuple[str, str], BaselineEntry] = {}
         self.save_errors: list[str] = []
         self.report_errors: list[str] = []
@@ -93,6 +99,10 @@ class IreneSession:
         self._host: dict[str, Any] | None = None
         self._item_order: dict[str, int] | None = None
         self._versions: dict[str, str] = {}
+        self._handed_records = 0
+        """xdist worker: how many of :attr:`records` were handed to the controller already."""
+        self._handed_save: set[tuple[str, str]] = set()
+        """xdist worker: the keys of :attr:`to_save` handed to the controller already."""
 
     @property
     def is_worker(self) -> bool:
@@ -305,34 +315,75 @@ class IreneSession:
         """The test's own report, with its wrapped calls' verdicts (see :func:`~pytest_irene.plugin.outcome.apply_gate`)."""
         if call.when == "call":
             apply_gate(item, call, report, self.item_records.get(item.nodeid, []))
+        elif call.when == "teardown" and self.is_worker:
+            self.hand_over_on(report)
 
     # -- xdist ----------------------------------------------------------------------------------
 
+    def _hand_over(self) -> dict[str, Any]:
+        """The records and baseline entries not handed to the controller yet (now marked handed
+        over), with the feature modes decided so far: each call reaches the controller once."""
+        records = self.records[self._handed_records:]
+        self._handed_records = len(self.records)
+        keys = sorted(k for k in self.to_save if k not in self._handed_save)
+        self._handed_save.update(keys)
+        return {
+            "records": [record_to_dict(r) for r in records],
+            "save": [{"nodeid": n, "label": lbl, "entry": self.to_save[(n, lbl)].to_dict()} for n, lbl in keys],
+            "feature_modes": self.feature_modes(),
+        }
+
     def worker_output(self) -> str:
-        """What a worker hands to the controller: its records and baselines to save (JSON text)."""
-        return json.dumps(
-            {
-                "records": [record_to_dict(r) for r in self.records],
-                "save": [
-                    {"nodeid": n, "label": lbl, "entry": e.to_dict()} for (n, lbl), e in sorted(self.to_save.items())
-                ],
-                "feature_modes": self.feature_modes(),
-            },
-            allow_nan=False,
-        )
+        """What a worker hands to the controller at its end (JSON text): what no teardown report carried."""
+        return json.dumps(self._hand_over(), allow_nan=False)
+
+    def hand_over_on(self, report: pytest.TestReport) -> None:
+        """Worker: put this test's new records and baseline entries on its teardown report.
+
+        xdist sends every report to the controller as it happens, and a report's extra
+        attributes travel with it, so the calls of a test that passed are on the
+        controller before the next test starts: when the worker then dies (``os._exit``,
+        a segfault, the OOM killer) its earlier tests are still summarised and saved, as
+        the passes xdist reports for them. ``workeroutput`` only comes from a worker that
+        finishes."""
+        payload = self._hand_over()
+        if payload["records"] or payload["save"]:
+            setattr(report, WORKER_CALLS_ATTR, json.dumps(payload, allow_nan=False))
+
+    def take_worker_calls(self, report: pytest.TestReport) -> None:
+        """Controller: merge the calls a worker's report carries, and drop them from the
+        report, so other plugins (``--junitxml``, report logs) see the report as serially."""
+        if self.is_worker:  # its own report, on its way to the controller
+            return
+        text = report.__dict__.pop(WORKER_CALLS_ATTR, None)
+        if text:
+            self.merge_worker_output(text)
 
     def merge_worker_output(self, text: str) -> None:
         """Controller side: add one worker's records and baseline entries."""
         data = json.loads(text)
         for obj in data.get("records", []):
-            record = record_from_dict(obj)
-            self.records.append(record)
-            self.item_records.setdefault(record.nodeid, []).append(record)
+            self._merge_record(record_from_dict(obj))
         for profile, mode in data.get("feature_modes", {}).items():
             self._worker_modes[(profile, mode.get("device"))] = mode
         for obj in data.get("save", []):
             where = Path(f"<worker entry {obj['nodeid']}>")
-            self.to_save[(obj["nodeid"], obj["label"])] = entry_from_dict(obj["entry"], where, obj["label"])
+            self.to_save.setdefault((obj["nodeid"], obj["label"]), entry_from_dict(obj["entry"], where, obj["label"]))
+
+    def _merge_record(self, record: CallRecord) -> None:
+        """Add one worker's record, unless another worker already handed over the same call.
+
+        Under ``--dist each`` every worker runs every test: the controller got each call once
+        per worker, so the summary counted them twice and the run file held each call twice,
+        which ``irene compare`` refuses. A run has one record per (test, label), as serially:
+        the first one stays (its baseline entry too) and :attr:`repeated_calls` notes the others."""
+        mine = self.item_records.setdefault(record.nodeid, [])
+        first = next((r for r in mine if r.label == record.label), None)
+        if first is not None:
+            self.repeated_calls.append((record.nodeid, record.label, first.tree.total_j == record.tree.total_j))
+            return
+        mine.append(record)
+        self.records.append(record)
 
     # -- end of session ---------------------------------------------------------------------
 
@@ -378,6 +429,19 @@ class IreneSession:
         from pytest_irene.plugin.header import header_lines
 
         return header_lines(self.settings, self.config.rootpath, self.host_fingerprint, self.base_run)
+
+
+class WorkerCallsIntake:
+    """The controller's ear for the calls xdist workers put on their reports; registered as
+    the plugin ``irene_xdist_calls`` (``pytest_runtest_logreport`` has no ``config`` to
+    find the session by)."""
+
+    def __init__(self, manager: IreneSession):
+        self.manager = manager
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.manager.take_worker_calls(report)  # first: no other plugin sees the payload
 
 
 #: The module holding user formulas; only looked up in ``sys.modules`` because it imports torch.
