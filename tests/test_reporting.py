@@ -152,3 +152,9 @@ def test_report_json_is_plain_json_with_tree_and_tables():
     assert again["breakdown"][0] == {"type": "Encoder", "count": 1, "energy_j": 8.5, "share": 0.85}
     assert again["tree"]["format"] == "irene-tree/1"
     assert again["tree"]["root"]["predicted_energy_j"] == 10.0
+
+
+def test_the_one_line_summary_of_no_calls_has_no_empty_count_list() -> None:
+    from pytest_irene.report.terminal import one_line
+
+    assert one_line([]) == "irene: 0 wrapped call(s); 0 J predicted in all"

@@ -69,7 +69,8 @@ def one_line(records: list[CallRecord]) -> str:
     counts = summary_counts(records)
     parts = [f"{n} {s}" for s, n in sorted(counts.items())]
     total = sum(r.tree.total_j or 0.0 for r in records)
-    return f"irene: {len(records)} wrapped call(s), {', '.join(parts)}; {format_energy(total)} predicted in all"
+    counted = f", {', '.join(parts)}" if parts else ""  # no calls (--collect-only): no stray ", ;"
+    return f"irene: {len(records)} wrapped call(s){counted}; {format_energy(total)} predicted in all"
 
 
 def extrapolation_lines(records: list[CallRecord]) -> list[str]:
