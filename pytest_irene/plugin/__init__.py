@@ -23,7 +23,7 @@ from pytest_irene.plugin.options import add_options, check_profile, load_setting
 from pytest_irene.compare.runfile import write_run_file
 from pytest_irene.plugin.fixture import IreneFixture
 from pytest_irene.plugin.reports import run_file, summary_text
-from pytest_irene.plugin.session import WORKEROUTPUT_KEY, IreneSession, WorkerCallsIntake
+from pytest_irene.plugin.session import WORKEROUTPUT_KEY, IreneSession, WorkerCallsIntake, worker_id
 
 _MANAGER = pytest.StashKey[IreneSession]()
 
@@ -98,6 +98,14 @@ def irene(request: pytest.FixtureRequest) -> Any:
     return IreneFixture(manager, request.node)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before the test's fixtures: a rerun (pytest-rerunfailures, flaky) starts with no calls."""
+    manager = _manager(item.config)
+    if manager is not None:
+        manager.start_attempt(item)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
@@ -113,7 +121,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     manager = _manager(node.config)
     output = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY)
     if manager is not None and output:
-        manager.merge_worker_output(output)
+        manager.merge_worker_output(output, worker_id(node))
 
 
 @pytest.hookimpl(tryfirst=True)

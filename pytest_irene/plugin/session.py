@@ -103,6 +103,10 @@ class IreneSession:
         """xdist worker: how many of :attr:`records` were handed to the controller already."""
         self._handed_save: set[tuple[str, str]] = set()
         """xdist worker: the keys of :attr:`to_save` handed to the controller already."""
+        self._restarted: list[tuple[str, str]] = []
+        """xdist worker: (node id, baseline key) of tests rerun after their calls were handed over."""
+        self._origin: dict[tuple[str, str], str | None] = {}
+        """Controller: the worker each kept (node id, label) record and (key, label) entry came from."""
 
     @property
     def is_worker(self) -> bool:
@@ -311,6 +315,36 @@ class IreneSession:
         item.config.hook.pytest_irene_tree_predicted(item=item, record=record)
         return tree
 
+    def start_attempt(self, item: pytest.Item) -> None:
+        """A test starts (again): the calls of an earlier attempt of it go.
+
+        pytest-rerunfailures and flaky run a failed test's protocol again in the same session:
+        its first attempt's calls were still recorded, so the rerun's first ``irene()`` call was
+        refused as "called twice", and a passing rerun reported the failed attempt's energy.
+        The last attempt is the test's, as its pytest outcome is. On an xdist worker, calls
+        already handed to the controller are withdrawn with the next hand-over."""
+        old = self.item_records.pop(item.nodeid, None)
+        if not old:
+            return
+        key = baseline_nodeid(item)
+        handed = self._drop(item.nodeid, key, old)
+        if handed:
+            self._restarted.append((item.nodeid, key))
+
+    def _drop(self, nodeid: str, key: str, gone: list[CallRecord]) -> bool:
+        """Remove ``gone`` (records of ``nodeid``) and their baseline entries; whether any had been
+        handed to the controller already (xdist worker)."""
+        ids = {id(r) for r in gone}
+        handed = sum(1 for r in self.records[: self._handed_records] if id(r) in ids)
+        self.records = [r for r in self.records if id(r) not in ids]
+        self._handed_records -= handed
+        entries = [(key, r.label) for r in gone]
+        handed_entries = [k for k in entries if k in self._handed_save]
+        for k in entries:
+            self.to_save.pop(k, None)
+            self._handed_save.discard(k)
+        return bool(handed or handed_entries)
+
     def update_report(self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
         """The test's own report, with its wrapped calls' verdicts (see :func:`~pytest_irene.plugin.outcome.apply_gate`)."""
         if call.when == "call":
@@ -327,7 +361,9 @@ class IreneSession:
         self._handed_records = len(self.records)
         keys = sorted(k for k in self.to_save if k not in self._handed_save)
         self._handed_save.update(keys)
+        restarted, self._restarted = self._restarted, []
         return {
+            "restarted": [{"nodeid": n, "key": k} for n, k in restarted],
             "records": [record_to_dict(r) for r in records],
             "save": [{"nodeid": n, "label": lbl, "entry": self.to_save[(n, lbl)].to_dict()} for n, lbl in keys],
             "feature_modes": self.feature_modes(),
@@ -347,7 +383,7 @@ class IreneSession:
         the passes xdist reports for them. ``workeroutput`` only comes from a worker that
         finishes."""
         payload = self._hand_over()
-        if payload["records"] or payload["save"]:
+        if payload["records"] or payload["save"] or payload["restarted"]:
             setattr(report, WORKER_CALLS_ATTR, json.dumps(payload, allow_nan=False))
 
     def take_worker_calls(self, report: pytest.TestReport) -> None:
@@ -357,20 +393,35 @@ class IreneSession:
             return
         text = report.__dict__.pop(WORKER_CALLS_ATTR, None)
         if text:
-            self.merge_worker_output(text)
+            self.merge_worker_output(text, worker_id(getattr(report, "node", None)))
 
-    def merge_worker_output(self, text: str) -> None:
-        """Controller side: add one worker's records and baseline entries."""
+    def merge_worker_output(self, text: str, worker: str | None = None) -> None:
+        """Controller side: add one worker's records and baseline entries (``worker``: its id)."""
         data = json.loads(text)
+        for obj in data.get("restarted", []):  # a rerun on that worker: its earlier attempt's calls go
+            self._forget_from(worker, obj["nodeid"], obj["key"])
         for obj in data.get("records", []):
-            self._merge_record(record_from_dict(obj))
+            self._merge_record(record_from_dict(obj), worker)
         for profile, mode in data.get("feature_modes", {}).items():
             self._worker_modes[(profile, mode.get("device"))] = mode
         for obj in data.get("save", []):
             where = Path(f"<worker entry {obj['nodeid']}>")
-            self.to_save.setdefault((obj["nodeid"], obj["label"]), entry_from_dict(obj["entry"], where, obj["label"]))
+            key = (obj["nodeid"], obj["label"])
+            if key not in self.to_save:  # --dist each: the first worker's entry, as its record
+                self.to_save[key] = entry_from_dict(obj["entry"], where, obj["label"])
+                self._origin[key] = worker
 
-    def _merge_record(self, record: CallRecord) -> None:
+    def _forget_from(self, worker: str | None, nodeid: str, key: str) -> None:
+        """Controller: drop what ``worker`` handed over for a test it is running again."""
+        mine = self.item_records.get(nodeid, [])
+        gone = [r for r in mine if self._origin.get((nodeid, r.label)) == worker]
+        self.item_records[nodeid] = [r for r in mine if r not in gone]
+        ids = {id(r) for r in gone}
+        self.records = [r for r in self.records if id(r) not in ids]
+        for k in [k for k in self.to_save if k[0] == key and self._origin.get(k) == worker]:
+            del self.to_save[k]
+
+    def _merge_record(self, record: CallRecord, worker: str | None = None) -> None:
         """Add one worker's record, unless another worker already handed over the same call.
 
         Under ``--dist each`` every worker runs every test: the controller got each call once
@@ -384,6 +435,7 @@ class IreneSession:
             return
         mine.append(record)
         self.records.append(record)
+        self._origin[(record.nodeid, record.label)] = worker
 
     # -- end of session ---------------------------------------------------------------------
 
@@ -429,6 +481,12 @@ class IreneSession:
         from pytest_irene.plugin.header import header_lines
 
         return header_lines(self.settings, self.config.rootpath, self.host_fingerprint, self.base_run)
+
+
+def worker_id(node: Any) -> str | None:
+    """The id (``gw0``) of the xdist worker behind a controller-side ``node``; ``None`` without one."""
+    workerinput = getattr(node, "workerinput", None)
+    return str(workerinput.get("workerid")) if isinstance(workerinput, dict) else None
 
 
 class WorkerCallsIntake:
