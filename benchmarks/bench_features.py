@@ -118,13 +118,63 @@ def llama4(cfg: Config, batch: int, seq: int) -> float:
                                     + _scores_flops(batch, seq, seq, cfg.num_attention_heads, hd, hd))
 
 
+def _mla_params(cfg: Config) -> int:
+    """Multi-head latent attention's weights per token: low-rank q and kv, then the output."""
+    d, h = cfg.hidden_size, cfg.num_attention_heads
+    qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
+    return (d * cfg.q_lora_rank + cfg.q_lora_rank * h * qk + d * (cfg.kv_lora_rank + cfg.qk_rope_head_dim)
+            + cfg.kv_lora_rank * h * (cfg.qk_nope_head_dim + cfg.v_head_dim) + h * cfg.v_head_dim * d)
+
+
+def longcat_flash(cfg: Config, batch: int, seq: int) -> float:
+    """LongCat-Flash: per layer two MLA attentions and two dense MLPs, and one MoE (the shortcut) whose
+    router picks ``top_k`` of ``E + zero`` experts: a pick of a zero-compute expert costs no product."""
+    d, h = cfg.hidden_size, cfg.num_attention_heads
+    qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
+    total = cfg.n_routed_experts + cfg.zero_expert_num
+    routed = cfg.num_experts_per_tok * cfg.n_routed_experts / total * _gated_mlp_params(d, cfg.expert_ffn_hidden_size)
+    per_token = 2 * _mla_params(cfg) + 2 * _gated_mlp_params(d, cfg.ffn_hidden_size) + d * total + routed
+    attention = 2 * _scores_flops(batch, seq, seq, h, qk, cfg.v_head_dim)
+    return cfg.num_layers * (2.0 * batch * seq * per_token + attention)
+
+
+def jetmoe(cfg: Config, batch: int, seq: int) -> float:
+    """JetMoE: top-k of E experts in the attention (query and output projections per expert, keys and
+    values shared; ``top_k × kv heads`` query heads) and in the MLP, each behind its own router."""
+    d, k, experts = cfg.hidden_size, cfg.num_experts_per_tok, cfg.num_local_experts
+    proj = cfg.kv_channels * cfg.num_key_value_heads
+    attention = d * experts + k * 2 * d * proj + d * 2 * proj
+    mlp = d * experts + k * 3 * d * cfg.intermediate_size  # gate and up (d → 2I), then down
+    scores = _scores_flops(batch, seq, seq, k * cfg.num_key_value_heads, cfg.kv_channels, cfg.kv_channels)
+    return cfg.num_hidden_layers * (2.0 * batch * seq * (attention + mlp) + scores)
+
+
+def _sparse_layers(layers: int, step: int) -> int:
+    """Switch Transformers' sparse layers: ``i % step == 1`` (every layer for a step of 1)."""
+    return sum(1 for i in range(layers) if step == 1 or (step > 0 and i % step == 1))
+
+
+def switch_transformers(cfg: Config, batch: int, seq: int) -> float:
+    """Switch Transformers: a T5 (ReLU MLP) whose sparse layers send each token to one expert (top-1,
+    an MLP's cost) behind a ``d·E`` router; encoder on ``seq`` tokens, decoder on :data:`DECODER_TOKENS`."""
+    d, inner, dec = cfg.d_model, cfg.num_heads * cfg.d_kv, DECODER_TOKENS
+    mlp = 2 * d * cfg.d_ff
+    encoder = cfg.num_layers * (2.0 * batch * seq * (4 * d * inner + mlp)
+                                + _scores_flops(batch, seq, seq, 1, inner, inner))
+    encoder += _sparse_layers(cfg.num_layers, cfg.encoder_sparse_step) * 2.0 * batch * seq * d * cfg.num_experts
+    decoder = cfg.num_decoder_layers * (
+        2.0 * batch * dec * (6 * d * inner + mlp) + 2.0 * batch * seq * 2 * d * inner
+        + _scores_flops(batch, dec, dec, 1, inner, inner) + _scores_flops(batch, dec, seq, 1, inner, inner))
+    decoder += _sparse_layers(cfg.num_decoder_layers, cfg.decoder_sparse_step) * 2.0 * batch * dec * d * cfg.num_experts
+    return encoder + decoder
+
+
 def deepseek_v3(cfg: Config, batch: int, seq: int) -> float:
     """Multi-head latent attention (low-rank q and kv, 192-wide q·k, 128-wide v), then dense MLPs
     in the first ``first_k_dense_replace`` layers and routed + shared experts in the others."""
     d, h = cfg.hidden_size, cfg.num_attention_heads
     qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
-    mla = (d * cfg.q_lora_rank + cfg.q_lora_rank * h * qk + d * (cfg.kv_lora_rank + cfg.qk_rope_head_dim)
-           + cfg.kv_lora_rank * h * (cfg.qk_nope_head_dim + cfg.v_head_dim) + h * cfg.v_head_dim * d)
+    mla = _mla_params(cfg)
     dense = _gated_mlp_params(d, cfg.intermediate_size)
     moe = (_routed(cfg, cfg.n_routed_experts, cfg.num_experts_per_tok, cfg.moe_intermediate_size)
            + cfg.n_shared_experts * _gated_mlp_params(d, cfg.moe_intermediate_size))
@@ -303,6 +353,11 @@ CASES: tuple[Case, ...] = (
                                              num_experts=64, num_experts_per_tok=8), qwen2_moe,
          note="MoE top-8 of 64 + shared"),
     Case("deepseek-v3", "deepseek_v3", {}, deepseek_v3, note="MLA, top-8 of 256 + shared"),
+    Case("longcat-flash", "longcat_flash", {}, longcat_flash, note="MLA ×2, top-12 of 512 + 256 zero experts"),
+    Case("jetmoe-8b", "jetmoe", dict(num_hidden_layers=24), jetmoe, note="MoA + MoE, top-2 of 8"),
+    Case("switch-base-8", "switch_transformers", dict(d_ff=3072, num_sparse_encoder_layers=6,
+                                                      num_sparse_decoder_layers=6), switch_transformers, seq=512,
+         decoder=True, note=f"top-1 of 8, capacity 64; decoder {DECODER_TOKENS} tokens"),
     Case("llama-4-scout text", "llama4_text", dict(hidden_size=5120, intermediate_size=8192,
                                                    intermediate_size_mlp=16384, num_hidden_layers=48,
                                                    num_attention_heads=40, num_key_value_heads=8, head_dim=128,

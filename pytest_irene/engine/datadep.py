@@ -18,7 +18,11 @@ The exceptions, where the answer is known:
   end?" when no attention mask is given (DeBERTa, among others). It only decides whether to
   print a warning, never what runs, so the answer *no* changes nothing in the tree.
 * inside a mixture-of-experts block, which tokens go to which expert is
-  answered with the expected routing (:mod:`pytest_irene.engine.moe`).
+  answered with the expected routing (:mod:`pytest_irene.engine.moe`): the rows of
+  each expert (``nonzero``, ``torch.where(mask)``), which experts are hit (all of
+  them, their indices read back as ``0, 1, 2...``: ``item()``, ``int()``,
+  ``f"{idx}"``) and a router's rows per expert copied to a list (``.tolist()``).
+  Any other value read there is refused as elsewhere.
 * ``torch._check_tensor_all(cond)`` (transformers' ``torch_compilable_check``: LLaVA's "as many
   image tokens as image features?") is an assertion: it raises or does nothing, never changes
   what runs, so it is answered *it holds* (a real device still raises for invalid inputs).

@@ -292,9 +292,29 @@ class Tracer:
             return _meta_scalar(t)
         if t.dtype == torch.bool and datadep.is_assertion(stack):
             return True  # an assertion that the inputs are consistent: it holds, or a real device raises
-        if self._routing() is not None and t.dtype == torch.bool:
+        routing = self._routing()
+        if routing is not None and t.dtype == torch.bool:
             return True  # "does this expert get tokens?": every expert does under even routing
+        index = routing.expert_index(t) if routing is not None else None
+        if index is not None:
+            return index  # which expert a loop over the hit experts runs: the expected answer's own positions
         raise datadep.refuse(datadep.describe_value(t), self._scope(), frame)
+
+    def meta_format(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """``f"{t}"`` of a meta tensor: an expert's index read back from the hit experts formats as
+        that index (Switch Transformers names its experts ``f"expert_{idx[0]}"``); torch formats any
+        other meta tensor as its repr, as it always does."""
+        routing = self._routing()
+        t = args[0]
+        index = routing.expert_index(t) if routing is not None and isinstance(t, torch.Tensor) else None
+        return format(index, *args[1:]) if index is not None else func(*args, **kwargs)
+
+    def meta_copy_out(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A meta tensor copied to the CPU (``.tolist()``, ``.cpu()``): a router's rows per expert
+        get the expected ones; anything else runs as it is (and fails: a meta tensor has no data)."""
+        routing = self._routing()
+        counts = routing.rows_per_expert(args[0]) if routing is not None else None
+        return counts if counts is not None else func(*args, **kwargs)
 
     def meta_nonzero(self, t: torch.Tensor) -> torch.Tensor:
         routing = self._routing()
@@ -302,6 +322,12 @@ class Tracer:
             return routing.nonzero(t)
         raise datadep.refuse("the positions of non-zero values (nonzero, torch.where(mask), boolean indexing)",
                              self._scope(), datadep.user_frame())
+
+    def _saw_topk(self, out: Any) -> None:
+        """A top-k selection inside a MoE block: its indices are the rows its experts receive."""
+        routing = self._routing()
+        if routing is not None and isinstance(out, tuple) and len(out) == 2:
+            routing.saw_topk(out[1])
 
     # -- aten ops ------------------------------------------------------------------------
     def aten(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
@@ -313,6 +339,8 @@ class Tracer:
             if top is None or top.formula is not None:
                 return
         name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
+        if name == "topk" and self.on_meta:
+            self._saw_topk(out)
         counted = glue_op_features(name, args, out)
         if counted is not None:
             top.flops += counted[0]
@@ -328,6 +356,8 @@ class FunctionMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in _FUNCTIONAL or func is MHA_FUNCTION:
             return self.tracer.functional(func, args, kwargs)
+        if func is _FORMAT and self.tracer.on_meta:
+            return self.tracer.meta_format(func, args, kwargs)
         return func(*args, **kwargs)
 
 
@@ -343,6 +373,8 @@ class DispatchMode(TorchDispatchMode):
                 return self.tracer.meta_scalar(args[0])
             if func is _NONZERO:
                 return self.tracer.meta_nonzero(args[0])
+            if func is _TO_COPY and _to_cpu(kwargs):
+                return self.tracer.meta_copy_out(func, args, kwargs)
             check_dtypes(func, args)  # what the real kernels refuse and torch's meta kernels let through
             out = fast_elementwise(func, args, kwargs)
             if out is None:
@@ -366,6 +398,16 @@ def _functional_params(type_name: str, args: tuple[Any, ...], kwargs: dict[str, 
 
 _LOCAL_SCALAR = torch.ops.aten._local_scalar_dense.default
 _NONZERO = torch.ops.aten.nonzero.default
+_TO_COPY = torch.ops.aten._to_copy.default
+_FORMAT = torch.Tensor.__format__
+
+
+def _to_cpu(kwargs: dict[str, Any]) -> bool:
+    """``_to_copy`` bound for the CPU: the copy ``.tolist()``/``.cpu()`` make of a meta tensor."""
+    device = kwargs.get("device")
+    return device is not None and torch.device(device).type == "cpu"
+
+
 def _meta_scalar(t: torch.Tensor) -> Any:
     """The answer transformers' mask helpers get on meta (see :mod:`pytest_irene.engine.datadep`).
 
