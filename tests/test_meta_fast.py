@@ -109,3 +109,34 @@ def test_a_fast_path_is_never_laxer_than_the_real_kernel(func, make) -> None:  #
         assert fast_elementwise(func, make(_meta), {}) is None  # torch's own path decides...
     except RuntimeError:
         pass  # ...or the fast path refuses it itself
+
+
+@pytest.mark.parametrize(
+    "q, kv, gqa",
+    [
+        ((2, 4, 5, 8), (2, 8, 5, 8), False),  # more key heads than query heads
+        ((2, 4, 5, 8), (2, 8, 5, 8), True),  # grouped, but 8 does not divide 4
+        ((2, 8, 5, 8), (2, 2, 5, 8), False),  # grouped-query heads without enable_gqa
+        ((2, 8, 5, 8), (2, 2, 5, 6), True),  # a key of another head size
+        ((2, 8, 5, 8), (2, 8, 5, 8), False),
+        ((2, 8, 5, 8), (2, 2, 5, 8), True),
+        ((2, 8, 5, 8), (1, 8, 5, 8), False),  # a broadcast batch
+    ],
+)
+def test_sdpa_on_meta_refuses_exactly_the_heads_the_cpu_refuses(q, kv, gqa) -> None:
+    """The fast meta SDPA took any key heads, so a config with mismatched ``num_key_value_heads``
+    traced on meta and failed on the CPU (DeepSeek-V2 with its heads unset)."""
+    from pytest_irene.engine.meta_fast import fast_sdpa
+
+    v_shape = (*kv[:-1], 8)
+    try:
+        expected = torch.nn.functional.scaled_dot_product_attention(
+            torch.randn(q), torch.randn(kv), torch.randn(v_shape), enable_gqa=gqa).shape
+    except RuntimeError:
+        expected = None
+    meta = [torch.empty(s, device="meta") for s in (q, kv, v_shape)]
+    if expected is None:
+        with pytest.raises(RuntimeError):
+            fast_sdpa(tuple(meta), {"enable_gqa": gqa})
+    else:
+        assert fast_sdpa(tuple(meta), {"enable_gqa": gqa}).shape == expected

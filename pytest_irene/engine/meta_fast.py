@@ -227,4 +227,29 @@ def fast_sdpa(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | N
     if isinstance(k, torch.Tensor) and not q.dtype == k.dtype == v.dtype:
         raise RuntimeError(f"Expected query, key, and value to have the same dtype, but got query.dtype: {_name(q)} "
                            f"key.dtype: {_name(k)} and value.dtype: {_name(v)} instead.")
+    if isinstance(k, torch.Tensor):
+        gqa = bool(args[7] if len(args) > 7 else kwargs.get("enable_gqa", False))
+        _check_sdpa_heads(q, k, v, gqa)
     return torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device="meta")
+
+
+def _check_sdpa_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gqa: bool) -> None:
+    """What the real kernels refuse: heads (and batch) that do not broadcast, unless ``enable_gqa``
+    and the key's heads divide the query's. Without it a config with ``num_key_value_heads`` other
+    than the heads traced on meta and failed on the CPU."""
+    if k.dim() < 3 or q.dim() < 3 or k.shape[-3] == q.shape[-3]:
+        lead_q, lead_k = q.shape[:-2], k.shape[:-2]
+    elif gqa:
+        if q.shape[-3] % k.shape[-3] or v.shape[-3] != k.shape[-3]:
+            raise RuntimeError("Number of heads in key and value must divide the number of heads in query")
+        lead_q, lead_k = q.shape[:-3], k.shape[:-3]
+    else:
+        lead_q, lead_k = q.shape[:-2], k.shape[:-2]
+    try:
+        torch.broadcast_shapes(lead_q, lead_k)
+    except RuntimeError:
+        raise RuntimeError(f"scaled_dot_product_attention: the query's batch and heads {tuple(lead_q)} and the key's "
+                           f"{tuple(lead_k)} do not broadcast (grouped-query attention needs enable_gqa=True)") from None
+    if k.shape[-1] != q.shape[-1]:
+        raise RuntimeError(f"scaled_dot_product_attention: the key's last dimension {k.shape[-1]} differs from "
+                           f"the query's {q.shape[-1]}")
