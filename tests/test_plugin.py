@@ -313,3 +313,45 @@ def test_retrained_energy_model_is_not_compared(pytester: pytest.Pytester) -> No
     result = run(pytester, "-rP", f"--irene-profile={model_file}")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*not compared: baseline was made with another version of energy model*"])
+
+
+ONLY = '''
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture
+def wrapped(irene):
+    return irene
+
+
+def test_direct(irene):
+    irene(nn.Linear(8, 8), torch.randn(2, 8))
+
+
+def test_through_a_fixture(wrapped):
+    wrapped(nn.Linear(8, 8), torch.randn(2, 8))
+
+
+@pytest.mark.irene(budget="1J")
+def test_marked():
+    pass
+
+
+def test_plain():
+    pass
+'''
+
+
+def test_irene_only_runs_the_energy_tests_and_deselects_the_rest(pytester: pytest.Pytester) -> None:
+    """``--irene-only`` is pytest-benchmark's ``--benchmark-only``: a CI job for the energy gate
+    runs the tests that use ``irene`` (directly or through a fixture) or carry its mark."""
+    pytester.makepyfile(test_only=ONLY)
+    result = run(pytester, "--irene-only", "-v")
+    result.assert_outcomes(passed=3, deselected=1)
+    assert "test_plain" not in result.stdout.str()
+    run(pytester).assert_outcomes(passed=4)  # without the option every test runs
+    bad = run(pytester, "--irene-only", "--irene-disable")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--irene-only: cannot be combined with --irene-disable*"])

@@ -18,7 +18,7 @@ from pytest_irene.errors import IreneError
 from pytest_irene.plugin import html_report
 from pytest_irene.plugin.ci import CiReporter
 from pytest_irene.outputs import output_error
-from pytest_irene.plugin.marks import MARKER_HELP
+from pytest_irene.plugin.marks import MARKER_HELP, is_energy_test
 from pytest_irene.plugin.options import add_options, check_profile, load_settings
 from pytest_irene.compare.runfile import write_run_file
 from pytest_irene.plugin.fixture import IreneFixture
@@ -96,6 +96,17 @@ def irene(request: pytest.FixtureRequest) -> Any:
 
         return disabled
     return IreneFixture(manager, request.node)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--irene-only``: deselect the tests that are not energy tests (:func:`is_energy_test`)."""
+    manager = _manager(config)
+    if manager is None or not manager.settings.only:
+        return
+    dropped = [item for item in items if not is_energy_test(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if is_energy_test(item)]
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -72,3 +72,14 @@ def read_mark(item: pytest.Item) -> IreneMark:
         profile=profile.strip() if profile is not None else None,
         device=device.strip() if device is not None else None,
     )
+
+
+#: The fixture a test wraps model code with.
+FIXTURE = "irene"
+
+
+def is_energy_test(item: pytest.Item) -> bool:
+    """Whether ``item`` is one ``--irene-only`` keeps: it uses the ``irene`` fixture (directly or
+    through another fixture) or carries the ``irene`` mark, as ``--benchmark-only`` keeps the
+    tests that use ``benchmark``."""
+    return FIXTURE in getattr(item, "fixturenames", ()) or item.get_closest_marker(MARKER) is not None

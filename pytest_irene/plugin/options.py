@@ -56,6 +56,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("irene-device", "str", "device model features are traced on: meta (default, no weights touched) or a real "
      "device such as cpu for data-dependent code (the model must live there)"),
     ("irene-disable", "bool", "turn pytest-irene off: no model is loaded and irene() calls skip the test"),
+    ("irene-only", "bool", "run only the tests that use the irene fixture or carry the irene mark (deselect the rest)"),
 )
 
 
@@ -140,6 +141,8 @@ class Settings:
     """``--irene-device``: where model features are traced (``None``: the meta device)."""
     fail_on: str = DEFAULT_FAIL_ON
     """``--irene-fail-on``: ``increase`` or ``any`` (see :data:`~pytest_irene.compare.comparison.FAIL_ON`)."""
+    only: bool = False
+    """``--irene-only``: deselect the tests that neither use the ``irene`` fixture nor carry its mark."""
 
 
 def _path(value: str, source: str, config: pytest.Config) -> Path:
@@ -249,6 +252,9 @@ def load_settings(config: pytest.Config) -> Settings:
 
         device = check_device(str(raw).strip(), src)
 
+    if flag("irene-only") and flag("irene-disable"):
+        raise UsageError("--irene-only: cannot be combined with --irene-disable (it would run nothing); choose one")
+
     return Settings(
         disabled=flag("irene-disable"),
         budget_j=budget,
@@ -266,4 +272,5 @@ def load_settings(config: pytest.Config) -> Settings:
         prune=flag("irene-prune"),
         device=device,
         fail_on=fail_on,
+        only=flag("irene-only"),
     )
