@@ -201,6 +201,16 @@ def test_concurrent_saves_lose_nothing(tmp_path: Path) -> None:
     assert len(read_baseline_file(tmp_path / "m.json")) == 16
 
 
+def test_saves_work_where_there_is_no_fcntl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows has no ``fcntl``: the import made the whole plugin fail to load there."""
+    from pytest_irene.compare import baseline_store
+
+    monkeypatch.setattr(baseline_store, "fcntl", None)
+    for i in range(2):
+        _save_one((str(tmp_path), i))
+    assert len(read_baseline_file(tmp_path / "m.json")) == 2
+
+
 def test_another_energy_model_version_is_not_compared(tmp_path: Path) -> None:
     entry = entry_from_tree(make_tree(), profile="p", features="model", energy_model="aaaaaaaaaaaa")
     same = compare(entry, make_tree(), profile="p", features="model", energy_model="aaaaaaaaaaaa")

@@ -7,7 +7,6 @@ stored, pruning, and never leaving a half-written or temporary file behind.
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import os
 from collections.abc import Callable, Iterator
@@ -26,14 +25,25 @@ from pytest_irene.compare.baselines import (
     read_baseline_file,
 )
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks on a directory (see _locked)
+    fcntl = None  # type: ignore[assignment]
+
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on the directory of ``path`` for a read-merge-write.
 
-    Locking the directory itself (not a side file) leaves nothing behind to commit.
+    Locking the directory itself (not a side file) leaves nothing behind to commit. Without
+    ``fcntl`` (Windows) nothing is locked: saves stay atomic file by file, and xdist is
+    unaffected (only its controller saves), but two separate pytest processes saving into one
+    baselines directory at the same moment can each keep only their own entries of a file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
