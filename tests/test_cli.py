@@ -459,3 +459,22 @@ def test_an_abbreviated_option_is_refused_not_guessed(capsys):
         capsys, "predict", "--model", "bert-base-uncased", "--batch-size", "1", "--seq-len", "8", "--dep", "2"
     )
     assert code == 2 and "unrecognized arguments: --dep 2" in err
+
+
+def test_the_cli_and_the_plugin_load_without_posix_only_modules() -> None:
+    """Windows has no ``fcntl``, ``pty``, ``tty`` or ``termios``: importing one at the top of the
+    baselines store or of the emulator's command made the plugin, or every ``irene`` command, fail
+    to load there. A fresh interpreter with those modules blocked must load both."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "for name in ('fcntl', 'pty', 'tty', 'termios'):\n"
+        "    sys.modules[name] = None\n"
+        "import pytest_irene.plugin, pytest_irene.compare.baseline_store\n"
+        "from pytest_irene.cli import build_parser\n"
+        "build_parser()\n"
+        "print('loaded')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "loaded" in done.stdout, done.stderr

@@ -27,11 +27,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import pty
 import random
 import threading
 import time
-import tty
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +202,9 @@ class EmonPiEmulator:
 
     def start(self) -> str:
         """Open the pty, start serving, return the device path (``/dev/pts/N``)."""
+        import pty  # POSIX only: imported here so that `irene` (which registers this command) loads on Windows
+        import tty
+
         self._master, self._slave = pty.openpty()
         tty.setraw(self._slave)
         tty.setraw(self._master)
