@@ -81,20 +81,20 @@ def _routed(cfg: Config, experts: int, top_k: int, inner: int) -> int:
     return cfg.hidden_size * experts + top_k * _gated_mlp_params(cfg.hidden_size, inner)
 
 
-def mixtral(cfg: Config, batch: int, seq: int) -> float:
+def _routed_decoder(cfg: Config, batch: int, seq: int, experts: int, inner: int) -> float:
+    """A GQA decoder whose every MLP is routed: ``top_k`` of ``experts`` gated experts of width ``inner``."""
     hd = _head_dim(cfg)
-    per_token = _gqa_projection_params(cfg) + _routed(cfg, cfg.num_local_experts, cfg.num_experts_per_tok,
-                                                      cfg.intermediate_size)
+    per_token = _gqa_projection_params(cfg) + _routed(cfg, experts, cfg.num_experts_per_tok, inner)
     return cfg.num_hidden_layers * (2.0 * batch * seq * per_token
                                     + _scores_flops(batch, seq, seq, cfg.num_attention_heads, hd, hd))
+
+
+def mixtral(cfg: Config, batch: int, seq: int) -> float:
+    return _routed_decoder(cfg, batch, seq, cfg.num_local_experts, cfg.intermediate_size)
 
 
 def qwen3_moe(cfg: Config, batch: int, seq: int) -> float:
-    hd = _head_dim(cfg)
-    per_token = _gqa_projection_params(cfg) + _routed(cfg, cfg.num_experts, cfg.num_experts_per_tok,
-                                                      cfg.moe_intermediate_size)
-    return cfg.num_hidden_layers * (2.0 * batch * seq * per_token
-                                    + _scores_flops(batch, seq, seq, cfg.num_attention_heads, hd, hd))
+    return _routed_decoder(cfg, batch, seq, cfg.num_experts, cfg.moe_intermediate_size)
 
 
 def qwen2_moe(cfg: Config, batch: int, seq: int) -> float:
