@@ -327,13 +327,13 @@ class IreneSession:
         if not old:
             return
         key = baseline_nodeid(item)
-        handed = self._drop(item.nodeid, key, old)
+        handed = self._drop(key, old)
         if handed:
             self._restarted.append((item.nodeid, key))
 
-    def _drop(self, nodeid: str, key: str, gone: list[CallRecord]) -> bool:
-        """Remove ``gone`` (records of ``nodeid``) and their baseline entries; whether any had been
-        handed to the controller already (xdist worker)."""
+    def _drop(self, key: str, gone: list[CallRecord]) -> bool:
+        """Remove ``gone`` (records of one test, whose baseline key is ``key``) from :attr:`records`
+        and their baseline entries; whether any had been handed to the controller (xdist worker)."""
         ids = {id(r) for r in gone}
         handed = sum(1 for r in self.records[: self._handed_records] if id(r) in ids)
         self.records = [r for r in self.records if id(r) not in ids]
@@ -416,10 +416,7 @@ class IreneSession:
         mine = self.item_records.get(nodeid, [])
         gone = [r for r in mine if self._origin.get((nodeid, r.label)) == worker]
         self.item_records[nodeid] = [r for r in mine if r not in gone]
-        ids = {id(r) for r in gone}
-        self.records = [r for r in self.records if id(r) not in ids]
-        for k in [k for k in self.to_save if k[0] == key and self._origin.get(k) == worker]:
-            del self.to_save[k]
+        self._drop(key, gone)
 
     def _merge_record(self, record: CallRecord, worker: str | None = None) -> None:
         """Add one worker's record, unless another worker already handed over the same call.
