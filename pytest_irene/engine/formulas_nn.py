@@ -21,6 +21,7 @@ Rotary embedding table   3·E over cos and sin (outer product  2·u
                          and the two trigonometric ops)
 LSTM / GRU / RNN         2·rows·Σ weights + 4·rows·gates     x + out + weights
                          (rows = steps × batch)
+torch._scaled_mm (fp8)   2·M·K·N (bias fused)                every operand (fp8: 1 byte) + out
 =======================  ==================================  ===========================
 """
 
@@ -141,6 +142,20 @@ def linear_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
     return {"flops": flops, "mem_bytes": nbytes(x) + nbytes(weight) + nbytes(out)}
 
 
+def scaled_mm(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    """``torch._scaled_mm(a, b, scale_a, scale_b, bias=...)``: the fp8 GEMM of a hand-written or
+    library fp8 Linear (``a`` the activations, ``b`` the weight, both 1 byte per element): 2·M·K·N,
+    the bias fused as in addmm; bytes are every operand at its own element size (scales and bias
+    included) + the result in its ``out_dtype``. Uncounted, it was free glue: 0 flops."""
+    ts = tensors(list(inputs))
+    outs = tensors(output)
+    if len(ts) < 2 or not outs or ts[0].dim() < 1:
+        return dict(_ZERO)
+    out = outs[0]
+    flops = 2.0 * out.numel() * int(ts[0].shape[-1])
+    return {"flops": flops, "mem_bytes": sum(nbytes(t) for t in ts) + nbytes(out)}
+
+
 #: Elementwise flops per gate element and time step of a recurrent cell (bias adds, the gate's
 #: activation, the state update), on top of its matrix products.
 RNN_GATE_FLOPS = 4.0
@@ -197,6 +212,7 @@ NN_FORMULAS: dict[str, Any] = {
     "GRU": recurrent,
     "RNN": recurrent,
     "LinearFn": linear_fn,  # the functional primitive F.linear (the tracer names its node type Linear)
+    "ScaledMM": scaled_mm,  # torch._scaled_mm, the fp8 GEMM (the tracer names its node type Linear)
 }
 
 

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pytest_irene.engine.features import is_torch_quantized_linear
+from pytest_irene.engine.tensor_sizes import low_precision
 from pytest_irene.errors import UsageError
 
 
@@ -132,9 +134,21 @@ _TOKEN_WISE: tuple[type, ...] = (nn.Linear, nn.LayerNorm)
 
 
 def _token_wise(module: nn.Module) -> bool:
-    """A leaf that works token by token (Linear, LayerNorm, RMSNorm): its input's dim 1 is the tokens."""
+    """A leaf that works token by token (Linear, LayerNorm, RMSNorm, a quantized Linear): its input's
+    dim 1 is the tokens."""
     name = type(module).__name__.lower()
-    return isinstance(module, _TOKEN_WISE) or name.endswith("rmsnorm") or name.endswith("layernorm")
+    return (isinstance(module, _TOKEN_WISE) or name.endswith("rmsnorm") or name.endswith("layernorm")
+            or _quantized_layer(module))
+
+
+def _quantized_layer(module: nn.Module) -> bool:
+    """torch's quantized ``Linear`` (no ``nn.Linear`` subclass) or a module storing int8/fp8 weights
+    itself (a hand-written weight-only or fp8 layer, whose GEMM is a functional leaf): a layer applied
+    token by token. Without it a quantized MLP's ``(B, S, D)`` input was read as D tokens per sample."""
+    if is_torch_quantized_linear(module):
+        return True
+    own = (*module.parameters(recurse=False), *module.buffers(recurse=False))
+    return any(low_precision(t) for t in own)
 
 
 def _is_norm(module: nn.Module) -> bool:

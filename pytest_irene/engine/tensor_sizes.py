@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["element_bytes", "first_tensor", "nbytes", "output_tensor", "tensors"]
+__all__ = ["element_bytes", "first_tensor", "low_precision", "nbytes", "output_tensor", "tensors"]
 
 
 def tensors(values: Any) -> list[torch.Tensor]:
@@ -40,6 +40,24 @@ def element_bytes(value: Any) -> int | None:
         if found is not None:
             return found
     return None
+
+
+#: Element types of stored low-precision weights (int8 hand-written weight-only layers, fp8, torch's
+#: quantized tensors). ``uint8`` is left out: old checkpoints keep boolean masks in it (GPT-2's
+#: causal ``bias`` buffer in transformers 4.x), which are no weights.
+_LOW_PRECISION: frozenset[torch.dtype] = frozenset(
+    d for d in (torch.int8, torch.qint8, torch.quint8, getattr(torch, "quint4x2", None),
+                *(getattr(torch, n, None) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
+                                                     "float8_e5m2fnuz", "float8_e8m0fnu")))
+    if d is not None
+)
+
+
+def low_precision(t: Any) -> bool:
+    """Whether ``t`` is a tensor of stored low-precision weights (int8, fp8, a quantized tensor):
+    its elements are not the dtype the model computes in, so they are named apart
+    (``notes["weight_dtype"]``) and flagged when a profile never trained them."""
+    return isinstance(t, torch.Tensor) and (t.dtype in _LOW_PRECISION or t.is_quantized)
 
 
 def first_tensor(values: Iterable[Any]) -> torch.Tensor | None:

@@ -50,6 +50,17 @@ def tree_element_bytes(tree: EnergyTree) -> float:
     return float(tree.root.features.get("bytes_per_element", DEFAULT_ELEMENT_BYTES))
 
 
+def tree_weight_dtypes(tree: EnergyTree) -> dict[float, set[str]]:
+    """Element size -> dtype names of the low-precision weights the tree's nodes store or multiply
+    by (``notes["weight_dtype"]``, :func:`pytest_irene.engine.tracer.note_weight_dtype`)."""
+    found: dict[float, set[str]] = {}
+    for node in tree.walk():
+        size = node.notes.get("weight_bytes_per_element")
+        if isinstance(size, (int, float)) and "weight_dtype" in node.notes:
+            found.setdefault(float(size), set()).add(str(node.notes["weight_dtype"]))
+    return found
+
+
 def _element_name(size: float) -> str:
     return _ELEMENT_NAMES.get(size, f"{size:g}-byte")
 
@@ -162,7 +173,24 @@ class TrainingRanges:
         if self.element_bytes and size not in self.element_bytes:
             trained = ", ".join(_element_name(b) for b in self.element_bytes)
             reasons.append(f"{_element_name(size)} elements never trained (trained: {trained}); predicted from the bytes alone")
+        reasons.extend(self._weight_reasons(tree, size))
         return reasons
+
+    def _weight_reasons(self, tree: EnergyTree, element_bytes: float) -> list[str]:
+        """Stored weights of an element size never trained (int8, fp8: ``notes["weight_dtype"]``, set by
+        the tracer), in a model computing in a trained one: a ``quantize_dynamic`` or int8 weight-only
+        model returns fp32, so its ``bytes_per_element`` alone passed for fp32. A size the element-size
+        reason names already is not repeated (a whole model cast to fp8)."""
+        if not self.element_bytes:
+            return []
+        found = tree_weight_dtypes(tree)
+        trained = ", ".join(_element_name(b) for b in self.element_bytes)
+        return [
+            f"{_element_name(size)} weight elements ({', '.join(sorted(dtypes))}) never trained "
+            f"(trained: {trained}); predicted from the bytes alone"
+            for size, dtypes in sorted(found.items())
+            if size not in self.element_bytes and size != element_bytes
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -194,4 +222,4 @@ def _span(span: Iterable[float]) -> str:
     return f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
 
 
-__all__ = ["DECODE_EXTRAPOLATES", "TrainingRanges", "tree_element_bytes", "tree_width"]
+__all__ = ["DECODE_EXTRAPOLATES", "TrainingRanges", "tree_element_bytes", "tree_weight_dtypes", "tree_width"]
