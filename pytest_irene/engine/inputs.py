@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_irene.engine.features import is_torch_quantized_linear
+from pytest_irene.engine.quantized import is_torch_quantized_linear
 from pytest_irene.engine.tensor_sizes import low_precision
 from pytest_irene.errors import UsageError
 

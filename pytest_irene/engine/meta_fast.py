@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from pytest_irene.engine.glue_ops import ELEMENTWISE_OPS
+
 __all__ = ["check_dtypes", "fast_elementwise", "fast_sdpa"]
 
 #: Elementwise and two shape-only ops beyond them: a biased Linear's ``addmm`` and LayerNorm's
@@ -122,10 +124,32 @@ _DTYPE_CHECKS: dict[Any, Callable[[tuple[Any, ...]], None]] = {
 
 def check_dtypes(func: Any, args: tuple[Any, ...]) -> None:
     """Raise the ``RuntimeError`` a CPU/CUDA kernel raises for operands of dtypes it cannot mix,
-    for the ops whose meta kernel does not check them (see the module docstring)."""
+    for the ops whose meta kernel does not check them (see the module docstring), and what they
+    raise for arithmetic on fp8 (:func:`_refuse_fp8_arithmetic`)."""
+    _refuse_fp8_arithmetic(func, args)
     check = _DTYPE_CHECKS.get(func)
     if check is not None:
         check(args)
+
+
+def _refuse_fp8_arithmetic(func: Any, args: tuple[Any, ...]) -> None:
+    """Raise what the CPU/CUDA kernels raise for arithmetic on fp8 tensors (``"add_stub" not implemented
+    for 'Float8_e4m3fn'``): torch's meta kernels take them, so a model cast whole with
+    ``.to(torch.float8_e4m3fn)`` traced on meta although it runs nowhere. fp8 stores weights and feeds
+    ``torch._scaled_mm``; copies, casts, views and GEMMs pass, as do ``abs`` and fp8 × fp8 ``mul``
+    (the CPU has them)."""
+    name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else ""
+    if name not in ELEMENTWISE_OPS or name == "abs":
+        return
+    operands = [a for a in args if isinstance(a, torch.Tensor)]
+    fp8 = next((t for t in operands if "float8" in str(t.dtype)), None)
+    if fp8 is None or (name in ("mul", "mul_") and len(operands) == 2):
+        return
+    raise NotImplementedError(
+        f"{name!r} is not implemented for {str(fp8.dtype).removeprefix('torch.')} tensors on CPU or CUDA: "
+        "fp8 stores weights and feeds fp8 GEMMs (torch._scaled_mm), it does not compute; keep the model "
+        "in bf16/fp32 and store fp8 weights only (dequantize with w.to(x.dtype) * scale, or call torch._scaled_mm)"
+    )
 
 
 def _check_inplace_cast(a: torch.Tensor, other: Any) -> None:

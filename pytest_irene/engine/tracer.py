@@ -23,11 +23,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pytest_irene.engine import datadep
 from pytest_irene.engine import features as F_
-from pytest_irene.engine.glue_ops import ELEMENTWISE_OPS, glue_op_features
+from pytest_irene.engine.glue_ops import glue_op_features
 from pytest_irene.engine.inputs import row_layout, token_layout
 from pytest_irene.engine.tensor_sizes import element_bytes, low_precision, tensors
 from pytest_irene.engine import moe
 from pytest_irene.engine.meta_fast import check_dtypes, fast_elementwise, fast_sdpa
+from pytest_irene.engine.quantized import (
+    note_weight_dtype, quantized_linear_meta, stored_low_precision, stored_weight_count,
+)
 from pytest_irene.engine.mha import MHA_FUNCTION, mha_leaves
 from pytest_irene.engine.tree import EnergyNode, join_scope, scope_label
 
@@ -128,8 +131,8 @@ class Tracer:
         self.root_node: EnergyNode | None = None
         #: modules storing low-precision weights (int8, fp8, torch-quantized) -> those weights; found
         #: once, so that an fp32 model (none) pays nothing per node
-        self.low_precision = {m: w for m in scopes if (w := F_.stored_low_precision(m))}
-        self.stored_weights = {m: F_.stored_weight_count(m) for m in self.low_precision}
+        self.low_precision = {m: w for m in scopes if (w := stored_low_precision(m))}
+        self.stored_weights = {m: stored_weight_count(m) for m in self.low_precision}
 
     # -- naming ---------------------------------------------------------------------
     def _name(self, module: nn.Module, top: _Frame | None) -> str | None:
@@ -392,7 +395,6 @@ class DispatchMode(TorchDispatchMode):
                 return self.tracer.meta_nonzero(args[0])
             if func is _TO_COPY and _to_cpu(kwargs):
                 return self.tracer.meta_copy_out(func, args, kwargs)
-            refuse_fp8_arithmetic(func, args)
             check_dtypes(func, args)  # what the real kernels refuse and torch's meta kernels let through
             out = quantized_linear_meta(func, args)
             out = fast_elementwise(func, args, kwargs) if out is None else out
@@ -402,52 +404,6 @@ class DispatchMode(TorchDispatchMode):
             out = func(*args, **kwargs)
         self.tracer.aten(func, args, kwargs, out)
         return out
-
-
-def note_weight_dtype(node: EnergyNode, weights: list[torch.Tensor]) -> None:
-    """Name on ``node`` the dtype of the low-precision weights it stores or multiplies by
-    (``notes["weight_dtype"]``, ``notes["weight_bytes_per_element"]``): its ``bytes_per_element`` is its
-    result's (fp32 out of an int8 GEMM), so only this says a profile never saw such weights."""
-    if weights:
-        node.notes["weight_dtype"] = str(weights[0].dtype).removeprefix("torch.")
-        node.notes["weight_bytes_per_element"] = float(weights[0].element_size())
-
-
-def refuse_fp8_arithmetic(func: Any, args: tuple[Any, ...]) -> None:
-    """Raise what the CPU/CUDA kernels raise for arithmetic on fp8 tensors (``"add_stub" not implemented
-    for 'Float8_e4m3fn'``): torch's meta kernels take them, so a model cast whole with
-    ``.to(torch.float8_e4m3fn)`` traced on meta although it runs nowhere. fp8 stores weights and feeds
-    ``torch._scaled_mm``; copies, casts, views and GEMMs pass, as do ``abs`` and fp8 × fp8 ``mul``
-    (the CPU has them)."""
-    name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else ""
-    if name not in ELEMENTWISE_OPS or name == "abs":
-        return
-    operands = [a for a in args if isinstance(a, torch.Tensor)]
-    fp8 = next((t for t in operands if "float8" in str(t.dtype)), None)
-    if fp8 is None or (name in ("mul", "mul_") and len(operands) == 2):
-        return
-    raise NotImplementedError(
-        f"{name!r} is not implemented for {str(fp8.dtype).removeprefix('torch.')} tensors on CPU or CUDA: "
-        "fp8 stores weights and feeds fp8 GEMMs (torch._scaled_mm), it does not compute; keep the model "
-        "in bf16/fp32 and store fp8 weights only (dequantize with w.to(x.dtype) * scale, or call torch._scaled_mm)"
-    )
-
-
-#: torch's dynamic-quantized GEMMs (``quantize_dynamic``'s ``Linear``), which have no meta kernel.
-_QUANTIZED_LINEAR_OPS = ("linear_dynamic", "linear_relu_dynamic", "linear_dynamic_fp16", "linear_relu_dynamic_fp16")
-
-
-def quantized_linear_meta(func: Any, args: tuple[Any, ...]) -> torch.Tensor | None:
-    """The result of a dynamic-quantized GEMM run on meta: torch registers no meta kernel for it, so on
-    meta a ``quantize_dynamic`` model failed ("could not find the fake impl"). It is x's rows times the
-    packed weight's output features, in x's dtype; ``None`` for any other op."""
-    if getattr(func, "namespace", None) != "quantized" or func.overloadpacket.__name__ not in _QUANTIZED_LINEAR_OPS:
-        return None
-    x, packed = args[0], args[1]
-    ops = torch.ops.quantized
-    unpack = ops.linear_unpack_fp16 if "fp16" in func.overloadpacket.__name__ else ops.linear_unpack
-    out_features = int(unpack(packed)[0].shape[0])
-    return torch.empty((*x.shape[:-1], out_features), dtype=x.dtype, device="meta")
 
 
 def _functional_params(type_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:

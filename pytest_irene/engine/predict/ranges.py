@@ -52,7 +52,7 @@ def tree_element_bytes(tree: EnergyTree) -> float:
 
 def tree_weight_dtypes(tree: EnergyTree) -> dict[float, set[str]]:
     """Element size -> dtype names of the low-precision weights the tree's nodes store or multiply
-    by (``notes["weight_dtype"]``, :func:`pytest_irene.engine.tracer.note_weight_dtype`)."""
+    by (``notes["weight_dtype"]``, :func:`pytest_irene.engine.quantized.note_weight_dtype`)."""
     found: dict[float, set[str]] = {}
     for node in tree.walk():
         size = node.notes.get("weight_bytes_per_element")
