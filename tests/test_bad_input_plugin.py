@@ -231,6 +231,25 @@ def test_bad_bool_ini_value_names_the_key(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["ERROR: irene_save (ini): expected true or false*'maybe'*"])
 
 
+
+@pytest.mark.parametrize("error", [ValueError, pytest.UsageError], ids=["pytest<9.2", "pytest>=9.2"])
+def test_a_bad_bool_ini_value_names_the_key_whatever_pytest_raises(error: type[Exception]) -> None:
+    """pytest 9.2 raises ``pytest.UsageError`` for an unreadable bool ini value where 9.0 raised
+    ``ValueError``; missing it printed only pytest's ``invalid truth value 'maybe'``."""
+    from pytest_irene.errors import UsageError
+    from pytest_irene.plugin.options import get_raw
+
+    class Config:
+        def getoption(self, name: str, default: object = None) -> object:
+            return None
+
+        def getini(self, name: str) -> object:
+            raise error("invalid truth value 'maybe'")
+
+    with pytest.raises(UsageError, match=r"irene_save \(ini\): expected true or false.*'maybe'"):
+        get_raw(Config(), "irene-save")  # type: ignore[arg-type]
+
+
 def test_meter_without_calibrate_warns(pytester: pytest.Pytester) -> None:
     write_test(pytester)
     result = run(pytester, "--irene-meter=emonpi:/dev/ttyAMA0", "--collect-only", "-q")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from inner import run
 
 RAISES = '''
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -24,7 +28,8 @@ class Bad(nn.Module):
 def test_raises_unchanged(irene):
     with pytest.raises(ValueError, match="boom inside") as info:
         irene(Bad(), torch.randn(2, 8), label="bad")
-    assert any("pytest-irene" in note and "Bad" in note for note in info.value.__notes__)
+    if sys.version_info >= (3, 11):  # exception notes are Python 3.11+ (the README says so)
+        assert any("pytest-irene" in note and "Bad" in note for note in info.value.__notes__)
 
 
 @pytest.mark.xfail(raises=ValueError, strict=True)
@@ -43,7 +48,8 @@ def test_model_exception_surfaces_unchanged(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_raises=RAISES)
     result = run(pytester, "--irene-save")
     result.assert_outcomes(passed=1, xfailed=1, failed=1)
-    result.stdout.fnmatch_lines(['*raise ValueError("boom inside")', "E*ValueError: boom inside", "E*pytest-irene: cannot trace*"])
+    note = ["E*pytest-irene: cannot trace*"] if sys.version_info >= (3, 11) else []  # no notes on 3.10
+    result.stdout.fnmatch_lines(['*raise ValueError("boom inside")', "E*ValueError: boom inside", *note])
     assert not (pytester.path / ".irene" / "test_raises.json").exists()
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,7 +238,8 @@ def test_every_output_is_the_same_under_xdist(pytester: pytest.Pytester, monkeyp
     failed = {name for name, (outcome, _) in serial.outcomes.items() if outcome != "passed"}
     gated = ("over_budget", "model_raises", "assert_after", "long", "wide", "narrow")
     assert failed == {f"test_other::test_{n}" for n in gated}
-    assert "pytest-irene: cannot trace Boom" in xdist.stdout  # the model's exception, with its note, from a worker
+    if sys.version_info >= (3, 11):  # exception notes are Python 3.11+
+        assert "pytest-irene: cannot trace Boom" in xdist.stdout  # the model's exception, with its note, from a worker
 
     # --lf (the failures both gate runs recorded), --irene-fail-on=increase, no budget: the
     # narrowed model passes as cheaper, and a narrowed run lists no stale baseline, in both

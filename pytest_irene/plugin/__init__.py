@@ -157,7 +157,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if manager is None:
         return
     writer = config.get_terminal_writer()
-    text = summary_text(manager, width=writer.fullwidth, markup=writer.hasmarkup, verbosity=config.get_verbosity())
+    # -v/-q as a number: config.get_verbosity() (pytest 8.0+) returns the same for no verbosity type,
+    # and this package supports pytest 7.4
+    verbosity: int = config.getoption("verbose")
+    text = summary_text(manager, width=writer.fullwidth, markup=writer.hasmarkup, verbosity=verbosity)
     if text is None:
         return
     terminalreporter.write_sep("=", "irene energy summary")

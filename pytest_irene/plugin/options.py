@@ -98,7 +98,8 @@ def get_raw(config: pytest.Config, name: str) -> tuple[Any, str]:
         return value, f"--{name}"
     try:
         ini = config.getini(dest)
-    except ValueError as exc:  # a bool ini key with a value pytest cannot read ("maybe")
+    except (ValueError, pytest.UsageError) as exc:  # a bool ini key with a value pytest cannot read ("maybe"):
+        # pytest < 9.2 raises the ValueError of its truth-value parser; 9.2 wraps it in pytest.UsageError
         raise UsageError(f"{dest} (ini): expected true or false (also 1/0, yes/no, on/off); {exc}") from None
     if ini in (None, ""):
         return None, f"--{name}"
