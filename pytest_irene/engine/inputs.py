@@ -129,16 +129,10 @@ def batch_and_tokens(inputs: Any, layout: tuple[int, int] | None, inferred: tupl
     return int(first.shape[0]), int(math.prod(first.shape[2:]))  # a CNN's positions, dim 0 its batch
 
 
-#: Module types whose (batch, tokens, features) input gives the tokens per sample.
-_TOKEN_WISE: tuple[type, ...] = (nn.Linear, nn.LayerNorm)
-
-
 def _token_wise(module: nn.Module) -> bool:
     """A leaf that works token by token (Linear, LayerNorm, RMSNorm, a quantized Linear): its input's
     dim 1 is the tokens."""
-    name = type(module).__name__.lower()
-    return (isinstance(module, _TOKEN_WISE) or name.endswith("rmsnorm") or name.endswith("layernorm")
-            or _quantized_layer(module))
+    return isinstance(module, nn.Linear) or _is_norm(module) or _quantized_layer(module)
 
 
 def _quantized_layer(module: nn.Module) -> bool:
