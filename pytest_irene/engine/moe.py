@@ -91,8 +91,7 @@ def _expert_rows(index: torch.Tensor, n_experts: int) -> list[int]:
     """Rows each expert receives: the real counts on a real device, the expected ones on meta."""
     rows = int(index.numel())
     if index.is_meta:
-        base, extra = divmod(rows, n_experts)
-        return [base + (1 if e < extra else 0) for e in range(n_experts)]
+        return even_split(rows, n_experts)
     counts = torch.bincount(index.reshape(-1).to(torch.long), minlength=n_experts)
     return [int(c) for c in counts[:n_experts].tolist()]
 
@@ -103,11 +102,22 @@ def _routing_index(ts: Sequence[torch.Tensor]) -> torch.Tensor | None:
     return next((t for t in ts[1:] if not t.is_floating_point() and t.dtype != torch.bool), None)
 
 
+def expected_share(rows: int, n_experts: int, expert: int) -> int:
+    """The expected routing: ``rows`` spread evenly over ``n_experts``, the remainder one row
+    each to the first ones; this is ``expert``'s share."""
+    base, extra = divmod(rows, n_experts)
+    return base + (1 if expert < extra else 0)
+
+
+def even_split(rows: int, n_experts: int) -> list[int]:
+    """Every expert's :func:`expected_share` of ``rows``."""
+    return [expected_share(rows, n_experts, e) for e in range(n_experts)]
+
+
 def _laid_out_rows(hidden: torch.Tensor, n_experts: int) -> list[int]:
     """Rows each expert runs when the caller laid them out per expert (``(E·rows, H)`` viewed as
     ``(E, rows, H)``): every row it is given, on every device."""
-    base, extra = divmod(int(hidden.numel() // max(int(hidden.shape[-1]), 1)), n_experts)
-    return [base + (1 if e < extra else 0) for e in range(n_experts)]
+    return even_split(int(hidden.numel() // max(int(hidden.shape[-1]), 1)), n_experts)
 
 
 def fused_experts_features(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
@@ -199,8 +209,7 @@ class ExpectedRouting:
             self.hit = torch.empty((count, 1), dtype=torch.long, device="meta")
             return self.hit
         self.rows = max(self.rows, numel)
-        base, extra = divmod(numel, self.n_experts)
-        count = base + (1 if self.calls % self.n_experts < extra else 0)
+        count = expected_share(numel, self.n_experts, self.calls % self.n_experts)
         self.calls += 1
         return torch.empty((count, max(mask.dim(), 1)), dtype=torch.long, device="meta")
 
@@ -221,6 +230,4 @@ class ExpectedRouting:
         device, ``None`` when ``t`` is no such count or no top-k was seen."""
         if t.is_floating_point() or t.dtype == torch.bool or tuple(t.shape) != (self.n_experts,) or not self.topk_rows:
             return None
-        base, extra = divmod(self.topk_rows, self.n_experts)
-        counts = [base + (1 if e < extra else 0) for e in range(self.n_experts)]
-        return torch.tensor(counts, dtype=t.dtype)
+        return torch.tensor(even_split(self.topk_rows, self.n_experts), dtype=t.dtype)
