@@ -315,6 +315,66 @@ def test_a_request_that_finds_every_slot_taken_gets_503() -> None:
         worker.join(30)
 
 
+def test_no_other_tree_waits_behind_a_slow_one() -> None:
+    """Each tree has its own lock: a slow tree never holds up another, whatever the keys hash to."""
+    import threading
+
+    from pytest_irene.explorer.models import predict_tree, resolve_model
+
+    started, gate, computed = threading.Event(), threading.Event(), []
+    quick = predict_tree(resolve_model("distilbert-base-uncased"), 1, 8, "irene-pc1")
+
+    def predict(spec, batch_size, seq_len, profile):
+        computed.append(batch_size)
+        if batch_size == 1:
+            started.set()
+            assert gate.wait(20), "the slow request was never released"
+        return quick
+
+    app = create_app(ServerConfig(predict=predict, max_concurrent=2, busy_timeout_s=5))
+    url = "/api/energy?model=distilbert-base-uncased&seq_len=8&batch_size="
+    worker = threading.Thread(target=lambda: app.test_client().get(url + "1"))
+    worker.start()
+    try:
+        assert started.wait(20)
+        # far more trees than the 64 hashed locks the explorer once shared between keys
+        statuses = {b: app.test_client().get(url + str(b)).status_code for b in range(2, 202)}
+        assert set(statuses.values()) == {200} and worker.is_alive()
+    finally:
+        gate.set()
+        worker.join(30)
+    assert sorted(computed) == list(range(1, 202))
+    assert app.extensions["irene_explorer"]._key_locks == {}  # no lock outlives its requests
+
+
+def test_concurrent_requests_for_one_tree_compute_it_once() -> None:
+    import threading
+
+    from pytest_irene.explorer.models import predict_tree
+
+    started, gate, computed = threading.Event(), threading.Event(), []
+
+    def predict(spec, batch_size, seq_len, profile):
+        computed.append(spec)
+        started.set()
+        assert gate.wait(20), "the first request was never released"
+        return predict_tree(spec, batch_size, seq_len, profile)
+
+    app = create_app(ServerConfig(predict=predict, max_concurrent=4))
+    url = "/api/energy?model=distilbert-base-uncased&batch_size=1&seq_len=8"
+    responses: list = []
+    workers = [threading.Thread(target=lambda: responses.append(app.test_client().get(url))) for _ in range(4)]
+    workers[0].start()
+    assert started.wait(20)
+    for w in workers[1:]:
+        w.start()
+    gate.set()
+    for w in workers:
+        w.join(30)
+    assert [r.status_code for r in responses] == [200] * 4 and len(computed) == 1
+    assert sorted(r.headers["X-Irene-Cache"] for r in responses) == ["hit", "hit", "hit", "miss"]
+
+
 # -- user sweep: every error is JSON, parameters are taken once and echoed as sent -----------------
 
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -119,11 +120,6 @@ class ServerBusy(IreneError):
     """Every prediction slot stayed taken for ``busy_timeout_s``: the request gets 503."""
 
 
-#: Locks that make concurrent requests for the same tree compute it once (a key's
-#: hash picks one; two different trees share a lock only by chance, rarely).
-_KEY_LOCKS = 64
-
-
 class Explorer:
     """The app's state: configuration, cache, and the slots predictions run in."""
 
@@ -131,7 +127,10 @@ class Explorer:
         self.config = config
         self.cache = LRUCache(config.cache_size)
         self._slots = threading.BoundedSemaphore(max(1, config.max_concurrent))
-        self._key_locks = [threading.Lock() for _ in range(_KEY_LOCKS)]
+        # one lock per tree being computed, so that concurrent requests for the same
+        # tree compute it once while requests for other trees never wait behind it
+        self._key_locks: dict[Hashable, tuple[threading.Lock, list[int]]] = {}
+        self._key_locks_guard = threading.Lock()
 
     # -- choices ---------------------------------------------------------------------------
     def models(self) -> list[dict[str, str]]:
@@ -197,7 +196,7 @@ class Explorer:
         cached = self.cache.get(key)
         if cached is not None:
             return cached, True
-        with self._key_locks[hash(key) % _KEY_LOCKS]:
+        with self._key_lock(key):
             cached = self.cache.get(key)  # another request may have computed it meanwhile
             if cached is not None:
                 return cached, True
@@ -215,6 +214,21 @@ class Explorer:
                 self._slots.release()
             self.cache.put(key, tree)
         return tree, False
+
+    @contextmanager
+    def _key_lock(self, key: Hashable) -> Iterator[None]:
+        """Hold the lock of one tree; it is dropped when no request holds or awaits it."""
+        with self._key_locks_guard:
+            lock, users = self._key_locks.setdefault(key, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._key_locks_guard:
+                users[0] -= 1
+                if not users[0]:
+                    del self._key_locks[key]
 
 
 def _error(status: int, message: str, parameter: str | None = None) -> tuple[Response, int]:
