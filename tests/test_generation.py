@@ -140,6 +140,28 @@ def test_whisper_generation_counts_encoder_frames_as_the_prompt() -> None:
     assert tree.seq_len == 30 and tree.meta["decode_steps"] == 3 and tree.decode_step(2).meta["kv_len"] == 3
 
 
+def test_a_sparse_encoder_decoder_generates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Switch Transformers hands use_cache to its encoder, which refuses it, and its decode steps read
+    the encoder routers' logits: both as generate() runs it."""
+    config = transformers.SwitchTransformersConfig(
+        d_model=64, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=32, num_experts=4,
+        vocab_size=100, decoder_start_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = transformers.SwitchTransformersForConditionalGeneration(config).eval()
+    derived = trace_generate(model, {"input_ids": torch.randint(0, 100, (2, 8))}, max_new_tokens=4)
+    assert derived.meta["decode_derived"] is True and derived.seq_len == 8
+    first, last = derived.decode_step(0), derived.decode_step(2)
+    assert (first.meta["kv_len"], last.meta["kv_len"]) == (1, 3)  # the decoder's cache grows
+    attn = "decoder.block.0.layer.0"
+    assert last[attn].features["flops"] > first[attn].features["flops"]
+    monkeypatch.setattr(generation, "_slope", lambda first, second: None)
+    assert _features(trace_generate(model, {"input_ids": torch.randint(0, 100, (2, 8))}, max_new_tokens=4)) == \
+        _features(derived)
+    on_cpu = trace_generate(model, {"input_ids": torch.randint(0, 100, (2, 8))}, max_new_tokens=3, device="cpu")
+    assert on_cpu.decode_step(1).meta["kv_len"] == 2
+
+
 def test_encoder_decoder_inputs_are_checked() -> None:
     with pytest.raises(UsageError, match="encoder's inputs"):
         trace_generate(_bart(), {**_prompt(), "decoder_input_ids": torch.ones(2, 1, dtype=torch.long)}, max_new_tokens=2)

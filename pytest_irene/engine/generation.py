@@ -125,7 +125,7 @@ class _DecoderOnly:
 
 
 class _EncoderDecoder:
-    """T5, BART, Whisper: the prefill is the encoder over the inputs plus the decoder's first step
+    """T5, BART, Whisper, Switch: the prefill is the encoder over the inputs plus the decoder's first step
     (the start token), as ``generate()`` runs it; a step is the decoder alone, one token against its
     self-attention cache and the encoder's output (the encoder never runs again)."""
 
@@ -156,7 +156,7 @@ class _EncoderDecoder:
         return {**self.inputs, "decoder_input_ids": self.start}
 
     def after_prefill(self, output: Any, prefill: EnergyTree) -> None:
-        from transformers.modeling_outputs import BaseModelOutput
+        from transformers.modeling_outputs import BaseModelOutput, MoEModelOutput
 
         hidden = getattr(output, "encoder_last_hidden_state", None)
         if not isinstance(hidden, torch.Tensor):
@@ -164,7 +164,10 @@ class _EncoderDecoder:
                 "trace_generate: the encoder-decoder model returned no encoder_last_hidden_state; pass a "
                 "*ForConditionalGeneration model (it returns the encoder's output and the logits)"
             )
-        self.encoder_outputs = BaseModelOutput(last_hidden_state=hidden)
+        if hasattr(output, "encoder_router_logits"):  # a sparse encoder (Switch): the steps read its routers' logits
+            self.encoder_outputs = MoEModelOutput(last_hidden_state=hidden, router_logits=output.encoder_router_logits)
+        else:
+            self.encoder_outputs = BaseModelOutput(last_hidden_state=hidden)
         self.prompt = prefill.seq_len
 
     def positions(self, new_tokens: int) -> tuple[int, str]:
@@ -194,14 +197,21 @@ def _decoder_start(config: Any, module: torch.nn.Module) -> int:
     )
 
 
-def _cache_kwargs(module: torch.nn.Module) -> dict[str, Any]:
+def _cache_kwargs(module: torch.nn.Module, config: Any) -> dict[str, Any]:
     """How this model takes its cache (``cache`` in transformers 5, ``past_key_values`` before), and
-    ``logits_to_keep=1`` where supported, as ``generate()`` passes it (only the last position's logits)."""
+    ``logits_to_keep=1`` where supported, as ``generate()`` passes it (only the last position's logits).
+
+    ``use_cache=True`` is passed to a decoder-only model, and to an encoder-decoder only where its
+    config switches the cache off: an encoder-decoder's forward may hand ``use_cache`` to its encoder
+    too, which refuses it (Switch Transformers), while its decoder uses the cache it is given
+    (``generate()`` never hands it to the encoder, which it runs apart)."""
     try:
         params = inspect.signature(module.forward).parameters
     except (TypeError, ValueError):
         params = {}  # type: ignore[assignment]
-    out: dict[str, Any] = {"use_cache": True, "cache_name": "cache" if "cache" in params else "past_key_values"}
+    out: dict[str, Any] = {"cache_name": "cache" if "cache" in params else "past_key_values"}
+    if not getattr(config, "is_encoder_decoder", False) or getattr(config, "use_cache", True) is False:
+        out["use_cache"] = True
     if "logits_to_keep" in params:
         out["logits_to_keep"] = 1
     return out
@@ -282,7 +292,7 @@ def trace_generate(
     target = prepare_target(module, dev)
     cache = plan.new_cache(config)
     outputs: list[Any] = []
-    how = _cache_kwargs(module)
+    how = _cache_kwargs(module, config)
     prefill = trace_prepared(target, None, _with_cache(plan.prefill_inputs(), cache, how),
                              dev, model_name=name, on_output=outputs.append)
     plan.after_prefill(outputs[-1], prefill)
