@@ -20,3 +20,17 @@ def tiny_llama(device: str = "meta", **overrides: Any) -> torch.nn.Module:
     torch.manual_seed(0)
     with torch.device(device):
         return transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**TINY_LLAMA, **overrides})).eval()
+
+
+def hf_model(model_cls: str, config_cls: str, **config: Any) -> torch.nn.Module:
+    """``transformers.<model_cls>(transformers.<config_cls>(**config))``, seeded, in eval mode (on the CPU)."""
+    import transformers
+
+    torch.manual_seed(0)
+    return getattr(transformers, model_cls)(getattr(transformers, config_cls)(**config)).eval()
+
+
+def assert_same_tree(a: Any, b: Any) -> None:
+    """Two traces of one model (meta and CPU, say) agree node by node: scopes, types, features, sizes."""
+    assert [(n.scope, n.type, n.features) for n in a.walk()] == [(n.scope, n.type, n.features) for n in b.walk()]
+    assert (a.batch_size, a.seq_len) == (b.batch_size, b.seq_len)

@@ -11,25 +11,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers
 from torch import nn
+
+from models import assert_same_tree, hf_model
 
 from pytest_irene.engine.architectures import example_inputs
 from pytest_irene.engine.tracing import trace
 from pytest_irene.errors import TraceError
 
 E = 32
-
-
-def _hf(model_cls: str, config_cls: str, **kwargs):  # type: ignore[no-untyped-def]
-    config = getattr(transformers, config_cls)(**kwargs)
-    torch.manual_seed(0)
-    return getattr(transformers, model_cls)(config).eval()
-
-
-def _same(a, b) -> None:  # type: ignore[no-untyped-def]
-    assert [(n.scope, n.type, n.features) for n in a.walk()] == [(n.scope, n.type, n.features) for n in b.walk()]
-    assert (a.batch_size, a.seq_len) == (b.batch_size, b.seq_len)
 
 
 class _Recur(nn.Module):
@@ -65,7 +55,7 @@ def test_unbatched_inputs_are_one_sample_of_their_sequence(make, x, expected) ->
     inputs = (x, x, x) if isinstance(model, nn.MultiheadAttention) else x
     on_meta = trace(model, inputs)
     assert (on_meta.batch_size, on_meta.seq_len) == expected
-    _same(on_meta, trace(model, inputs, device="cpu"))
+    assert_same_tree(on_meta, trace(model, inputs, device="cpu"))
 
 
 def test_unbatched_attention_counts_the_work_of_one_sample() -> None:
@@ -92,7 +82,7 @@ def test_a_cnn_with_a_linear_head_counts_positions_not_one_token() -> None:
 
 
 def test_convnext_tokens_are_positions() -> None:
-    model = _hf("ConvNextModel", "ConvNextConfig", hidden_sizes=[8, 16], depths=[1, 1], num_stages=2)
+    model = hf_model("ConvNextModel", "ConvNextConfig", hidden_sizes=[8, 16], depths=[1, 1], num_stages=2)
     tree = trace(model, torch.randn(2, 3, 32, 32))
     assert (tree.batch_size, tree.seq_len) == (2, 1024)
 
@@ -100,14 +90,14 @@ def test_convnext_tokens_are_positions() -> None:
 def test_mobilevit_batch_is_the_images_not_its_unfolded_patches() -> None:
     """MobileViT's transformer runs on (B * patch_area, patches, C): the batch was read as 8."""
     with torch.device("meta"):
-        model = _hf("MobileViTModel", "MobileViTConfig", image_size=32, hidden_sizes=[16, 24, 32],
+        model = hf_model("MobileViTModel", "MobileViTConfig", image_size=32, hidden_sizes=[16, 24, 32],
                     neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 32], num_attention_heads=2)
     tree = trace(model, torch.randn(2, 3, 32, 32))
     assert tree.batch_size == 2 and tree.seq_len == 1024
 
 
 def test_swin_and_segformer_keep_their_patch_tokens() -> None:
-    swin = _hf("SwinModel", "SwinConfig", embed_dim=16, depths=[1, 1], num_heads=[2, 2], image_size=32,
+    swin = hf_model("SwinModel", "SwinConfig", embed_dim=16, depths=[1, 1], num_heads=[2, 2], image_size=32,
                patch_size=4, window_size=4)
     assert (lambda t: (t.batch_size, t.seq_len))(trace(swin, torch.randn(2, 3, 32, 32))) == (2, 64)
 
@@ -117,15 +107,15 @@ def test_swin_and_segformer_keep_their_patch_tokens() -> None:
 
 def test_stochastic_depth_is_no_node() -> None:
     """Swin's and SegFormer's DropPath is the identity in eval mode, but was a leaf predicted at its floor."""
-    swin = _hf("SwinModel", "SwinConfig", embed_dim=16, depths=[1, 1], num_heads=[2, 2], image_size=32,
+    swin = hf_model("SwinModel", "SwinConfig", embed_dim=16, depths=[1, 1], num_heads=[2, 2], image_size=32,
                patch_size=4, window_size=4, drop_path_rate=0.5)
-    seg = _hf("SegformerModel", "SegformerConfig", num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1],
+    seg = hf_model("SegformerModel", "SegformerConfig", num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1],
               hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2],
               mlp_ratios=[2, 2], drop_path_rate=0.5)
     for model in (swin, seg):
         tree = trace(model, torch.randn(1, 3, 32, 32))
         assert not [n.scope for n in tree.walk() if "drop_path" in n.scope], type(model).__name__
-        _same(tree, trace(model, torch.randn(1, 3, 32, 32), device="cpu"))
+        assert_same_tree(tree, trace(model, torch.randn(1, 3, 32, 32), device="cpu"))
 
 
 class DropPath(nn.Module):  # timm's: the identity unless training
@@ -150,7 +140,7 @@ def test_a_weight_norm_parametrization_is_part_of_its_layer() -> None:
     assert [n.scope for n in tree.walk()] == ["", "0", "1"]
     assert tree.root.features["params"] == sum(p.numel() for p in model.parameters())
     assert tree["0"].features["flops"] > 0
-    _same(tree, trace(model, torch.randn(2, 8, 20), device="cpu"))
+    assert_same_tree(tree, trace(model, torch.randn(2, 8, 20), device="cpu"))
 
 
 # -- speech: tokens are encoder frames ----------------------------------------------------------------
@@ -165,7 +155,7 @@ _W2V = dict(hidden_size=E, intermediate_size=64, num_hidden_layers=1, num_attent
 ])
 def test_waveform_models_count_frames_not_samples(model_cls: str, config_cls: str) -> None:
     """A (batch, samples) waveform was 400 tokens per sample; the encoder reads 39 frames."""
-    model = _hf(model_cls, config_cls, **_W2V)
+    model = hf_model(model_cls, config_cls, **_W2V)
     tree = trace(model, torch.randn(2, 400))
     assert (tree.batch_size, tree.seq_len) == (2, 39)
     assert not [n for n in tree.walk() if "parametrizations" in n.scope]
@@ -177,17 +167,17 @@ def test_waveform_models_count_frames_not_samples(model_cls: str, config_cls: st
 
 def test_example_inputs_of_vision_and_speech_models_are_what_they_read() -> None:
     """They were token ids: a ViT failed with "'NoneType' object has no attribute 'dtype'"."""
-    vit = _hf("ViTModel", "ViTConfig", hidden_size=E, intermediate_size=64, num_hidden_layers=1,
+    vit = hf_model("ViTModel", "ViTConfig", hidden_size=E, intermediate_size=64, num_hidden_layers=1,
               num_attention_heads=2, image_size=32, patch_size=8)
     inputs = example_inputs(vit, 2, 8)
     assert list(inputs) == ["pixel_values"] and inputs["pixel_values"].shape == (2, 3, 32, 32)
     assert (lambda t: (t.batch_size, t.seq_len))(trace(vit, inputs)) == (2, 17)
 
-    w2v = _hf("Wav2Vec2Model", "Wav2Vec2Config", **_W2V)
+    w2v = hf_model("Wav2Vec2Model", "Wav2Vec2Config", **_W2V)
     tree = trace(w2v, example_inputs(w2v, 2, 12))
     assert (tree.batch_size, tree.seq_len) == (2, 12)
 
-    whisper = _hf("WhisperForConditionalGeneration", "WhisperConfig", d_model=E, encoder_layers=1, decoder_layers=1,
+    whisper = hf_model("WhisperForConditionalGeneration", "WhisperConfig", d_model=E, encoder_layers=1, decoder_layers=1,
                   encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
                   num_mel_bins=16, max_source_positions=20, vocab_size=100, pad_token_id=0, bos_token_id=1,
                   eos_token_id=2, decoder_start_token_id=1)
@@ -198,18 +188,18 @@ def test_example_inputs_of_vision_and_speech_models_are_what_they_read() -> None
 
 
 def test_example_inputs_of_a_dual_encoder_have_ids_and_pixels() -> None:
-    clip = _hf("CLIPModel", "CLIPConfig", projection_dim=16,
+    clip = hf_model("CLIPModel", "CLIPConfig", projection_dim=16,
                text_config=dict(hidden_size=E, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                                 vocab_size=100, max_position_embeddings=32, bos_token_id=1, eos_token_id=2),
                vision_config=dict(hidden_size=E, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                                   image_size=32, patch_size=8))
     inputs = example_inputs(clip, 2, 8, device="cpu")
     assert set(inputs) == {"input_ids", "attention_mask", "pixel_values"}
-    _same(trace(clip, inputs), trace(clip, inputs, device="cpu"))
+    assert_same_tree(trace(clip, inputs), trace(clip, inputs, device="cpu"))
 
 
 def test_an_encoder_decoder_forward_without_decoder_tokens_says_so() -> None:
-    t5 = _hf("T5ForConditionalGeneration", "T5Config", d_model=E, d_ff=64, num_layers=1, num_heads=2, d_kv=16,
+    t5 = hf_model("T5ForConditionalGeneration", "T5Config", d_model=E, d_ff=64, num_layers=1, num_heads=2, d_kv=16,
              vocab_size=100, decoder_start_token_id=0)
     with pytest.raises(TraceError, match="decoder_input_ids.*max_new_tokens"):
         trace(t5, example_inputs(t5, 2, 8))
@@ -248,13 +238,13 @@ _SWEEP = {
 @pytest.mark.parametrize("family", list(_SWEEP))
 def test_modern_families_trace_alike_on_meta_and_cpu(family: str) -> None:
     model_cls, config_cls, kwargs = _SWEEP[family]
-    model = _hf(model_cls, config_cls, **kwargs)
+    model = hf_model(model_cls, config_cls, **kwargs)
     inputs = example_inputs(model, 2, 8, device="cpu")  # one padded position: the mask is applied on both
     on_meta = trace(model, inputs)
     assert (on_meta.batch_size, on_meta.seq_len) == (2, 8)
     leaves = {n.type for n in on_meta.walk() if not n.children}
     assert ({"MatMul", "Softmax"} <= leaves or "ScaledDotProductAttention" in leaves) and "Linear" in leaves
-    _same(on_meta, trace(model, inputs, device="cpu"))
+    assert_same_tree(on_meta, trace(model, inputs, device="cpu"))
 
 
 # -- a vision-language model: LLaVA -----------------------------------------------------------------
@@ -265,7 +255,7 @@ def _llava():  # type: ignore[no-untyped-def]
                 num_key_value_heads=1, vocab_size=200)
     vision = dict(model_type="clip_vision_model", hidden_size=E, intermediate_size=64, num_hidden_layers=1,
                   num_attention_heads=2, image_size=32, patch_size=8)
-    model = _hf("LlavaForConditionalGeneration", "LlavaConfig", text_config=text, vision_config=vision,
+    model = hf_model("LlavaForConditionalGeneration", "LlavaConfig", text_config=text, vision_config=vision,
                 image_token_index=150)
     ids = torch.randint(1, 100, (1, 20))
     ids[0, 1:17] = 150  # one image: 16 patches
@@ -278,7 +268,7 @@ def test_llava_with_an_image_traces_on_meta_as_on_cpu() -> None:
     model, inputs = _llava()
     on_meta = trace(model, inputs)
     assert (on_meta.batch_size, on_meta.seq_len) == (1, 20)
-    _same(on_meta, trace(model, inputs, device="cpu"))
+    assert_same_tree(on_meta, trace(model, inputs, device="cpu"))
     assert list(example_inputs(model, 2, 8)) == ["input_ids", "attention_mask"]  # text alone: no image tokens
 
 

@@ -141,7 +141,7 @@ class _EncoderDecoder:
         start = _decoder_start(config, module)
         self.inputs = {k: _on(v, dev) for k, v in inputs.items()}
         self.batch = int(tensors[0].shape[0])
-        self.start = torch.full((self.batch, 1), start, dtype=torch.long, device=dev)
+        self.start = torch.full((self.batch * _decoder_rows(config), 1), start, dtype=torch.long, device=dev)
         self.prompt = 0  # the encoder's tokens per sample, known once the prefill is traced
         self.kv_start = 1  # the decoder's cache holds the start token when decoding starts
         self.like = self.start
@@ -183,6 +183,15 @@ class _EncoderDecoder:
         if isinstance(self.inputs.get("attention_mask"), torch.Tensor):
             out["attention_mask"] = self.inputs["attention_mask"]  # the encoder's: cross-attention keeps it
         return out
+
+
+def _decoder_rows(config: Any) -> int:
+    """Decoder rows per sample: MusicGen's decoder reads ``num_codebooks`` audio codes per step, its ids
+    laid out ``(batch · codebooks, length)`` as ``generate()`` starts them; one elsewhere. Started with one
+    row per sample, its decoder read the batch as ``batch / codebooks`` samples, which the encoder's
+    output no longer matched (the decode steps failed on a real device, and were wrong on meta)."""
+    rows = getattr(getattr(config, "decoder", None), "num_codebooks", None)
+    return rows if isinstance(rows, int) and not isinstance(rows, bool) and rows > 0 else 1
 
 
 def _decoder_start(config: Any, module: torch.nn.Module) -> int:
@@ -311,7 +320,7 @@ def _trace_steps(target: Any, dev: torch.device, name: str, cached: tuple[Any, d
 
     def step(kv_len: int, token: torch.Tensor) -> EnergyTree:
         tree = trace_prepared(target, None, _with_cache(plan.step_inputs(token, kv_len), cache, how), dev, model_name=name,
-                              seq_len=1, on_output=outputs.append)
+                              batch_size=plan.batch, seq_len=1, on_output=outputs.append)
         tree.meta["kv_len"] = kv_len
         return tree
 

@@ -7,11 +7,21 @@ explorer) reads something else: given ``input_ids`` a ViT fails deep in its forw
 decides here, with the sizes taken from its config:
 
 * ``pixel_values``: ``(batch, num_channels, image_size, image_size)``; a dual encoder (CLIP,
-  SigLIP) gets them beside its ids;
+  SigLIP) gets them beside its ids; a model that also reads a ``pixel_mask`` (DETR and the other
+  detectors) gets one with the last image's bottom half padded, as a detection processor pads
+  images of uneven sizes to one batch: like the ids' one padded position, it makes the model apply
+  its attention mask on a real device as the meta trace assumes (with no pixel mask, DETR's
+  encoder skipped it on the CPU and the two trees differed);
 * ``input_features`` with ``num_mel_bins`` (Whisper): ``(batch, mel bins, frames)``, the
-  frames the encoder requires (twice its ``max_source_positions``);
-* ``input_values`` (wav2vec2, HuBERT, WavLM): ``(batch, samples)``, as many samples as give
-  ``seq_len`` frames after the feature extractor's convolutions.
+  frames the encoder requires (twice its ``max_source_positions``); CLAP's audio tower (its config
+  has a ``spec_size``) reads ``(batch, 1, frames, mel bins)``, beside the ids of ``ClapModel``
+  (given Whisper's layout, or nothing beside the ids, it failed deep in its audio encoder);
+* ``input_values`` (wav2vec2, HuBERT, WavLM, SpeechT5): ``(batch, samples)``, as many samples as
+  give ``seq_len`` frames after the feature extractor's convolutions; the same name holds a
+  spectrogram ``(batch, max_length, mel bins)`` for AST (its position table fixes the frames) and
+  a ``(batch, audio channels, samples)`` waveform for a neural codec (Encodec, DAC, Mimi: the config
+  has ``upsampling_ratios``), ``seq_len`` frames of ``hop_length`` samples. Given a
+  ``(batch, samples)`` waveform, AST and Encodec failed deep in their first layer.
 
 An encoder-decoder gets its encoder's inputs only, as ``trace_generate`` takes them; a single
 forward of one that needs ``decoder_input_ids`` (T5, Whisper) is refused by the tracer saying so.
@@ -20,6 +30,7 @@ forward of one that needs ``decoder_input_ids`` (T5, Whisper) is refused by the 
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 import torch
@@ -55,12 +66,23 @@ def _pixels(cfg: dict[str, Any], batch_size: int, dev: torch.device) -> torch.Te
     return _noise((batch_size, channels, side, side), dev)
 
 
+def _pixel_mask(pixels: torch.Tensor) -> torch.Tensor:
+    """``(batch, height, width)`` ones, the last image's bottom half padded (zeros) on a real device
+    (see the module docstring); on meta the values are not materialised."""
+    batch, height, width = int(pixels.shape[0]), int(pixels.shape[-2]), int(pixels.shape[-1])
+    mask = torch.ones((batch, height, width), dtype=torch.long, device=pixels.device)
+    if height > 1 and pixels.device.type != "meta":
+        mask[-1, height // 2:, :] = 0
+    return mask
+
+
 def _dual_encoder(model: Any, cfg: dict[str, Any]) -> bool:
-    """CLIP, SigLIP: a text and a vision tower, both run by one forward. A vision-language
-    generator (LLaVA) has a vision config too, but runs text alone, and its images need image
-    tokens in the ids, so it gets none here."""
+    """CLIP, SigLIP, CLAP: a text and a vision (or audio) tower, both run by one forward. A
+    vision-language generator (LLaVA) has a vision config too, but runs text alone, and its images
+    need image tokens in the ids, so it gets none here."""
     can_generate = getattr(model, "can_generate", None)
-    return isinstance(cfg.get("vision_config"), dict) and callable(can_generate) and not can_generate()
+    towers = any(isinstance(cfg.get(key), dict) for key in ("vision_config", "audio_config"))
+    return towers and callable(can_generate) and not can_generate()
 
 
 def _samples_for_frames(cfg: dict[str, Any], frames: int) -> int:
@@ -69,6 +91,32 @@ def _samples_for_frames(cfg: dict[str, Any], frames: int) -> int:
     for kernel, stride in reversed(list(zip(cfg.get("conv_kernel") or [], cfg.get("conv_stride") or []))):
         samples = (samples - 1) * int(stride) + int(kernel)
     return samples
+
+
+def _input_values(cfg: dict[str, Any], batch_size: int, seq_len: int, dev: torch.device) -> torch.Tensor:
+    """``input_values`` by what the config says the model reads (see the module docstring): a conv
+    feature extractor's waveform first (SpeechT5 has mel bins too, for its speech decoder)."""
+    if not cfg.get("conv_kernel") and cfg.get("num_mel_bins") and cfg.get("max_length"):
+        return _noise((batch_size, int(cfg["max_length"]), int(cfg["num_mel_bins"])), dev)
+    ratios = cfg.get("upsampling_ratios")
+    if not cfg.get("conv_kernel") and ratios:
+        hop = int(cfg.get("hop_length") or math.prod(int(r) for r in ratios))
+        return _noise((batch_size, int(cfg.get("audio_channels") or 1), seq_len * hop), dev)
+    return _noise((batch_size, _samples_for_frames(cfg, seq_len)), dev)
+
+
+def _input_features(cfg: dict[str, Any], batch_size: int, seq_len: int, dev: torch.device) -> torch.Tensor | None:
+    """A spectrogram by the (audio) config, ``None`` without mel bins: CLAP's ``(batch, 1, frames, mel
+    bins)`` (4 channels when it fuses crops) with as many frames as the ``spec_size`` image its encoder
+    reshapes them into holds; Whisper's ``(batch, mel bins, frames)``, the frames its encoder requires."""
+    if not cfg.get("num_mel_bins"):
+        return None
+    mel = int(cfg["num_mel_bins"])
+    if cfg.get("spec_size"):
+        size = int(cfg["spec_size"])
+        return _noise((batch_size, 4 if cfg.get("enable_fusion") else 1, size * max(size // mel, 1), mel), dev)
+    frames = 2 * int(cfg.get("max_source_positions") or seq_len)
+    return _noise((batch_size, mel, frames), dev)
 
 
 def _noise(shape: tuple[int, ...], dev: torch.device) -> torch.Tensor:
@@ -84,9 +132,13 @@ def other_inputs(model: Any, cfg: dict[str, Any], batch_size: int, seq_len: int,
     out: dict[str, torch.Tensor] = {}
     if main == "pixel_values" or ("pixel_values" in params and _dual_encoder(model, cfg)):
         out["pixel_values"] = _pixels(cfg, batch_size, dev)
-    elif main == "input_features" and cfg.get("num_mel_bins"):
-        frames = 2 * int(cfg.get("max_source_positions") or seq_len)
-        out["input_features"] = _noise((batch_size, int(cfg["num_mel_bins"]), frames), dev)
+        if "pixel_mask" in params:
+            out["pixel_mask"] = _pixel_mask(out["pixel_values"])
+    elif main == "input_features" or ("input_features" in params and _dual_encoder(model, cfg)):
+        audio = cfg.get("audio_config") if isinstance(cfg.get("audio_config"), dict) else cfg
+        features = _input_features(audio, batch_size, seq_len, dev)
+        if features is not None:
+            out["input_features"] = features
     elif main == "input_values":
-        out["input_values"] = _noise((batch_size, _samples_for_frames(cfg, seq_len)), dev)
+        out["input_values"] = _input_values(cfg, batch_size, seq_len, dev)
     return out

@@ -17,11 +17,11 @@ How it works, and why:
   innermost node that is not a formula leaf, so a module's features include the
   adds, scalings and masks it runs itself (the dataset counted them that way).
 * **Meta device by default**: the model is copied with every parameter and
-  buffer replaced by a meta tensor (no data copied), the inputs are converted to
-  meta, and nothing of the user's model is touched (its forward hooks do not
-  fire). Meta tensors have no values: code that reads them raises
-  :class:`~pytest_irene.errors.TraceError` naming the line, except transformers'
-  mask helpers ("is every position unmasked?" -> no: the model applies its
+  buffer replaced by a meta tensor (no data copied; a 0-dim buffer, a constant,
+  keeps its value), the inputs are converted to meta, and nothing of the user's
+  model is touched (its forward hooks do not fire). Meta tensors have no values:
+  code that reads them raises :class:`~pytest_irene.errors.TraceError` naming the
+  line, except transformers' mask helpers ("is every position unmasked?" -> no: the model applies its
   attention mask, as every model of the reference dataset did; see
   :mod:`pytest_irene.engine.datadep`) and MoE routing (:mod:`pytest_irene.engine.moe`).
   :func:`~pytest_irene.engine.architectures.example_inputs` pads one position so a real
@@ -57,12 +57,19 @@ __all__ = ["NodeCall", "trace", "trace_prepared", "prepare_target", "resolve_cal
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose parameters and buffers are meta tensors (no data copied)."""
+    """A copy of ``model`` whose parameters and buffers are meta tensors (no data copied).
+
+    A 0-dim buffer is a constant of the model, not a weight (as a 0-dim plain attribute, which the
+    copy keeps too): it keeps its value, one number, on the CPU, where torch lets a 0-dim tensor
+    join any device's ops as a Python number would; a real device reads the same value. Encodec
+    keeps its convolutions' stride and kernel size as such buffers and pads by them, so as meta
+    tensors its forward was refused as data-dependent code."""
     memo: dict[int, Any] = {}
     for p in model.parameters():
         memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
     for b in model.buffers():
-        memo[id(b)] = torch.empty_like(b, device="meta")
+        constant = b.dim() == 0 and not b.is_meta  # a model built on meta has no value to keep
+        memo[id(b)] = b.detach().to("cpu", copy=True) if constant else torch.empty_like(b, device="meta")
     for m in model.modules():  # tensors kept as plain attributes (cached tables, masks)
         for value in vars(m).values():
             if isinstance(value, torch.Tensor) and value.dim() > 0 and id(value) not in memo:
