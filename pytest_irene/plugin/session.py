@@ -107,6 +107,8 @@ class IreneSession:
         """xdist worker: (node id, baseline key) of tests rerun after their calls were handed over."""
         self._origin: dict[tuple[str, str], str | None] = {}
         """Controller: the worker each kept (node id, label) record and (key, label) entry came from."""
+        self._judged: dict[str, int] = {}
+        """How many of a test's records a call-phase report already judged (a subtest's: see :meth:`update_report`)."""
 
     @property
     def is_worker(self) -> bool:
@@ -323,6 +325,7 @@ class IreneSession:
         refused as "called twice", and a passing rerun reported the failed attempt's energy.
         The last attempt is the test's, as its pytest outcome is. On an xdist worker, calls
         already handed to the controller are withdrawn with the next hand-over."""
+        self._judged.pop(item.nodeid, None)
         old = self.item_records.pop(item.nodeid, None)
         if not old:
             return
@@ -346,9 +349,17 @@ class IreneSession:
         return bool(handed or handed_entries)
 
     def update_report(self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
-        """The test's own report, with its wrapped calls' verdicts (see :func:`~pytest_irene.plugin.outcome.apply_gate`)."""
+        """The test's own report, with its wrapped calls' verdicts (see :func:`~pytest_irene.plugin.outcome.apply_gate`).
+
+        Each call-phase report judges the calls made since the previous one: pytest's ``subtests``
+        makes one per subtest before the test's own, so a subtest fails for its own calls only,
+        and the test for the calls it made outside them (pytest fails it for a failed subtest).
+        Judging every call at every report failed each later subtest, and the test, with an
+        earlier subtest's regression."""
         if call.when == "call":
-            apply_gate(item, call, report, self.item_records.get(item.nodeid, []))
+            mine = self.item_records.get(item.nodeid, [])
+            start, self._judged[item.nodeid] = self._judged.get(item.nodeid, 0), len(mine)
+            apply_gate(item, call, report, mine[start:])
         elif call.when == "teardown" and self.is_worker:
             self.hand_over_on(report)
 
