@@ -425,6 +425,24 @@ def test_a_torchscript_root_is_refused_naming_torchscript() -> None:
             trace(scripted, torch.randn(2, 4), device=device)
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.export's own pytree deprecation
+def test_an_exported_program_is_refused_naming_torch_export() -> None:
+    """An ExportedProgram was refused as "a plain function", and its ``.module()`` traced as one
+    node: export inlines every module into ATen calls, so no module could be gated."""
+    import pytest_irene
+
+    model, x = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval(), torch.randn(2, 3, 8)
+    exported = torch.export.export(model, (x,))
+    for lowered, kind in ((exported, "an ExportedProgram"), (exported.module(), "an exported graph module")):
+        for device in ("meta", "cpu"):
+            with pytest.raises(TraceError, match=f"cannot trace {kind}.* trace the nn.Module you exported"):
+                trace(lowered, x, device=device)
+    with pytest.raises(TraceError, match="an ExportedProgram"):
+        pytest_irene.predict(exported, x)
+    graph = torch.fx.symbolic_trace(model)  # an fx graph still calls its modules: traced as the model
+    assert [(n.scope, n.type) for n in trace(graph, x).walk()][1:] == [(n.scope, n.type) for n in trace(model, x).walk()][1:]
+
+
 class _Attention(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -192,8 +192,9 @@ def _device(value: Any) -> torch.device:
 def resolve_callable(model: Any, who: str) -> tuple[nn.Module, str | None]:
     """``(module, method name or None)`` of what the user passed, the one entry of every trace.
 
-    Wrappers are unwrapped (:func:`unwrap`); a plain function, a TorchScript module and a
-    module that does nothing at inference (``nn.Identity``, ``nn.Dropout``) are refused.
+    Wrappers are unwrapped (:func:`unwrap`); a plain function, a TorchScript module, a model
+    lowered by torch.export and a module that does nothing at inference (``nn.Identity``,
+    ``nn.Dropout``) are refused.
     """
     if isinstance(model, nn.Module):
         module = unwrap(model)
@@ -203,6 +204,9 @@ def resolve_callable(model: Any, who: str) -> tuple[nn.Module, str | None]:
     name = getattr(model, "__name__", None)
     if isinstance(owner, nn.Module) and isinstance(name, str) and callable(model):
         return unwrap(owner), name
+    exported = getattr(sys.modules.get("torch.export"), "ExportedProgram", None)
+    if isinstance(exported, type) and isinstance(model, exported):
+        raise TraceError(_LOWERED.format(who=who, kind="an ExportedProgram"))
     what = "a plain function" if callable(model) else type(model).__name__
     raise UsageError(
         f"{who}: expected a torch.nn.Module or a bound method of one (model, model.encode), got {what}; "
@@ -233,6 +237,23 @@ def unwrap(module: nn.Module) -> nn.Module:
     return module
 
 
+#: Why a model lowered to ATen operators (torch.export) is refused.
+_LOWERED = (
+    "{who}: cannot trace {kind}: torch.export lowers a model to a graph of ATen operators with no modules "
+    "left in it, so there is no module or primitive to trace (a tree of one node no baseline could tell "
+    "apart); trace the nn.Module you exported"
+)
+
+
+def _lowered(module: nn.Module) -> bool:
+    """An ``fx.GraphModule`` calling ATen operators (``ExportedProgram.module()``, an AOT graph):
+    its modules were inlined away, unlike a ``symbolic_trace`` graph, which still calls them."""
+    graph = getattr(module, "graph", None)
+    if not isinstance(module, torch.fx.GraphModule) or graph is None:
+        return False
+    return any(n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload) for n in graph.nodes)
+
+
 def _check_traceable(module: nn.Module, who: str) -> None:
     """Refuse, before any copy or run, a root module whose call no forward hook can see."""
     kind = type(module).__name__
@@ -241,6 +262,8 @@ def _check_traceable(module: nn.Module, who: str) -> None:
             f"{who}: cannot trace {kind}: a TorchScript module runs compiled code that forward hooks do not see, "
             "so it has no module or primitive to trace; trace the nn.Module before torch.jit.script/trace"
         )
+    if _lowered(module):
+        raise TraceError(_LOWERED.format(who=who, kind="an exported graph module (ExportedProgram.module())"))
     if skipped(module):
         raise TraceError(
             f"{who}: cannot trace {kind}: it does nothing at inference (Identity, Dropout and DropPath are not "
