@@ -443,6 +443,22 @@ def test_an_exported_program_is_refused_naming_torch_export() -> None:
     assert [(n.scope, n.type) for n in trace(graph, x).walk()][1:] == [(n.scope, n.type) for n in trace(model, x).walk()][1:]
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")  # torch's and transformers' own
+def test_flex_attention_is_refused_with_the_attention_to_trace_instead() -> None:
+    """FlexAttention failed with torch's own words only ("only supported on CUDA, CPU" on meta, "no rule
+    registered for HigherOrderOperator" on the CPU, with a hint to use the CPU on meta)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                      num_key_value_heads=1, vocab_size=64)
+    config._attn_implementation = "flex_attention"
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    for device in ("meta", "cpu"):
+        with pytest.raises(TraceError, match="FlexAttention .* cannot be traced on any device.*attn_implementation='sdpa'") as caught:
+            trace(model, {"input_ids": torch.randint(0, 64, (2, 8))}, device=device)
+        assert "pass device='cpu'" not in str(caught.value)
+
+
 class _Attention(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -20,12 +20,25 @@ from pytest_irene.engine import datadep
 def failure_hint(exc: Exception, model: nn.Module, inputs: Any, module: nn.Module | None, *, on_meta: bool) -> str:
     """Every hint that applies to ``exc`` raised while tracing ``model(inputs)`` (``module``: the
     innermost module running), each starting ``"; "`` or `` (``, in one string (``""``: none)."""
+    if any(name in str(exc).lower() for name in ("flex_attention", "flexattention")):
+        return _FLEX_ATTENTION_HINT  # on meta too: no device would help
     hint = (datadep.meta_failure_hint(exc) if on_meta else "") + _decoder_hint(model, inputs)
     hint += _unset_config_hint(module, model, exc) + _hybrid_cache_hint(exc)
     if isinstance(inputs, (list, tuple)) and isinstance(exc, TypeError) and "positional arg" in str(exc):
         hint += (f"; a {type(inputs).__name__} of inputs is spread into positional arguments (model(*inputs)): "
                  "pass a forward's one list argument as a 1-tuple, (inputs,)")
     return hint
+
+
+#: FlexAttention is a higher-order operator: it refuses meta tensors, and on a real device it has no
+#: rule for the tracer's dispatch mode, so the model's error (one of those two) names neither the cause
+#: nor the fix.
+_FLEX_ATTENTION_HINT = (
+    "; FlexAttention (torch.nn.attention.flex_attention, transformers' attn_implementation='flex_attention') "
+    "cannot be traced on any device: torch runs it as a higher-order operator that takes neither meta tensors "
+    "nor the tracer's dispatch mode; trace the model with attn_implementation='sdpa' (or 'eager'), which does "
+    "the same attention work"
+)
 
 
 def _decoder_hint(model: nn.Module, inputs: Any) -> str:
