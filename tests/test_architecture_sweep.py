@@ -91,14 +91,14 @@ def test_mobilevit_batch_is_the_images_not_its_unfolded_patches() -> None:
     """MobileViT's transformer runs on (B * patch_area, patches, C): the batch was read as 8."""
     with torch.device("meta"):
         model = hf_model("MobileViTModel", "MobileViTConfig", image_size=32, hidden_sizes=[16, 24, 32],
-                    neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 32], num_attention_heads=2)
+                         neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 32], num_attention_heads=2)
     tree = trace(model, torch.randn(2, 3, 32, 32))
     assert tree.batch_size == 2 and tree.seq_len == 1024
 
 
 def test_swin_and_segformer_keep_their_patch_tokens() -> None:
     swin = hf_model("SwinModel", "SwinConfig", embed_dim=16, depths=[1, 1], num_heads=[2, 2], image_size=32,
-               patch_size=4, window_size=4)
+                    patch_size=4, window_size=4)
     assert (lambda t: (t.batch_size, t.seq_len))(trace(swin, torch.randn(2, 3, 32, 32))) == (2, 64)
 
 
@@ -108,10 +108,10 @@ def test_swin_and_segformer_keep_their_patch_tokens() -> None:
 def test_stochastic_depth_is_no_node() -> None:
     """Swin's and SegFormer's DropPath is the identity in eval mode, but was a leaf predicted at its floor."""
     swin = hf_model("SwinModel", "SwinConfig", embed_dim=16, depths=[1, 1], num_heads=[2, 2], image_size=32,
-               patch_size=4, window_size=4, drop_path_rate=0.5)
+                    patch_size=4, window_size=4, drop_path_rate=0.5)
     seg = hf_model("SegformerModel", "SegformerConfig", num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1],
-              hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2],
-              mlp_ratios=[2, 2], drop_path_rate=0.5)
+                   hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2],
+                   mlp_ratios=[2, 2], drop_path_rate=0.5)
     for model in (swin, seg):
         tree = trace(model, torch.randn(1, 3, 32, 32))
         assert not [n.scope for n in tree.walk() if "drop_path" in n.scope], type(model).__name__
@@ -168,7 +168,7 @@ def test_waveform_models_count_frames_not_samples(model_cls: str, config_cls: st
 def test_example_inputs_of_vision_and_speech_models_are_what_they_read() -> None:
     """They were token ids: a ViT failed with "'NoneType' object has no attribute 'dtype'"."""
     vit = hf_model("ViTModel", "ViTConfig", hidden_size=E, intermediate_size=64, num_hidden_layers=1,
-              num_attention_heads=2, image_size=32, patch_size=8)
+                   num_attention_heads=2, image_size=32, patch_size=8)
     inputs = example_inputs(vit, 2, 8)
     assert list(inputs) == ["pixel_values"] and inputs["pixel_values"].shape == (2, 3, 32, 32)
     assert (lambda t: (t.batch_size, t.seq_len))(trace(vit, inputs)) == (2, 17)
@@ -178,9 +178,9 @@ def test_example_inputs_of_vision_and_speech_models_are_what_they_read() -> None
     assert (tree.batch_size, tree.seq_len) == (2, 12)
 
     whisper = hf_model("WhisperForConditionalGeneration", "WhisperConfig", d_model=E, encoder_layers=1, decoder_layers=1,
-                  encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                  num_mel_bins=16, max_source_positions=20, vocab_size=100, pad_token_id=0, bos_token_id=1,
-                  eos_token_id=2, decoder_start_token_id=1)
+                       encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                       num_mel_bins=16, max_source_positions=20, vocab_size=100, pad_token_id=0, bos_token_id=1,
+                       eos_token_id=2, decoder_start_token_id=1)
     assert example_inputs(whisper, 2, 8)["input_features"].shape == (2, 16, 40)
     from pytest_irene.engine.generation import trace_generate
 
@@ -189,10 +189,10 @@ def test_example_inputs_of_vision_and_speech_models_are_what_they_read() -> None
 
 def test_example_inputs_of_a_dual_encoder_have_ids_and_pixels() -> None:
     clip = hf_model("CLIPModel", "CLIPConfig", projection_dim=16,
-               text_config=dict(hidden_size=E, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                vocab_size=100, max_position_embeddings=32, bos_token_id=1, eos_token_id=2),
-               vision_config=dict(hidden_size=E, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                  image_size=32, patch_size=8))
+                    text_config=dict(hidden_size=E, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                     vocab_size=100, max_position_embeddings=32, bos_token_id=1, eos_token_id=2),
+                    vision_config=dict(hidden_size=E, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                       image_size=32, patch_size=8))
     inputs = example_inputs(clip, 2, 8, device="cpu")
     assert set(inputs) == {"input_ids", "attention_mask", "pixel_values"}
     assert_same_tree(trace(clip, inputs), trace(clip, inputs, device="cpu"))
@@ -200,7 +200,7 @@ def test_example_inputs_of_a_dual_encoder_have_ids_and_pixels() -> None:
 
 def test_an_encoder_decoder_forward_without_decoder_tokens_says_so() -> None:
     t5 = hf_model("T5ForConditionalGeneration", "T5Config", d_model=E, d_ff=64, num_layers=1, num_heads=2, d_kv=16,
-             vocab_size=100, decoder_start_token_id=0)
+                  vocab_size=100, decoder_start_token_id=0)
     with pytest.raises(TraceError, match="decoder_input_ids.*max_new_tokens"):
         trace(t5, example_inputs(t5, 2, 8))
     start = torch.zeros(2, 1, dtype=torch.long)
@@ -256,7 +256,7 @@ def _llava():  # type: ignore[no-untyped-def]
     vision = dict(model_type="clip_vision_model", hidden_size=E, intermediate_size=64, num_hidden_layers=1,
                   num_attention_heads=2, image_size=32, patch_size=8)
     model = hf_model("LlavaForConditionalGeneration", "LlavaConfig", text_config=text, vision_config=vision,
-                image_token_index=150)
+                     image_token_index=150)
     ids = torch.randint(1, 100, (1, 20))
     ids[0, 1:17] = 150  # one image: 16 patches
     return model, {"input_ids": ids, "pixel_values": torch.randn(1, 3, 32, 32)}

@@ -44,7 +44,7 @@ def test_example_inputs_of_ast_are_its_spectrogram() -> None:
     """AST's ``input_values`` are ``(batch, frames, mel bins)``: given a (batch, samples) waveform it failed
     with "IndexError: Dimension out of range" in its patch embedding."""
     ast = hf_model("ASTModel", "ASTConfig", hidden_size=E, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-              num_mel_bins=16, max_length=32, frequency_stride=10, time_stride=10, patch_size=16)
+                   num_mel_bins=16, max_length=32, frequency_stride=10, time_stride=10, patch_size=16)
     inputs = example_inputs(ast, 2, 8, device="cpu")
     assert _shapes(inputs) == {"input_values": (2, 32, 16)}
     on_meta = trace(ast, inputs)
@@ -89,8 +89,8 @@ def test_example_inputs_of_detr_pad_its_pixel_mask_so_both_devices_apply_it() ->
     backbone = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1],
                                          out_features=["stage4"])
     detr = hf_model("DetrForObjectDetection", "DetrConfig", use_timm_backbone=False, backbone_config=backbone,
-               use_pretrained_backbone=False, d_model=E, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-               decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=10, num_labels=5)
+                    use_pretrained_backbone=False, d_model=E, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                    decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=10, num_labels=5)
     inputs = example_inputs(detr, 2, 8, device="cpu")
     assert _shapes(inputs) == {"pixel_values": (2, 3, 224, 224), "pixel_mask": (2, 224, 224)}
     assert inputs["pixel_mask"][0].all() and not inputs["pixel_mask"][1, -1].any()
