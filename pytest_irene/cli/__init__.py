@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "serve",
     "sweep",
     "compare",
+    "merge",
     "export",
 )
 

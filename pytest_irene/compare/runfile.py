@@ -117,10 +117,14 @@ def git_commit(directory: str | os.PathLike[str]) -> CommitInfo | None:
     return CommitInfo(sha=sha, branch=branch, dirty=bool(status))
 
 
+def run_file_text(run: RunFile) -> str:
+    """``run`` as a run file's text: indented, keys sorted, trailing newline."""
+    return json.dumps(run.to_dict(), indent=1, sort_keys=True, allow_nan=False) + "\n"
+
+
 def write_run_file(path: str | os.PathLike[str], run: RunFile) -> None:
-    """Write ``run`` atomically: indented, keys sorted, trailing newline."""
-    text = json.dumps(run.to_dict(), indent=1, sort_keys=True, allow_nan=False) + "\n"
-    atomic_write_text(Path(path), text)
+    """Write ``run`` atomically (:func:`run_file_text`)."""
+    atomic_write_text(Path(path), run_file_text(run))
 
 
 def read_run_file(path: str | os.PathLike[str]) -> RunFile:
