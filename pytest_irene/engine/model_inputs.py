@@ -96,12 +96,13 @@ def _samples_for_frames(cfg: dict[str, Any], frames: int) -> int:
 def _input_values(cfg: dict[str, Any], batch_size: int, seq_len: int, dev: torch.device) -> torch.Tensor:
     """``input_values`` by what the config says the model reads (see the module docstring): a conv
     feature extractor's waveform first (SpeechT5 has mel bins too, for its speech decoder)."""
-    if not cfg.get("conv_kernel") and cfg.get("num_mel_bins") and cfg.get("max_length"):
-        return _noise((batch_size, int(cfg["max_length"]), int(cfg["num_mel_bins"])), dev)
-    ratios = cfg.get("upsampling_ratios")
-    if not cfg.get("conv_kernel") and ratios:
-        hop = int(cfg.get("hop_length") or math.prod(int(r) for r in ratios))
-        return _noise((batch_size, int(cfg.get("audio_channels") or 1), seq_len * hop), dev)
+    if not cfg.get("conv_kernel"):
+        if cfg.get("num_mel_bins") and cfg.get("max_length"):
+            return _noise((batch_size, int(cfg["max_length"]), int(cfg["num_mel_bins"])), dev)
+        ratios = cfg.get("upsampling_ratios")
+        if ratios:
+            hop = int(cfg.get("hop_length") or math.prod(int(r) for r in ratios))
+            return _noise((batch_size, int(cfg.get("audio_channels") or 1), seq_len * hop), dev)
     return _noise((batch_size, _samples_for_frames(cfg, seq_len)), dev)
 
 
