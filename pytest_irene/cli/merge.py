@@ -23,17 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     import sys
 
     from pytest_irene.compare.merge import merge_runs
     from pytest_irene.compare.runfile import read_run_file, run_file_text
     from pytest_irene.errors import UsageError
-    from pytest_irene.outputs import check_output_path, write_output
+    from pytest_irene.outputs import check_output_path, same_file, write_output
 
-    target = check_output_path(args.output, "-o/--output")
+    check_output_path(args.output, "-o/--output")
     for path in args.runs:  # the merged file replacing a shard would lose that shard's own file
-        if target.exists() and os.path.exists(path) and os.path.samefile(target, path):
+        if same_file(args.output, path):
             raise UsageError(f"-o/--output={args.output}: is also the input {path}; write the merged run to a new file")
     merged, notes = merge_runs([(path, read_run_file(path)) for path in args.runs])
     write_output(args.output, run_file_text(merged), "-o/--output")

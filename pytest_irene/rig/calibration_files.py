@@ -23,16 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from pytest_irene.errors import DatasetError, IreneError, UsageError
+from pytest_irene.outputs import same_file
 
 #: Suffixes of dataset files, which an energy model file must not have.
 DATASET_SUFFIXES = (".jsonl", ".jsonl.gz")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _is_energy_model(path: Path) -> bool:
@@ -56,7 +50,7 @@ def check_model_output(output: str | os.PathLike[str], datasets: Sequence[str | 
     if target.name.endswith(DATASET_SUFFIXES):
         raise UsageError(f"{option}={target}: expected an energy model file (MODEL.json), got a dataset name")
     for dataset in datasets:
-        if _same_file(target, Path(dataset)):
+        if same_file(target, dataset):
             raise UsageError(
                 f"{option}={target}: is the dataset {dataset}; writing the model there would destroy "
                 "the measurements: pick another file (MODEL.json)"
