@@ -13,7 +13,7 @@ from pytest_irene import EnergyModel, trace_generate
 from pytest_irene.compare.baselines import entry_from_tree
 from pytest_irene.compare.gate import compare
 from pytest_irene.engine import generation
-from pytest_irene.errors import UsageError
+from pytest_irene.errors import TraceError, UsageError
 from tests.models import tiny_llama
 
 transformers = pytest.importorskip("transformers")
@@ -226,6 +226,43 @@ def test_generation_past_an_absolute_position_table_is_refused_and_rotary_models
     assert trace_generate(llama, _prompt(length=12), max_new_tokens=20).meta["decode_steps"] == 19
 
 
+def _qwen2_vl_with_an_image() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """A tiny Qwen2-VL (M-RoPE: 3-D positions over the image's patches) and a prompt holding one 4x4-patch image."""
+    config = transformers.Qwen2VLConfig(
+        text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=300, bos_token_id=None, eos_token_id=None,
+                         rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}),
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
+                           temporal_patch_size=2, in_channels=3),
+        image_token_id=250, video_token_id=251, vision_start_token_id=252)
+    torch.manual_seed(0)
+    model = transformers.Qwen2VLForConditionalGeneration(config).eval()
+    ids = torch.tensor([[5, 6, 252, 250, 250, 250, 250, 7, 8]])
+    return model, dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=torch.randn(16, 3 * 2 * 14 * 14),
+                       image_grid_thw=torch.tensor([[1, 4, 4]]), mm_token_type_ids=(ids == 250).long())
+
+
+def test_a_multimodal_rope_model_decodes_with_the_positions_generate_feeds() -> None:
+    """Qwen2-VL's decode step needs the position after the prompt's M-RoPE positions (not one per mask
+    column): the ids and position ids fed at every step equal ``generate()``'s; on meta, where the image
+    grid's values are unknown, the refusal says to pass device='cpu'."""
+    model, prompt = _qwen2_vl_with_an_image()
+    fed: list[tuple[torch.Tensor, torch.Tensor]] = []
+    hook = model.model.register_forward_pre_hook(
+        lambda _m, _a, kw: fed.append((kw["input_ids"].clone(), kw["position_ids"].clone())), with_kwargs=True)
+    with torch.no_grad():
+        model.generate(**prompt, max_new_tokens=4, do_sample=False)
+    reference = fed[:]
+    fed.clear()
+    tree = trace_generate(model, prompt, max_new_tokens=4, device="cpu")
+    hook.remove()
+    assert tree.meta["decode_steps"] == 3 and len(fed) == len(reference) == 4
+    for (ids, positions), (want_ids, want_positions) in zip(fed, reference):
+        assert torch.equal(ids, want_ids) and torch.equal(positions, want_positions)
+    with pytest.raises(TraceError, match=r"Qwen2VLForConditionalGeneration's position ids .*device='cpu'"):
+        trace_generate(model, prompt, max_new_tokens=4)
+
+
 def test_fixture_max_new_tokens_and_device(pytester: pytest.Pytester) -> None:
     from tests.inner import run
 
@@ -290,7 +327,6 @@ def test_an_encoder_only_model_does_not_generate() -> None:
     """BertLMHeadModel returns logits, but without is_decoder it attends both ways: no decode loop."""
     from transformers import BertConfig, BertLMHeadModel
 
-    from pytest_irene.errors import UsageError
 
     config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=100)
     with torch.device("meta"):

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from pytest_irene.engine import datadep
 from pytest_irene.engine.generation_tree import SUMMED, DecodeSteps, GenerationTree, copy_node, signature
 from pytest_irene.engine.positions import check_positions
 from pytest_irene.engine.inputs import check_count, ids_length
@@ -88,14 +89,18 @@ def _on(value: Any, dev: torch.device) -> Any:
 
 
 class _DecoderOnly:
-    """A causal LM: the prefill reads the prompt; a step reads one token and the mask over the cache."""
+    """A causal LM: the prefill reads the prompt; a step reads one token, its position and the mask over
+    the cache."""
 
-    def __init__(self, inputs: Any, dev: torch.device) -> None:
+    def __init__(self, inputs: Any, dev: torch.device, module: torch.nn.Module) -> None:
         ids, rest = _ids_and_rest(inputs)
         self.ids, self.rest = ids.to(dev), {k: _on(v, dev) for k, v in rest.items()}
         self.batch, self.prompt = int(ids.shape[0]), int(ids.shape[1])
         self.kv_start = self.prompt  # the cache holds the prompt when decoding starts
         self.like = self.ids  # what the next token's batch and dtype follow
+        self.position_ids = self.rest.pop("position_ids", None)
+        if self.position_ids is None:
+            self.position_ids = _generation_positions(module, self.ids, self.rest, dev)
 
     def new_cache(self, config: Any) -> Any:
         from transformers import DynamicCache
@@ -103,7 +108,10 @@ class _DecoderOnly:
         return DynamicCache(config=config) if config is not None else DynamicCache()
 
     def prefill_inputs(self) -> dict[str, Any]:
-        return {**self.rest, "input_ids": self.ids}
+        out = {**self.rest, "input_ids": self.ids}
+        if self.position_ids is not None:
+            out["position_ids"] = self.position_ids
+        return out
 
     def after_prefill(self, output: Any, prefill: EnergyTree) -> None:
         pass
@@ -114,14 +122,39 @@ class _DecoderOnly:
         return self.prompt + new_tokens - 1, what
 
     def step_inputs(self, token: torch.Tensor, kv_len: int) -> dict[str, Any]:
-        """One decode step's inputs: the new token and the mask extended over the cache."""
+        """One decode step's inputs: the new token, its position (the prompt's last + the tokens since,
+        as ``generate()`` extends them) and the mask extended over the cache."""
         out: dict[str, Any] = {"input_ids": token}
+        if self.position_ids is not None:
+            out["position_ids"] = self.position_ids[..., -1:] + (kv_len + 1 - self.prompt)
         mask = self.rest.get("attention_mask")
         if isinstance(mask, torch.Tensor):
             grow = kv_len + 1 - mask.shape[1]
             ones = torch.ones((mask.shape[0], grow), dtype=mask.dtype, device=mask.device)
             out["attention_mask"] = torch.cat([mask, ones], dim=1)
         return out
+
+
+def _generation_positions(module: torch.nn.Module, ids: torch.Tensor, rest: dict[str, Any],
+                          dev: torch.device) -> torch.Tensor | None:
+    """The prompt's position ids as ``generate()`` makes them for a model whose forward takes
+    ``position_ids`` (from the mask, or M-RoPE's 3-D positions of an image's patches for Qwen2-VL),
+    with the model's own ``_prepare_position_ids_for_generation``; ``None`` (the forward makes them)
+    for a model without it. Left to the forward, a multimodal-RoPE model's decode step read positions
+    over the whole mask, not its one token, and failed."""
+    prepare = getattr(module, "_prepare_position_ids_for_generation", None)
+    try:
+        takes_positions = "position_ids" in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        takes_positions = False
+    if prepare is None or not takes_positions:
+        return None
+    try:
+        return prepare(ids, dict(rest))
+    except Exception as exc:  # the model's own code, on the user's inputs
+        hint = datadep.meta_failure_hint(exc) if dev.type == "meta" else ""
+        raise TraceError(f"trace_generate: {type(module).__name__}'s position ids for generation (as generate() "
+                         f"makes them) failed: {type(exc).__name__}: {exc}{hint}") from exc
 
 
 class _EncoderDecoder:
@@ -293,7 +326,7 @@ def trace_generate(
     inputs = _batched(inputs)
     plan: _DecoderOnly | _EncoderDecoder = (
         _EncoderDecoder(inputs, dev, config, module) if getattr(config, "is_encoder_decoder", False)
-        else _DecoderOnly(inputs, dev)
+        else _DecoderOnly(inputs, dev, module)
     )
     name = model_name or model_label(module)
     length, what = plan.positions(max_new_tokens)
