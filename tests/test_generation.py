@@ -327,7 +327,6 @@ def test_an_encoder_only_model_does_not_generate() -> None:
     """BertLMHeadModel returns logits, but without is_decoder it attends both ways: no decode loop."""
     from transformers import BertConfig, BertLMHeadModel
 
-
     config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=100)
     with torch.device("meta"):
         model = BertLMHeadModel(config)
