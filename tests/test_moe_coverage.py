@@ -247,3 +247,18 @@ def test_granite_moe_hybrid_with_an_attention_layer_counts_top_k_rows() -> None:
     rows_flops = T * 2 * _fused_per_row(config["intermediate_size"])  # top-2 of every token
     experts = [n for n in tree.walk() if n.scope.endswith("experts")]
     assert len(experts) == 2 and all(n.features["flops"] == rows_flops for n in experts)
+
+
+# -- GPT-OSS: fused experts with a bias per expert on each projection ----------------------------------------
+
+def test_experts_biases_are_added_to_every_routed_row_and_read_once_per_expert_hit() -> None:
+    """GPT-OSS's experts add ``gate_up_proj_bias`` (``2I`` a row) and ``down_proj_bias`` (``H`` a row)."""
+    inner = 48
+    config = {**_DECODER, "head_dim": 8, "num_local_experts": E, "num_experts_per_tok": 2, "intermediate_size": inner}
+    tree = _trace(_build("gpt_oss", **config), B, S)
+    experts = tree["layers.0.mlp.experts"]
+    assert experts.features["flops"] == T * 2 * (_fused_per_row(inner) + 2 * inner + H)
+    es = 4  # float32
+    rows = T * 2
+    weights = E * ((H * 2 * inner + inner * H) + (2 * inner + H)) * es  # every expert is hit
+    assert experts.features["mem_bytes"] == rows * H * es * 2 + rows * (2 * inner + inner) * es + weights

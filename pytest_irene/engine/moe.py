@@ -57,6 +57,12 @@ def _weight(module: nn.Module, name: str) -> torch.Tensor | None:
     return w if isinstance(w, torch.Tensor) and w.dim() == 3 else None
 
 
+def _bias(module: nn.Module, name: str, width: int) -> torch.Tensor | None:
+    """A fused-experts bias, one row of ``width`` per expert (``(E, width)``), or ``None``."""
+    b = getattr(module, name, None)
+    return b if isinstance(b, torch.Tensor) and b.dim() == 2 and int(b.shape[1]) == width else None
+
+
 #: Attributes naming how many experts have weights in a fused-experts module.
 _ROUTED_COUNT_ATTRS = ("num_experts", "num_routed_experts")
 
@@ -134,6 +140,10 @@ def fused_experts_features(module: Any, inputs: Sequence[Any], output: Any) -> d
 
     Rows routed to zero-compute experts (:func:`expert_counts`) are weighted and added back,
     nothing more: ``2·H`` flops and their read and write.
+
+    Experts with biases (GPT-OSS's ``gate_up_proj_bias``, ``down_proj_bias``: one row per expert)
+    add them to every routed row, ``U + H`` flops, and each expert hit reads its rows of them.
+    GPT-OSS's clamped SwiGLU is counted as the SiLU gate above (a few flops per ``I`` fewer).
     """
     ts = _tensors(list(inputs))
     if not ts:
@@ -151,12 +161,14 @@ def fused_experts_features(module: Any, inputs: Sequence[Any], output: Any) -> d
     up_n = up.shape[1] if up.shape[2] == h else up.shape[2]  # transposed layouts store (E, H, U)
     inner = up_n // 2 if gated else up_n
     weighting = 2.0 * h if index is not None else 0.0
-    per_row = 2.0 * h * up_n + 2.0 * inner * h + 5.0 * inner + (inner if gated else 0) + weighting
+    biases = [b for b in (_bias(module, "gate_up_proj_bias", up_n), _bias(module, "down_proj_bias", h)) if b is not None]
+    per_row = (2.0 * h * up_n + 2.0 * inner * h + 5.0 * inner + (inner if gated else 0) + weighting
+               + sum(b.shape[1] for b in biases))
     every = _expert_rows(index, total) if index is not None else _laid_out_rows(hidden, weighted)
     rows, unweighted = every[:weighted], sum(every[weighted:])  # zero-compute experts: weighting only
     routed = sum(rows)
     es = hidden.element_size()
-    per_expert_w = (up[0].numel() + down[0].numel()) * up.element_size()
+    per_expert_w = (up[0].numel() + down[0].numel()) * up.element_size() + sum(b[0].numel() * b.element_size() for b in biases)
     hit = sum(1 for r in rows if r > 0)
     mem = (routed + unweighted) * h * es * 2.0 + routed * (up_n + inner) * es + hit * per_expert_w
     return {"flops": per_row * routed + weighting * unweighted, "mem_bytes": float(mem)}
