@@ -295,6 +295,22 @@ def test_real_device_needs_the_model_there() -> None:
         trace(Net(), torch.randn(1, 2, 8), capture=True)
 
 
+def test_real_device_needs_inputs_with_values() -> None:
+    """example_inputs' tensors are on meta by default: traced on the CPU, torch said only
+    "Cannot copy out of meta tensor"."""
+    from pytest_irene import trace_generate
+    from tests.models import tiny_llama
+
+    model = tiny_llama("cpu")
+    meta_inputs = example_inputs(model, 2, 8)
+    expected = r"input tensor \(2, 8\) is on the meta device .* cannot run on cpu.*example_inputs\(.*device='cpu'\)"
+    with pytest.raises(UsageError, match=expected):
+        trace(model, meta_inputs, device="cpu")
+    with pytest.raises(UsageError, match=expected):
+        trace_generate(model, meta_inputs, max_new_tokens=2, device="cpu")
+    assert trace(model, example_inputs(model, 2, 8, device="cpu"), device="cpu").seq_len == 8
+
+
 def test_capture_on_cpu_gives_replayable_calls() -> None:
     model = build_model("bert-base-uncased", device="cpu", num_hidden_layers=1, hidden_size=32,
                         num_attention_heads=2, intermediate_size=64)

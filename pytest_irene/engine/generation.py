@@ -36,7 +36,7 @@ import torch
 from pytest_irene.engine import datadep
 from pytest_irene.engine.generation_tree import SUMMED, DecodeSteps, GenerationTree, copy_node, signature
 from pytest_irene.engine.positions import check_positions
-from pytest_irene.engine.inputs import check_count, ids_length
+from pytest_irene.engine.inputs import check_count, ids_length, to_device
 from pytest_irene.engine.tracing import model_label, prepare_target, resolve_callable, trace_prepared
 from pytest_irene.engine.tree import EnergyNode, EnergyTree
 from pytest_irene.errors import TraceError, UsageError
@@ -84,17 +84,13 @@ def _ids_and_rest(inputs: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     raise UsageError("trace_generate: inputs must be a (batch, prompt_len) tensor of token ids or a dict with input_ids")
 
 
-def _on(value: Any, dev: torch.device) -> Any:
-    return value.to(dev) if isinstance(value, torch.Tensor) else value
-
-
 class _DecoderOnly:
     """A causal LM: the prefill reads the prompt; a step reads one token, its position and the mask over
     the cache."""
 
     def __init__(self, inputs: Any, dev: torch.device, module: torch.nn.Module) -> None:
         ids, rest = _ids_and_rest(inputs)
-        self.ids, self.rest = ids.to(dev), {k: _on(v, dev) for k, v in rest.items()}
+        self.ids, self.rest = to_device((ids, rest), dev)
         self.batch, self.prompt = int(ids.shape[0]), int(ids.shape[1])
         self.kv_start = self.prompt  # the cache holds the prompt when decoding starts
         self.like = self.ids  # what the next token's batch and dtype follow
@@ -172,7 +168,7 @@ class _EncoderDecoder:
                 "input_features, attention_mask); the decoder starts from the model's decoder_start_token_id"
             )
         start = _decoder_start(config, module)
-        self.inputs = {k: _on(v, dev) for k, v in inputs.items()}
+        self.inputs = to_device(dict(inputs), dev)
         self.batch = int(tensors[0].shape[0])
         self.start = torch.full((self.batch * _decoder_rows(config), 1), start, dtype=torch.long, device=dev)
         self.prompt = 0  # the encoder's tokens per sample, known once the prefill is traced

@@ -23,6 +23,7 @@ from pytest_irene.errors import UsageError
 
 def to_device(value: Any, device: torch.device) -> Any:
     """``value`` with every tensor moved to ``device`` (tuples, lists and mappings walked); the one such helper.
+    A meta tensor (``example_inputs``' default) cannot move to a real device: a usage error says so.
 
     A tensor passed twice stays one tensor (``mha(x, x, x)`` is self-attention, one packed
     projection, only while its query *is* its key), on meta as on a real device."""
@@ -31,6 +32,11 @@ def to_device(value: Any, device: torch.device) -> Any:
 
 def _moved(value: Any, device: torch.device, done: dict[int, torch.Tensor]) -> Any:
     if isinstance(value, torch.Tensor):
+        if value.is_meta and device.type != "meta":
+            raise UsageError(
+                f"an input tensor {tuple(value.shape)} is on the meta device (it holds no values) and cannot run on "
+                f"{device}: build the inputs there (example_inputs(model, batch_size, seq_len, device='{device}')) "
+                "or pass real tensors")
         if id(value) not in done:
             done[id(value)] = value.to(device)
         return done[id(value)]
