@@ -67,6 +67,24 @@ def test_a_node_records_the_dtype_it_computes_in():
     assert sizes["Softmax"] == 4.0
 
 
+def test_autocast_is_refused_on_meta_and_followed_on_the_cpu():
+    """Autocast casts the tensors of its device type only: a meta trace under it counted fp32 silently."""
+    from tests.models import hf_model
+
+    model = _tiny_bert(torch.float32)
+    cpu_model = hf_model("BertModel", "BertConfig", num_hidden_layers=1, hidden_size=64, num_attention_heads=4,
+                         intermediate_size=128)
+    inputs = example_inputs("bert-base-uncased", 2, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(UsageError, match=r"torch.autocast\('cpu', dtype=torch.bfloat16\) is active, but the meta "
+                                             r"device does not follow autocast.*device='cpu'.*model.to\(torch.bfloat16\)"):
+            trace(model, inputs)
+        on_cpu = trace(cpu_model, example_inputs("bert-base-uncased", 2, 8, device="cpu"), device="cpu")
+    linears = [n for n in on_cpu.walk() if n.type == "Linear"]
+    assert linears and all(n.features["bytes_per_element"] == 2.0 for n in linears)
+    assert trace(model, inputs).meta["dtype"] == "float32"  # outside autocast, as before
+
+
 def _as_dtype(tree, size: float, energy_factor: float, dtype: str):
     out = tree_from_dict(json.loads(json.dumps(tree.to_dict())))
     for node in out.walk():

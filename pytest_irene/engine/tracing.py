@@ -271,9 +271,42 @@ def _check_traceable(module: nn.Module, who: str) -> None:
         )
 
 
+#: Device types whose ``torch.autocast`` a meta trace would not follow.
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
+
+
+def _active_autocast() -> tuple[str, torch.dtype] | None:
+    """``(device type, dtype)`` of an active ``torch.autocast``, else ``None``."""
+    for device_type in _AUTOCAST_DEVICES:
+        try:
+            enabled = torch.is_autocast_enabled(device_type)
+        except TypeError:  # torch 2.3: no device argument; CPU autocast has its own (later deprecated) call
+            return ("cpu", torch.get_autocast_cpu_dtype()) if torch.is_autocast_cpu_enabled() else None
+        except RuntimeError:  # a device type this build does not know
+            continue
+        if enabled:
+            return device_type, torch.get_autocast_dtype(device_type)
+    return None
+
+
+def _check_no_autocast() -> None:
+    """Refuse a meta trace under ``torch.autocast``: autocast casts the tensors of its own device type,
+    and meta tensors are none, so the trace counted the model's float32 where the run computes in
+    16 bits, silently (a real device follows it: trace there)."""
+    active = _active_autocast()
+    if active is not None:
+        device_type, dtype = active
+        raise UsageError(
+            f"trace: torch.autocast({device_type!r}, dtype={dtype}) is active, but the meta device does not follow "
+            f"autocast: the trace would count the model's own dtype; trace on {device_type!r} "
+            f"(device={device_type!r}, --irene-device={device_type}) where autocast applies, or cast the model "
+            f"itself (model.to({dtype}))")
+
+
 def prepare_target(module: nn.Module, dev: torch.device) -> nn.Module:
     """The module to run: a meta copy on ``meta``, else the user's own module (no copy), checked to live on ``dev``."""
     if dev.type == "meta":
+        _check_no_autocast()
         return _meta_copy(module)
     here = model_device(module)
     if here == "meta":  # model.to('cpu') cannot copy weights it never had
