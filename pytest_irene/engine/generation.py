@@ -255,6 +255,31 @@ def _cache_kwargs(module: torch.nn.Module, config: Any) -> dict[str, Any]:
     return out
 
 
+def _makes_its_own_cache(module: torch.nn.Module) -> bool:
+    """Whether the model refuses transformers' ``DynamicCache`` and builds its own cache (MiniMax's
+    linear attention), as ``generate()`` asks it (``_supports_default_dynamic_cache``): then its prefill
+    gets no cache and its steps the one the prefill returned. Given a ``DynamicCache``, MiniMax failed.
+    Only for a forward that takes a cache by name: RWKV's recurrent ``state`` is another input, whose
+    values do not change what a step costs."""
+    supports = getattr(type(module), "_supports_default_dynamic_cache", None)
+    try:
+        named = {"cache", "past_key_values"} & set(inspect.signature(module.forward).parameters)
+        return bool(named) and callable(supports) and not supports()
+    except Exception:  # noqa: BLE001 - a model's own code: no answer is the default cache
+        return False
+
+
+def _returned_cache(output: Any, how: dict[str, Any], name: str) -> Any:
+    """The cache a model built itself during its prefill, from its output (``cache`` in transformers 5,
+    ``past_key_values`` before)."""
+    for key in (how["cache_name"], "cache", "past_key_values"):
+        cache = getattr(output, key, None)
+        if cache is not None:
+            return cache
+    raise TraceError(f"trace_generate: {name} builds its own cache (no DynamicCache), but its prefill returned none "
+                     f"(no {how['cache_name']!r} in its output) to decode against")
+
+
 def _with_cache(inputs: dict[str, Any], cache: Any, how: dict[str, Any]) -> dict[str, Any]:
     extra = {k: v for k, v in how.items() if k != "cache_name"}
     return {**inputs, how["cache_name"]: cache, **extra}
@@ -328,11 +353,14 @@ def trace_generate(
     length, what = plan.positions(max_new_tokens)
     check_positions(module, length, model_name=name, what=what)
     target = prepare_target(module, dev)
-    cache = plan.new_cache(config)
+    own_cache = _makes_its_own_cache(module)
+    cache = None if own_cache else plan.new_cache(config)
     outputs: list[Any] = []
     how = _cache_kwargs(module, config)
     prefill = trace_prepared(target, None, _with_cache(plan.prefill_inputs(), cache, how),
                              dev, model_name=name, on_output=outputs.append)
+    if own_cache:
+        cache = _returned_cache(outputs[-1], how, name)
     plan.after_prefill(outputs[-1], prefill)
     steps = _trace_steps(target, dev, name, (cache, how), _greedy(outputs[-1], plan.like), plan, max_new_tokens - 1)
     return _assemble(prefill, steps, name, plan.batch, plan.prompt, max_new_tokens, dev)
