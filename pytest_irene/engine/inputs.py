@@ -23,10 +23,10 @@ from pytest_irene.errors import UsageError
 
 def to_device(value: Any, device: torch.device) -> Any:
     """``value`` with every tensor moved to ``device`` (tuples, lists and mappings walked); the one such helper.
-    A meta tensor (``example_inputs``' default) cannot move to a real device: a usage error says so.
 
     A tensor passed twice stays one tensor (``mha(x, x, x)`` is self-attention, one packed
-    projection, only while its query *is* its key), on meta as on a real device."""
+    projection, only while its query *is* its key), on meta as on a real device. A meta tensor
+    (``example_inputs``' default) cannot move to a real device: a usage error says so."""
     return _moved(value, device, {})
 
 

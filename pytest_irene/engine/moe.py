@@ -168,7 +168,8 @@ def fused_experts_features(module: Any, inputs: Sequence[Any], output: Any) -> d
     rows, unweighted = every[:weighted], sum(every[weighted:])  # zero-compute experts: weighting only
     routed = sum(rows)
     es = hidden.element_size()
-    per_expert_w = (up[0].numel() + down[0].numel()) * up.element_size() + sum(b[0].numel() * b.element_size() for b in biases)
+    per_expert_w = ((up[0].numel() + down[0].numel()) * up.element_size()
+                    + sum(b[0].numel() * b.element_size() for b in biases))
     hit = sum(1 for r in rows if r > 0)
     mem = (routed + unweighted) * h * es * 2.0 + routed * (up_n + inner) * es + hit * per_expert_w
     return {"flops": per_row * routed + weighting * unweighted, "mem_bytes": float(mem)}
