@@ -31,6 +31,13 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
         return False
 
 
+def check_not_an_input(output: str | os.PathLike[str], inputs: list[str], option: str) -> None:
+    """Refuse an output that is one of the command's own inputs: writing it would replace that input."""
+    for path in inputs:
+        if same_file(output, path):
+            raise UsageError(f"{option}={output}: is also the input {path}; write the output to a new file")
+
+
 def _existing_ancestor(path: Path) -> Path:
     for parent in path.parents:
         if parent.exists():

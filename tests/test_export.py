@@ -113,3 +113,13 @@ def test_output_path_is_checked_before_any_work(run_file: Path, capsys, tmp_path
         assert code == 2 and out == "" and "Traceback" not in err
         assert err.strip() == f"irene export: error: -o/--output={bad}: {message}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no temporary file left behind
+
+
+def test_an_output_that_is_the_input_run_file_is_refused(run_file: Path, capsys) -> None:
+    """``-o`` naming the run file replaced it with the export: the run file was lost."""
+    before = run_file.read_bytes()
+    code, out, err = export(capsys, run_file, "--format", "bencher", "-o", run_file)
+    assert code == 2 and out == ""
+    assert err.strip() == (f"irene export: error: -o/--output={run_file}: is also the input {run_file}; "
+                           "write the output to a new file")
+    assert run_file.read_bytes() == before

@@ -30,12 +30,13 @@ def run(args: argparse.Namespace) -> int:
     from pytest_irene.cli.common import check_choice
     from pytest_irene.compare.runfile import read_run_file
     from pytest_irene.errors import UsageError
-    from pytest_irene.outputs import check_output_path, write_output
+    from pytest_irene.outputs import check_not_an_input, check_output_path, write_output
     from pytest_irene.report.benchmark_json import FORMATS, bencher, github_action_benchmark, points
 
     fmt = check_choice("--format", args.format, FORMATS)
     if args.output:
         check_output_path(args.output, "-o/--output")
+        check_not_an_input(args.output, args.runs, "-o/--output")
     pts = points(((path, read_run_file(path)) for path in args.runs), modules=args.modules)
     if not pts:  # github-action-benchmark fails on an empty array with "No benchmark result was found"
         raise UsageError(

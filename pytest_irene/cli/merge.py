@@ -27,13 +27,10 @@ def run(args: argparse.Namespace) -> int:
 
     from pytest_irene.compare.merge import merge_runs
     from pytest_irene.compare.runfile import read_run_file, run_file_text
-    from pytest_irene.errors import UsageError
-    from pytest_irene.outputs import check_output_path, same_file, write_output
+    from pytest_irene.outputs import check_not_an_input, check_output_path, write_output
 
     check_output_path(args.output, "-o/--output")
-    for path in args.runs:  # the merged file replacing a shard would lose that shard's own file
-        if same_file(args.output, path):
-            raise UsageError(f"-o/--output={args.output}: is also the input {path}; write the merged run to a new file")
+    check_not_an_input(args.output, args.runs, "-o/--output")  # replacing a shard would lose that shard
     merged, notes = merge_runs([(path, read_run_file(path)) for path in args.runs])
     write_output(args.output, run_file_text(merged), "-o/--output")
     for note in notes:
