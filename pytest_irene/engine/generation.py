@@ -27,7 +27,6 @@ How the steps are predicted: :mod:`pytest_irene.engine.generation_tree` (torch-f
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +36,7 @@ from pytest_irene.engine import datadep
 from pytest_irene.engine.generation_tree import SUMMED, DecodeSteps, GenerationTree, copy_node, signature
 from pytest_irene.engine.positions import check_positions
 from pytest_irene.engine.inputs import check_count, ids_length, to_device
+from pytest_irene.engine.model_inputs import forward_params
 from pytest_irene.engine.tracing import model_label, prepare_target, resolve_callable, trace_prepared
 from pytest_irene.engine.tree import EnergyNode, EnergyTree
 from pytest_irene.errors import TraceError, UsageError
@@ -139,11 +139,7 @@ def _generation_positions(module: torch.nn.Module, ids: torch.Tensor, rest: dict
     for a model without it. Left to the forward, a multimodal-RoPE model's decode step read positions
     over the whole mask, not its one token, and failed."""
     prepare = getattr(module, "_prepare_position_ids_for_generation", None)
-    try:
-        takes_positions = "position_ids" in inspect.signature(module.forward).parameters
-    except (TypeError, ValueError):
-        takes_positions = False
-    if prepare is None or not takes_positions:
+    if prepare is None or "position_ids" not in forward_params(module):
         return None
     try:
         return prepare(ids, dict(rest))
@@ -243,10 +239,7 @@ def _cache_kwargs(module: torch.nn.Module, config: Any) -> dict[str, Any]:
     config switches the cache off: an encoder-decoder's forward may hand ``use_cache`` to its encoder
     too, which refuses it (Switch Transformers), while its decoder uses the cache it is given
     (``generate()`` never hands it to the encoder, which it runs apart)."""
-    try:
-        params = inspect.signature(module.forward).parameters
-    except (TypeError, ValueError):
-        params = {}  # type: ignore[assignment]
+    params = forward_params(module)
     out: dict[str, Any] = {"cache_name": "cache" if "cache" in params else "past_key_values"}
     if not getattr(config, "is_encoder_decoder", False) or getattr(config, "use_cache", True) is False:
         out["use_cache"] = True
@@ -262,9 +255,10 @@ def _makes_its_own_cache(module: torch.nn.Module) -> bool:
     Only for a forward that takes a cache by name: RWKV's recurrent ``state`` is another input, whose
     values do not change what a step costs."""
     supports = getattr(type(module), "_supports_default_dynamic_cache", None)
+    if not ({"cache", "past_key_values"} & forward_params(module)) or not callable(supports):
+        return False
     try:
-        named = {"cache", "past_key_values"} & set(inspect.signature(module.forward).parameters)
-        return bool(named) and callable(supports) and not supports()
+        return not supports()
     except Exception:  # noqa: BLE001 - a model's own code: no answer is the default cache
         return False
 

@@ -35,12 +35,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["needs_ids", "other_inputs"]
+__all__ = ["forward_params", "needs_ids", "other_inputs"]
 
 _DEFAULT_IMAGE_SIZE = 224
 
 
-def _forward_params(model: Any) -> set[str]:
+def forward_params(model: Any) -> set[str]:
+    """The names ``model.forward`` takes (empty when its signature cannot be read)."""
     try:
         return set(inspect.signature(model.forward).parameters)
     except (TypeError, ValueError, AttributeError):
@@ -129,7 +130,7 @@ def other_inputs(model: Any, cfg: dict[str, Any], batch_size: int, seq_len: int,
     """What ``model`` reads besides (or instead of) ``input_ids``/``attention_mask``; empty for a
     plain text model."""
     main = getattr(model, "main_input_name", "input_ids")
-    params = _forward_params(model)
+    params = forward_params(model)
     out: dict[str, torch.Tensor] = {}
     if main == "pixel_values" or ("pixel_values" in params and _dual_encoder(model, cfg)):
         out["pixel_values"] = _pixels(cfg, batch_size, dev)
