@@ -123,6 +123,27 @@ def test_command_report_path_is_checked_before_any_work(capsys, tmp_path: Path, 
         assert "Traceback" not in err and "wrote" not in err
 
 
+def test_command_report_never_replaces_its_profile_or_its_other_report(capsys, tmp_path: Path) -> None:
+    from pytest_irene.engine.predict.profiles import resolve_profile
+
+    profile = tmp_path / "rig.json"
+    profile.write_bytes(resolve_profile("irene-pc1").read_bytes())
+    before = profile.read_bytes()
+    point = ["--model", "distilbert-base-uncased", "--profile", str(profile)]
+    for argv, message in (
+        (["predict", *point, "--batch-size", "1", "--seq-len", "8", "--html", str(profile)],
+         f"error: --html={profile}: exists and is not a pytest-irene HTML report; refusing to replace it"),
+        (["sweep", *point, "--batch-sizes", "1", "--seq-lens", "8", "--csv", str(profile)],
+         f"error: --csv={profile}: exists and is not a CSV of irene sweep; refusing to replace it"),
+        (["sweep", *point, "--batch-sizes", "1", "--seq-lens", "8", "--csv", str(tmp_path / "s.out"),
+          "--html", str(tmp_path / "s.out")],
+         f"error: --html={tmp_path / 's.out'}: is also the file of --csv; give each report its own file"),
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and message in err, err
+    assert profile.read_bytes() == before and not (tmp_path / "s.out").exists()
+
+
 def test_write_that_fails_after_the_check_is_one_line_and_leaves_no_temp_file(tmp_path: Path) -> None:
     target = check_output_path(tmp_path / "r.html", "--html")
     target.mkdir()  # the path became a directory between the check and the write

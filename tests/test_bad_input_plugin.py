@@ -57,6 +57,54 @@ def test_ini_report_path_names_the_ini_key(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["ERROR: irene_html (ini)=adir: is a directory*"])
 
 
+@pytest.mark.parametrize("option", ["--irene-json", "--irene-html", "--irene-markdown"])
+def test_report_over_a_file_of_another_kind_is_refused_and_the_file_kept(pytester: pytest.Pytester, option: str) -> None:
+    """A report option pointed at a test file or a baseline (a typo, a tab completion) would replace it."""
+    test_file = write_test(pytester)
+    run(pytester, "--irene-save").assert_outcomes(passed=1)
+    baseline = pytester.path / ".irene" / "test_a.json"
+    kept = {path: path.read_bytes() for path in (test_file, baseline)}
+    for path in kept:
+        result = run(pytester, f"{option}={path.relative_to(pytester.path)}")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"ERROR: {option}={path.relative_to(pytester.path)}: exists and is not a "
+                                     "pytest-irene * refusing to replace it (remove it or pick another path)"])
+    assert {path: path.read_bytes() for path in kept} == kept
+    report = pytester.path / "report.out"
+    run(pytester, f"{option}=report.out").assert_outcomes(passed=1)
+    first = report.read_bytes()
+    run(pytester, f"{option}=report.out").assert_outcomes(passed=1)  # an earlier report of its kind is replaced
+    assert report.read_bytes()[:200] == first[:200]
+
+
+def test_two_reports_or_the_compared_run_in_one_file_are_refused(pytester: pytest.Pytester) -> None:
+    write_test(pytester)
+    run(pytester, "--irene-json=base.json").assert_outcomes(passed=1)
+    base = (pytester.path / "base.json").read_bytes()
+    for args, message in (
+        (("--irene-compare=base.json", "--irene-json=base.json"),
+         "ERROR: --irene-json=*base.json: is the run --irene-compare compares with; *give the new run another file"),
+        (("--irene-json=r.out", "--irene-markdown=r.out"),
+         "ERROR: --irene-markdown=*r.out: is also the file of --irene-json; give each report its own file"),
+        (("--irene-json=r.out", "--irene-html=./r.out"),
+         "ERROR: --irene-html=*r.out: is also the file of --irene-json; give each report its own file"),
+    ):
+        result = run(pytester, *args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, args
+        result.stderr.fnmatch_lines([message])
+    assert (pytester.path / "base.json").read_bytes() == base
+    assert not (pytester.path / "r.out").exists()
+
+
+@pytest.mark.parametrize("option", ["--irene-json", "--irene-html", "--irene-markdown", "--irene-compare",
+                                    "--irene-baselines"])
+def test_an_empty_path_option_is_a_usage_error_not_the_working_directory(pytester: pytest.Pytester, option: str) -> None:
+    write_test(pytester)
+    result = run(pytester, f"{option}=")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {option}: expected a * got an empty value"])
+
+
 @pytest.mark.parametrize(("option", "name"), [("--irene-json", "r.json"), ("--irene-html", "r.html")])
 def test_report_that_fails_at_the_end_is_one_line_and_the_summary_still_prints(
     pytester: pytest.Pytester, option: str, name: str

@@ -93,7 +93,7 @@ def test_bad_markdown_path_and_device_are_usage_errors(pytester: pytest.Pytester
 def test_markdown_is_written_when_no_wrapped_call_ran(pytester: pytest.Pytester) -> None:
     write_tiny(pytester)
     stale = pytester.path / "m.md"
-    stale.write_text("an older summary that must not be posted\n")
+    stale.write_text("### pytest-irene energy summary\n\nan older summary that must not be posted\n")
     run(pytester, "-k", "nothing", "--irene-markdown=m.md")
     text = stale.read_text()
     assert "older summary" not in text and "No wrapped call ran in this session." in text

@@ -77,6 +77,22 @@ def test_model_output_refusals_name_the_option(dataset: Path, tmp_path: Path) ->
     assert check_model_output(empty, [dataset], "-o") == empty
 
 
+def test_train_and_calibrate_refuse_to_write_the_transferred_model_over_its_prior(dataset: Path, tmp_path: Path,
+                                                                                   capsys) -> None:
+    from pytest_irene.engine.predict.profiles import resolve_profile
+
+    prior = tmp_path / "prior.json"
+    prior.write_bytes(resolve_profile("irene-pc1").read_bytes())
+    before = prior.read_bytes()
+    for argv in (["train", str(dataset), "--no-crossvalidate"],
+                 ["calibrate", "--model", "gpt2", "--batch-size", "1", "--seq-len", "4", "--meter", "rapl",
+                  "--dataset", str(tmp_path / "d.jsonl")]):
+        assert main([*argv, "--prior", str(prior), "-o", str(prior)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: -o/--output={prior}: is the prior {prior}; the transferred model would replace it" in err, err
+    assert prior.read_bytes() == before
+
+
 def test_calibrate_refuses_the_model_over_the_dataset_before_opening_the_meter(dataset: Path, capsys) -> None:
     before = dataset.read_bytes()
     code = main(["calibrate", "--model", "bert-base-uncased", "--batch-size", "1", "--seq-len", "8",

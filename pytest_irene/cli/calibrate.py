@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(dataset, "--dataset")
         if not args.no_train:
             check_output_path(args.output, "-o/--output")
-            check_model_output(args.output, [dataset], "-o/--output")
+            check_model_output(args.output, [dataset], "-o/--output", prior=args.prior)
     output = Path(args.output or "plan.json")
     # the profile names the rig in every dataset line: the model file's stem, else (--no-train) the dataset's
     named = output if args.output or args.plan_only else Path(dataset.name.removesuffix(".gz").removesuffix(".jsonl"))

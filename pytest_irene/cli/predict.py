@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--depth: expected a number >= 0, got {args.depth}")
     args.batch_size, args.seq_len = batch_size, seq_len
     if args.html:
-        check_output_path(args.html, "--html")
+        check_output_path(args.html, "--html", kind="html")
     try:
         energy_model = EnergyModel.load(args.profile)
     except ModelFileError as exc:

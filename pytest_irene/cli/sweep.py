@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pytest_irene.explorer.html import render_report
-    from pytest_irene.outputs import check_output_path, write_output
+    from pytest_irene.outputs import check_distinct, check_output_path, write_output
     from pytest_irene.explorer.models import bundled_profiles, predict_tree
     from pytest_irene.explorer.params import ParameterError, parse_int_list
     from pytest_irene.explorer.sweep import run_sweep
@@ -92,9 +92,10 @@ def run(args: argparse.Namespace) -> int:
         seq_lens = parse_int_list(args.seq_lens, "--seq-lens", maximum=1 << 20)
     except ParameterError as exc:
         raise UsageError(str(exc)) from None
-    for option, path in (("--csv", args.csv), ("--html", args.html)):
-        if path:
-            check_output_path(path, option)
+    for option, path, kind in (("--csv", args.csv, "csv"), ("--html", args.html, "html")):
+        if path is not None:
+            check_output_path(path, option, kind=kind)
+    check_distinct({"--csv": args.csv, "--html": args.html})
     device = check_device_option("--device", args.device)
     specs = build_specs(args)
     for ref in args.module:

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from pytest_irene.rig.calibration_files import check_model_output
 
     output = check_output_path(args.output, "-o/--output")  # before training: minutes must not end in a refused write
-    check_model_output(output, args.datasets, "-o/--output")  # never over a dataset or another kind of file
+    check_model_output(output, args.datasets, "-o/--output", prior=args.prior)  # never over a dataset or another kind of file
     profile = args.profile or output.stem
     if not profile:
         raise UsageError("--profile: expected a non-empty name")

@@ -42,6 +42,8 @@ def report_path(config: pytest.Config) -> Path | None:
     """Where to write the report: the option (relative to the invocation directory), else
     the ini value (relative to the ini file's directory); ``None`` when not asked for."""
     option = config.getoption("irene_html", default=None)
+    if option is not None and not str(option).strip():
+        raise pytest.UsageError(f"{OPTION}: expected a file path, got an empty value")
     value = option or config.getini(INI)
     if not value:
         return None
@@ -54,7 +56,7 @@ def report_path(config: pytest.Config) -> Path | None:
         path = Path(base) / path
     source = OPTION if option else f"{INI} (ini)"
     try:
-        return check_output_path(path, source, str(value))
+        return check_output_path(path, source, str(value), kind="html")
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
 

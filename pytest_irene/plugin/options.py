@@ -17,7 +17,7 @@ import pytest
 
 from pytest_irene.engine.feature_sets import AUTO, FEATURE_MODES
 from pytest_irene.errors import UsageError
-from pytest_irene.outputs import check_output_path
+from pytest_irene.outputs import check_distinct, check_output_path, same_file
 from pytest_irene.compare.comparison import DEFAULT_FAIL_ON, FAIL_ON
 from pytest_irene.compare.gate import DEFAULT_MIN_DELTA_J, DEFAULT_TOLERANCE
 from pytest_irene.units import DEFAULT_PRICE_CENTS_PER_KWH, parse_energy, parse_percent, parse_price
@@ -169,6 +169,15 @@ def _check_baseline_dir(path: Path, source: str, raw: Any) -> None:
             return
 
 
+def _html_path(config: pytest.Config) -> Path | None:
+    """The HTML report's path when its plugin is active (``-p no:irene_html`` turns it off)."""
+    if not config.pluginmanager.has_plugin("irene_html"):
+        return None
+    from pytest_irene.explorer.pytest_plugin import report_path
+
+    return report_path(config)
+
+
 def check_profile(settings: Settings, host: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Configure-time check of ``--irene-profile`` (and ``--irene-features=all`` against this host).
 
@@ -226,19 +235,32 @@ def load_settings(config: pytest.Config) -> Settings:
         raise UsageError(f"{src}: expected one of {', '.join(FEATURE_MODES)}, got {raw!r}")
 
     raw, src = get_raw(config, "irene-baselines")
+    if raw is not None and not str(raw).strip():
+        raise UsageError(f"{src}: expected a baseline directory such as .irene, got an empty value")
     baseline_dir = _path(str(raw), src, config) if raw is not None else config.rootpath / DEFAULT_BASELINE_DIR
     _check_baseline_dir(baseline_dir, src, raw)
 
     raw, src = get_raw(config, "irene-json")
-    json_path = check_output_path(_path(str(raw), src, config), src, str(raw)) if raw is not None else None
+    json_src = src
+    json_path = check_output_path(_path(str(raw), src, config), src, str(raw), kind="run") if raw is not None else None
 
     raw, src = get_raw(config, "irene-compare")
+    if raw is not None and not str(raw).strip():
+        raise UsageError(f"{src}: expected a run file or a baseline directory, got an empty value")
     compare_path = _path(str(raw), src, config) if raw is not None else None
     if compare_path is not None and flag("irene-save"):
         raise UsageError(f"{src}: cannot be combined with --irene-save (saving does not compare); choose one")
+    if json_path is not None and compare_path is not None and same_file(json_path, compare_path):
+        raise UsageError(f"{json_src}={json_path}: is the run {src} compares with; writing this run there "
+                         "would replace it: give the new run another file")
 
     raw, src = get_raw(config, "irene-markdown")
-    markdown_path = check_output_path(_path(str(raw), src, config), src, str(raw)) if raw is not None else None
+    markdown_path = (check_output_path(_path(str(raw), src, config), src, str(raw), kind="markdown")
+                     if raw is not None else None)
+    markdown_src = src
+    pytest_html = config.getoption("htmlpath", None)  # pytest-html's --html, when installed
+    check_distinct({json_src: json_path, markdown_src: markdown_path, "--irene-html": _html_path(config),
+                    "--html": _path(str(pytest_html), "--html", config) if pytest_html else None})
 
     if flag("irene-prune") and not flag("irene-save"):
         raise UsageError("--irene-prune: only with --irene-save (it rewrites the baselines)")

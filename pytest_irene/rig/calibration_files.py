@@ -39,12 +39,14 @@ def _is_energy_model(path: Path) -> bool:
     return isinstance(obj, dict) and obj.get("format") == "irene-model"
 
 
-def check_model_output(output: str | os.PathLike[str], datasets: Sequence[str | os.PathLike[str]], option: str) -> Path:
+def check_model_output(output: str | os.PathLike[str], datasets: Sequence[str | os.PathLike[str]], option: str,
+                       prior: str | None = None) -> Path:
     """``output`` when an energy model may be written there, else a :class:`UsageError` naming ``option``.
 
     Refused: a dataset name (``.jsonl``, ``.jsonl.gz``), one of ``datasets`` itself (also
-    through a link), and an existing non-empty file that is not an energy model (what
-    is there would be lost; an energy model is replaced, that is what retraining does).
+    through a link), the ``prior`` model file a transfer starts from, and an existing
+    non-empty file that is not an energy model (what is there would be lost; an
+    energy model is replaced, that is what retraining does).
     """
     target = Path(output)
     if target.name.endswith(DATASET_SUFFIXES):
@@ -55,6 +57,9 @@ def check_model_output(output: str | os.PathLike[str], datasets: Sequence[str | 
                 f"{option}={target}: is the dataset {dataset}; writing the model there would destroy "
                 "the measurements: pick another file (MODEL.json)"
             )
+    if prior is not None and same_file(target, prior):
+        raise UsageError(f"{option}={target}: is the prior {prior}; the transferred model would replace it: "
+                         "pick another file (MODEL.json)")
     if target.is_file() and target.stat().st_size > 0 and not _is_energy_model(target):
         raise UsageError(
             f"{option}={target}: exists and is not an energy model file; refusing to overwrite it "

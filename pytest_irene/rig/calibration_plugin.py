@@ -262,7 +262,8 @@ def pytest_configure(config: pytest.Config) -> None:
         suffixes = "".join(dataset.suffixes[-2:])
         if not (dataset.suffix == ".jsonl" or suffixes == ".jsonl.gz"):
             raise UsageError(f"--irene-calibrate-dataset: expected a .jsonl or .jsonl.gz file, got {dataset}")
-        _check_files(dataset, output, meter.energy_scope, train=not config.getoption("irene_calibrate_no_train"))
+        _check_files(dataset, output, meter.energy_scope, train=not config.getoption("irene_calibrate_no_train"),
+                     prior=config.getoption("irene_prior"))
         defaults = CalibrationSettings()
         settings = CalibrationSettings(
             window_s=_number(config, "irene-calibrate-window", float, defaults.window_s),
@@ -282,9 +283,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_RUN] = CalibrationRun(config, spec, settings, dataset, output)
 
 
-def _check_files(dataset: Path, output: Path, energy_scope: str, *, train: bool) -> None:
-    """Before any test: both files can be written, the model cannot overwrite the dataset or another
-    file, and the dataset reads and holds this meter's energy scope (else the run would measure for
+def _check_files(dataset: Path, output: Path, energy_scope: str, *, train: bool, prior: str | None) -> None:
+    """Before any test: both files can be written, the model cannot overwrite the dataset, the prior or
+    another file, and the dataset reads and holds this meter's energy scope (else the run would measure for
     hours and then fail to append or to train)."""
     from pytest_irene.outputs import check_output_path
     from pytest_irene.rig.calibration_files import check_dataset_for_append, check_model_output
@@ -292,7 +293,7 @@ def _check_files(dataset: Path, output: Path, energy_scope: str, *, train: bool)
     check_output_path(dataset, "--irene-calibrate-dataset")
     if train:
         check_output_path(output, "--irene-calibrate-output")
-        check_model_output(output, [dataset], "--irene-calibrate-output")
+        check_model_output(output, [dataset], "--irene-calibrate-output", prior=prior)
     check_dataset_for_append(dataset, energy_scope, "--irene-calibrate-dataset")
 
 
