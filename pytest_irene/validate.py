@@ -15,6 +15,18 @@ from typing import Any
 from pytest_irene.errors import ModelFileError
 
 
+def is_finite_number(value: Any) -> bool:
+    """Whether a JSON value is a finite number and not a bool. NaN, infinities and integers beyond a
+    float's range (``1e400`` without a point would read as ``1`` and 400 zeros: an ``int``) are not;
+    the test every reader of user files makes, so none of them overflows on such a value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def check(cond: bool, what: str) -> None:
     """Raise ``ModelFileError(what)`` unless ``cond``."""
     if not cond:
@@ -31,7 +43,7 @@ def floats(obj: Any, name: str, length: int | None = None, owner: str = "regress
             isinstance(v, (int, float)) and not isinstance(v, bool),
             f"{owner} field '{name}': expected numbers, got {v!r:.60}",
         )
-        check(math.isfinite(float(v)), f"{owner} field '{name}': weight is NaN or infinite ({v!r})")
+        check(is_finite_number(v), f"{owner} field '{name}': weight is NaN or infinite ({v!r:.60})")
         out.append(float(v))
     if length is not None:
         check(len(out) == length, f"{owner} field '{name}': expected {length} values, got {len(out)}")
@@ -44,7 +56,7 @@ def finite(value: Any, name: str, owner: str = "regressor") -> float:
         isinstance(value, (int, float)) and not isinstance(value, bool),
         f"{owner} field '{name}': expected a number, got {value!r:.60}",
     )
-    check(math.isfinite(float(value)), f"{owner} field '{name}': weight is NaN or infinite ({value!r})")
+    check(is_finite_number(value), f"{owner} field '{name}': weight is NaN or infinite ({value!r:.60})")
     return float(value)
 
 

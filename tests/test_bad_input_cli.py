@@ -79,6 +79,33 @@ def test_duplicate_trees_are_not_trained_on_silently(capsys, tmp_path: Path, two
     assert err.startswith("irene evaluate: warning: 1 duplicate tree(s)")  # one line, not a Python warning
 
 
+def test_an_integer_beyond_a_float_is_a_dataset_error_not_an_overflow(capsys, tmp_path: Path, two_trees: list) -> None:
+    """``1e400`` written without a point is a JSON integer, and ``math.isfinite`` overflows on it."""
+    path = tmp_path / "big.jsonl"
+    write_dataset(path, two_trees)
+    lines = path.read_text().splitlines()
+    lines[0] = re.sub(r'"flops": ?[0-9.e+-]+', '"flops": 1' + "0" * 400, lines[0], count=1)
+    path.write_text("\n".join(lines) + "\n")
+    for argv in (["evaluate", path, "--profile", "irene-pc1"], ["train", path, "-o", tmp_path / "m.json"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "Traceback" not in err, err
+        assert re.search(r"big.jsonl:1: field 'root[^']*flops': expected a finite number, got 10{59}$", err.strip()), err
+
+
+def test_a_tree_measured_at_0_j_is_left_out_of_training_naming_it(capsys, tmp_path: Path, two_trees: list) -> None:
+    """A failed reading: the fits take log energies (the model file was NaN, then not written)."""
+    path = tmp_path / "zero.jsonl"
+    write_dataset(path, two_trees)
+    lines = path.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["root"]["energy_j"] = 0
+    path.write_text(json.dumps(first) + "\n" + lines[1] + "\n")
+    code, _, err = run(capsys, "train", path, "-o", tmp_path / "m.json", "--no-crossvalidate")
+    assert code == 0, err
+    assert "1 tree(s) left out of training" in err and "node '<model>': a measured energy of 0 J" in err
+    assert json.loads((tmp_path / "m.json").read_text())["dataset"]["trees"] == 1
+
+
 def test_evaluate_on_an_empty_dataset_is_an_error(capsys, tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
@@ -142,6 +169,17 @@ def test_command_report_never_replaces_its_profile_or_its_other_report(capsys, t
         code, _, err = run(capsys, *argv)
         assert code == 2 and message in err, err
     assert profile.read_bytes() == before and not (tmp_path / "s.out").exists()
+
+
+def test_a_point_too_large_or_a_list_with_a_hole_is_a_usage_error(capsys) -> None:
+    for argv, message in (
+        (["predict", "--model", "gpt2", "--seq-len", "4", "--batch-size", "9" * 20],
+         f"--batch-size: expected at most 65536, got {'9' * 20}"),
+        (["sweep", "--model", "gpt2", "--seq-lens", "4", "--batch-sizes", "1,,2"],
+         "--batch-sizes: expected comma-separated integers such as 8,16,32, got '1,,2'"),
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and message in err and "Traceback" not in err, err
 
 
 def test_write_that_fails_after_the_check_is_one_line_and_leaves_no_temp_file(tmp_path: Path) -> None:

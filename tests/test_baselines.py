@@ -220,3 +220,33 @@ def test_another_energy_model_version_is_not_compared(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path)
     store.save({("m.py::a", "default"): entry})
     assert BaselineStore(tmp_path).get("m.py::a", "default").energy_model == "aaaaaaaaaaaa"
+
+
+def test_a_baseline_directory_that_cannot_be_read_is_an_error_naming_it(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without read or search permission (injected: the tests may run as root, who has every
+    permission), the files below it are not "no baselines": their calls would pass as new."""
+    import os
+
+    store = BaselineStore(tmp_path)
+    store.save({("t.py::test_a", "default"): entry_from_tree(make_tree(), profile="p", features="model")})
+    locked = tmp_path / "sub"
+    locked.mkdir()
+    real_scandir, real_exists = os.scandir, Path.exists
+
+    def scandir(path="."):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    def exists(self, *args, **kwargs):
+        if self.parent == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(Path, "exists", exists)
+    with pytest.raises(BaselineError, match=rf"^{locked}: cannot read the baseline directory: Permission denied$"):
+        store.files()
+    with pytest.raises(BaselineError, match=rf"^{locked / 'x.json'}: cannot read baseline file: .*Permission denied"):
+        read_baseline_file(locked / "x.json")

@@ -148,7 +148,7 @@ def test_one_unmeasured_node_leaves_its_tree_out_not_the_dataset(dataset: Path, 
         handle.write(tree_line(energy_j=5.0, leaf_measured=False) + "\n")
     assert main(["train", str(dataset), "-o", str(tmp_path / "m.json"), "--no-crossvalidate"]) == 0
     out = capsys.readouterr()
-    assert "1 tree(s) left out of training" in out.err and "node 'lin' (RuntimeError: cannot replay alone)" in out.err
+    assert "1 tree(s) left out of training" in out.err and "node 'lin': no measured energy (RuntimeError: cannot replay alone)" in out.err
     assert json.loads((tmp_path / "m.json").read_text())["dataset"]["trees"] == 2
     predictions = tmp_path / "predicted.jsonl"
     predictions.write_text(tree_line(leaf_measured=False) + "\n")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from typing import Any
 
@@ -28,13 +27,15 @@ def check_strategy(value: str | None) -> str:
     return check_choice("--strategy", value or DEFAULT_STRATEGY, list(STRATEGIES))
 
 
-def positive_int(option: str, value: Any) -> int:
+def positive_int(option: str, value: Any, maximum: int | None = None) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{option}: expected a positive integer, got {value!r}") from None
+        raise UsageError(f"{option}: expected a positive integer, got {value!r:.60}") from None
     if number <= 0 or str(number) != str(value).strip().lstrip("+"):
-        raise UsageError(f"{option}: expected a positive integer, got {value!r}")
+        raise UsageError(f"{option}: expected a positive integer, got {value!r:.60}")
+    if maximum is not None and number > maximum:
+        raise UsageError(f"{option}: expected at most {maximum}, got {value!r:.60}")
     return number
 
 
@@ -74,20 +75,11 @@ def load_trees(paths: list[str], option: str = "DATASET") -> list:
     return trees
 
 
-def json_safe(obj: Any) -> Any:
-    """NaN/inf (a level without any node) become ``null`` so the output is strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
 def print_json(obj: Any) -> None:
     """Exactly one JSON object on stdout, nothing else."""
-    sys.stdout.write(json.dumps(json_safe(obj), allow_nan=False) + "\n")
+    from pytest_irene.engine.predict.model_file import finite_or_none
+
+    sys.stdout.write(json.dumps(finite_or_none(obj), allow_nan=False) + "\n")  # NaN/inf (a level without any node): null
     sys.stdout.flush()
 
 

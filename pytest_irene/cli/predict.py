@@ -104,8 +104,10 @@ def run(args: argparse.Namespace) -> int:
     )
     from pytest_irene.outputs import check_output_path, output_error
 
-    batch_size = positive_int("--batch-size", args.batch_size)
-    seq_len = positive_int("--seq-len", args.seq_len)
+    from pytest_irene.explorer.params import MAX_BATCH_SIZE, MAX_SEQ_LEN
+
+    batch_size = positive_int("--batch-size", args.batch_size, MAX_BATCH_SIZE)
+    seq_len = positive_int("--seq-len", args.seq_len, MAX_SEQ_LEN)
     features = check_choice("--features", args.features, FEATURE_CHOICES)
     if args.top < 0:
         raise UsageError(f"--top: expected a number >= 0, got {args.top}")

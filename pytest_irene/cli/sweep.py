@@ -82,14 +82,14 @@ def run(args: argparse.Namespace) -> int:
     from pytest_irene.explorer.html import render_report
     from pytest_irene.outputs import check_distinct, check_output_path, write_output
     from pytest_irene.explorer.models import bundled_profiles, predict_tree
-    from pytest_irene.explorer.params import ParameterError, parse_int_list
+    from pytest_irene.explorer.params import MAX_BATCH_SIZE, MAX_SEQ_LEN, ParameterError, parse_int_list
     from pytest_irene.explorer.sweep import run_sweep
     from pytest_irene.cli.common import check_device_option
     from pytest_irene.engine.factories import load_factory
 
     try:
-        batch_sizes = parse_int_list(args.batch_sizes, "--batch-sizes", maximum=65536)
-        seq_lens = parse_int_list(args.seq_lens, "--seq-lens", maximum=1 << 20)
+        batch_sizes = parse_int_list(args.batch_sizes, "--batch-sizes", maximum=MAX_BATCH_SIZE)
+        seq_lens = parse_int_list(args.seq_lens, "--seq-lens", maximum=MAX_SEQ_LEN)
     except ParameterError as exc:
         raise UsageError(str(exc)) from None
     for option, path, kind in (("--csv", args.csv, "csv"), ("--html", args.html, "html")):

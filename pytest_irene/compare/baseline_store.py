@@ -57,6 +57,20 @@ def nodeid_module(nodeid: str) -> str:
     return nodeid.split("::", 1)[0]
 
 
+
+def baseline_files(directory: Path) -> list[Path]:
+    """Every ``*.json`` file under ``directory``, sorted. A directory that cannot be read is a
+    :class:`BaselineError` naming it: skipped (as ``Path.rglob`` does), its calls would count as new
+    and the gate would pass them unseen."""
+
+    def unreadable(exc: OSError) -> None:
+        raise BaselineError(f"{exc.filename}: cannot read the baseline directory: {exc.strerror or exc}")
+
+    found: list[Path] = []
+    for root, _dirs, names in os.walk(directory, onerror=unreadable):
+        found.extend(Path(root) / name for name in names if name.endswith(".json"))
+    return sorted(p for p in found if p.is_file())
+
 class BaselineStore:
     """The baseline directory: read entries by (node id, label), save many at once.
 
@@ -129,7 +143,7 @@ class BaselineStore:
         """Every baseline file under the directory, sorted."""
         if not self.directory.is_dir():
             return []
-        return sorted(p for p in self.directory.rglob("*.json") if p.is_file())
+        return baseline_files(self.directory)
 
     def tests_in(self, path: Path) -> dict[str, dict[str, BaselineEntry]]:
         """The entries of one baseline file, ``{node id: {label: entry}}`` (read once, cached)."""

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from typing import Any
 
 from pytest_irene.errors import IreneError
 from pytest_irene.engine.tree import EnergyTree, scope_label
+from pytest_irene.validate import is_finite_number
 
 FORMAT = "irene-baselines/2"
 #: Formats this version reads: ``/1`` entries stored non-leaf modules only.
@@ -198,7 +198,7 @@ def _module_energy(obj: Any, path: Path, where: str, *, root: bool = False) -> M
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise BaselineError(f"{path}: {where}: expected {{'type': str, 'energy_j': number}}, got {obj!r}")
     energy = obj.get("energy_j")
-    if isinstance(energy, bool) or not isinstance(energy, (int, float)) or not math.isfinite(energy):
+    if not is_finite_number(energy):
         raise BaselineError(f"{path}: {where}.energy_j: expected a finite number, got {energy!r}")
     if energy < 0 or (root and energy == 0):
         # a predicted energy is positive: a negative one would show as "-100 %" changes
@@ -258,9 +258,9 @@ def read_baseline_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Base
 
 def parse_document(p: Path) -> tuple[dict[str, Any], dict[str, dict[str, BaselineEntry]]]:
     """The raw document (unknown fields included) and its validated entries; empty if no file."""
-    if not p.exists():
-        return {"format": FORMAT, "tests": {}}, {}
     try:
+        if not p.exists():  # raises, not False, when a directory above cannot be searched
+            return {"format": FORMAT, "tests": {}}, {}
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise BaselineError(f"{p}: cannot read baseline file: {exc}") from exc

@@ -10,7 +10,6 @@ its path and the bad field, never half-read.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from pytest_irene.compare.comparison import DEFAULT_MIN_DELTA_J, DEFAULT_TOLERAN
 from pytest_irene.engine.tree import EnergyTree
 from pytest_irene.errors import IreneError
 from pytest_irene.units import DEFAULT_PRICE_CENTS_PER_KWH
+from pytest_irene.validate import is_finite_number
 
 STATUSES: tuple[str, ...] = ("pass", "fail", "new", "skipped")
 
@@ -243,7 +243,7 @@ def _require(ok: bool, where: str, expected: str, got: Any) -> None:
 def _number(value: Any, where: str, *, optional: bool = False) -> float | None:
     if value is None and optional:
         return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = is_finite_number(value)
     _require(ok, where, "a finite number" + (" or null" if optional else ""), value)
     return float(value)
 

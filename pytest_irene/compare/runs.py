@@ -32,6 +32,7 @@ from pytest_irene.compare.comparison import (
     counts_against,
 )
 from pytest_irene.compare.comparison import FAIL_ON as GATE_FAIL_ON
+from pytest_irene.compare.baseline_store import baseline_files
 from pytest_irene.compare.runfile import CommitInfo, RunFileError, read_run_file
 from pytest_irene.engine.tree import EnergyNode, EnergyTree
 
@@ -111,7 +112,7 @@ def _format_of(path: Path) -> str:
 
 
 def _baselines_dir(directory: Path) -> RunSide:
-    files = sorted(p for p in directory.rglob("*.json") if p.is_file())
+    files = baseline_files(directory)
     if not files:
         raise RunFileError(f"{directory}: no baseline files (*.json) in this directory")
     return RunSide(str(directory), "baselines", _flatten({p: read_baseline_file(p) for p in files}))

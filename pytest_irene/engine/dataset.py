@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import math
 import os
 import warnings
 import zlib
@@ -21,7 +20,7 @@ from typing import Any
 
 from pytest_irene.atomic import atomic_append_lines, atomic_write_bytes
 from pytest_irene.errors import DatasetError, IreneWarning
-from pytest_irene.validate import hardware_problem
+from pytest_irene.validate import hardware_problem, is_finite_number
 from pytest_irene.engine.tree import (
     ENERGY_SCOPES,
     LEVELS,
@@ -46,14 +45,9 @@ def _open_text(path: Path):
 def _number(value: Any, path: str, line: int, field: str, *, optional: bool = False) -> float | None:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DatasetError(path, line, field, f"expected a finite number, got {value!r}")
+    if not is_finite_number(value):
+        raise DatasetError(path, line, field, f"expected a finite number, got {value!r:.60}")
     return float(value)
-
-
-def _finite(value: Any) -> bool:
-    """Whether ``value`` is a finite JSON number (not a bool), the test :func:`_number` makes."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 class _Where:
@@ -84,7 +78,7 @@ def _optional_number(obj: dict[str, Any], key: str, path: str, line: int, where:
     value = obj.get(key)
     if value is None:
         return None
-    return float(value) if _finite(value) else _number(value, path, line, f"{where}.{key}")
+    return float(value) if is_finite_number(value) else _number(value, path, line, f"{where}.{key}")
 
 
 def _node_from_dict(obj: Any, path: str, line: int, where: _Where | str, depth: int = 0) -> EnergyNode:
@@ -104,7 +98,7 @@ def _node_from_dict(obj: Any, path: str, line: int, where: _Where | str, depth: 
     if not isinstance(feats, dict):
         raise DatasetError(path, line, f"{where}.features", "expected an object")
     features = {  # the field path is formatted only for a bad value (see _Where)
-        str(k): float(v) if _finite(v) else _number(v, path, line, f"{where}.features.{k}")  # type: ignore[misc]
+        str(k): float(v) if is_finite_number(v) else _number(v, path, line, f"{where}.features.{k}")  # type: ignore[misc]
         for k, v in feats.items()
     }
     negative = None

@@ -13,6 +13,11 @@ from pytest_irene.errors import UsageError
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
+#: The largest batch and sequence a CLI point takes (``irene predict``, ``irene sweep``): beyond,
+#: a tree's flop counts leave the range a float holds exactly, and no machine runs such a call.
+MAX_BATCH_SIZE = 65536
+MAX_SEQ_LEN = 1 << 20
+
 
 class RequestError(UsageError):
     """A request (or CLI sweep) whose values the model refuses; the web app answers 400.
@@ -56,7 +61,9 @@ def parse_int_list(
     """A comma-separated list of integers (``8,16,32``), sorted, without duplicates."""
     if value is None or not str(value).strip():
         raise ParameterError(parameter, "missing; expected comma-separated integers such as 8,16,32")
-    items = [p for p in str(value).replace(" ", "").split(",") if p]
+    items = str(value).replace(" ", "").split(",")
+    if "" in items:  # "1,,2" or "8,": a value lost to a typo, not one to skip
+        raise ParameterError(parameter, f"expected comma-separated integers such as 8,16,32, got {str(value)!r}")
     numbers = sorted({parse_int(p, parameter, minimum=minimum, maximum=maximum) for p in items})
     if not numbers:
         raise ParameterError(parameter, "expected at least one integer")

@@ -7,13 +7,13 @@ GPU collection script can build and print them without the runner.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_irene.engine.tree import EnergyTree
 from pytest_irene.errors import IreneError, UsageError
+from pytest_irene.validate import is_finite_number
 
 DEFAULT_WINDOW_S = 20.0
 DEFAULT_ROUNDS = 5
@@ -71,20 +71,20 @@ class CalibrationSettings:
     def __post_init__(self) -> None:
         for name, positive in (("window_s", True), ("cooldown_s", False), ("idle_tolerance", False)):
             value = getattr(self, name)
-            finite = isinstance(value, (int, float)) and math.isfinite(value)
+            finite = is_finite_number(value)
             if not finite or (value <= 0 if positive else value < 0):
                 bound = "positive (a finite number)" if positive else "a finite number >= 0"
                 raise SettingError(name, f"must be {bound}, got {value!r}")
         for name, low in (("idle_power_w", 0.0), ("idle_window_s", 0.0)):  # optional, positive when given
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value <= low):
+            if value is not None and (not is_finite_number(value) or value <= low):
                 raise SettingError(name, f"must be positive (a finite number), got {value!r}")
         value = self.idle_cpu_pct  # NaN would compare false and switch the idle CPU check off
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 100:
+        if not is_finite_number(value) or not 0 <= value <= 100:
             raise SettingError("idle_cpu_pct", f"must be a percentage from 0 to 100, got {value!r}")
         for name in ("rounds", "min_reports"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or int(value) != value or value < 1:
+            if not is_finite_number(value) or int(value) != value or value < 1:
                 raise SettingError(name, f"must be a positive integer, got {value!r}")
 
         check_device(self.device)

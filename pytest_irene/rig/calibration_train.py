@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from pytest_irene.rig.calibration_plan import CalibrationSettings
+from pytest_irene.validate import is_finite_number
 
 
 def train_rig_model(
@@ -64,7 +64,7 @@ def cv_summary(model: Any) -> list[str]:
         for level in ("ml", "module", "model"):
             row = levels.get(level)
             value = row.get("average") if isinstance(row, dict) else None
-            if isinstance(value, (int, float)) and math.isfinite(value):
+            if is_finite_number(value):
                 parts.append(f"{level} {value:.2f} %")
         if parts:
             lines.append(f"cross-validation ({name} features, {result.get('split')} split): " + ", ".join(parts))

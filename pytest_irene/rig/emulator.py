@@ -25,7 +25,6 @@ with the truth.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import threading
@@ -37,6 +36,7 @@ from pathlib import Path
 from pytest_irene.rig.calibration_plan import SettingError
 from pytest_irene.rig.meters.emonpi_lines import BAUD, PERIOD_S, encode_jeelib
 from pytest_irene.rig.runtime.sampler import PROC_STAT, read_cpu_times
+from pytest_irene.validate import is_finite_number
 
 FORMATS: tuple[str, ...] = ("kv", "jeelib", "json")
 FAULTS: tuple[str, ...] = ("garbage", "truncated", "wrong-baud", "silence", "drop", "vanish")
@@ -144,7 +144,7 @@ def _check_settings(
     for name, value, positive in numbers:
         if name == "period_s" and value is None:
             continue  # the firmware's own period
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = is_finite_number(value)
         if not ok or (value <= 0 if positive else value < 0):
             bound = "a positive finite number" if positive else "a finite number >= 0"
             raise SettingError(name, f"must be {bound}, got {value!r}", owner="emulator")

@@ -253,7 +253,7 @@ def finite_or_none(obj: Any) -> Any:
         return None
     if isinstance(obj, dict):
         return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
+    if isinstance(obj, (list, tuple)):
         return [finite_or_none(v) for v in obj]
     return obj
 

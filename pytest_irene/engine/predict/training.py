@@ -18,7 +18,7 @@ from typing import Any
 
 from pytest_irene.engine.feature_sets import FEATURE_SETS
 from pytest_irene.engine.predict.energy_model import EnergyModel
-from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, ENERGY_SCOPES, RESOURCE_FEATURES, EnergyTree
+from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, ENERGY_SCOPES, RESOURCE_FEATURES, EnergyNode, EnergyTree
 from pytest_irene.errors import IreneWarning, UsageError
 
 
@@ -82,29 +82,42 @@ class UnmeasuredTreesWarning(IreneWarning):
     """Some training trees have nodes without a measured energy and are left out of training."""
 
 
+def _unmeasured_node(tree: EnergyTree) -> tuple[EnergyNode, str] | None:
+    """The first node a regressor cannot learn from, and why: no energy (the rig notes ``unmeasured``
+    on a node whose replay failed), or 0 J (a failed reading: the fits work on log energies, and
+    relative errors divide by the energy)."""
+    for node in tree.walk():
+        if node.energy_j is None:
+            reason = node.notes.get("unmeasured")
+            return node, f"no measured energy{f' ({reason})' if reason else ''}"
+        if node.energy_j <= 0:
+            return node, "a measured energy of 0 J"
+    return None
+
+
 def measured_trees(trees: Sequence[EnergyTree], where: str) -> list[EnergyTree]:
-    """The trees whose every node has a measured ``energy_j``; the others are left out with an
-    :class:`UnmeasuredTreesWarning` naming the first and why (the rig notes ``unmeasured`` on a node
-    whose replay failed). A calibration keeps such a tree, and one of them must not make hours of
-    measurements untrainable; a regressor cannot learn a node it has no energy for."""
+    """The trees whose every node has a measured, positive ``energy_j``; the others are left out with an
+    :class:`UnmeasuredTreesWarning` naming the first and why. A calibration keeps such a tree, and
+    one of them must not make hours of measurements untrainable; a regressor cannot learn a node it
+    has no energy for."""
     complete, incomplete = [], []
     for tree in trees:
-        missing = next((n for n in tree.walk() if n.energy_j is None), None)
-        (complete if missing is None else incomplete).append((tree, missing))
+        bad = _unmeasured_node(tree)
+        (complete if bad is None else incomplete).append((tree, bad))
     if not complete and incomplete:
+        node, why = incomplete[0][1]
         raise UsageError(
-            f"{where}: no tree has a measured energy on every node (is this a dataset of predictions, "
-            "irene predict --json, instead of measurements?)"
+            f"{where}: no tree has a measured energy on every node (the first: node {node.scope or '<model>'!r}, "
+            f"{why}; is this a dataset of predictions, irene predict --json, instead of measurements?)"
         )
     if incomplete:
-        tree, node = incomplete[0]
-        reason = node.notes.get("unmeasured") if node is not None else None
+        tree, (node, why) = incomplete[0]
         more = f" and {len(incomplete) - 1} more" if len(incomplete) > 1 else ""
         warnings.warn(
             UnmeasuredTreesWarning(
                 f"{where}: {len(incomplete)} tree(s) left out of training, with nodes without a measured energy: "
                 f"{tree.model_name or 'unnamed'} (batch {tree.batch_size}, seq {tree.seq_len}), node "
-                f"{node.scope or '<model>'!r}{f' ({reason})' if reason else ''}{more}"  # type: ignore[union-attr]
+                f"{node.scope or '<model>'!r}: {why}{more}"
             ),
             stacklevel=3,
         )

@@ -29,11 +29,12 @@ guessed at; gaps in ``MSG`` and silences are reported as meter events.
 from __future__ import annotations
 
 import json
-import math
 import re
 import struct
 from dataclasses import dataclass, field
 from typing import Literal
+
+from pytest_irene.validate import is_finite_number
 
 Firmware = Literal["jeelib", "kv", "json"]
 
@@ -126,7 +127,7 @@ def parse_line(line: str | bytes, *, node: int = EMONPI_NODE) -> EmonPiReport | 
 
 
 def _finite(key: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise MalformedLine(f"field {key} is not a number: {value!r}")
     return float(value)
 
