@@ -33,7 +33,8 @@ J_PER_KWH = 3.6e6
 #: Electricity price used by the IrEne paper's Table 3 (US average), US cents per kWh.
 DEFAULT_PRICE_CENTS_PER_KWH = 13.19
 
-_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+#: ASCII digits only: ``\d`` also matches Arabic-Indic or full-width digits, which float() then reads
+_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _ENERGY_RE = re.compile(rf"^\s*({_NUMBER})\s*([^\s\d]+)\s*$")
 _PERCENT_RE = re.compile(rf"^\s*({_NUMBER})\s*%\s*$")
 _PRICE_RE = re.compile(rf"^\s*({_NUMBER})\s*(c|¢|ct|cents?|usd|\$)?\s*(?:/\s*kwh)?\s*$", re.IGNORECASE)

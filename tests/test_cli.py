@@ -214,6 +214,21 @@ def test_predict_json_is_one_object_consistent_with_the_api(capsys):
     assert tree.total_j == pytest.approx(obj["total_j"], rel=1e-12)
 
 
+def test_predict_takes_the_compact_variants_sweep_takes(capsys):
+    """``ARCH[L=4,H=256]``: the sweep's point and the predicted tree are one tree."""
+    code, out, err = run(capsys, "predict", "--model", "bert-base-uncased[L=2,H=128]", "--batch-size", "2",
+                         "--seq-len", "16", "--json")
+    assert code == 0, err
+    obj = json.loads(out)
+    assert obj["model_name"] == "bert-base-uncased[L=2,H=128]"
+    from pytest_irene.explorer.models import predict_tree, resolve_model
+
+    point = predict_tree(resolve_model("bert-base-uncased[L=2,H=128]"), 2, 16, "irene-pc1")
+    assert obj["total_j"] == pytest.approx(point.total_j, rel=1e-12)
+    code, _, err = run(capsys, "predict", "--model", "bert-base-uncased[L=2,H=100]", "--batch-size", "1", "--seq-len", "8")
+    assert code == 2 and "--model: 'bert-base-uncased[L=2,H=100]': H (hidden size) must be a positive multiple of 64" in err
+
+
 def test_predict_html_writes_the_explorer_page_of_the_printed_tree(capsys, tmp_path: Path):
     page = tmp_path / "bert.html"
     code, out, err = run(

@@ -92,6 +92,8 @@ def test_the_output_never_replaces_a_shard_and_bad_shards_are_named(tmp_path: Pa
     before = one.read_text()
     assert main(["merge", str(one), "-o", str(one)]) == 2
     assert "is also the input" in capsys.readouterr().err and one.read_text() == before
+    assert main(["merge", str(one), str(tmp_path / "." / "one.json"), "-o", str(tmp_path / "x.json")]) == 2
+    assert f"SHARD {tmp_path / 'one.json'}: given twice (also as {one})" in capsys.readouterr().err
     (tmp_path / "empty.json").write_text("")
     assert main(["merge", str(one), str(tmp_path / "empty.json"), "-o", str(tmp_path / "x.json")]) == 2
     assert "empty.json: empty run file" in capsys.readouterr().err

@@ -214,14 +214,23 @@ def test_bare(irene):
 @pytest.mark.irene(budjet="12J")
 def test_typo(irene):
     irene(torch.nn.Linear(4, 4), torch.randn(2, 3, 4))
+
+@pytest.mark.irene(profile="nope")
+def test_profile(irene):
+    irene(torch.nn.Linear(4, 4), torch.randn(2, 3, 4))
+
+def test_label(irene):
+    irene(torch.nn.Linear(4, 4), torch.randn(2, 3, 4), label="a\\nb")
 '''
     )
     result = run(pytester)
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=4)
     result.stdout.fnmatch_lines(
         [
             "*UsageError: @pytest.mark.irene on test_bad_marker_argument_names_the_test.py::test_bare: budget=*bare number 12*",
             "*UsageError: @pytest.mark.irene on *::test_typo: unknown argument(s) ?'budjet'?*",
+            "*UsageError: @pytest.mark.irene(profile=) on *::test_profile: unknown energy model 'nope'*",
+            "*UsageError: irene(..., label=...): expected a non-empty string of printable characters, got 'a\\nb'*",
         ]
     )
 

@@ -204,7 +204,7 @@ def test_ctrl_c_says_what_is_kept(tmp_path: Path, monkeypatch, capsys) -> None:
                  "--seq-len", "8", "--meter", NO_PORT, "--dataset", str(tmp_path / "d.jsonl"), "-o", str(tmp_path / "m.json")])
     out = capsys.readouterr()
     assert code == 130
-    assert "interrupted: 1 finished tree(s) are in" in out.out and "d.jsonl" in out.out
+    assert "interrupted: the 1 tree(s) this run finished were appended to" in out.out and "d.jsonl" in out.out
 
 
 # -- settings and idle ------------------------------------------------------------------------------------

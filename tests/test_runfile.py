@@ -146,3 +146,13 @@ def test_a_bad_field_deep_in_a_record_is_named(tmp_path: Path) -> None:
         read_run_file(path)
     with pytest.raises(RunFileError, match="no such run file"):
         read_run_file(tmp_path / "missing.json")
+
+
+def test_a_negative_predicted_energy_in_a_run_file_is_named(tmp_path: Path) -> None:
+    """A hand edit: compare, export and the gate would print "-120 %" changes from it."""
+    doc = RunFile(records=[_record()]).to_dict()
+    doc["records"][0]["tree"]["root"]["predicted_energy_j"] = -1.5
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(RunFileError, match=r"root.predicted_energy_j.*expected energy >= 0, got -1.5"):
+        read_run_file(path)

@@ -48,7 +48,7 @@ def test_bare_number_is_a_usage_error_naming_the_option(text: str) -> None:
         parse_energy(text, "--irene-budget")
 
 
-@pytest.mark.parametrize("text", ["12W", "12 joules", "12MJ", "1Mj", "2MWh", "12 calories", "J", "", "twelveJ"])
+@pytest.mark.parametrize("text", ["12W", "12 joules", "12MJ", "1Mj", "2MWh", "12 calories", "J", "", "twelveJ", "١٢J", "１２J"])
 def test_unknown_unit_or_garbage_is_a_usage_error(text: str) -> None:
     with pytest.raises(UsageError, match="--irene-min-delta"):
         parse_energy(text, "--irene-min-delta")

@@ -27,8 +27,13 @@ def run(args: argparse.Namespace) -> int:
 
     from pytest_irene.compare.merge import merge_runs
     from pytest_irene.compare.runfile import read_run_file, run_file_text
-    from pytest_irene.outputs import check_not_an_input, check_output_path, write_output
+    from pytest_irene.errors import UsageError
+    from pytest_irene.outputs import check_not_an_input, check_output_path, same_file, write_output
 
+    for i, path in enumerate(args.runs):  # a shard named twice is a typo for another one, which is then missing
+        twin = next((earlier for earlier in args.runs[:i] if same_file(path, earlier)), None)
+        if twin is not None:
+            raise UsageError(f"SHARD {path}: given twice (also as {twin}); give each shard's run file once")
     check_output_path(args.output, "-o/--output")
     check_not_an_input(args.output, args.runs, "-o/--output")  # replacing a shard would lose that shard
     merged, notes = merge_runs([(path, read_run_file(path)) for path in args.runs])

@@ -39,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="Example: irene predict --model bert-base-uncased --batch-size 32 --seq-len 256 --breakdown",
     )
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", metavar="NAME", help="bundled architecture, e.g. bert-base-uncased")
+    which.add_argument("--model", metavar="NAME",
+                       help="bundled architecture, e.g. bert-base-uncased; ARCH[L=4,H=256] for a compact variant "
+                       "(as irene sweep)")
     which.add_argument(
         "--module", metavar="PYTHON_PATH:FACTORY", help="factory returning a torch.nn.Module or (module, inputs)"
     )
@@ -77,12 +79,18 @@ def build(args: argparse.Namespace, device: str) -> tuple[Any, Any, str | None]:
 
     generate = getattr(args, "new_tokens", None) is not None
     if args.model is not None:
-        check_architecture(args.model, "--model")
-        problem = generation_problem(args.model) if generate else None
+        architecture, overrides = args.model, {}
+        if "[" in args.model:  # a compact variant, read as irene sweep reads it
+            from pytest_irene.explorer.models import resolve_model
+
+            spec = resolve_model(args.model, parameter="--model")
+            architecture, overrides = spec.architecture, dict(spec.overrides)
+        check_architecture(architecture, "--model")
+        problem = generation_problem(architecture) if generate else None
         if problem is not None:
             raise UsageError(f"--new-tokens: {problem}")
-        model = build_model(args.model, device=device, causal_lm=generate)
-        return model, example_inputs(args.model, args.batch_size, args.seq_len, device=device), args.model
+        model = build_model(architecture, device=device, causal_lm=generate, **overrides)
+        return model, example_inputs(architecture, args.batch_size, args.seq_len, device=device), args.model
 
     from pytest_irene.engine.architectures import is_encoder_only
     from pytest_irene.engine.factories import build_from_factory

@@ -222,9 +222,9 @@ def entry_from_dict(obj: Any, path: Path, where: str, *, leaves: bool = True) ->
             raise BaselineError(f"{path}: {where}.{key}: expected a string, got {obj.get(key)!r}")
     inputs = obj.get("inputs")
     if not isinstance(inputs, dict) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in inputs.values()
-    ):
-        raise BaselineError(f"{path}: {where}.inputs: expected an object of integers, got {inputs!r}")
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in inputs.values()
+    ):  # batch and sequence sizes, new tokens: never negative
+        raise BaselineError(f"{path}: {where}.inputs: expected an object of integers >= 0, got {inputs!r:.120}")
     version = obj.get("energy_model", "")
     if not isinstance(version, str):
         raise BaselineError(f"{path}: {where}.energy_model: expected a string, got {version!r}")
@@ -274,6 +274,11 @@ def parse_document(p: Path) -> tuple[dict[str, Any], dict[str, dict[str, Baselin
     if not isinstance(doc, dict) or doc.get("format") not in READABLE_FORMATS:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         expected = " or ".join(repr(f) for f in READABLE_FORMATS)
+        if isinstance(found, str) and found.startswith("irene-baselines/"):
+            raise BaselineError(
+                f"{p}: a baseline file of format {found!r}, newer than this pytest-irene reads ({expected}): "
+                "upgrade pytest-irene (pip install -U pytest-irene); the file is left untouched"
+            )
         raise BaselineError(
             f"{p}: not a pytest-irene baseline file (expected format {expected}, found {found!r}); "
             "it is left untouched: move it away or point --irene-baselines elsewhere"

@@ -28,7 +28,7 @@ from pytest_irene.compare.baseline_store import BaselineStore
 from pytest_irene.compare.comparison import Comparison
 from pytest_irene.compare.records import CallRecord, record_from_dict, record_to_dict, sort_records
 from pytest_irene.compare.runs import RunSide, load_side, machine_differences, machine_mismatch, not_compared
-from pytest_irene.errors import UsageError
+from pytest_irene.errors import ModelFileError, UsageError
 from pytest_irene.units import parse_percent
 from pytest_irene.compare.gate import check_budget, compare
 from pytest_irene.engine.feature_sets import ALL, MODEL
@@ -202,12 +202,21 @@ class IreneSession:
         return self._marks[item.nodeid]
 
     def test_settings(self, item: pytest.Item) -> tuple[str, float, float | None]:
-        """(profile, tolerance, budget in J) for one test: marker over options, then the hooks."""
+        """(profile, tolerance, budget in J) for one test: marker over options, then the hooks.
+
+        A profile the marker or the hook chose that does not load is a :class:`UsageError` naming
+        which of them and the test (``--irene-profile`` was checked at configure time)."""
         mark = self.mark(item)
         profile = mark.profile or self.settings.profile
+        source = f"@pytest.mark.irene(profile=) on {item.nodeid}" if mark.profile else ""
         chosen = item.config.hook.pytest_irene_select_profile(item=item, default=profile)
         if chosen is not None:
-            profile = str(chosen)
+            profile, source = str(chosen), f"pytest_irene_select_profile for {item.nodeid}"
+        if source:
+            try:
+                self.energy_model(profile)
+            except ModelFileError as exc:
+                raise UsageError(f"{source}: {exc}") from None
         tolerance = mark.tolerance if mark.tolerance is not None else self.settings.tolerance
         chosen_tol = item.config.hook.pytest_irene_select_tolerance(item=item, default=tolerance)
         if chosen_tol is not None:  # a hook's value obeys the marker's rules (0.05 or "5%")
@@ -237,8 +246,10 @@ class IreneSession:
         trace_on: str | None = None,
     ) -> EnergyTree:
         """Trace ``model(inputs)``, predict every node, compare with the baseline, record it."""
-        if not isinstance(label, str) or not label:
-            raise UsageError(f"irene(..., label=...): expected a non-empty string, got {label!r}")
+        if not isinstance(label, str) or not label or not label.isprintable():  # it heads report rows and
+            # JUnit properties: a newline or NUL would break them
+            raise UsageError(f"irene(..., label=...): expected a non-empty string of printable characters, "
+                             f"got {label!r:.80}")
         mine = self.item_records.setdefault(item.nodeid, [])
         if any(r.label == label for r in mine):
             raise UsageError(
