@@ -80,14 +80,20 @@ def test_json_names_the_intermediate_modules(example, capsys) -> None:
 def test_identical_runs_and_fail_on(example, capsys) -> None:
     code, out, _ = irene(capsys, example["base"], example["base"])
     assert code == 0 and " pass" in out and "0 failing" in out
-    assert irene(capsys, example["base"], example["wide"], "--fail-on", "none")[0] == 0
-    # a smaller model is not an increase, but it is a change: the call says "changed", not "fail"
+    code, out, _ = irene(capsys, example["base"], example["wide"], "--markdown")
+    assert code == 1 and "❌ **regression**" in out
+    # --fail-on decides the exit code, not what the change is: a costlier call stays costlier
+    code, out, _ = irene(capsys, example["base"], example["wide"], "--fail-on", "none", "--markdown")
+    assert code == 0 and "📈 costlier" in out and "📉" not in out and "❌" not in out
+    # a smaller model is not an increase, but it is a change: the call says "cheaper", not "fail"
     code, out, _ = irene(capsys, example["wide"], example["base"])
-    assert code == 0 and ") changed" in out and ") fail" not in out and "0 failing" in out
+    assert code == 0 and ") cheaper" in out and ") fail" not in out and "0 failing" in out
     code, out, _ = irene(capsys, example["wide"], example["base"], "--markdown")
-    assert code == 0 and "📉 changed" in out and "❌" not in out
+    assert code == 0 and "📉 cheaper" in out and "❌" not in out and "📈" not in out
     code, out, _ = irene(capsys, example["wide"], example["base"], "--fail-on", "any")
-    assert code == 1 and "REGRESSION" in out
+    assert code == 1 and "FAIL (CHEAPER)" in out and "REGRESSION" not in out
+    code, out, _ = irene(capsys, example["wide"], example["base"], "--fail-on", "any", "--markdown")
+    assert code == 1 and "❌ fail (📉 cheaper)" in out and "regression" not in out
     # a looser tolerance than the change lets it through
     assert irene(capsys, example["base"], example["wide"], "--tolerance", "1000%")[0] == 0
     code, _, err = irene(capsys, example["base"], example["wide"], "--fail-on", "sometimes")

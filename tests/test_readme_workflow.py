@@ -89,9 +89,22 @@ def test_the_workflow_s_commands_gate_a_regression_and_write_the_comment(
     assert (pytester.path / "junit.xml").is_file() and (pytester.path / "energy-run.json").is_file()
 
     capsys.readouterr()
-    assert main(command("irene", "pull_request", base=True)) == 0  # --fail-on none: the comment step never fails the job itself
+    assert main(command("irene", "pull_request", base=True)) == 1  # a regression: the step's shell accepts 1, not 2
+    (step,) = [s for s in steps() if str(s.get("run", "")).startswith("irene compare")]
+    assert step["run"].strip().endswith("> energy.md || [ $? -eq 1 ]")
     comment = capsys.readouterr().out
-    assert "test_tiny.py::test_tiny" in comment and "`block`" in comment
+    assert "test_tiny.py::test_tiny" in comment and "`block`" in comment and "❌ **regression**" in comment
+
+
+def test_the_accepted_increase_label_swaps_the_gate_for_the_committed_baselines() -> None:
+    """With the label, exactly one pytest step runs, and it does not compare with main's run."""
+    label = "contains(github.event.pull_request.labels.*.name, 'energy-increase-accepted')"
+    gates = [s for s in steps() if str(s.get("run", "")).startswith("pytest ") and "pull_request" in str(s["if"])]
+    assert len(gates) == 2
+    against_main, own = gates
+    assert f"!{label}" in against_main["if"] and "--irene-compare=base/" in against_main["run"]
+    assert f"|| {label}" in " ".join(own["if"].split()) and "--irene-compare" not in own["run"]
+    assert "labeled" in workflow()[True]["pull_request"]["types"]  # YAML 1.1 reads the key "on" as True
 
 
 def test_a_pull_request_before_main_has_an_energy_run(pytester: pytest.Pytester) -> None:

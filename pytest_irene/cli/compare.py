@@ -112,7 +112,8 @@ def text_lines(rc: RunComparison, fail_on: str, *, limit: int | None = None) -> 
 def _call_lines(call: CallChange, fail_on: str, limit: int | None) -> list[str]:
     comp = call.comparison
     assert comp is not None
-    verdict = "REGRESSION" if call.fails(fail_on) else call.status(fail_on)
+    verdict = call.verdict(fail_on)
+    verdict = verdict.upper() if call.fails(fail_on) else verdict
     lines = [
         f"{call.nodeid} [{call.label}]: {format_energy(call.base_total_j)} -> {format_energy(call.new_total_j)} "
         f"({format_change(call.change) if call.compared else 'not compared'}) {verdict}",

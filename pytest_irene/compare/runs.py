@@ -209,6 +209,13 @@ class CallChange:
         comp = self.comparison
         return [(r.old, r.new) for r in comp.renames] if comp is not None else []
 
+    @property
+    def costlier(self) -> bool:
+        """Whether a module moved up beyond the limits or a costly one appeared: a regression,
+        whatever ``--fail-on`` says (it decides the exit code, not what the change is)."""
+        comp = self.comparison
+        return comp is not None and any(counts_against(d.baseline_j, d.now_j, "increase") for d in comp.failed_modules)
+
     def fails(self, fail_on: str) -> bool:
         """Whether this call fails ``irene compare --fail-on``: ``increase`` (energy up beyond the
         limits: a module moved up or a costly module appeared) or ``any`` (any change beyond them,
@@ -217,19 +224,28 @@ class CallChange:
             return False
         if self.comparison is None:
             return fail_on == "any"
-        failed = self.comparison.failed_modules
         if fail_on == "any":
             return self.comparison.status == "fail"
-        return any(counts_against(d.baseline_j, d.now_j, "increase") for d in failed)
+        return self.costlier
 
     def status(self, fail_on: str) -> str:
         """The call's word under ``--fail-on``: ``fail`` only when it fails that rule; a change
-        the rule lets pass (a decrease under ``increase``) is ``changed``; else the comparison's."""
+        beyond the limits the rule lets pass is ``costlier`` or ``cheaper``; else the comparison's."""
         if self.comparison is None:
             return "base only" if self.new is None else "new only"
         if self.fails(fail_on):
             return "fail"
-        return "changed" if self.comparison.status == "fail" else self.comparison.status
+        if self.comparison.status == "fail":
+            return "costlier" if self.costlier else "cheaper"
+        return self.comparison.status
+
+    def verdict(self, fail_on: str) -> str:
+        """:meth:`status`, with a failing call's direction: ``regression`` when it is
+        :attr:`costlier`, ``fail (cheaper)`` when only ``--fail-on any`` fails a decrease."""
+        status = self.status(fail_on)
+        if status == "fail" and self.comparison is not None:
+            return "regression" if self.costlier else "fail (cheaper)"
+        return status
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -42,7 +42,10 @@ _STATUS_ICON = {
     "skipped": "⚠️ skipped",
     "saved": "💾 saved",
     "not saved": "❌ not saved",
-    "changed": "📉 changed",
+    "costlier": "📈 costlier",
+    "cheaper": "📉 cheaper",
+    "regression": "❌ **regression**",
+    "fail (cheaper)": "❌ fail (📉 cheaper)",
     "base only": "only in BASE",
     "new only": "only in NEW",
 }
@@ -191,7 +194,8 @@ def fit_report(first: CallsTable, rest: list[str], limit: int, *, unit: str, whe
 # -- the session summary --------------------------------------------------------------------
 
 #: Which rows a cut table keeps first: failing, then changed or not compared, then new.
-_RANK = {"fail": 0, "not saved": 0, "changed": 1, "skipped": 1, "base only": 1, "new only": 1, "new": 2}
+_RANK = {"fail": 0, "not saved": 0, "costlier": 1, "cheaper": 1, "skipped": 1, "base only": 1, "new only": 1,
+         "new": 2}
 RUN_FILE = "the run file (--irene-json)"
 COMPARE_JSON = "the output of irene compare --json"
 
@@ -335,7 +339,7 @@ def compare_table(rc: RunComparison, fail_on: str = "increase") -> CallsTable:
             format_energy(c.base_total_j) if c.base_total_j is not None else "-",
             format_energy(c.new_total_j) if c.new_total_j is not None else "-",
             format_change(c.change) if c.compared or c.comparison is None else "not compared",
-            ("**regression** " if c.fails(fail_on) else "") + _STATUS_ICON.get(c.status(fail_on), c.status(fail_on)),
+            _STATUS_ICON.get(c.verdict(fail_on), c.verdict(fail_on)),
         )
         for c in rc.calls
     ]
