@@ -48,7 +48,7 @@ def test_a_thousand_calls_still_get_a_table_with_the_failing_call_first() -> Non
     assert len(text) <= COMMENT_LIMIT_CHARS
     rows = table_rows(text)
     assert len(rows) > 300 and "test_case[700]" in rows[2] and "❌ fail" in rows[2]  # the failing call leads
-    assert re.search(r"\*\*Truncated:\*\* \d+ of 1000 calls are not listed \(GitHub's limit is 65280 chars", text)
+    assert re.search(r"\*\*Truncated:\*\* \d+ of 1000 calls are not listed \(the report is cut to 65280 chars for GitHub", text)
     assert "#### `tests/test_bert.py::test_case[700]` [default]" in text  # its failure section still fits
     small = session_markdown(records[:3])
     assert "Truncated" not in small and [r.split(" | ")[0] for r in table_rows(small)[2:]] == [
@@ -199,7 +199,13 @@ def test_step_summary_stays_within_github_s_limit(pytester: pytest.Pytester, mon
     summary.write_text("x" * (STEP_SUMMARY_LIMIT_BYTES - 20))
     result = run(pytester, "--irene-min-delta=0J")
     assert summary.stat().st_size == STEP_SUMMARY_LIMIT_BYTES - 20
-    result.stdout.fnmatch_lines([f"irene: GITHUB_STEP_SUMMARY already holds {STEP_SUMMARY_LIMIT_BYTES - 20} of GitHub's*"])
+    result.stdout.fnmatch_lines([f"irene: GITHUB_STEP_SUMMARY already holds {STEP_SUMMARY_LIMIT_BYTES - 20} of GitHub's*"
+                                 "not added; the full report is in the job log (the terminal summary)"])
+    # the run file is named as the checkout knows it, not by the runner's absolute path
+    summary.write_text("x" * (STEP_SUMMARY_LIMIT_BYTES - full + 200))
+    run(pytester, "--irene-min-delta=0J", f"--irene-json={pytester.path / 'out' / 'run.json'}")
+    text = summary.read_text()
+    assert "the full report is in the run file out/run.json (--irene-json)" in text and str(pytester.path) not in text
 
 
 def test_gating_against_a_run_of_another_pytest_irene_version_says_so(pytester: pytest.Pytester) -> None:

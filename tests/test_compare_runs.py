@@ -177,7 +177,7 @@ def test_markdown_is_truncated_within_the_limit_with_a_note() -> None:
     blocks = ["# head", *(f"block {i} " + "x" * 100 for i in range(50))]
     text = fit(blocks, 1000)
     assert len(text) <= 1000 and text.startswith("# head\n\nblock 0 ")
-    assert re.search(r"\*\*Truncated:\*\* \d+ of 51 sections are not shown \(GitHub's limit is 1000 chars\)", text)
+    assert re.search(r"\*\*Truncated:\*\* \d+ of 51 sections are not shown \(the report is cut to 1000 chars for GitHub\)", text)
     assert fit(blocks[:3], 1000) == "\n\n".join(blocks[:3]) + "\n"
     records = [bert_record(4096, nodeid=f"tests/test_bert.py::test_{i}", item_index=i) for i in range(400)]
     big = session_markdown(records, limit=20_000, unit="bytes")

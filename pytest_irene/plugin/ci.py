@@ -92,6 +92,15 @@ def annotation(record: CallRecord, rootdir: Path | None = None) -> str:
     return f"::error {','.join(props)}::{_escape_data(message)}"
 
 
+
+def _shown(path: Path, config: pytest.Config) -> str:
+    """``path`` as a reader of the PR comment knows it: relative to where pytest ran (the
+    checkout on CI), never the runner's absolute path; outside it, the file name."""
+    try:
+        return path.relative_to(config.invocation_params.dir).as_posix()
+    except ValueError:
+        return path.name
+
 class CiReporter:
     """Writes the CI outputs of one session; registered as the plugin ``irene_ci``."""
 
@@ -111,7 +120,8 @@ class CiReporter:
         self.records = list(records)
         notes = summary_notes(self.manager)
         json_path = self.manager.settings.json_path
-        where = f"the run file {json_path} (--irene-json)" if json_path is not None else "the job log (the terminal summary)"
+        where = (f"the run file {_shown(json_path, config)} (--irene-json)" if json_path is not None
+                 else "the job log (the terminal summary)")
         path = self.manager.settings.markdown_path
         if path is not None:  # written even with no wrapped call: an older file must not be posted
             from pytest_irene.outputs import OutputError, write_output
@@ -135,7 +145,7 @@ class CiReporter:
                 if not text:  # over GitHub's limit GitHub drops the whole step summary: add nothing
                     self.notes.append(
                         f"irene: GITHUB_STEP_SUMMARY already holds {used} of GitHub's {STEP_SUMMARY_LIMIT_BYTES} bytes "
-                        "for this step: the energy summary was not added (see the summary above)"
+                        f"for this step: the energy summary was not added; the full report is in {where}"
                     )
                     return
                 with target.open("a", encoding="utf-8") as handle:

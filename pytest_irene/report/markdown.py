@@ -103,13 +103,15 @@ def _size(text: str, unit: str) -> int:
     return len(text.encode("utf-8")) if unit == "bytes" else len(text)
 
 
-def fit(blocks: list[str], limit: int, *, unit: str = "chars", where: str = "the run file (--irene-json)") -> str:
+def fit(blocks: list[str], limit: int, *, unit: str = "chars", where: str = "the run file (--irene-json)",
+        report_limit: int | None = None) -> str:
     """Join ``blocks`` (blank line between) keeping as many leading blocks as fit in ``limit``.
 
     ``unit`` is ``chars`` or ``bytes`` (UTF-8). When blocks are left out, a note
-    says how many and where the full report is. The result never exceeds
-    ``limit``: with no room even for the note it is ``""``, since GitHub refuses
-    a whole step summary that is over its limit.
+    says how many, the size the whole report is held to (``report_limit``, default
+    ``limit``: the blocks may get only what a table above them left) and where the
+    full report is. The result never exceeds ``limit``: with no room even for the
+    note it is ``""``, since GitHub refuses a whole step summary that is over its limit.
     """
     text = "\n\n".join(blocks) + "\n"
     if _size(text, unit) <= limit:
@@ -118,7 +120,7 @@ def fit(blocks: list[str], limit: int, *, unit: str = "chars", where: str = "the
     for i, block in enumerate(blocks):
         note = (
             f"> **Truncated:** {len(blocks) - i} of {len(blocks)} sections are not shown "
-            f"(GitHub's limit is {limit} {unit}); the full report is in {where}."
+            f"(the report is cut to {report_limit or limit} {unit} for GitHub); the full report is in {where}."
         )
         candidate = "\n\n".join([*kept, block, note]) + "\n"
         if _size(candidate, unit) > limit:
@@ -145,16 +147,17 @@ class CallsTable:
         lines = self.head + table(self.header, self.rows if rows is None else rows, self.right)
         return "\n".join(lines + (["", note] if note else []))
 
-    def cut(self, limit: int, unit: str, where: str, github_limit: int | None = None) -> str:
+    def cut(self, limit: int, unit: str, where: str, report_limit: int | None = None) -> str:
         """The table within ``limit``: most important rows first, as many as fit, and a line
         saying how many rows were left out (``""`` when not even the head fits); the note
-        names ``github_limit`` (default ``limit``), the limit the user's report is held to."""
+        names ``report_limit`` (default ``limit``), the size the whole report is held to."""
         order = sorted(range(len(self.rows)), key=lambda i: (self.rank[i], i))
 
         def attempt(n: int) -> str:
             note = (
                 f"> **Truncated:** {len(self.rows) - n} of {len(self.rows)} calls are not listed "
-                f"(GitHub's limit is {github_limit or limit} {unit}; failing and changed calls are listed first); "
+                f"(the report is cut to {report_limit or limit} {unit} for GitHub; failing and changed calls are "
+                "listed first); "
                 f"the full report is in {where}."
             )
             return self.render([self.rows[i] for i in order[:n]], note)
@@ -187,7 +190,7 @@ def fit_report(first: CallsTable, rest: list[str], limit: int, *, unit: str, whe
     if not head:  # not even the table's heading fits: the note alone says where the report is
         return fit([first.render(), *rest], limit, unit=unit, where=where)
     room = limit - _size(head + "\n\n", unit)
-    tail = fit(rest, room, unit=unit, where=where) if rest and room > 0 else ""
+    tail = fit(rest, room, unit=unit, where=where, report_limit=limit) if rest and room > 0 else ""
     return head + ("\n\n" + tail if tail else "\n")
 
 
