@@ -235,3 +235,38 @@ def test_text_lists_the_first_module_lines_and_v_lists_them_all(example, capsys)
     assert f"  ... and {len(moved) - 2} more module line(s) (irene compare -v lists them all)" in cut
     _, out, _ = irene(capsys, example["base"], example["wide"], "-v")
     assert all(line in out.splitlines() for line in moved)
+
+
+def test_a_call_the_compared_run_had_and_this_run_dropped_is_named(pytester: pytest.Pytester) -> None:
+    """A removed test passes the gate unseen; a deselected one, or a file not collected, is not "removed"."""
+    from inner import run
+
+    pytester.makepyfile(test_two='''
+import torch
+
+def test_a(irene):
+    irene(torch.nn.Linear(8, 8), torch.randn(2, 8), label="enc")
+    irene(torch.nn.Linear(8, 8), torch.randn(2, 8), label="dec")
+
+def test_b(irene):
+    irene(torch.nn.Linear(8, 8), torch.randn(2, 8))
+''')
+    pytester.makepyfile(test_other='''
+import torch
+
+def test_c(irene):
+    irene(torch.nn.Linear(8, 8), torch.randn(2, 8))
+''')
+    run(pytester, "--irene-json=main.json").assert_outcomes(passed=3)
+    for args in (("-k", "test_a"), ("test_two.py",)):  # deselected, or another file not collected
+        assert "not made by this run" not in run(pytester, "--irene-compare=main.json", *args).stdout.str()
+    pytester.makepyfile(test_two='''
+import torch
+
+def test_a(irene):
+    irene(torch.nn.Linear(8, 8), torch.randn(2, 8), label="enc")
+''')
+    result = run(pytester, "--irene-compare=main.json")
+    result.assert_outcomes(passed=2)
+    assert ("main.json not made by this run (a removed or renamed test, or a call no longer made; nothing of theirs "
+            "is gated): test_two.py::test_a [dec], test_two.py::test_b [default]\n") in result.stdout.str()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from pytest_irene.compare.records import CallRecord
 from pytest_irene.compare.runfile import RunFile, git_commit
 from pytest_irene.compare.stale import stale_note
+from pytest_irene.report.failure import listed
 
 if TYPE_CHECKING:
     from pytest_irene.plugin.session import IreneSession
@@ -63,7 +64,7 @@ def summary_notes(manager: IreneSession) -> list[str]:
         notes.append("baselines unchanged")  # (pruning rewrote files: its own line says so)
     if manager.stale:
         notes.append(stale_note(manager.stale, pruned=bool(manager.pruned_files)))
-    notes += ungated_notes(manager) + repeated_notes(manager)
+    notes += ungated_notes(manager) + dropped_notes(manager) + repeated_notes(manager)
     if manager.settings.json_path is not None and not manager.report_errors:
         notes.append(f"irene: JSON report written to {manager.settings.json_path}")
     return notes
@@ -97,6 +98,28 @@ def ungated_notes(manager: IreneSession) -> list[str]:
             notes.append(f"irene: --irene-compare={where} was written by {made}, this is {__version__}: "
                          "a change can come from pytest-irene itself (tracing, features), not only from the code")
     return notes
+
+
+def dropped_notes(manager: IreneSession) -> list[str]:
+    """Say so when calls of the ``--irene-compare`` run are gone from this one: a removed or
+    renamed test, or a test that no longer makes a labelled call. No module of theirs can fail,
+    so a passing gate would hide them. Only tests of the files collected this session count, and
+    a test that exists but was deselected or did not pass is not taken as having dropped its calls."""
+    base = manager.base_run
+    if base is None or base.kind != "run":
+        return []
+    known, passed = manager.stale_tracker.known, manager.stale_tracker.passed
+    files = {nodeid.split("::", 1)[0] for nodeid in known}
+    made = {(r.nodeid, r.label) for r in manager.records}
+    dropped = sorted(
+        f"{nodeid} [{label}]" for nodeid, label in base.entries
+        if (nodeid, label) not in made and nodeid.split("::", 1)[0] in files
+        and (nodeid not in known or nodeid in passed)
+    )
+    if not dropped:
+        return []
+    return [f"irene: {len(dropped)} call(s) of {manager.settings.compare_path} not made by this run (a removed or "
+            f"renamed test, or a call no longer made; nothing of theirs is gated): {listed(dropped)}"]
 
 
 def repeated_notes(manager: IreneSession) -> list[str]:
