@@ -8,8 +8,10 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from models import assert_same_tree
 from pytest_irene.engine.architectures import example_inputs
 from pytest_irene.engine.factories import build_from_factory
 from pytest_irene.engine.tracing import trace
@@ -255,6 +257,55 @@ def test_cnn_tokens_are_positions_and_vision_leaves_cost_something() -> None:
         assert small[scope].level == "ml" and small[scope].features["flops"] > 0
         assert big[scope].features["flops"] == 4 * small[scope].features["flops"]
         assert big[scope].features["mem_bytes"] > small[scope].features["mem_bytes"]
+
+
+class _ModuleForm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.LayerNorm(8)
+        self.act = nn.GELU(approximate="tanh")
+        self.proj = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.act(self.norm(self.conv(x).permute(0, 2, 3, 1))))
+
+
+class _FunctionalForm(_ModuleForm):
+    """The same layers, written functionally on the modules' own weights (a hand-written stem)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv2d(x, self.conv.weight, self.conv.bias, padding=1).permute(0, 2, 3, 1)
+        y = F.gelu(F.layer_norm(y, (8,), self.norm.weight, self.norm.bias), approximate="tanh")
+        return torch.addmm(self.proj.bias, y.reshape(-1, 8), self.proj.weight.t()).reshape(*y.shape[:-1], 4)
+
+
+class _AddmmOfActivations(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(x[:, :1], x, x.t())
+
+
+def test_a_convolution_norm_or_gemm_written_functionally_is_the_leaf_its_module_would_be() -> None:
+    """``F.conv2d(x, self.weight)`` was glue: the glue model predicted it at 3.6x the ``nn.Conv2d`` form."""
+    from pytest_irene.pipeline import predict
+
+    x = torch.randn(2, 3, 16, 16)
+    modules, functional = trace(_ModuleForm(), x), trace(_FunctionalForm(), x)
+    leaves = {n.type: n for n in functional.walk() if n.level == "ml"}
+    assert [n.scope for n in functional.walk()][1:] == ["conv2d#0", "layer_norm#0", "gelu#0", "linear#0"]
+    for scope, kind in (("conv", "Conv2d"), ("norm", "LayerNorm"), ("act", "GELU")):
+        assert leaves[kind].features == modules[scope].features, kind
+    # addmm(bias, x, W.t()) is the Linear nn.Linear runs on 2-D rows (the bias fused; a 4-D Linear adds it)
+    assert leaves["Linear"].features["flops"] == 2 * (2 * 256) * 8 * 4
+    assert modules["proj"].features["flops"] == 2 * (2 * 256) * 8 * 4 + 2 * 256 * 4
+    assert leaves["Linear"].features["params"] == modules["proj"].features["params"] == 8 * 4 + 4
+    assert functional.root.features["flops"] == pytest.approx(modules.root.features["flops"], rel=0.01)
+    assert predict(_FunctionalForm(), x).total_j == pytest.approx(predict(_ModuleForm(), x).total_j, rel=0.02)
+    activations = trace(_AddmmOfActivations(), torch.randn(4, 8))  # no weight: a product of activations
+    assert [n.type for n in activations.walk()] == ["_AddmmOfActivations", "MatMul"]
+    assert_same_tree(functional, trace(_FunctionalForm(), x, device="cpu"))
+    nested = trace(nn.Sequential(nn.Conv2d(3, 8, 3), nn.LayerNorm(14)), x)  # the modules call F.conv2d themselves
+    assert [n.type for n in nested.walk()] == ["Sequential", "Conv2d", "LayerNorm"]
 
 
 def test_known_types_under_other_names_use_their_dataset_regressor() -> None:

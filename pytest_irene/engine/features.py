@@ -28,6 +28,8 @@ NewGELU (tanh approx.)    11·E                             19·u      (the 8 at
 ReLU                      1·E                              2·u
 Sigmoid / SiLU            4·E / 5·E                        2·u
 Conv1d/2d/3d              2·out·(C_in/groups·kernel)+bias  x + W + out
+F.conv*d, F.layer_norm,   as their modules (a module's own weights used functionally are the
+F.rms_norm, F.gelu        leaf the module form would be; inside such a module, no node)
 ScaledDotProductAttention the decomposition: two MatMuls, scale (1·E, 2·u), mask add when given
                           (1·E, 2·u), Softmax (5·E, 3·u), with E the attention-score elements
 ========================  ===============================  ==========================================
@@ -268,6 +270,9 @@ _BUILTIN: dict[str, Formula] = {
     "MatMul": _matmul_fn,
     "Einsum": _einsum_fn,
     "ScaledDotProductAttention": _sdpa_fn,
+    "LayerNormFn": _elementwise(8, 4),  # F.layer_norm, F.rms_norm, F.gelu: counted as their modules
+    "RMSNormFn": _elementwise(6, 4),
+    "GELUFn": _elementwise(6, 2),  # one fused op, as nn.GELU, for either approximation
     **NN_FORMULAS,
 }
 

@@ -22,6 +22,8 @@ Rotary embedding table   3·E over cos and sin (outer product  2·u
 LSTM / GRU / RNN         2·rows·Σ weights + 4·rows·gates     x + out + weights
                          (rows = steps × batch)
 torch._scaled_mm (fp8)   2·M·K·N (bias fused)                every operand (fp8: 1 byte) + out
+F.conv1d/2d/3d           as Conv1d/2d/3d, from the weight    x + W + out
+                         argument (+ bias when given)
 =======================  ==================================  ===========================
 """
 
@@ -156,6 +158,20 @@ def scaled_mm(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
     return {"flops": flops, "mem_bytes": sum(nbytes(t) for t in ts) + nbytes(out)}
 
 
+def conv_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    """``F.conv2d(x, W, b, ...)`` outside a ``Conv2d`` module (a hand-written stem, Mamba's slow
+    path): the module's count, ``2·out·(C_in/groups·kernel)`` (+ the bias add), x + W + out bytes."""
+    ts = tensors(list(inputs))
+    outs = tensors(output)
+    if len(ts) < 2 or not outs:
+        return dict(_ZERO)
+    x, weight, out = ts[0], ts[1], outs[0]
+    flops = 2.0 * out.numel() * math.prod(weight.shape[1:])
+    if len(ts) >= 3:  # a bias tensor (the other arguments are ints and tuples)
+        flops += out.numel()
+    return {"flops": flops, "mem_bytes": nbytes(x) + nbytes(weight) + nbytes(out)}
+
+
 #: Elementwise flops per gate element and time step of a recurrent cell (bias adds, the gate's
 #: activation, the state update), on top of its matrix products.
 RNN_GATE_FLOPS = 4.0
@@ -213,6 +229,7 @@ NN_FORMULAS: dict[str, Any] = {
     "RNN": recurrent,
     "LinearFn": linear_fn,  # the functional primitive F.linear (the tracer names its node type Linear)
     "ScaledMM": scaled_mm,  # torch._scaled_mm, the fp8 GEMM (the tracer names its node type Linear)
+    "ConvFn": conv_fn,  # F.conv1d/2d/3d (node types Conv1d/2d/3d)
 }
 
 

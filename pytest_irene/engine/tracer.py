@@ -70,15 +70,36 @@ def skipped(module: nn.Module) -> bool:
     return isinstance(module, SKIPPED_TYPES) or type(module).__name__.endswith(_STOCHASTIC_DEPTH_SUFFIXES)
 
 
+_ADDMM = (torch.addmm, torch.Tensor.addmm)
+
+
+def is_weight(value: Any) -> bool:
+    """A parameter, or a view of one (``self.weight.t()`` is a plain tensor whose base is the parameter)."""
+    return isinstance(value, nn.Parameter) or isinstance(getattr(value, "_base", None), nn.Parameter)
+
+
 def _functional_table() -> dict[Any, tuple[str, str, str]]:
     """torch callables that are functional primitives -> (node type, scope suffix, formula name).
 
     ``einsum`` is a ``MatMul`` like the others (IrEne's primitive), counted with its own formula.
+    A convolution, norm or GELU written functionally on a module's own weights
+    (``F.conv2d(x, self.weight)``, ``F.layer_norm``) is the leaf its module form would be: as glue
+    its work was predicted by the glue model, several times the leaf's energy for a convolution.
+    Inside a module that is itself a leaf (``nn.Conv2d`` calls ``F.conv2d``) none of them is a node.
     """
+    functional = torch.nn.functional
     table: dict[Any, tuple[str, str, str]] = {}
     for fn in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,
                torch.bmm, torch.Tensor.bmm, torch.mm, torch.Tensor.mm, torch.baddbmm, torch.Tensor.baddbmm):
         table[fn] = ("MatMul", "matmul", "MatMul")
+    for fn in _ADDMM:  # a Linear on 2-D rows when a weight is an operand (see Tracer.functional)
+        table[fn] = ("MatMul", "matmul", "MatMul")
+    for dims in (1, 2, 3):
+        table[getattr(functional, f"conv{dims}d")] = (f"Conv{dims}d", f"conv{dims}d", "ConvFn")
+    table[functional.layer_norm] = ("LayerNorm", "layer_norm", "LayerNormFn")
+    if hasattr(functional, "rms_norm"):  # torch >= 2.4
+        table[functional.rms_norm] = ("RMSNorm", "rms_norm", "RMSNormFn")
+    table[functional.gelu] = ("GELU", "gelu", "GELUFn")
     table[torch.einsum] = ("MatMul", "matmul", "Einsum")
     for fn in (torch.softmax, torch.nn.functional.softmax, torch.Tensor.softmax):
         table[fn] = ("Softmax", "softmax", "Softmax")
@@ -258,6 +279,8 @@ class Tracer:
         if kind is None or top is None or top.skip or top.formula is not None or top.node is None:
             return func(*args, **kwargs)
         type_name, suffix, formula_name = kind
+        if func in _ADDMM and any(is_weight(a) for a in args[1:3]):  # addmm(bias, x, W): what nn.Linear
+            type_name, suffix = "Linear", "linear"  # runs on 2-D rows, counted by the same 2·M·K·N
         scope = self.functional_scope(top, suffix)
         formula = F_.formula_by_name(formula_name)
         node = top.node.add_child(EnergyNode(scope=scope, type=type_name, level="ml"))
@@ -406,14 +429,18 @@ class DispatchMode(TorchDispatchMode):
         return out
 
 
+#: Functional leaves that combine activations only: no parameters of their own.
+_ACTIVATION_PRODUCTS = ("MatMul", "Softmax", "ScaledDotProductAttention")
+
+
 def _functional_params(type_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
-    """Parameters of a functional leaf: ``F.linear(x, W, b)``'s weight and bias when they are
-    parameters (a MoE router, a hand-written layer), as a ``Linear`` module leaf counts its own;
-    it had none, so the leaf looked weightless to the regressor. Products of activations
-    (``MatMul``, ``Softmax``, SDPA) have none."""
-    if type_name != "Linear":
+    """Parameters of a functional leaf: ``F.linear(x, W, b)``'s (or ``F.conv2d``'s, ``F.layer_norm``'s)
+    weight and bias when they are parameters (a MoE router, a hand-written layer), as the module
+    leaf counts its own; it had none, so the leaf looked weightless to the regressor. Products of
+    activations (``MatMul``, ``Softmax``, SDPA) have none."""
+    if type_name in _ACTIVATION_PRODUCTS:
         return 0.0
-    weights = [v for v in (*args[1:], *kwargs.values()) if isinstance(v, nn.Parameter)]
+    weights = [v for v in (*args, *kwargs.values()) if is_weight(v)]
     return float(sum(w.numel() for w in weights))
 
 
