@@ -144,6 +144,32 @@ def test_shared_module_called_twice_gets_distinct_scopes() -> None:
     assert [n.scope for n in tree.root.children] == ["fc", "fc#1"]
 
 
+def test_a_module_called_twice_numbers_its_module_and_functional_children_alike() -> None:
+    """Its second call's ``fc`` was ``head.fc#1`` but its matmul ``head#1.matmul#0``."""
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return torch.softmax(self.fc(x) @ x.transpose(-1, -2), -1)
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = Head()
+
+        def forward(self, x):
+            return self.head(x) + self.head(x)
+
+    tree = trace(Twice(), torch.randn(2, 4, 8))
+    assert [(n.scope, [c.scope for c in n.children]) for n in tree.root.children] == [
+        ("head", ["head.fc", "head.matmul#0", "head.softmax#0"]),
+        ("head#1", ["head.fc#1", "head.matmul#1", "head.softmax#1"]),
+    ]
+
+
 def test_shared_activation_takes_the_path_under_its_caller() -> None:
     act = nn.Tanh()
 

@@ -117,7 +117,7 @@ _FUNCTIONAL = _functional_table()
 class _Frame:
     """One active node during the forward call."""
 
-    __slots__ = ("node", "formula", "flops", "mem", "skip", "suffixes", "routing", "module")
+    __slots__ = ("node", "formula", "flops", "mem", "skip", "path", "routing", "module")
 
     def __init__(self, node: EnergyNode | None, formula: Any = None, skip: bool = False,
                  module: nn.Module | None = None):
@@ -127,7 +127,7 @@ class _Frame:
         self.skip = skip  # a module called inside a leaf, or a Dropout: no node
         self.flops = 0.0  # glue charged to this node itself
         self.mem = 0.0
-        self.suffixes: dict[str, int] = {}
+        self.path = ""  # the module's name before a repeated call's "#n" (functional leaves are named under it)
         self.routing: moe.ExpectedRouting | None = None  # a list-of-experts block traced on meta
 
 
@@ -150,6 +150,7 @@ class Tracer:
         self.params: dict[int, float] = {}
         self.element_bytes: dict[int, int] = {}  # id(node) -> element size of its result (dtype)
         self.root_node: EnergyNode | None = None
+        self.functional_counts: dict[str, int] = {}  # "head.matmul" -> functional leaves named so far
         #: modules storing low-precision weights (int8, fp8, torch-quantized) -> those weights; found
         #: once, so that an fp32 model (none) pays nothing per node
         self.low_precision = {m: w for m in scopes if (w := stored_low_precision(m))}
@@ -183,10 +184,12 @@ class Tracer:
         return scope if n == 0 else f"{scope}#{n}"
 
     def functional_scope(self, parent: _Frame, suffix: str) -> str:
-        i = parent.suffixes.get(suffix, 0)
-        parent.suffixes[suffix] = i + 1
-        base = parent.node.scope if parent.node is not None else ""
-        return join_scope(base, f"{suffix}#{i}")
+        """``head.matmul#0``, ``#1``...: numbered over every call of the module, as its module children are
+        (a second call of ``head`` names its children ``head.fc#1`` and ``head.matmul#2``, not ``head#1.matmul#0``)."""
+        key = join_scope(parent.path, suffix)
+        i = self.functional_counts.get(key, 0)
+        self.functional_counts[key] = i + 1
+        return f"{key}#{i}"
 
     # -- module hooks -----------------------------------------------------------------
     def pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -214,6 +217,7 @@ class Tracer:
         if top is not None and top.node is not None:
             top.node.add_child(node)
         frame = _Frame(node, formula, module=module)
+        frame.path = name
         experts = moe.experts_in_block(module) if self.on_meta and formula is None else None
         if experts is not None:
             frame.routing = moe.ExpectedRouting(experts)
