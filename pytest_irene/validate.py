@@ -27,6 +27,21 @@ def is_finite_number(value: Any) -> bool:
         return False
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names one field twice (``json`` would keep the last value silently)."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for files users hand-edit (model files, baselines): a field named
+    twice is a :class:`DuplicateKeyError` (its message: the field), not a silent last-value-wins."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(key)
+        out[key] = value
+    return out
+
+
 def check(cond: bool, what: str) -> None:
     """Raise ``ModelFileError(what)`` unless ``cond``."""
     if not cond:

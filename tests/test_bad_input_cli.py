@@ -92,6 +92,15 @@ def test_an_integer_beyond_a_float_is_a_dataset_error_not_an_overflow(capsys, tm
         assert re.search(r"big.jsonl:1: field 'root[^']*flops': expected a finite number, got 10{59}$", err.strip()), err
 
 
+def test_a_field_named_twice_in_a_dataset_line_is_named(tmp_path: Path, two_trees: list) -> None:
+    path = tmp_path / "twice.jsonl"
+    write_dataset(path, two_trees[:1])
+    line = path.read_text().strip()
+    path.write_text(line[:-1] + ', "batch_size": 64}\n')  # json would keep the last value silently
+    with pytest.raises(DatasetError, match=r"twice.jsonl:1: field batch_size named twice in one JSON object"):
+        load_dataset(path)
+
+
 def test_a_tree_measured_at_0_j_is_left_out_of_training_naming_it(capsys, tmp_path: Path, two_trees: list) -> None:
     """A failed reading: the fits take log energies (the model file was NaN, then not written)."""
     path = tmp_path / "zero.jsonl"

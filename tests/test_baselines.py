@@ -175,6 +175,7 @@ def test_save_keeps_other_tests_entries(tmp_path: Path) -> None:
         ("[1, 2]", "not a pytest-irene baseline file"),
         ('{"format": "irene-baselines/1", "tests": {"m.py::a": {"default": {"profile": 1}}}}', "profile"),
         ('{"format": "irene-baselines/9", "tests": {}}', "newer than this pytest-irene reads .*upgrade pytest-irene"),
+        ('{"format": "irene-baselines/2", "tests": {"m.py::a": {}, "m.py::a": {}}}', "m.py::a is named twice"),
         ('{"format": "irene-baselines/2", "tests": {"m.py::a": {"default": {"profile": "p", "features": "model", '
          '"model_name": "M", "inputs": {"batch_size": -8}, "modules": {}, "root": {"type": "M", "energy_j": 1}}}}}',
          r"inputs: expected an object of integers >= 0, got \{'batch_size': -8\}"),

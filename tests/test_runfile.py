@@ -122,6 +122,7 @@ def test_version_1_run_files_are_read(tmp_path: Path) -> None:
         ('[1, 2]', "found 'list'"),
         ('{"format": "irene-run/2", "records": {}}', "records: expected a list"),
         ('{"format": "irene-run/2", "records": [{"nodeid": 3}]}', "records[0].nodeid: expected a string"),
+        ('{"format": "irene-run/2", "records": [], "records": []}', "field records named twice"),
     ],
 )
 def test_corrupt_run_files_are_named(tmp_path: Path, text: str, message: str) -> None:

@@ -41,7 +41,7 @@ from typing import Any
 
 from pytest_irene.errors import IreneError
 from pytest_irene.engine.tree import EnergyTree, scope_label
-from pytest_irene.validate import is_finite_number
+from pytest_irene.validate import DuplicateKeyError, is_finite_number, unique_keys
 
 FORMAT = "irene-baselines/2"
 #: Formats this version reads: ``/1`` entries stored non-leaf modules only.
@@ -265,7 +265,10 @@ def parse_document(p: Path) -> tuple[dict[str, Any], dict[str, dict[str, Baselin
     except (OSError, UnicodeDecodeError) as exc:
         raise BaselineError(f"{p}: cannot read baseline file: {exc}") from exc
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, object_pairs_hook=unique_keys)
+    except DuplicateKeyError as exc:
+        raise BaselineError(f"{p}: {exc} is named twice in one JSON object (which value is meant?); fix the "
+                            "file, or delete it and run with --irene-save") from None
     except (json.JSONDecodeError, RecursionError) as exc:
         where = f" at line {exc.lineno}, column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else ": nested too deep"
         raise BaselineError(

@@ -33,6 +33,7 @@ from typing import Any
 from pytest_irene.atomic import atomic_write_text
 from pytest_irene.compare.records import CallRecord, RecordError, record_from_dict, record_to_dict
 from pytest_irene.engine.dataset import MAX_DEPTH
+from pytest_irene.validate import DuplicateKeyError, unique_keys
 
 RUN_FORMAT = "irene-run/2"
 READABLE_FORMATS: tuple[str, ...] = ("irene-run/1", RUN_FORMAT)
@@ -142,11 +143,13 @@ def read_run_file(path: str | os.PathLike[str]) -> RunFile:
             "(an artifact that did not download, or a shell redirect that failed, leaves one)"
         )
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise RunFileError(
             f"{p}: corrupt run file (invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
+    except DuplicateKeyError as exc:
+        raise RunFileError(f"{p}: field {exc} named twice in one JSON object (which value is meant?)") from None
     except RecursionError:  # the parser recurses per nesting level: a tree some 450 modules deep
         raise RunFileError(
             f"{p}: run file nested too deep to read (a tree over {MAX_DEPTH} levels deep is not a model tree "

@@ -18,7 +18,7 @@ from pytest_irene.engine.dataset import FINGERPRINT_HEX_DIGITS
 from pytest_irene.engine.feature_sets import FEATURE_SETS
 from pytest_irene.engine.predict.profiles import MODEL_FORMAT, SCHEMA_VERSION
 from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, ENERGY_SCOPES
-from pytest_irene.validate import hardware_problem
+from pytest_irene.validate import DuplicateKeyError, hardware_problem, unique_keys
 
 
 def writer_name() -> str:
@@ -42,19 +42,6 @@ _BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 _UTF8_BOM = b"\xef\xbb\xbf"
 _TOO_DEEP = "JSON nested too deeply to read; expected an energy model file written by 'irene train'"
-
-
-class _DuplicateKey(ValueError):
-    """A JSON object names one field twice (``json`` would keep the last value silently)."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
 
 
 def read_json(path: Path) -> Any:
@@ -84,13 +71,13 @@ def read_json(path: Path) -> Any:
             "expected an energy model JSON file written by 'irene train' (save it as UTF-8)"
         ) from None
     try:
-        obj = json.loads(text, object_pairs_hook=_unique_keys)
+        obj = json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise _error(
             source, None, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
             "expected an energy model file written by 'irene train'"
         ) from None
-    except _DuplicateKey as exc:
+    except DuplicateKeyError as exc:
         raise _error(
             source, str(exc), "named twice in one JSON object; expected each field once (which value is meant?)"
         ) from None
