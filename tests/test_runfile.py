@@ -42,7 +42,7 @@ def test_run_file_describes_machine_commit_version_and_settings(pytester: pytest
     (record,) = doc["records"]
     assert record["tolerance"] == 0.07 and record["feature_mode_reason"].startswith("model")
     lines = (pytester.path / "test_tiny.py").read_text().splitlines()
-    assert record["test_file"] == "test_tiny.py" and lines[record["test_line"] - 1].startswith("def test_tiny(")
+    assert record["test_file"] == "test_tiny.py" and lines[record["test_line"] - 1].strip().startswith("tree = irene(")
     assert "extra" not in record
 
     back = read_run_file(pytester.path / "run.json")

@@ -71,7 +71,8 @@ class CallRecord:
     test_file: str = ""
     """Source file of the test, relative to the rootdir when inside it (for CI annotations)."""
     test_line: int | None = None
-    """1-based line of the test function in ``test_file``; ``None`` when unknown."""
+    """1-based line in ``test_file`` of the ``irene(...)`` call (of the test function when the call was
+    made from another file, a helper's); ``None`` when unknown."""
 
     @property
     def failed(self) -> bool:

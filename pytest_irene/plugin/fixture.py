@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -44,10 +46,12 @@ class IreneFixture:
     ) -> EnergyTree:
         """``max_new_tokens=N``: the whole generation (:func:`pytest_irene.trace_generate`);
         ``device="cpu"``: trace with real values (data-dependent code), overriding the marker and ``--irene-device``."""
+        caller = sys._getframe(1)  # the line of this call: where a CI annotation of a regression points
+        in_test = os.path.abspath(caller.f_code.co_filename) == os.path.abspath(str(self._item.path))
         try:
             return self._manager.wrapped_call(
                 self._item, model, inputs, label, batch_size=batch_size, seq_len=seq_len, model_name=model_name,
-                max_new_tokens=max_new_tokens, trace_on=device,
+                max_new_tokens=max_new_tokens, trace_on=device, call_line=caller.f_lineno if in_test else None,
             )
         except TraceError as exc:
             surfaced = model_exception(exc)

@@ -244,8 +244,10 @@ class IreneSession:
         model_name: str | None = None,
         max_new_tokens: int | None = None,
         trace_on: str | None = None,
+        call_line: int | None = None,
     ) -> EnergyTree:
-        """Trace ``model(inputs)``, predict every node, compare with the baseline, record it."""
+        """Trace ``model(inputs)``, predict every node, compare with the baseline, record it
+        (``call_line``: the test file's line that made the call, else the test's own line is recorded)."""
         if not isinstance(label, str) or not label or not label.isprintable():  # it heads report rows and
             # JUnit properties: a newline or NUL would break them
             raise UsageError(f"irene(..., label=...): expected a non-empty string of printable characters, "
@@ -300,7 +302,7 @@ class IreneSession:
             )
         budget = check_budget(tree, budget_j)
         test_file, line0, _ = item.location
-        test_line = line0 + 1 if isinstance(line0, int) else None
+        test_line = call_line if call_line is not None else (line0 + 1 if isinstance(line0, int) else None)
         record = CallRecord(
             nodeid=item.nodeid,
             label=label,
