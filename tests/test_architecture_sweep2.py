@@ -40,6 +40,24 @@ _CLAP_AUDIO = dict(hidden_size=E, patch_embeds_hidden_size=16, depths=[1, 1], nu
 # -- example inputs of audio models: what their forward reads ----------------------------------------
 
 
+def test_example_inputs_of_siglip2_are_its_patches_mask_and_grid() -> None:
+    """SigLIP 2 (NaFlex) reads flattened patches, their mask and the grid: given an image it failed
+    with "missing 2 required positional arguments: 'pixel_attention_mask' and 'spatial_shapes'"."""
+    from transformers import Siglip2VisionConfig, Siglip2VisionModel
+
+    config = Siglip2VisionConfig(hidden_size=E, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                 num_patches=16, patch_size=4)
+    model = Siglip2VisionModel(config).eval()
+    inputs = example_inputs(model, 2, 8)
+    assert _shapes(inputs) == {"pixel_values": (2, 16, 3 * 4 * 4), "pixel_attention_mask": (2, 16),
+                               "spatial_shapes": (2, 2)}
+    assert inputs["spatial_shapes"].tolist() == [[4, 4], [4, 4]]
+    on_meta, on_cpu = trace(model, inputs), trace(model, example_inputs(model, 2, 8, device="cpu"), device="cpu")
+    assert (on_meta.batch_size, on_meta.seq_len) == (on_cpu.batch_size, on_cpu.seq_len) == (2, 16)
+    # the all-ones patch mask: applied on meta, as the documented SDPA assumption, skipped by the CPU
+    assert on_meta.root.features["flops"] == pytest.approx(on_cpu.root.features["flops"], rel=0.005)
+
+
 def test_example_inputs_of_ast_are_its_spectrogram() -> None:
     """AST's ``input_values`` are ``(batch, frames, mel bins)``: given a (batch, samples) waveform it failed
     with "IndexError: Dimension out of range" in its patch embedding."""

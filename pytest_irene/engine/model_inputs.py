@@ -7,7 +7,8 @@ explorer) reads something else: given ``input_ids`` a ViT fails deep in its forw
 decides here, with the sizes taken from its config:
 
 * ``pixel_values``: ``(batch, num_channels, image_size, image_size)``; a dual encoder (CLIP,
-  SigLIP) gets them beside its ids; a model that also reads a ``pixel_mask`` (DETR and the other
+  SigLIP) gets them beside its ids; a NaFlex tower (SigLIP 2) gets its flattened patches, their
+  mask and grid sizes; a model that also reads a ``pixel_mask`` (DETR and the other
   detectors) gets one with the last image's bottom half padded, as a detection processor pads
   images of uneven sizes to one batch: like the ids' one padded position, it makes the model apply
   its attention mask on a real device as the meta trace assumes (with no pixel mask, DETR's
@@ -65,6 +66,22 @@ def _pixels(cfg: dict[str, Any], batch_size: int, dev: torch.device) -> torch.Te
     side = _side(vision.get("image_size"))
     channels = int(vision.get("num_channels") or 3)
     return _noise((batch_size, channels, side, side), dev)
+
+
+def _patches(cfg: dict[str, Any], batch_size: int, dev: torch.device) -> dict[str, torch.Tensor]:
+    """A NaFlex vision tower's inputs (SigLIP 2: its forward takes ``spatial_shapes``): the image
+    as ``num_patches`` flattened patches ``(batch, patches, channels·patch²)``, every patch real
+    in ``pixel_attention_mask``, and a square grid in ``spatial_shapes``, kept on the CPU: the model
+    reads those sizes as numbers (to resize its position table), which a meta tensor has not."""
+    vision = cfg.get("vision_config") if isinstance(cfg.get("vision_config"), dict) else cfg
+    patches = int(vision.get("num_patches") or 256)
+    patch, channels = int(vision.get("patch_size") or 16), int(vision.get("num_channels") or 3)
+    side = math.isqrt(patches)
+    return {
+        "pixel_values": _noise((batch_size, side * side, channels * patch * patch), dev),
+        "pixel_attention_mask": torch.ones((batch_size, side * side), dtype=torch.long, device=dev),
+        "spatial_shapes": torch.tensor([[side, side]] * batch_size, dtype=torch.long),
+    }
 
 
 def _pixel_mask(pixels: torch.Tensor) -> torch.Tensor:
@@ -133,6 +150,8 @@ def other_inputs(model: Any, cfg: dict[str, Any], batch_size: int, seq_len: int,
     params = forward_params(model)
     out: dict[str, torch.Tensor] = {}
     if main == "pixel_values" or ("pixel_values" in params and _dual_encoder(model, cfg)):
+        if {"spatial_shapes", "pixel_attention_mask"} <= params:
+            return _patches(cfg, batch_size, dev)
         out["pixel_values"] = _pixels(cfg, batch_size, dev)
         if "pixel_mask" in params:
             out["pixel_mask"] = _pixel_mask(out["pixel_values"])
