@@ -180,3 +180,22 @@ def test_sweep_cli_compact_variants(tmp_path: Path) -> None:
 def test_sweep_cli_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_factory_that_ignores_the_requested_size_is_refused_not_relabelled(tmp_path: Path) -> None:
+    """Its every point was the same computation under another label, with energies that moved with
+    the label (the sizes were forced onto the tree); irene predict read the inputs' real size."""
+    from pytest_irene.explorer.app import create_app
+    from pytest_irene.explorer.params import RequestError
+
+    fixed = tmp_path / "fixed_factory.py"
+    fixed.write_text("import torch\n\ndef make():\n    return torch.nn.Linear(16, 16), torch.randn(1, 8, 16)\n")
+    spec = resolve_model(f"{fixed}:make")
+    profile = bundled_profiles()[0]
+    assert run_sweep([spec], [1], [8], profile).points[0].total_j > 0  # its own size is fine
+    with pytest.raises(RequestError, match=r"takes no batch_size or seq_len parameter and builds inputs of batch 1 "
+                       r"x sequence 8: it cannot be predicted at batch size 1, sequence length 16"):
+        run_sweep([spec], [1, 2], [8, 16], profile)
+    client = create_app({"allowed_modules": [f"{fixed}:make"]}).test_client()
+    resp = client.get("/api/energy", query_string={"model": f"{fixed}:make", "batch_size": 2, "seq_len": 16})
+    assert resp.status_code == 400 and "give the factory batch_size and seq_len parameters" in resp.get_json()["error"]

@@ -103,6 +103,15 @@ def _import_failed(ref: str, where: str, exc: Exception) -> UsageError:
     return UsageError(f"{ref!r}: cannot import {where}: {type(exc).__name__}{at}" + (f": {message}" if message else ""))
 
 
+def size_parameters(factory: Any) -> set[str]:
+    """Which of ``batch_size``/``seq_len`` the factory takes (it is given those it names)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return set()
+    return {"batch_size", "seq_len"} & set(params)
+
+
 def build_from_factory(ref: str, batch_size: int, seq_len: int, *, device: str = "meta") -> tuple[Any, Any]:
     """``(model, inputs)`` on ``device`` from the factory ``ref``, following the convention above.
 
@@ -111,10 +120,7 @@ def build_from_factory(ref: str, batch_size: int, seq_len: int, *, device: str =
     import torch
 
     factory = load_factory(ref)
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        params = {}  # type: ignore[assignment]
+    params = size_parameters(factory)
     kwargs = {k: v for k, v in (("batch_size", batch_size), ("seq_len", seq_len)) if k in params}
     with torch.device(device):
         try:

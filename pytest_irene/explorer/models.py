@@ -75,15 +75,27 @@ class ModelSpec:
 
             model = build_model(self.architecture, device=device, **dict(self.overrides))
             inputs = example_inputs(model, batch_size, seq_len, device=device)
+            sizes: dict[str, int] = {"batch_size": batch_size, "seq_len": seq_len}
         else:
             assert self.factory is not None
+            from pytest_irene.engine.factories import load_factory, size_parameters
+
             model, inputs = build_from_factory(self.factory, batch_size, seq_len, device=device)
+            sizes = {}  # read from the inputs, as irene predict reads them (a ViT's tokens are its patches)
         try:
-            return trace(model, inputs, batch_size=batch_size, seq_len=seq_len, device=device, model_name=self.name)
+            tree = trace(model, inputs, device=device, model_name=self.name, **sizes)
         except RequestError:
             raise
         except UsageError as exc:
             raise RequestError(f"{self.name} at batch size {batch_size}, sequence length {seq_len}: {exc}") from None
+        ignored = (tree.batch_size, tree.seq_len) != (batch_size, seq_len)
+        if self.factory is not None and ignored and not size_parameters(load_factory(self.factory)):
+            raise RequestError(
+                f"{self.name} takes no batch_size or seq_len parameter and builds inputs of batch {tree.batch_size} "
+                f"x sequence {tree.seq_len}: it cannot be predicted at batch size {batch_size}, sequence length "
+                f"{seq_len}; give the factory batch_size and seq_len parameters"
+            )
+        return tree
 
 
 #: ``L=``/``H=`` values: ASCII digits only, as :func:`~.params.parse_int` (``int()`` also takes ``１`` or ``1_0``).
