@@ -191,6 +191,22 @@ def test_large_reports_draw_trees_on_demand(page, tmp_path: Path) -> None:
     assert page.locator("#call-7 .row[data-scope='act']").is_visible()
 
 
+def test_modules_named_like_object_members_get_no_baseline_badge(page, tmp_path: Path) -> None:
+    """``ctx.deltas["constructor"]`` found ``Object.prototype.constructor``: a "new" badge without a baseline."""
+    from pytest_irene.explorer.html import write_report
+    from pytest_irene.engine.tree import EnergyNode, EnergyTree
+
+    root = EnergyNode("", "Tiny", "model", {"flops": 3.0}, predicted_energy_j=1.0)
+    for name in ("constructor", "valueOf", "__proto__"):
+        root.add_child(EnergyNode(name, "Linear", "ml", {"flops": 1.0}, predicted_energy_j=0.3))
+    out = tmp_path / "members.html"
+    write_report(out, [EnergyTree(root, model_name="tiny", batch_size=1, seq_len=4)])
+    page.goto(out.as_uri())
+    for name in ("constructor", "valueOf", "__proto__"):
+        assert page.locator(f".row[data-scope='{name}']").is_visible()
+    assert page.locator(".delta").count() == 0
+
+
 def test_report_badges_totals_and_marks_read_as_the_terminal(page, tmp_path: Path) -> None:
     """A call over budget was badged "pass", a generation said "per forward pass", extrapolation
     was shown only inside a drawn call, and a malformed ``#%`` link threw a URIError."""

@@ -47,7 +47,14 @@
     ["gpu_energy_j", "GPU energy (NVML)", fmtJ],
     ["cpu_energy_j", "CPU energy (RAPL)", fmtJ]
   ];
-  var KNOWN = {};
+  /* A map keyed by names from the page's data (scopes, feature names): no prototype, so a module
+   * named "constructor" or "__proto__" finds nothing that is not its own. */
+  function ownMap(obj) {
+    var out = Object.create(null);
+    if (obj) Object.keys(obj).forEach(function (k) { out[k] = obj[k]; });
+    return out;
+  }
+  var KNOWN = ownMap(null);
   FEATURES.forEach(function (f) { KNOWN[f[0]] = true; });
 
   /* Colour of a share of the root's energy: pale yellow (0) to red (1), sqrt-scaled so
@@ -232,7 +239,7 @@
   /* Render one call view (see pytest_irene/explorer/payload.py) into a <section>. */
   function renderCall(call) {
     var root = call.tree.root;
-    var ctx = { call: call, source: call.source, total: call.total_j, deltas: call.deltas || {}, byScope: {} };
+    var ctx = { call: call, source: call.source, total: call.total_j, deltas: ownMap(call.deltas), byScope: ownMap(null) };
     var section = h("section", { cls: "call" + (call.failed ? " failed" : ""), id: call.id, "data-model": call.model_name });
     var meta = [call.model_name, "batch " + call.batch_size, "seq " + call.seq_len];
     if (call.profile) meta.push("profile " + call.profile);
