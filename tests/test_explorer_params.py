@@ -74,3 +74,17 @@ def test_parse_int_limits() -> None:
         with pytest.raises(ParameterError, match=why) as info:
             parse_int(bad, "batch_size", maximum=32)
         assert info.value.parameter == "batch_size"
+
+
+def test_an_integer_of_thousands_of_digits_is_a_parameter_error_not_int_s_valueerror() -> None:
+    """``int()`` refuses strings past 4300 digits: the web app answered 500, the CLI a traceback."""
+    from pytest_irene.explorer.models import resolve_model
+
+    big = "9" * 5000
+    with pytest.raises(ParameterError, match=r"batch_size: must be at most 32, got a 5000-digit number"):
+        parse_int(big, "batch_size", maximum=32)
+    with pytest.raises(ParameterError, match=r"seq_lens: must be at most 64, got a 5000-digit number"):
+        parse_int_list(f"8,{big}", "seq_lens", maximum=64)
+    with pytest.raises(ParameterError, match=r"model: .*as integers of a sane size"):
+        resolve_model(f"bert-base-uncased[L={big},H=128]")
+    assert parse_int("0" * 40 + "16", "batch_size") == 16  # leading zeros are not digits of the size

@@ -24,7 +24,7 @@ from typing import Any
 from pytest_irene.engine.factories import build_from_factory
 from pytest_irene.engine.tree import EnergyTree
 from pytest_irene.errors import UsageError
-from pytest_irene.explorer.params import ParameterError, RequestError
+from pytest_irene.explorer.params import ParameterError, RequestError, too_long
 
 #: Config attribute names of compact BERT variants (Turc et al., 2019: L layers, H hidden,
 #: H/64 heads, 4H feed-forward), as in Hugging Face BERT-style configs.
@@ -211,8 +211,9 @@ def resolve_model(
             keys = [k.strip() for k, _, _ in pairs]
             values = [v.strip() for _, _, v in pairs]
             # exactly L and H, once each (a repeated L silently took the last), ASCII integers
-            if sorted(keys) != ["H", "L"] or not all(_COMPACT_INT.fullmatch(v) for v in values):
-                raise ParameterError(parameter, f"{name!r}: expected ARCH[L=<layers>,H=<hidden>], each once, as integers")
+            if sorted(keys) != ["H", "L"] or not all(_COMPACT_INT.fullmatch(v) and not too_long(v) for v in values):
+                raise ParameterError(parameter, f"{name!r:.80}: expected ARCH[L=<layers>,H=<hidden>], each once, "
+                                     "as integers of a sane size")
             kv = dict(zip(keys, (int(v) for v in values)))
             layers, hidden = kv["L"], kv["H"]
             try:

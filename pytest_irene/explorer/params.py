@@ -12,6 +12,14 @@ import re
 from pytest_irene.errors import UsageError
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+#: More digits than any size a machine runs; ``int()`` itself refuses a string past 4300 digits
+#: with a ValueError (a 500 from the web app, a traceback from the CLI).
+MAX_DIGITS = 18
+
+
+def too_long(text: str) -> bool:
+    """Whether the integer ``text`` (ASCII digits, a sign) has more than :data:`MAX_DIGITS` digits."""
+    return len(text.lstrip("+-").lstrip("0")) > MAX_DIGITS
 
 #: The largest batch and sequence a CLI point takes (``irene predict``, ``irene sweep``): beyond,
 #: a tree's flop counts leave the range a float holds exactly, and no machine runs such a call.
@@ -46,7 +54,10 @@ def parse_int(value: str | int | None, parameter: str, *, minimum: int = 1, maxi
     text = str(value).strip()
     # ASCII digits only, as the CLI's options: int() also takes '８' or '1_000', which no form sends
     if not _INTEGER.fullmatch(text):
-        raise ParameterError(parameter, f"expected an integer, got {str(value)!r}")
+        raise ParameterError(parameter, f"expected an integer, got {str(value)!r:.60}")
+    if too_long(text):
+        bound = f"at most {maximum}" if maximum is not None else f"under {MAX_DIGITS} digits"
+        raise ParameterError(parameter, f"must be {bound}, got a {len(text.lstrip('+-'))}-digit number")
     number = int(text)
     if number < minimum:
         raise ParameterError(parameter, f"must be at least {minimum}, got {number}")
