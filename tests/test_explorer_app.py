@@ -481,3 +481,19 @@ def test_models_lists_the_extra_bundled_architectures(client) -> None:
 
     names = [m["name"] for m in client.get("/api/models").get_json()["models"]]
     assert set(EXTRA_ARCHITECTURES) <= set(names)
+
+
+def test_a_server_configuration_of_the_wrong_types_is_refused_when_the_app_is_made() -> None:
+    """``"16"`` as a limit made every request a 500; one factory as a string allowed its characters."""
+    from pytest_irene.errors import IreneError
+
+    for values, message in (
+        ({"allowed_modules": "pkg.mod:make"}, "'allowed_modules': expected a list of 'module:factory' strings"),
+        ({"max_batch_size": "16"}, "'max_batch_size': expected an integer >= 1, got '16'"),
+        ({"max_concurrent": 0}, "'max_concurrent': expected an integer >= 1, got 0"),
+        ({"busy_timeout_s": float("nan")}, "'busy_timeout_s': expected seconds > 0"),
+        ({"nope": 1}, "unknown server configuration keys ['nope']"),
+    ):
+        with pytest.raises(IreneError, match=re.escape(message)):
+            create_app(values)
+    assert create_app({"allowed_modules": ["pkg.mod:make"], "cache_size": 0}) is not None

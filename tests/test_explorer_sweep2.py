@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pytest_irene.cli.serve import is_loopback, listen_host, server_url
+from pytest_irene.report.tree_report import format_share
 from pytest_irene.compare.comparison import Comparison, Rename
 from pytest_irene.compare.records import CallRecord
 from pytest_irene.engine.tree import EnergyNode, EnergyTree
@@ -89,7 +90,7 @@ def test_the_report_carries_the_sessions_total_as_the_terminal_sums_it() -> None
 
 ENERGIES_J = [0.0, 1e-9, 3.2e-7, 9.99949e-7, 1.23456e-5, 0.001, 0.00099996, 0.0123, 0.2689941121898043,
               0.3049046, 0.99996, 1.0, 1.5, 12.3456, 999.96, 1234.5, 3.6e6, 7.2e9, -0.0042, 2.5e-12]
-CHANGES = [0.045, -0.1234, 0.0, -0.0004, 0.40499, 2.5]
+CHANGES = [0.045, -0.1234, 0.0, -0.0004, 0.40499, 2.5, 0.0025, -0.0025, 0.0075, 0.0125]  # ties: half to even
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (the browser tests cover the page)")
@@ -98,12 +99,13 @@ def test_js_formats_energies_shares_and_changes_exactly_as_the_terminal() -> Non
     ``8.9%`` and ``+4.5%``; the JS now mirrors :func:`format_energy`/``format_share``/:func:`format_change`."""
     script = (STATIC / "format.js").read_text() + (
         "\nconsole.log(JSON.stringify({j: %s.map(globalThis.Irene.fmtJ), c: %s.map(globalThis.Irene.fmtChange),"
-        " s: [0.089, 0.19, 1, 0.0004].map(globalThis.Irene.fmtPct)}));" % (json.dumps(ENERGIES_J), json.dumps(CHANGES))
+        " s: [0.089, 0.19, 1, 0.0004, 0.0025, 0.0075].map(globalThis.Irene.fmtPct)}));" % (json.dumps(ENERGIES_J), json.dumps(CHANGES))
     )
     out = json.loads(subprocess.run(["node", "-e", script], capture_output=True, text=True, check=True).stdout)
     assert out["j"] == [format_energy(j) for j in ENERGIES_J]
     assert out["c"] == [format_change(c) for c in CHANGES]
-    assert out["s"] == ["8.9%", "19.0%", "100.0%", "0.0%"]
+    assert out["s"] == ["8.9%", "19.0%", "100.0%", "0.0%", "0.2%", "0.8%"] == [
+        format_share(s) for s in (0.089, 0.19, 1, 0.0004, 0.0025, 0.0075)]
 
 
 # -- sweeps mark extrapolated points ----------------------------------------------------------

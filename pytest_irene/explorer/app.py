@@ -38,6 +38,7 @@ from pytest_irene.explorer.html import render_page
 from pytest_irene.explorer.models import DEFAULT_MAX_HIDDEN, DEFAULT_MAX_LAYERS
 from pytest_irene.explorer.params import ParameterError, RequestError, parse_int, parse_int_list
 from pytest_irene.explorer.payload import call_view
+from pytest_irene.validate import is_finite_number
 
 API_PARAMETERS = {
     "energy": {"model", "batch_size", "seq_len", "profile"},
@@ -74,6 +75,27 @@ class ServerConfig:
     """``predict(spec, batch_size, seq_len, profile) -> EnergyTree``; the real tracer +
     energy model (:func:`.models.predict_tree`) when ``None``. Swappable for embedding."""
 
+    def __post_init__(self) -> None:
+        """Every value of the type its field holds: a limit given as ``"16"`` made every request a 500
+        (``int > str``), and one factory given as a string allowed each of its characters."""
+        modules = self.allowed_modules
+        if isinstance(modules, str) or not all(isinstance(m, str) for m in modules):
+            raise IreneError(f"server configuration 'allowed_modules': expected a list of 'module:factory' strings, "
+                             f"got {modules!r:.80}")
+        for name in ("max_batch_size", "max_seq_len", "max_sweep_points", "max_layers", "max_hidden",
+                     "max_concurrent", "cache_size"):
+            value = getattr(self, name)
+            low = 0 if name == "cache_size" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise IreneError(f"server configuration {name!r}: expected an integer >= {low}, got {value!r:.60}")
+        if not is_finite_number(self.busy_timeout_s) or self.busy_timeout_s <= 0:
+            raise IreneError(f"server configuration 'busy_timeout_s': expected seconds > 0, got {self.busy_timeout_s!r:.60}")
+        if self.default_profile is not None and not isinstance(self.default_profile, str):
+            raise IreneError(f"server configuration 'default_profile': expected a profile name or path, "
+                             f"got {self.default_profile!r:.60}")
+        if self.predict is not None and not callable(self.predict):
+            raise IreneError(f"server configuration 'predict': expected a callable, got {self.predict!r:.60}")
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ServerConfig:
         known = {f.name for f in fields(cls)}
@@ -81,8 +103,9 @@ class ServerConfig:
         if unknown:
             raise IreneError(f"unknown server configuration keys {unknown}; expected some of {sorted(known)}")
         data = dict(values)
-        if "allowed_modules" in data:
-            data["allowed_modules"] = tuple(data["allowed_modules"])
+        modules = data.get("allowed_modules")
+        if modules is not None and not isinstance(modules, str):
+            data["allowed_modules"] = tuple(modules)
         return cls(**data)
 
 

@@ -39,14 +39,23 @@
     if (a >= 1e-3) return g4(j * 1e3) + " mJ";
     return g4(j * 1e6) + " uJ";
   }
+  /* Python's "%.{d}f": toFixed rounds an exact tie (0.25 to one decimal) up, Python to the even digit. */
+  function pyFixed(y, d) {
+    var scaled = y * Math.pow(10, d), twice = scaled * 2;
+    if (Number.isInteger(twice) && Math.abs(twice % 2) === 1) {
+      var down = Math.floor(scaled);
+      return ((down % 2 === 0 ? down : down + 1) / Math.pow(10, d)).toFixed(d);
+    }
+    return y.toFixed(d);
+  }
   /* Shares and changes as the terminal writes them ("12.3%", "+4.5%"). */
-  function fmtPct(x) { return (x === null || x === undefined || !isFinite(x)) ? "–" : (x * 100).toFixed(1) + "%"; }
+  function fmtPct(x) { return (x === null || x === undefined || !isFinite(x)) ? "–" : pyFixed(x * 100, 1) + "%"; }
   function fmtBytes(b) {
     if (b === null || b === undefined || !isFinite(b)) return "–";
     var units = ["B", "KiB", "MiB", "GiB", "TiB"], i = 0;
     while (Math.abs(b) >= 1024 && i < units.length - 1) { b /= 1024; i++; }
     return (i ? b.toFixed(2) : String(b)) + " " + units[i];
   }
-  function fmtChange(c) { var t = (c * 100).toFixed(1); return (t.charAt(0) === "-" ? "" : "+") + t + "%"; }
+  function fmtChange(c) { var t = pyFixed(c * 100, 1); return (t.charAt(0) === "-" ? "" : "+") + t + "%"; }
   Irene.fmtJ = fmtJ; Irene.fmtPct = fmtPct; Irene.si = si; Irene.g4 = g4; Irene.fmtChange = fmtChange; Irene.fmtBytes = fmtBytes;
 })(typeof window !== "undefined" ? window : globalThis);
