@@ -159,3 +159,49 @@ def test_a_passing_call_against_a_v1_baseline_says_its_leaves_are_not_gated(pyte
     result = run(pytester, "-rA")
     result.assert_outcomes(passed=1)
     assert "the baseline predates leaf-module coverage (irene-baselines/1): --irene-save to gate leaf modules" in result.stdout.str()
+
+
+OUTCOMES = '''
+import pytest
+import torch
+
+
+def model():
+    return torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU())
+
+
+@pytest.mark.xfail(raises=ValueError)
+def test_xfail_raises_passes(irene):
+    irene(model(), torch.randn(8, 32, 64))
+
+
+def test_skips_after_the_call(irene):
+    irene(model(), torch.randn(8, 32, 64))
+    pytest.skip("decided afterwards")
+
+
+@pytest.fixture
+def measured_after(irene):
+    yield
+    irene(model(), torch.randn(8, 32, 64), label="teardown")
+
+
+def test_teardown_call(measured_after):
+    pass
+'''
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
+def test_a_gate_failure_is_a_failure_whatever_else_the_test_did(pytester: pytest.Pytester, xdist: bool) -> None:
+    """Each of these printed the gate's failure yet exited 0: an XPASS of ``xfail(raises=)`` kept its
+    ``wasxfail``, a test that skipped itself after the call stayed skipped, and a fixture's
+    teardown call was never judged."""
+    if xdist:
+        pytest.importorskip("xdist")
+    pytester.makepyfile(test_outcomes=OUTCOMES)
+    result = run(pytester, "--irene-budget=1mJ", "--junitxml=junit.xml", *(["-n", "2"] if xdist else []))
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(failed=2, passed=1, errors=1)  # the teardown test passed, then errored
+    result.stdout.fnmatch_lines(["*the test skipped itself after these calls*"])
+    junit = (pytester.path / "junit.xml").read_text()
+    assert 'failures="2"' in junit and 'errors="1"' in junit and "xfail-marked test passes" not in junit

@@ -11,6 +11,8 @@ import json
 
 import pytest
 
+from inner import run
+
 pytest.importorskip("_pytest.subtests")  # built into pytest 9
 
 WIDTHS = '''
@@ -48,8 +50,8 @@ def test_a_subtest_fails_for_its_own_calls_only(pytester: pytest.Pytester, monke
     result.stdout.fnmatch_lines(["SUBFAILED(width=32) test_widths.py::test_widths - [[]w32[]] energy regression*",
                                  "FAILED test_widths.py::test_widths - contains 1 failed subtest"])
     assert "SUBFAILED(width=64)" not in out and "test_widths (width=64)" not in out  # no failure section either
-    run = json.loads((pytester.path / "run.json").read_text())
-    status = {c["label"]: c["comparison"]["status"] for c in run["records"]}
+    run_file = json.loads((pytester.path / "run.json").read_text())
+    status = {c["label"]: c["comparison"]["status"] for c in run_file["records"]}
     assert status == {"w32": "fail", "w64": "pass", "outside": "pass"}
 
 
@@ -60,3 +62,32 @@ def test_a_call_outside_the_subtests_fails_the_test(pytester: pytest.Pytester, m
     out = result.stdout.str()
     assert result.ret == 1 and "SUBFAILED" not in out
     result.stdout.fnmatch_lines(["FAILED test_widths.py::test_widths - [[]outside[]] energy regression*"])
+
+
+BREAKS = '''
+import os
+
+import torch
+from torch import nn
+
+
+def test_sub(irene, subtests):
+    with subtests.test("first"):
+        irene(nn.Linear(32, 32), torch.randn(8, 32), label="first")
+    assert not os.environ.get("BREAK"), "broken before the second call"
+    irene(nn.Linear(32, 32), torch.randn(8, 32), label="second")
+'''
+
+
+def test_prune_keeps_the_baselines_of_a_test_that_failed_after_a_passing_subtest(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The passing subtest's report counted as the test's pass: its unreached label was pruned."""
+    pytester.makepyfile(test_breaks=BREAKS)
+    run(pytester, "--irene-save").assert_outcomes(passed=1)
+    monkeypatch.setenv("BREAK", "1")
+    result = run(pytester, "--irene-save", "--irene-prune")
+    result.assert_outcomes(failed=1)
+    assert "pruned" not in result.stdout.str()
+    stored = json.loads((pytester.path / ".irene" / "test_breaks.json").read_text())["tests"]
+    assert set(stored["test_breaks.py::test_sub"]) == {"first", "second"}

@@ -2,9 +2,11 @@
 report turns into a failure when a call failed the energy gate.
 
 One decision, in :func:`apply_gate`: a passing test whose calls failed the gate fails with
-the gate's text as its report; a test that failed anyway carries that text as a section;
-an ``xfail`` test whose gate failed is the failure it expected; a passing call's notes
-(renamed or cheaper modules, a skipped baseline) are a section.
+the gate's text as its report, and so does one that skipped itself after such a call (the
+summary counts that call as failed) and a fixture's teardown that made one (an error in
+teardown); a test that failed anyway carries that text as a section; an ``xfail`` test
+whose gate failed is the failure it expected (not one with ``raises=``: it passed, so it
+fails); a passing call's notes (renamed or cheaper modules, a skipped baseline) are a section.
 """
 
 from __future__ import annotations
@@ -23,15 +25,19 @@ def apply_gate(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.Te
     failed = [r for r in records if r.failed]
     if failed:
         text = failure_text(failed)
-        reason = expected_failure(item) if call.excinfo is None else None
+        reason = expected_failure(item) if call.excinfo is None and call.when == "call" else None
         if reason is not None:  # an xfail test whose gate failed: the failure it expected
             report.outcome = "skipped"
             report.wasxfail = reason
             report.longrepr = None
             report.sections.append(("irene energy gate", text))
-        elif report.passed:
+        elif report.passed or (report.skipped and not hasattr(report, "wasxfail")):
+            if report.skipped:
+                text += "\n(the test skipped itself after these calls)"
             report.outcome = "failed"
             report.longrepr = text
+            if hasattr(report, "wasxfail"):  # an XPASS of xfail(raises=...): a failure, not an xpass
+                del report.wasxfail
         else:
             report.sections.append(("irene energy gate", text))
         return

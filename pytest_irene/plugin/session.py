@@ -369,11 +369,11 @@ class IreneSession:
         and the test for the calls it made outside them (pytest fails it for a failed subtest).
         Judging every call at every report failed each later subtest, and the test, with an
         earlier subtest's regression."""
-        if call.when == "call":
+        if call.when in ("call", "teardown"):  # teardown: the calls a fixture made after the test
             mine = self.item_records.get(item.nodeid, [])
             start, self._judged[item.nodeid] = self._judged.get(item.nodeid, 0), len(mine)
             apply_gate(item, call, report, mine[start:])
-        elif call.when == "teardown" and self.is_worker:
+        if call.when == "teardown" and self.is_worker:
             self.hand_over_on(report)
 
     # -- xdist ----------------------------------------------------------------------------------

@@ -26,7 +26,13 @@ class StaleTracker:
 
     def __init__(self) -> None:
         self.known: set[str] = set()
-        self.passed: set[str] = set()
+        self._passed: set[str] = set()
+        self._failed: set[str] = set()  # a subtest's passing call report is not its test's verdict
+
+    @property
+    def passed(self) -> set[str]:
+        """Tests with a passing call-phase report and no failing one (a subtest's or the test's)."""
+        return self._passed - self._failed
 
     @pytest.hookimpl
     def pytest_itemcollected(self, item: pytest.Item) -> None:
@@ -43,7 +49,9 @@ class StaleTracker:
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" and report.passed:
-            self.passed.add(report.nodeid)
+            self._passed.add(report.nodeid)
+        elif report.when == "call" and report.failed:
+            self._failed.add(report.nodeid)
 
     @pytest.hookimpl
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
