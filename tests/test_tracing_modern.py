@@ -308,6 +308,30 @@ def test_a_convolution_norm_or_gemm_written_functionally_is_the_leaf_its_module_
     assert [n.type for n in nested.walk()] == ["Sequential", "Conv2d", "LayerNorm"]
 
 
+class _TokenModules(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(48, 64)
+        self.norm = nn.LayerNorm(64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.fc(x))
+
+
+class _TokenFunctional(_TokenModules):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(F.linear(x, self.fc.weight, self.fc.bias), (64,), self.norm.weight, self.norm.bias)
+
+
+def test_functional_token_layers_read_the_tokens_and_count_as_their_modules() -> None:
+    """``F.linear(x, W)`` on ``(2, 16, 48)`` read 48 tokens per sample (the features), and counted
+    fewer bytes than ``nn.Linear`` on the same 3-D input."""
+    x = torch.randn(2, 16, 48)
+    modules, functional = trace(_TokenModules(), x), trace(_TokenFunctional(), x)
+    assert (functional.batch_size, functional.seq_len) == (modules.batch_size, modules.seq_len) == (2, 16)
+    assert [n.features for n in functional.walk()] == [n.features for n in modules.walk()]
+
+
 def test_known_types_under_other_names_use_their_dataset_regressor() -> None:
     from pytest_irene import EnergyModel
 

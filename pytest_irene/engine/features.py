@@ -124,7 +124,19 @@ def _linear(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]
     io = _weighted_io(module, inputs, output)
     if io is None:
         return {"flops": 0.0, "mem_bytes": 0.0}
-    x, weight, out = io
+    return _linear_counts(*io, bias=getattr(module, "bias", None) is not None)
+
+
+def _linear_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    """``F.linear(x, W, b)`` outside a ``Linear`` module (routers, hand-written layers): the module's counts."""
+    ts = tensors(list(inputs))
+    out = output_tensor(output)
+    if len(ts) < 2 or out is None:
+        return {"flops": 0.0, "mem_bytes": 0.0}
+    return _linear_counts(ts[0], ts[1], out, bias=len(ts) >= 3)
+
+
+def _linear_counts(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, bias: bool) -> dict[str, float]:
     k = x.shape[-1]
     n = out.shape[-1] if out.dim() else 1
     m = out.numel() // max(n, 1)
@@ -133,7 +145,7 @@ def _linear(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]
         return {"flops": flops, "mem_bytes": nbytes(x) + nbytes(weight) + nbytes(out)}
     batch_items = math.prod(x.shape[:-2])
     mem = nbytes(x) + nbytes(weight) * batch_items + nbytes(out)
-    if getattr(module, "bias", None) is not None:  # matmul + add: the bias add is a glue op
+    if bias:  # matmul + add: the bias add is a glue op
         flops += out.numel()
         mem += 2.0 * nbytes(out)
     return {"flops": flops, "mem_bytes": mem}
@@ -270,6 +282,7 @@ _BUILTIN: dict[str, Formula] = {
     "MatMul": _matmul_fn,
     "Einsum": _einsum_fn,
     "ScaledDotProductAttention": _sdpa_fn,
+    "LinearFn": _linear_fn,  # F.linear (node type Linear)
     "LayerNormFn": _elementwise(8, 4),  # F.layer_norm, F.rms_norm, F.gelu: counted as their modules
     "RMSNormFn": _elementwise(6, 4),
     "GELUFn": _elementwise(6, 2),  # one fused op, as nn.GELU, for either approximation

@@ -131,19 +131,6 @@ def rotary(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
     return {"flops": 3.0 * elements, "mem_bytes": 2.0 * sum(nbytes(t) for t in outs)}
 
 
-def linear_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
-    """``F.linear(x, W, b)`` called outside a ``Linear`` module (routers, hand-written layers): 2·M·K·N (+ bias)."""
-    ts = tensors(list(inputs))
-    outs = tensors(output)
-    if len(ts) < 2 or not outs:
-        return dict(_ZERO)
-    x, weight, out = ts[0], ts[1], outs[0]
-    flops = 2.0 * (out.numel() // max(int(out.shape[-1]), 1)) * int(x.shape[-1]) * int(out.shape[-1])
-    if len(ts) >= 3 and x.dim() > 2:
-        flops += out.numel()
-    return {"flops": flops, "mem_bytes": nbytes(x) + nbytes(weight) + nbytes(out)}
-
-
 def scaled_mm(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
     """``torch._scaled_mm(a, b, scale_a, scale_b, bias=...)``: the fp8 GEMM of a hand-written or
     library fp8 Linear (``a`` the activations, ``b`` the weight, both 1 byte per element): 2·M·K·N,
@@ -227,7 +214,6 @@ NN_FORMULAS: dict[str, Any] = {
     "LSTM": recurrent,
     "GRU": recurrent,
     "RNN": recurrent,
-    "LinearFn": linear_fn,  # the functional primitive F.linear (the tracer names its node type Linear)
     "ScaledMM": scaled_mm,  # torch._scaled_mm, the fp8 GEMM (the tracer names its node type Linear)
     "ConvFn": conv_fn,  # F.conv1d/2d/3d (node types Conv1d/2d/3d)
 }

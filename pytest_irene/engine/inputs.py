@@ -135,9 +135,17 @@ def batch_and_tokens(inputs: Any, layout: tuple[int, int] | None, inferred: tupl
     return int(first.shape[0]), int(math.prod(first.shape[2:]))  # a CNN's positions, dim 0 its batch
 
 
-def _token_wise(module: nn.Module) -> bool:
-    """A leaf that works token by token (Linear, LayerNorm, RMSNorm, a quantized Linear): its input's
-    dim 1 is the tokens."""
+#: The functional forms of the norms: a module's own weights used functionally make the leaf its
+#: module form would be (:mod:`pytest_irene.engine.tracer`), read with the same layout.
+_FUNCTIONAL_NORMS = tuple(f for f in (nn.functional.layer_norm, getattr(nn.functional, "rms_norm", None)) if f)
+
+
+def _token_wise(module: Any) -> bool:
+    """A leaf that works token by token (Linear, LayerNorm, RMSNorm, a quantized Linear, or
+    ``F.linear``/``F.layer_norm``/``F.rms_norm`` on a module's weights): its input's dim 1 is the
+    tokens. A functional ``F.linear(x, self.weight)`` read ``x``'s features as its tokens."""
+    if not isinstance(module, nn.Module):
+        return module is nn.functional.linear or module in _FUNCTIONAL_NORMS
     return isinstance(module, nn.Linear) or _is_norm(module) or _quantized_layer(module)
 
 
@@ -151,13 +159,16 @@ def _quantized_layer(module: nn.Module) -> bool:
     return any(low_precision(t) for t in own)
 
 
-def _is_norm(module: nn.Module) -> bool:
-    """A LayerNorm or RMSNorm (by type or by the name families the formulas recognise)."""
+def _is_norm(module: Any) -> bool:
+    """A LayerNorm or RMSNorm (by type or by the name families the formulas recognise), or its
+    functional form."""
+    if not isinstance(module, nn.Module):
+        return module in _FUNCTIONAL_NORMS
     name = type(module).__name__.lower()
     return isinstance(module, nn.LayerNorm) or name.endswith("rmsnorm") or name.endswith("layernorm")
 
 
-def _norms_a_convolution(module: nn.Module, caller: nn.Module | None) -> bool:
+def _norms_a_convolution(module: Any, caller: nn.Module | None) -> bool:
     """A norm called by a module that holds a convolution normalises that convolution's channels
     (wav2vec2-large's, HuBERT-large's and WavLM-large's feature layers: conv, transpose, LayerNorm;
     a patch embedding's norm): its positions are the convolution's, not yet the model's tokens.
@@ -168,7 +179,7 @@ def _norms_a_convolution(module: nn.Module, caller: nn.Module | None) -> bool:
     return any(isinstance(child, nn.modules.conv._ConvNd) for child in caller.children())
 
 
-def token_layout(module: nn.Module, inputs: tuple[Any, ...], caller: nn.Module | None = None) -> tuple[int, int] | None:
+def token_layout(module: Any, inputs: tuple[Any, ...], caller: nn.Module | None = None) -> tuple[int, int] | None:
     """``(batch, tokens per sample)`` of ``module``'s input, for a module whose input says it.
 
     A token-wise layer's ``(B, S, D)`` input (the common batch-first case); a recurrent layer's
@@ -197,7 +208,7 @@ def token_layout(module: nn.Module, inputs: tuple[Any, ...], caller: nn.Module |
     return None
 
 
-def row_layout(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, int] | None:
+def row_layout(module: Any, inputs: tuple[Any, ...]) -> tuple[int, int] | None:
     """``(B, 1)`` for a token-wise layer given ``(B, D)`` rows: one token per sample.
 
     Kept apart from :func:`token_layout`: it is the layout of an MLP's input, but in an image or

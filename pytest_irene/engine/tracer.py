@@ -242,11 +242,10 @@ class Tracer:
             self.leaf_values[id(node)] = self._leaf_features(frame, fn, inputs, output)
         else:
             self.own[id(node)] = (frame.flops, frame.mem)
-        if isinstance(fn, nn.Module):
-            if self.token_layout is None:
-                self.token_layout = token_layout(fn, inputs, self._caller_module())
-            if self.row_layout is None:
-                self.row_layout = row_layout(fn, inputs)
+        if self.token_layout is None:  # a module leaf, or a functional one (F.linear on a module's weights)
+            self.token_layout = token_layout(fn, inputs, self._caller_module())
+        if self.row_layout is None:
+            self.row_layout = row_layout(fn, inputs)
 
     def _caller_module(self) -> nn.Module | None:
         """The module whose forward called the node being closed (its frame is popped already)."""
