@@ -173,3 +173,37 @@ def test_user_formula_mistakes_are_named() -> None:
         features.register_formula("", lambda m, i, o: {})
     with pytest.raises(TypeError):
         features.register_formula("X", "not callable")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("equation", "shapes", "outer_flops"), [
+    ("btd,bsd,bse->bte", [(2, 16, 32)] * 3, 0),  # linear attention's (x xᵀ) x
+    ("ij,jk,kl->il", [(3, 4), (4, 5), (5, 6)], 0),
+    # an outer product first (b..i times b..j: a broadcast multiply, which FlopCounterMode does not count)
+    ("b...i,b...j,ij->b...", [(2, 3, 4), (2, 3, 5), (4, 5)], 2 * 3 * 4 * 5),
+])
+def test_an_einsum_of_three_operands_counts_the_contractions_torch_runs(equation: str, shapes: list,
+                                                                         outer_flops: int) -> None:
+    """It was counted as one loop over every index: 16x FlopCounterMode for linear attention."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class Contract(torch.nn.Module):
+        def forward(self, *xs):
+            return torch.einsum(equation, *xs)
+
+    xs = [torch.randn(s) for s in shapes]
+    with FlopCounterMode(display=False) as counter:
+        Contract()(*xs)
+    tree = trace(Contract(), tuple(xs))
+    assert tree.root.features["flops"] == pytest.approx(counter.get_total_flops() + outer_flops, rel=0.01)
+
+
+def test_a_module_named_like_a_function_only_formula_is_no_leaf() -> None:
+    """``class Einsum(nn.Module)`` became an einsum leaf without an equation: 0 flops, its einsum unseen."""
+
+    class Einsum(torch.nn.Module):
+        def forward(self, a, b):
+            return torch.einsum("ij,jk->ik", a, b)
+
+    tree = trace(Einsum(), (torch.randn(3, 4), torch.randn(4, 5)))
+    assert [(n.type, n.level) for n in tree.walk()] == [("Einsum", "model"), ("MatMul", "ml")]
+    assert tree.root.features["flops"] == 2 * 3 * 4 * 5

@@ -196,7 +196,10 @@ _EINSUM_LABELS = re.compile(r"[A-Za-z]")
 
 
 def _einsum_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
-    """einsum: 2 flops per (result element × contracted index combination); operands + result bytes."""
+    """einsum: 2 flops per (result element × contracted index combination); operands + result bytes.
+    Three operands or more are contracted two at a time, left to right, as torch runs them (without
+    opt_einsum): each step 2 flops per combination of its two operands' indices, its intermediate
+    written and read (counted as one einsum over all indices it was 16x what torch runs)."""
     eq = next((v for v in inputs if isinstance(v, str)), None)
     ts = tensors(inputs)
     out = output_tensor(output)
@@ -218,9 +221,32 @@ def _einsum_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
             sizes[label] = int(d)
     if not _:
         rhs = "".join(sorted(label for label in sizes if sum(term.count(label) for term in terms) == 1))
+    operands = sum(nbytes(t) for t in ts) + nbytes(out)
+    if len(terms) > 2:
+        return _einsum_chain([set(_EINSUM_LABELS.findall(t)) for t in terms], rhs, sizes, out, operands)
     contracted = [label for label in sizes if label not in rhs]
     k = math.prod(sizes[label] for label in contracted) if contracted else 1
-    return {"flops": 2.0 * out.numel() * k, "mem_bytes": sum(nbytes(t) for t in ts) + nbytes(out)}
+    return {"flops": 2.0 * out.numel() * k, "mem_bytes": operands}
+
+
+def _einsum_chain(terms: list[set[str]], rhs: str, sizes: dict[str, int], out: torch.Tensor,
+                  operands: float) -> dict[str, float]:
+    """A many-operand einsum as its pairwise contractions, left to right; ellipsis dims (unnamed) scale
+    every step as they scale the result. A step that contracts no index is an elementwise product
+    (torch broadcasts a multiply), one flop per element."""
+    named_out = math.prod(sizes[label] for label in rhs if label in sizes)
+    ellipsis = out.numel() // max(named_out, 1)
+    flops, intermediates = 0.0, 0.0
+    current = terms[0]
+    for i, term in enumerate(terms[1:], start=1):
+        union = current | term
+        kept = union & (set(rhs) | set().union(*terms[i + 1:]))
+        per = 2.0 if union - kept else 1.0  # a multiply-add per combination; an outer product multiplies only
+        flops += per * ellipsis * math.prod(sizes[label] for label in union)
+        current = kept
+        if i < len(terms) - 1:  # written by this step, read by the next
+            intermediates += 2.0 * ellipsis * math.prod(sizes[label] for label in current) * out.element_size()
+    return {"flops": flops, "mem_bytes": operands + intermediates}
 
 
 def _sdpa_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
@@ -356,6 +382,11 @@ def _holds_no_layers(module: Any) -> bool:
     return next((p for child in module.children() for p in child.parameters()), None) is None
 
 
+#: Formulas of torch functions only, read from the call's arguments (an einsum's equation): a user's
+#: module class of that name (``class Einsum(nn.Module)``) is no such leaf, its einsum inside is.
+FUNCTION_ONLY = frozenset({"Einsum", "LinearFn", "ConvFn", "LayerNormFn", "RMSNormFn", "GELUFn", "ScaledMM"})
+
+
 def _match(module: Any) -> tuple[str, Formula] | None:
     """(registry name, formula) of a module instance: its class name, a name family, then its base classes.
 
@@ -369,7 +400,7 @@ def _match(module: Any) -> tuple[str, Formula] | None:
     quantized = torch_quantized_name(module)
     if quantized is not None:
         return quantized, _BUILTIN[quantized]
-    if name in _BUILTIN and (cls.__module__.startswith("torch.") or _holds_no_layers(module)):
+    if name in _BUILTIN and name not in FUNCTION_ONLY and (cls.__module__.startswith("torch.") or _holds_no_layers(module)):
         return name, _BUILTIN[name]
     guess = _heuristic(name)
     if guess is not None and _holds_no_layers(module):
