@@ -207,3 +207,14 @@ def test_a_module_named_like_a_function_only_formula_is_no_leaf() -> None:
     tree = trace(Einsum(), (torch.randn(3, 4), torch.randn(4, 5)))
     assert [(n.type, n.level) for n in tree.walk()] == [("Einsum", "model"), ("MatMul", "ml")]
     assert tree.root.features["flops"] == 2 * 3 * 4 * 5
+
+
+@pytest.mark.parametrize(("module", "flops_per_element"), [
+    (nn.Softplus(), 4), (nn.Hardswish(), 4), (nn.Hardsigmoid(), 4), (nn.ELU(), 5), (nn.SELU(), 5),
+    (nn.PReLU(), 1), (nn.Hardtanh(), 1), (nn.LogSoftmax(dim=-1), 5),
+], ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else str(v))
+def test_fused_activations_count_their_work(module: nn.Module, flops_per_element: int) -> None:
+    """They were free: 0 flops and 0 bytes for an nn.ELU, or for the softplus of a Mamba time step."""
+    tree = trace(nn.Sequential(module), torch.randn(2, 16, 32))
+    assert tree.root.features["flops"] == flops_per_element * 2 * 16 * 32
+    assert tree.root.features["mem_bytes"] >= 2 * 2 * 16 * 32 * 4

@@ -27,6 +27,10 @@ NewGELU (tanh approx.)    11·E                             19·u      (the 8 at
                                                                       decomposed into, as counted there)
 ReLU                      1·E                              2·u
 Sigmoid / SiLU            4·E / 5·E                        2·u
+other fused activations   1·E (clamp-like: Hardtanh,       2·u (log-softmax: 3·u, as Softmax)
+(aten glue)               PReLU), 4·E (Softplus, Hard-
+                          swish), 5·E (ELU, SELU, GLU,
+                          log-softmax), 9·E (mish)
 Conv1d/2d/3d              2·out·(C_in/groups·kernel)+bias  x + W + out
 F.conv*d, F.layer_norm,   as their modules (a module's own weights used functionally are the
 F.rms_norm, F.gelu        leaf the module form would be; inside such a module, no node)

@@ -38,6 +38,19 @@ ELEMENTWISE_OPS: dict[str, tuple[float, float]] = {
     "softmax": (5.0, 3.0),
     "native_layer_norm": (8.0, 4.0),
     "_fused_rms_norm": (6.0, 4.0),
+    # the other activations torch fuses into one op (they were free: 0 flops for an nn.ELU or a
+    # Mamba time step's softplus), counted in the spirit of the measured ones: a clamp-like one as
+    # ReLU, one with an exponential as Sigmoid/SiLU, Mish as nn.Mish, log-softmax as softmax
+    **{op: (1.0, 2.0) for op in (
+        "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "_prelu_kernel", "prelu", "threshold",
+        "log1p", "expm1", "sign", "relu6",
+    )},
+    **{op: (4.0, 2.0) for op in ("hardsigmoid", "hardsigmoid_", "hardswish", "hardswish_", "softplus")},
+    **{op: (5.0, 2.0) for op in ("elu", "elu_", "selu", "selu_", "celu", "celu_", "glu", "softshrink", "logsigmoid")},
+    "mish": (9.0, 2.0),
+    "mish_": (9.0, 2.0),
+    "_log_softmax": (5.0, 3.0),
+    "log_softmax": (5.0, 3.0),
 }
 #: Reductions count the elements they read, not the (small) result.
 _READ_SIZED = {"mean", "sum", "var", "std"}
