@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pytest_irene import EnergyModel, trace_generate
+from pytest_irene.engine.architectures import example_inputs
 from pytest_irene.compare.baselines import entry_from_tree
 from pytest_irene.compare.gate import compare
 from pytest_irene.engine import generation
@@ -332,3 +333,19 @@ def test_an_encoder_only_model_does_not_generate() -> None:
         model = BertLMHeadModel(config)
     with pytest.raises(UsageError, match="trace_generate: .*encoder-only model \\(bert\\).*does not generate"):
         trace_generate(model, torch.ones(1, 4, dtype=torch.long), max_new_tokens=2)
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_a_state_space_decode_step_reads_one_token_as_generate_feeds_it(device: str) -> None:
+    """Mamba's generate() drops the mask on decode; given the whole mask, its forward broadcast the
+    new token over the prefix, so each step ran the whole prefix again (growing by one token)."""
+    import transformers
+
+    config = transformers.MambaConfig(hidden_size=32, num_hidden_layers=1, vocab_size=100, state_size=4)
+    with torch.device(device):
+        model = transformers.MambaForCausalLM(config).eval()
+    generation = trace_generate(model, example_inputs(model, 2, 6, device=device), max_new_tokens=5, device=device)
+    steps = [generation.decode_step(i).root.features["flops"] for i in range(4)]
+    assert len(set(steps)) == 1, steps
+    in_proj = generation.decode_step(0)["backbone.layers.0.mixer.in_proj"].features["flops"]
+    assert in_proj == 2 * (2 * 1) * 32 * (2 * 2 * 32)  # one token per sample: 2·rows·K·N

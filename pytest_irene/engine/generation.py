@@ -97,6 +97,7 @@ class _DecoderOnly:
         self.position_ids = self.rest.pop("position_ids", None)
         if self.position_ids is None:
             self.position_ids = _generation_positions(module, self.ids, self.rest, dev)
+        self.mask_on_decode = _decode_reads_mask(module, self.ids, self.rest)
 
     def new_cache(self, config: Any) -> Any:
         from transformers import DynamicCache
@@ -124,11 +125,30 @@ class _DecoderOnly:
         if self.position_ids is not None:
             out["position_ids"] = self.position_ids[..., -1:] + (kv_len + 1 - self.prompt)
         mask = self.rest.get("attention_mask")
-        if isinstance(mask, torch.Tensor):
+        if isinstance(mask, torch.Tensor) and self.mask_on_decode:
             grow = kv_len + 1 - mask.shape[1]
             ones = torch.ones((mask.shape[0], grow), dtype=mask.dtype, device=mask.device)
             out["attention_mask"] = torch.cat([mask, ones], dim=1)
         return out
+
+
+def _decode_reads_mask(module: torch.nn.Module, ids: torch.Tensor, rest: dict[str, Any]) -> bool:
+    """Whether ``generate()`` hands a decode step the attention mask: the model's own
+    ``prepare_inputs_for_generation`` decides. Mamba's and FalconMamba's drop it (their forward
+    broadcast the one new token against the whole mask, so every step ran the whole prefix again,
+    growing by a token each step); where the method cannot be asked, the mask is kept."""
+    if not isinstance(rest.get("attention_mask"), torch.Tensor):
+        return False
+    prepare = getattr(module, "prepare_inputs_for_generation", None)
+    if prepare is None:
+        return True
+    mask = rest["attention_mask"]
+    try:  # asked with CPU stand-ins: on meta the method reads values (a mask's sum) meta tensors lack
+        step = prepare(torch.zeros(tuple(ids.shape), dtype=ids.dtype), use_cache=True, is_first_iteration=False,
+                       attention_mask=torch.ones(tuple(mask.shape), dtype=mask.dtype))
+    except Exception:  # an older or custom signature: keep the mask, as before
+        return True
+    return not (isinstance(step, dict) and "attention_mask" in step and step["attention_mask"] is None)
 
 
 def _generation_positions(module: torch.nn.Module, ids: torch.Tensor, rest: dict[str, Any],
