@@ -72,6 +72,7 @@ def test_json_names_the_intermediate_modules(example, capsys) -> None:
     doc = json.loads(out)
     (call,) = doc["calls"]
     assert doc["regressed"] is True and call["status"] == "fail" and call["side"] == "both"
+    assert call["verdict"] == "regression"
     scopes = [d["scope"] for d in call["moved"]]
     assert FFN in scopes and all(d["now_j"] > d["baseline_j"] for d in call["moved"])
     assert call["new_total_j"] > call["base_total_j"] and call["change"] > 0.05
@@ -90,6 +91,13 @@ def test_identical_runs_and_fail_on(example, capsys) -> None:
     assert code == 0 and ") cheaper" in out and ") fail" not in out and "0 failing" in out
     code, out, _ = irene(capsys, example["wide"], example["base"], "--markdown")
     assert code == 0 and "📉 cheaper" in out and "❌" not in out and "📈" not in out
+    # the JSON's status is the same word: a passing cheaper call is no "fail" there either
+    for args, status in (((), "cheaper"), (("--fail-on", "any"), "fail")):
+        code, out, _ = irene(capsys, example["wide"], example["base"], "--json", *args)
+        (call,) = json.loads(out)["calls"]
+        assert call["status"] == status and json.loads(out)["regressed"] is bool(code)
+    code, out, _ = irene(capsys, example["base"], example["wide"], "--json", "--fail-on", "none")
+    assert code == 0 and json.loads(out)["calls"][0]["status"] == "costlier"
     code, out, _ = irene(capsys, example["wide"], example["base"], "--fail-on", "any")
     assert code == 1 and "FAIL (CHEAPER)" in out and "REGRESSION" not in out
     code, out, _ = irene(capsys, example["wide"], example["base"], "--fail-on", "any", "--markdown")

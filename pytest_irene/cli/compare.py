@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     rc = compare_runs(base, new, tolerance=tolerance, min_delta_j=min_delta)
     code = rc.exit_code(fail_on)
     if args.json:
-        print_json({**rc.to_dict(), "fail_on": fail_on, "regressed": bool(code)})
+        print_json({**rc.to_dict(fail_on), "fail_on": fail_on, "regressed": bool(code)})
     elif args.markdown:
         from pytest_irene.report.markdown import compare_markdown
 

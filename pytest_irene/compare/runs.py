@@ -247,7 +247,9 @@ class CallChange:
             return "regression" if self.costlier else "fail (cheaper)"
         return status
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, fail_on: str) -> dict[str, Any]:
+        """``status`` is the call's word under ``fail_on`` (:meth:`status`), as the text, the Markdown
+        and the exit code read it: the raw comparison's ``fail`` also marked a cheaper call that passes."""
         return {
             "nodeid": self.nodeid,
             "label": self.label,
@@ -256,7 +258,8 @@ class CallChange:
             "base_total_j": self.base_total_j,
             "new_total_j": self.new_total_j,
             "change": self.change,
-            "status": self.comparison.status if self.comparison is not None else None,
+            "status": self.status(fail_on),
+            "verdict": self.verdict(fail_on),
             "reason": self.comparison.reason if self.comparison is not None else "",
             "moved": [d.to_dict() for d in self.moved],
             "added": [d.to_dict() for d in self.added],
@@ -315,7 +318,7 @@ class RunComparison:
         """1 when a call fails ``fail_on`` (see :meth:`CallChange.fails`), else 0."""
         return int(any(c.fails(fail_on) for c in self.calls))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, fail_on: str) -> dict[str, Any]:
         return {
             "base": _side_dict(self.base),
             "new": _side_dict(self.new),
@@ -323,7 +326,7 @@ class RunComparison:
             "warnings": self.warnings,
             "not_compared": len(self.not_compared),
             "renamed_tests": [{"base": o.nodeid, "new": n.nodeid, "label": o.label} for o, n in self.renamed_tests],
-            "calls": [c.to_dict() for c in self.calls],
+            "calls": [c.to_dict(fail_on) for c in self.calls],
         }
 
 
