@@ -101,6 +101,18 @@ def test_a_field_named_twice_in_a_dataset_line_is_named(tmp_path: Path, two_tree
         load_dataset(path)
 
 
+def test_a_finite_but_absurd_feature_is_a_dataset_error_not_nan_weights(capsys, tmp_path: Path, two_trees: list) -> None:
+    """``1e160`` flops squared overflowed in the fit: ``irene train`` ended in "Out of range float values"."""
+    path = tmp_path / "huge.jsonl"
+    write_dataset(path, two_trees)
+    lines = path.read_text().splitlines()
+    lines[1] = re.sub(r'"mem_bytes": ?[0-9.e+-]+', '"mem_bytes": 1e160', lines[1], count=1)
+    path.write_text("\n".join(lines) + "\n")
+    code, _, err = run(capsys, "train", path, "-o", tmp_path / "m.json", "--no-crossvalidate")
+    assert code == 2 and "Traceback" not in err and not (tmp_path / "m.json").exists()
+    assert re.search(r"huge.jsonl:2: field '[^']*mem_bytes': expected at most 1e\+30 \(one call's count\), got 1e\+160", err)
+
+
 def test_a_tree_measured_at_0_j_is_left_out_of_training_naming_it(capsys, tmp_path: Path, two_trees: list) -> None:
     """A failed reading: the fits take log energies (the model file was NaN, then not written)."""
     path = tmp_path / "zero.jsonl"

@@ -36,6 +36,12 @@ FORMAT = "irene-tree/1"
 NON_NEGATIVE_FEATURES: tuple[str, ...] = (*MODEL_FEATURES, *RESOURCE_FEATURES, *OPTIONAL_RESOURCE_FEATURES)
 
 
+#: The largest feature or energy a tree may hold: far beyond any one call (a forward of a
+#: trillion-parameter model over a million tokens is ~1e18 flops), yet squares and products of
+#: such values stay finite in a fit (a hand-edited 1e160 overflowed to NaN weights at write time).
+MAX_VALUE = 1e30
+
+
 def _open_text(path: Path):
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8")
@@ -106,6 +112,10 @@ def _node_from_dict(obj: Any, path: str, line: int, where: _Where | str, depth: 
         negative = next((k for k in NON_NEGATIVE_FEATURES if (features.get(k) or 0.0) < 0), None)  # type: ignore[operator]
     if negative is not None:  # a regressor would learn from it; only a broken sampler or a hand edit writes one
         raise DatasetError(path, line, f"{where}.features.{negative}", f"expected a value >= 0, got {features[negative]}")
+    if features and max(features.values()) > MAX_VALUE:  # type: ignore[type-var]
+        key = max(features, key=features.__getitem__)  # type: ignore[arg-type]
+        raise DatasetError(path, line, f"{where}.features.{key}",
+                           f"expected at most {MAX_VALUE:g} (one call's count), got {features[key]:g}")
     if features.get("bytes_per_element", 1.0) <= 0:  # type: ignore[operator]
         raise DatasetError(path, line, f"{where}.features.bytes_per_element", "expected an element size in bytes > 0")
     energy = _optional_number(obj, "energy_j", path, line, where)
@@ -113,6 +123,8 @@ def _node_from_dict(obj: Any, path: str, line: int, where: _Where | str, depth: 
     for key, value in (("energy_j", energy), ("predicted_energy_j", predicted)):  # a run file's compare, export
         if value is not None and value < 0:  # and gate would print "-120 %" changes from a hand edit
             raise DatasetError(path, line, f"{where}.{key}", f"expected energy >= 0, got {value}")
+        if value is not None and value > MAX_VALUE:
+            raise DatasetError(path, line, f"{where}.{key}", f"expected at most {MAX_VALUE:g} J, got {value:g}")
     notes = obj.get("notes") or {}
     if not isinstance(notes, dict):
         raise DatasetError(path, line, f"{where}.notes", "expected an object")
