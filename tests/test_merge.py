@@ -100,3 +100,14 @@ def test_the_output_never_replaces_a_shard_and_bad_shards_are_named(tmp_path: Pa
     write_run(tmp_path / "old.json", [bert_record(nodeid="t.py::test_b")])  # no commit recorded
     assert main(["merge", str(one), str(tmp_path / "old.json"), "-o", str(tmp_path / "x.json")]) == 2
     assert "different commit" in capsys.readouterr().err
+
+
+def test_the_merged_run_is_dirty_when_a_shard_was_and_does_not_depend_on_the_shards_order(tmp_path: Path) -> None:
+    one = _shard(tmp_path / "one.json", bert_record(nodeid="t.py::test_b"), bert_record(nodeid="t.py::test_a"))
+    two = _shard(tmp_path / "two.json", bert_record(nodeid="t.py::test_c"), commit=CommitInfo("a" * 40, "main", True))
+    assert main(["merge", str(one), str(two), "-o", str(tmp_path / "ab.json")]) == 0
+    assert main(["merge", str(two), str(one), "-o", str(tmp_path / "ba.json")]) == 0
+    assert (tmp_path / "ab.json").read_bytes() == (tmp_path / "ba.json").read_bytes()
+    merged = read_run_file(tmp_path / "ab.json")
+    assert merged.commit is not None and merged.commit.dirty
+    assert [r.nodeid for r in merged.records] == ["t.py::test_a", "t.py::test_b", "t.py::test_c"]

@@ -13,6 +13,7 @@ not one run.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,7 +65,13 @@ def merge_runs(shards: Sequence[tuple[str, RunFile]]) -> tuple[RunFile, list[str
         host = {}
         notes.append("the shards ran on different machines: the merged run records none (its calls are "
                      "predicted from model features, which do not depend on the machine)")
-    merged = RunFile(records=[rec for rec, _ in records.values()], host=dict(host), commit=first.commit,
+    commit = first.commit
+    if commit is not None and any(run.commit is not None and run.commit.dirty for _, run in shards):
+        commit = dataclasses.replace(commit, dirty=True)  # one shard's uncommitted changes make the run's
+    # in (test, label) order: the shards' own collection orders do not make one, and the file must not
+    # depend on the order the shards were given in
+    ordered = sorted(records.values(), key=lambda pair: (pair[0].nodeid, pair[0].label))
+    merged = RunFile(records=[rec for rec, _ in ordered], host=dict(host), commit=commit,
                      version=first.version, profile=first.profile, feature_mode=first.feature_mode,
                      settings=dict(first.settings))
     return merged, notes
