@@ -325,3 +325,19 @@ def test_a_frozen_nvml_counter_is_named_as_such() -> None:
     meter = NvmlMeter(0, poll_s=0.01, timeout_s=0.2, nvml_module=FakeNvml([FakeGpu(power_w=0.0)]))  # never advances
     with meter, pytest.raises(MeterError, match="total-energy counter did not change"):
         meter.wait_for_samples(2)
+
+
+def test_two_calibration_sessions_on_one_rig_keep_its_fingerprint() -> None:
+    """Their trees' ``meta.host`` differ in the idle power each session read: irene train wrote ``{}``."""
+    from pytest_irene.engine.predict.training import hardware_of
+    from pytest_irene.engine.tree import EnergyNode, EnergyTree
+
+    rig = {"cpu_model": "Rig CPU", "cpu_count": 8, "memory_gib": 32.0, "gpus": ["GPU"], "driver_version": "1"}
+
+    def tree(idle_w: float, **machine: object) -> EnergyTree:
+        t = EnergyTree(EnergyNode("", "M", "model"), model_name="m", batch_size=1, seq_len=1)
+        t.meta["host"] = {**rig, **machine, "meter": "emonPi on /dev/ttyAMA0", "idle_power_w": idle_w}
+        return t
+
+    assert hardware_of([tree(140.1), tree(145.5)]) == {**rig, "meter": "emonPi on /dev/ttyAMA0", "idle_power_w": 145.5}
+    assert hardware_of([tree(140.1), tree(140.1, cpu_model="Other CPU")]) == {}  # two machines: none of them

@@ -22,11 +22,24 @@ from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, ENERGY_SCOPES, RESOUR
 from pytest_irene.errors import IreneWarning, UsageError
 
 
+#: Fields of a tree's ``meta.host`` that one calibration session measured, not the machine: two
+#: sessions on one rig read a different idle power, and their trees are still one machine's.
+SESSION_FIELDS = ("idle_power_w", "meter")
+
+
 def hardware_of(trees: Sequence[EnergyTree]) -> dict[str, Any]:
-    """The rig's fingerprint recorded by ``measure_tree`` (``meta.host``) when every tree agrees."""
+    """The rig's fingerprint recorded by ``measure_tree`` (``meta.host``) when every tree agrees on
+    the machine, with the latest session's fields (as ``irene calibrate`` records them); ``{}`` else.
+    Requiring every field equal dropped the fingerprint of a dataset of two sessions on one rig."""
     hosts = [t.meta.get("host") for t in trees]
-    if hosts and all(isinstance(h, dict) and h == hosts[0] for h in hosts):
-        return dict(hosts[0])  # type: ignore[arg-type]
+    if not hosts or not all(isinstance(h, dict) for h in hosts):
+        return {}
+
+    def machine(host: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in host.items() if k not in SESSION_FIELDS}
+
+    if all(machine(h) == machine(hosts[0]) for h in hosts):  # type: ignore[arg-type]
+        return dict(hosts[-1])  # type: ignore[arg-type]
     return {}
 
 
