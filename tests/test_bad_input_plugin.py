@@ -158,6 +158,39 @@ def test_test_file_outside_the_rootdir_gets_its_own_baseline_file(pytester: pyte
     again.assert_outcomes(passed=2)  # both compared against what was saved
 
 
+OUTSIDE = '''
+import os
+import torch
+
+
+def test_x(irene):
+    width = int(os.environ.get("WIDTH", "16")) if {costlier} else 16
+    irene(torch.nn.Sequential(torch.nn.Linear(16, width), torch.nn.Linear(width, 16)), torch.randn(2, 4, 16))
+'''
+
+
+def test_two_files_outside_the_rootdir_with_one_test_name_keep_their_own_calls(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest names both ``::test_x``: the second file's call replaced the first's record, so a
+    regression in the first failed its test but left the summary and the run file."""
+    root = pytester.path / "root"
+    root.mkdir()
+    (root / "pytest.ini").write_text("[pytest]\n")
+    for name, costlier in (("one", True), ("two", False)):
+        (pytester.path / name).mkdir()
+        (pytester.path / name / "test_o.py").write_text(OUTSIDE.format(costlier=costlier))
+    monkeypatch.chdir(root)
+    paths = ("-c", "pytest.ini", "--rootdir=.", "--import-mode=importlib", "../one/test_o.py", "../two/test_o.py")
+    run(pytester, "--irene-save", *paths).assert_outcomes(passed=2)
+    monkeypatch.setenv("WIDTH", "4096")  # a tiny layer's energy is mostly its per-call floor
+    result = run(pytester, "--irene-json=run.json", "--irene-min-delta=0J", "--irene-tolerance=1%", *paths)
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["irene: 2 wrapped call(s), 1 fail, 1 pass*"])
+    records = json.loads((root / "run.json").read_text())["records"]
+    assert sorted(r["nodeid"] for r in records) == ["../one/test_o.py::test_x", "../two/test_o.py::test_x"]
+
+
 # -- 5. a bad --irene-profile -------------------------------------------------------------------
 
 

@@ -63,7 +63,9 @@ class IreneFixture:
     @property
     def records(self) -> list[CallRecord]:
         """The records of this test's calls so far."""
-        return list(self._manager.item_records.get(self._item.nodeid, []))
+        from pytest_irene.plugin.session import baseline_nodeid
+
+        return list(self._manager.item_records.get(baseline_nodeid(self._item), []))
 
 
 def model_exception(exc: TraceError) -> BaseException:

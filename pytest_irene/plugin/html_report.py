@@ -81,7 +81,9 @@ class HtmlReportGlue:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
         report = yield
-        records = self.manager.item_records.get(item.nodeid, []) if call.when == "call" else []
+        from pytest_irene.plugin.session import baseline_nodeid
+
+        records = self.manager.item_records.get(baseline_nodeid(item), []) if call.when == "call" else []
         if records:
             from pytest_html import extras
 

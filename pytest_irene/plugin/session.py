@@ -56,7 +56,9 @@ def baseline_nodeid(item: pytest.Item) -> str:
     """The node id a test's baselines are stored under: pytest's own, except for a test
     file outside the rootdir, whose node id has no module part (``::test_x``); its
     path relative to the rootdir (``../other/test_x.py::test_x``) is used instead, so it
-    gets a stable file of its own under ``_outside/``."""
+    gets a stable file of its own under ``_outside/``. It keys the session's records and marks
+    too (and is the records' node id): two such files' ``::test_x`` were one test, whose second
+    file's calls replaced the first's as a rerun's would."""
     module, sep, rest = item.nodeid.partition("::")
     if module or not sep:
         return item.nodeid
@@ -193,13 +195,14 @@ class IreneSession:
 
     def _item_index(self, item: pytest.Item) -> int:
         if self._item_order is None:
-            self._item_order = {it.nodeid: i for i, it in enumerate(item.session.items)}
-        return self._item_order.get(item.nodeid, len(self._item_order))
+            self._item_order = {baseline_nodeid(it): i for i, it in enumerate(item.session.items)}
+        return self._item_order.get(baseline_nodeid(item), len(self._item_order))
 
     def mark(self, item: pytest.Item) -> IreneMark:
-        if item.nodeid not in self._marks:
-            self._marks[item.nodeid] = read_mark(item)
-        return self._marks[item.nodeid]
+        key = baseline_nodeid(item)  # two test files outside the rootdir share pytest's "::test_x"
+        if key not in self._marks:
+            self._marks[key] = read_mark(item)
+        return self._marks[key]
 
     def test_settings(self, item: pytest.Item) -> tuple[str, float, float | None]:
         """(profile, tolerance, budget in J) for one test: marker over options, then the hooks.
@@ -252,7 +255,7 @@ class IreneSession:
             # JUnit properties: a newline or NUL would break them
             raise UsageError(f"irene(..., label=...): expected a non-empty string of printable characters, "
                              f"got {label!r:.80}")
-        mine = self.item_records.setdefault(item.nodeid, [])
+        mine = self.item_records.setdefault(baseline_nodeid(item), [])
         if any(r.label == label for r in mine):
             raise UsageError(
                 f"irene(..., label={label!r}) called twice in {item.nodeid}; give each call its own label"
@@ -287,7 +290,7 @@ class IreneSession:
             self.to_save[(key, label)] = entry
         else:
             # a run file's records carry pytest's node ids; the baseline store uses the stable key
-            baseline = self.base_run.get(item.nodeid, label) if self.base_run else self.store.get(key, label)
+            baseline = self.base_run.get(key, label) if self.base_run else self.store.get(key, label)
             mismatch = self.machine_mismatch(features)
             comparison = not_compared(mismatch, self.settings.strict) if mismatch and baseline else compare(
                 baseline,
@@ -304,7 +307,7 @@ class IreneSession:
         test_file, line0, _ = item.location
         test_line = call_line if call_line is not None else (line0 + 1 if isinstance(line0, int) else None)
         record = CallRecord(
-            nodeid=item.nodeid,
+            nodeid=key,
             label=label,
             tree=tree,
             profile=profile,
@@ -338,14 +341,14 @@ class IreneSession:
         refused as "called twice", and a passing rerun reported the failed attempt's energy.
         The last attempt is the test's, as its pytest outcome is. On an xdist worker, calls
         already handed to the controller are withdrawn with the next hand-over."""
-        self._judged.pop(item.nodeid, None)
-        old = self.item_records.pop(item.nodeid, None)
+        key = baseline_nodeid(item)
+        self._judged.pop(key, None)
+        old = self.item_records.pop(key, None)
         if not old:
             return
-        key = baseline_nodeid(item)
         handed = self._drop(key, old)
         if handed:
-            self._restarted.append((item.nodeid, key))
+            self._restarted.append((key, key))
 
     def _drop(self, key: str, gone: list[CallRecord]) -> bool:
         """Remove ``gone`` (records of one test, whose baseline key is ``key``) from :attr:`records`
@@ -370,8 +373,9 @@ class IreneSession:
         Judging every call at every report failed each later subtest, and the test, with an
         earlier subtest's regression."""
         if call.when in ("call", "teardown"):  # teardown: the calls a fixture made after the test
-            mine = self.item_records.get(item.nodeid, [])
-            start, self._judged[item.nodeid] = self._judged.get(item.nodeid, 0), len(mine)
+            key = baseline_nodeid(item)
+            mine = self.item_records.get(key, [])
+            start, self._judged[key] = self._judged.get(key, 0), len(mine)
             apply_gate(item, call, report, mine[start:])
         if call.when == "teardown" and self.is_worker:
             self.hand_over_on(report)
