@@ -277,6 +277,22 @@ def test_progress_bar_and_meter_warnings(emonpi_emulator, emonpi_reader, tmp_pat
     assert raw["format"] == "irene-tree/1" and raw["device"] == "rig"
 
 
+def test_too_few_reports_per_window_is_recorded_in_the_tree_as_printed(emonpi_emulator, emonpi_reader, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The note was appended after the tree's meta had copied the notes: printed, never recorded."""
+    from pytest_irene.rig.meters.emonpi import EmonPiReader
+
+    reader = emonpi_reader(emonpi_emulator("kv", power_fn=lambda: 100.0))
+    real = EmonPiReader.period_s.fget
+    monkeypatch.setattr(EmonPiReader, "period_s", property(lambda self: real(self) / 4))  # windows sized too short
+    cal = calibrator(reader, tmp_path, rounds=1, window_s=0.05)
+    with cal:
+        cal.check_idle()
+        tree = cal.measure(hooked(Tiny(), torch.randn(4, 32)))
+    note = f"some windows saw only {tree.meta['calibration']['min_reports_per_window']} meter reports (wanted 4)"
+    assert note in tree.meta["calibration"]["meter_warnings"] and f"tiny: {note}" in cal.warnings
+
+
 def test_meter_that_never_reports_is_a_clear_error(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:
     emulator = emonpi_emulator("kv", fault="silence", fault_after=0)
     reader = emonpi_reader(emulator, timeout_s=0.5)

@@ -152,3 +152,25 @@ def test_both_fixtures_measure_in_calibrate_mode(pytester: pytest.Pytester, emon
     assert all(t.profile == "irene-rig" and t.root.energy_j > 0 for t in trees)
     # the rig identity pinned with the gate's hook is what the trees (and the model file) record
     assert trees[0].meta["host"]["cpu_model"] == "Pinned Rig CPU"
+
+
+def test_ctrl_c_leaves_the_model_file_untrained(pytester: pytest.Pytester, emonpi_emulator) -> None:
+    """The session's end retrained (and replaced the model file) after Ctrl-C, as after a full run."""
+    emulator = emonpi_emulator("json", power_fn=lambda: 150.0)
+    pytester.makepyfile(HAND_TRACED + "\n\ndef test_zz_interrupted():\n    raise KeyboardInterrupt\n")
+    model = pytester.path / "out" / "rig.json"
+    model.parent.mkdir()
+    from pytest_irene.engine.predict.profiles import resolve_profile
+
+    model.write_bytes(resolve_profile("irene-pc1").read_bytes())
+    before = model.read_bytes()
+    result = pytester.runpytest_subprocess(  # in process, pytester re-raises the KeyboardInterrupt
+        "-p", "no:cacheprovider", "-p", "no:xdist", "--irene-calibrate", f"--irene-meter=emonpi:{emulator.path},115200,period=0.05",
+        "--irene-calibrate-window=0.1", "--irene-calibrate-rounds=1", "--irene-calibrate-min-reports=2",
+        "--irene-calibrate-cooldown=0", "--irene-calibrate-idle-cpu=100", "--irene-calibrate-dataset=out/rig.jsonl",
+        "--irene-calibrate-output=out/rig.json",
+    )
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*2 measured tree(s) appended to *rig.jsonl*",
+                                 "*no energy model trained: the run was stopped; the model file *rig.json is unchanged*"])
+    assert model.read_bytes() == before

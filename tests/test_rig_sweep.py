@@ -186,9 +186,11 @@ def test_ctrl_c_says_what_is_kept(tmp_path: Path, monkeypatch, capsys) -> None:
 
     class Interrupted:
         trees = ["one finished"]
+        held_before = 2  # the dataset held two trees before this run
+        kept = calibration.Calibrator.kept
 
-        def __init__(self, *args, **kwargs) -> None:
-            pass
+        def __init__(self, meter, settings, dataset, **kwargs) -> None:
+            self.dataset = dataset
 
         def __enter__(self):
             return self
@@ -204,7 +206,7 @@ def test_ctrl_c_says_what_is_kept(tmp_path: Path, monkeypatch, capsys) -> None:
                  "--seq-len", "8", "--meter", NO_PORT, "--dataset", str(tmp_path / "d.jsonl"), "-o", str(tmp_path / "m.json")])
     out = capsys.readouterr()
     assert code == 130
-    assert "interrupted: the 1 tree(s) this run finished were appended to" in out.out and "d.jsonl" in out.out
+    assert "interrupted: the 1 tree(s) this run finished are in" in out.out and "d.jsonl (3 in all)" in out.out
 
 
 # -- settings and idle ------------------------------------------------------------------------------------

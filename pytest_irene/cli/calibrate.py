@@ -215,8 +215,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             trees = cal.run(targets)
         except KeyboardInterrupt:  # Ctrl-C: say what is kept and how to go on, then stop as interrupted
-            print(f"irene calibrate: interrupted: the {len(cal.trees)} tree(s) this run finished were appended to "
-                  f"{dataset} (after the trees it held before); run again for the models and sizes not in it yet",
+            print(f"irene calibrate: interrupted: {cal.kept()}; run again for the models and sizes not in it yet",
                   flush=True)
             raise
         hardware = cal.hardware()

@@ -113,10 +113,16 @@ class Calibrator:
         self._fingerprint = fingerprint
         self.idle: IdleReport | None = None
         self.trees: list[EnergyTree] = []
+        self.held_before = 0  # trees the dataset held when the run opened it
         """Trees finished and appended to the dataset in this run."""
         self.warnings: list[str] = []
         self.windows: list[WindowRecord] = []
         """Every window measured in this run, for diagnostics."""
+
+    def kept(self) -> str:
+        """What a stopped run leaves in the dataset: this run's finished trees and the file's total."""
+        return (f"the {len(self.trees)} tree(s) this run finished are in {self.dataset} "
+                f"({self.held_before + len(self.trees)} in all)")
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -126,7 +132,7 @@ class Calibrator:
         The dataset is read first: a corrupt file or one of another energy scope must stop
         the run now, not when the first finished tree cannot be appended to it.
         """
-        check_dataset_for_append(self.dataset, self.meter.energy_scope, self.dataset_option)
+        self.held_before = check_dataset_for_append(self.dataset, self.meter.energy_scope, self.dataset_option)
         self.meter.start()
         self.meter.wait_for_samples(2)
         # a third reading gives the meter two intervals to measure its period from (PowerMeter.period_s),
@@ -244,6 +250,8 @@ class Calibrator:
                 self._align_round(prepared.target.label, round_no, windows, readings, notes)
         readings.apply(tree, groups, failed)
         few = readings.fewest_reports()
+        if few is not None and few < s.min_reports:  # before the tree's meta copies the notes
+            notes.append(f"some windows saw only {few} meter reports (wanted {s.min_reports})")
         tree.profile = s.profile
         tree.meta.update({
             "label": prepared.target.label,
@@ -264,8 +272,6 @@ class Calibrator:
             "energy_scope": self.meter.energy_scope,
             **(prepared.target.meta or {}),
         })
-        if few is not None and few < s.min_reports:
-            notes.append(f"some windows saw only {few} meter reports (wanted {s.min_reports})")
         for note in notes:
             self.warnings.append(f"{prepared.target.label}: {note}")
         try:
@@ -369,7 +375,7 @@ class Calibrator:
             except MeterError as exc:
                 raise CalibrationError(
                     f"the meter failed while measuring {p.target.label}: {str(exc).rstrip('.')}. "
-                    f"{len(self.trees)} finished tree(s) are in {self.dataset}."
+                    f"{self.kept()}."
                 ) from None
             self._say(f"irene calibrate: {p.target.label}: {p.tree.root.energy_j or 0:.4g} J per run -> {self.dataset}")
         return done

@@ -155,20 +155,28 @@ class CalibrationRun:
             except MeterError as exc:
                 self.error = (
                     f"irene calibrate: the meter failed while measuring {target.label}: {str(exc).rstrip('.')}. "
-                    f"{len(cal.trees)} finished tree(s) are kept in {self.dataset}"
+                    f"{cal.kept()}"
                 )
                 pytest.exit(self.error, returncode=pytest.ExitCode.INTERRUPTED)
         return tree
 
     # -- end of session ------------------------------------------------------------------
 
-    def finish(self) -> None:
-        """Close the meter; retrain on the dataset when this session added trees."""
+    def finish(self, interrupted: bool = False) -> None:
+        """Close the meter; retrain on the dataset when this session added trees and ran to its end.
+
+        Not after Ctrl-C or a meter failure (``interrupted``): the run was stopped, and the model
+        file it would replace stays as it was, as ``irene calibrate`` leaves it (its trees are kept;
+        ``irene train`` trains on them)."""
         cal = self.calibrator
         if cal is None:
             return
         cal.close()
         if not cal.trees or self.config.getoption("irene_calibrate_no_train"):
+            return
+        if interrupted or self.error is not None:
+            self.train_error = (f"the run was stopped; the model file {self.output} is unchanged (train on the "
+                                f"measured trees with irene train {self.dataset} -o {self.output})")
             return
         from pytest_irene.rig.calibration import train_rig_model
 
@@ -381,7 +389,7 @@ def pytest_irene_fixture(request: pytest.FixtureRequest) -> Any | None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run = _run(session.config)
     if run is not None:
-        run.finish()
+        run.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
