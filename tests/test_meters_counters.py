@@ -159,3 +159,17 @@ def test_rapl_at_a_named_directory_blames_the_directory_not_the_cpu(tmp_path: Pa
     """``rapl:/bad/path`` said "not an Intel/AMD CPU"; the path is what the user should check."""
     with pytest.raises(MeterError, match=r"no powercap interface at .*nope \(expected a powercap directory"):
         RaplMeter(tmp_path / "nope").start()
+
+
+def test_calibration_opens_an_nvml_counter_that_updates_once_a_second(tmp_path) -> None:
+    """The wait for the third reading used the poll interval's 0.5 s: a slow counter was refused as frozen."""
+    from pytest_irene.rig.calibration import Calibrator, CalibrationSettings
+
+    gpu = FakeGpu(power_w=200.0, energy_period_s=0.8)
+    meter = NvmlMeter(0, poll_s=0.1, nvml_module=FakeNvml([gpu]))
+    cal = Calibrator(meter, CalibrationSettings(idle_cpu_pct=100.0), tmp_path / "rig.jsonl", progress=False)
+    try:
+        cal.open()
+        assert meter.period_s == pytest.approx(0.8, abs=0.15)
+    finally:
+        cal.close()

@@ -136,8 +136,10 @@ class Calibrator:
         self.meter.start()
         self.meter.wait_for_samples(2)
         # a third reading gives the meter two intervals to measure its period from (PowerMeter.period_s),
-        # so the plan printed next and every window are sized by the period the meter really reports at
-        self.meter.wait_for_samples(_PERIOD_READINGS, timeout_s=self.meter.timeout_s)
+        # so the plan printed next and every window are sized by the period the meter really reports at;
+        # waited for as the first ones (the period is not known yet: an NVML counter updating once a
+        # second was refused as frozen after the 0.5 s its poll interval implied)
+        self.meter.wait_for_samples(_PERIOD_READINGS)
         if self._sampler is None:
             from pytest_irene.rig.runtime.sampler import ResourceSampler
 
