@@ -216,7 +216,7 @@ def test_meter_failure_keeps_finished_trees(emonpi_emulator, emonpi_reader, tmp_
 
     cal._say = say
     with cal:
-        with pytest.raises(CalibrationError, match=r"meter failed while measuring tiny: .*1 finished tree\(s\)") as info:
+        with pytest.raises(CalibrationError, match=r"meter failed while measuring tiny: .*; the 1 tree\(s\) this run finished are in .*\(1 in all\)") as info:
             cal.run(targets)
     assert ".." not in str(info.value)  # the meter's own sentence end is not doubled
     assert len(load_dataset(tmp_path / "rig.jsonl.gz")) == 1
@@ -349,7 +349,7 @@ def test_a_meter_gone_silent_stops_within_a_few_periods_not_a_round(
 
     cal._say = say
     with cal:
-        with pytest.raises(CalibrationError, match=r"meter failed while measuring tiny: .*silent for .*1 finished tree\(s\)"):
+        with pytest.raises(CalibrationError, match=r"meter failed while measuring tiny: .*silent for .*; the 1 tree\(s\) this run finished are in .*\(1 in all\)"):
             cal.run(targets)
     assert time.monotonic() - switched[0] < 8.0  # one 20 s window alone would take longer; a round takes 60 s
     assert len(load_dataset(tmp_path / "rig.jsonl.gz")) == 1

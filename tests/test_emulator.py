@@ -215,6 +215,10 @@ def test_wrong_baud_waits_for_fault_after_like_every_fault(emonpi_emulator, emon
     wait_for(lambda: len(emulator.log) >= 8)
     assert reader.reports == 3
     assert [e.delivered for e in emulator.log[:6]] == [True, True, True, False, False, False]
+    # garbled bytes keep arriving after the good reports: said so, not "silent"
+    with pytest.raises(MeterError, match=r"no valid report for .* byte\(s\) arrived since the last one, most of them "
+                       r"undecodable \(line noise, a loose cable or a changed baud rate\)"):
+        reader.wait_for_samples(4, timeout_s=1.0)
 
 
 @pytest.mark.parametrize(

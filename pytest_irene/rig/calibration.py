@@ -376,7 +376,7 @@ class Calibrator:
                 done.append(self.measure(p))
             except MeterError as exc:
                 raise CalibrationError(
-                    f"the meter failed while measuring {p.target.label}: {str(exc).rstrip('.')}. "
+                    f"the meter failed while measuring {p.target.label}: {str(exc).rstrip('.')}; "
                     f"{self.kept()}."
                 ) from None
             self._say(f"irene calibrate: {p.target.label}: {p.tree.root.energy_j or 0:.4g} J per run -> {self.dataset}")

@@ -154,7 +154,7 @@ class CalibrationRun:
                 tree = cal.measure(prepared)
             except MeterError as exc:
                 self.error = (
-                    f"irene calibrate: the meter failed while measuring {target.label}: {str(exc).rstrip('.')}. "
+                    f"irene calibrate: the meter failed while measuring {target.label}: {str(exc).rstrip('.')}; "
                     f"{cal.kept()}"
                 )
                 pytest.exit(self.error, returncode=pytest.ExitCode.INTERRUPTED)

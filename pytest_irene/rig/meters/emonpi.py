@@ -57,6 +57,7 @@ class EmonPiReader(PowerMeter):
         self.firmware: Firmware | None = None
         self.bytes_received = 0
         self.unprintable_bytes = 0
+        self._bytes_at_report = (0, 0)  # (received, unprintable) when the last report was decoded
         self.last_text_line = ""
         self.lines = 0
         self.reports = 0
@@ -199,6 +200,7 @@ class EmonPiReader(PowerMeter):
             )
         self._last_msg = report.msg
         self._last_t = t_s
+        self._bytes_at_report = (self.bytes_received, self.unprintable_bytes)
 
     def _noise(self, message: str, t_s: float) -> None:
         self._event(message, t_s)
@@ -222,6 +224,14 @@ class EmonPiReader(PowerMeter):
             return (
                 f"{self.name}: no data at all in {waited_s:.1f} s at {self.baud} baud: is the emonPi "
                 "powered, the port right and no other program (emonhub) reading it?"
+            )
+        since = self.bytes_received - self._bytes_at_report[0]
+        garbled = self.unprintable_bytes - self._bytes_at_report[1]
+        if since > 0 and garbled > 0.2 * since:  # bytes keep arriving, none of them a report: not silence
+            return (
+                f"{self.name}: no valid report for {waited_s:.1f} s, but {since} byte(s) arrived since the last "
+                "one, most of them undecodable (line noise, a loose cable or a changed baud rate); "
+                "measurements finished before are kept"
             )
         return (
             f"{self.name}: silent for {waited_s:.1f} s (reports expected every ~{self.period_s:.2f} s); "
