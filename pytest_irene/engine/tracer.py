@@ -73,7 +73,7 @@ def skipped(module: nn.Module) -> bool:
 _ADDMM = (torch.addmm, torch.Tensor.addmm)
 
 
-def is_weight(value: Any) -> bool:
+def _is_weight(value: Any) -> bool:
     """A parameter, or a view of one (``self.weight.t()`` is a plain tensor whose base is the parameter)."""
     return isinstance(value, nn.Parameter) or isinstance(getattr(value, "_base", None), nn.Parameter)
 
@@ -282,7 +282,7 @@ class Tracer:
         if kind is None or top is None or top.skip or top.formula is not None or top.node is None:
             return func(*args, **kwargs)
         type_name, suffix, formula_name = kind
-        if func in _ADDMM and any(is_weight(a) for a in args[1:3]):  # addmm(bias, x, W): what nn.Linear
+        if func in _ADDMM and any(_is_weight(a) for a in args[1:3]):  # addmm(bias, x, W): what nn.Linear
             type_name, suffix = "Linear", "linear"  # runs on 2-D rows, counted by the same 2·M·K·N
         scope = self.functional_scope(top, suffix)
         formula = F_.formula_by_name(formula_name)
@@ -443,7 +443,7 @@ def _functional_params(type_name: str, args: tuple[Any, ...], kwargs: dict[str, 
     activations (``MatMul``, ``Softmax``, SDPA) have none."""
     if type_name in _ACTIVATION_PRODUCTS:
         return 0.0
-    weights = [v for v in (*args, *kwargs.values()) if is_weight(v)]
+    weights = [v for v in (*args, *kwargs.values()) if _is_weight(v)]
     return float(sum(w.numel() for w in weights))
 
 
