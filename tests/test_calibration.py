@@ -306,7 +306,9 @@ def test_idle_powers_of_a_counter_meter_come_from_counter_differences() -> None:
     powers = powers_in(samples, 0.0, 2.0, kind="counter", parts=4)
     assert powers == pytest.approx([50.0, 50.0, 150.0, 150.0])
     reports = [PowerSample(t_s=1.0, power_w=80.0), PowerSample(t_s=2.0, power_w=90.0), PowerSample(t_s=3.0, power_w=1.0)]
-    assert powers_in(reports, 0.5, 2.5, kind="power") == [80.0, 90.0]
+    # the report at 3.0 s gives the power of (2.0, 3.0]: the window's last half second, which its mean holds
+    assert powers_in(reports, 0.5, 2.5, kind="power") == [80.0, 90.0, 1.0]
+    assert powers_in(reports[:2], 0.5, 2.5, kind="power") == [80.0, 90.0]  # no report after the window yet
 
 
 def test_decoders_replay_without_a_cache_and_release_their_inputs(emonpi_emulator, emonpi_reader, tmp_path: Path) -> None:

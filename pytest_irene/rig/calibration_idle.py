@@ -14,11 +14,16 @@ from pytest_irene.rig.calibration_plan import CalibrationError, CalibrationSetti
 
 
 def powers_in(samples: Sequence[Any], t0: float, t1: float, *, kind: str, parts: int = 10) -> list[float]:
-    """The power readings inside ``[t0, t1]``, W: the reports of a power meter, or the mean
-    power over about ``parts`` sub-intervals of a counter meter's readings."""
+    """The power readings over ``[t0, t1]``, W: the reports of a power meter, or the mean
+    power over about ``parts`` sub-intervals of a counter meter's readings.
+
+    A power meter's report gives the power of the period before it, so the first report after
+    ``t1`` covers the window's end and is one of them: the window's mean energy is integrated
+    with it, and without it the printed range could leave out the mean (80.2 W of 87.0-87.0 W)."""
     inside = [x for x in samples if t0 <= x.t_s <= t1]
     if kind == "power":
-        return [x.power_w for x in inside if x.power_w is not None]
+        after = next((x for x in samples if x.t_s > t1), None)
+        return [x.power_w for x in (*inside, *([after] if after is not None else [])) if x.power_w is not None]
     powers, last = [], None
     step = (t1 - t0) / parts
     for x in inside:
