@@ -255,7 +255,8 @@ class IreneSession:
             # JUnit properties: a newline or NUL would break them
             raise UsageError(f"irene(..., label=...): expected a non-empty string of printable characters, "
                              f"got {label!r:.80}")
-        mine = self.item_records.setdefault(baseline_nodeid(item), [])
+        key = baseline_nodeid(item)
+        mine = self.item_records.setdefault(key, [])
         if any(r.label == label for r in mine):
             raise UsageError(
                 f"irene(..., label={label!r}) called twice in {item.nodeid}; give each call its own label"
@@ -285,11 +286,9 @@ class IreneSession:
         version = self.energy_model_version(profile)
         entry = entry_from_tree(tree, profile=profile, features=features, energy_model=version)
         comparison: Comparison | None = None
-        key = baseline_nodeid(item)
         if self.settings.save:
             self.to_save[(key, label)] = entry
         else:
-            # a run file's records carry pytest's node ids; the baseline store uses the stable key
             baseline = self.base_run.get(key, label) if self.base_run else self.store.get(key, label)
             mismatch = self.machine_mismatch(features)
             comparison = not_compared(mismatch, self.settings.strict) if mismatch and baseline else compare(
