@@ -51,6 +51,11 @@ _STATUS_ICON = {
 }
 
 
+def _icon(word: str) -> str:
+    """A status word with its icon (``❌ fail``); a word without one as it is."""
+    return _STATUS_ICON.get(word, word)
+
+
 def cell(text: object) -> str:
     """Text safe inside a Markdown table cell, heading or list item.
 
@@ -266,7 +271,7 @@ def session_table(records: list[CallRecord]) -> CallsTable:
             format_energy(r.tree.total_j),
             format_change(root_change(r)),
             cell(r.profile),
-            _STATUS_ICON.get(call_status(r), call_status(r)),
+            _icon(call_status(r)),
         )
         for r in records
     ]
@@ -342,7 +347,7 @@ def compare_table(rc: RunComparison, fail_on: str = "increase") -> CallsTable:
             format_energy(c.base_total_j) if c.base_total_j is not None else "-",
             format_energy(c.new_total_j) if c.new_total_j is not None else "-",
             format_change(c.change) if c.compared or c.comparison is None else "not compared",
-            _STATUS_ICON.get(c.verdict(fail_on), c.verdict(fail_on)),
+            _icon(c.verdict(fail_on)),
         )
         for c in rc.calls
     ]
