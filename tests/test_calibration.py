@@ -222,6 +222,25 @@ def test_meter_failure_keeps_finished_trees(emonpi_emulator, emonpi_reader, tmp_
     assert len(load_dataset(tmp_path / "rig.jsonl.gz")) == 1
 
 
+def test_a_rerun_of_a_measured_size_says_it_is_added_beside_the_old(emonpi_emulator, emonpi_reader, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    emulator = emonpi_emulator("kv", power_fn=lambda: 100.0)
+    for run in range(2):
+        cal = calibrator(emonpi_reader(emulator), tmp_path, rounds=1)
+        monkeypatch.setattr(cal, "prepare", lambda target: hooked(target.model, target.inputs))
+        with cal:
+            assert len(cal.held_runs) == run
+            cal.run([Target(Tiny(), torch.randn(4, 32), "tiny")])
+        notes = [line for line in cal.lines if "already holds" in line]
+        if run == 0:
+            assert notes == []
+        else:  # the same model and input size again: two measurements of one size will train
+            assert notes == [f"irene calibrate: note: {tmp_path / 'rig.jsonl.gz'} already holds tiny; the new "
+                             "measurement(s) are added beside the old ones and both train (remove the old lines "
+                             "to replace them)"]
+    assert len(load_dataset(tmp_path / "rig.jsonl.gz")) == 2
+
+
 def test_a_tree_whose_append_fails_is_rescued_not_lost(emonpi_emulator, emonpi_reader, tmp_path: Path, monkeypatch) -> None:
     import pytest_irene.rig.calibration as calibration
 

@@ -132,12 +132,13 @@ def test_both_fixtures_measure_in_calibrate_mode(pytester: pytest.Pytester, emon
         "def pytest_irene_host_fingerprint(config):\n"
         "    return {'cpu_model': 'Pinned Rig CPU', 'cpu_count': 64, 'gpus': []}\n"
     )
-    result = run(
-        pytester, "--irene-calibrate", f"--irene-meter=emonpi:{emulator.path},115200,period=0.05",
+    result_args = (
+        "--irene-calibrate", f"--irene-meter=emonpi:{emulator.path},115200,period=0.05",
         "--irene-calibrate-window=0.1", "--irene-calibrate-rounds=1", "--irene-calibrate-min-reports=2",
         "--irene-calibrate-cooldown=0", "--irene-calibrate-idle-cpu=100", "--irene-calibrate-no-train",
         "--irene-calibrate-dataset=out/rig.jsonl",
     )
+    result = run(pytester, *result_args)
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([
         "*irene calibrate: idle power 150.0 W*",
@@ -152,6 +153,11 @@ def test_both_fixtures_measure_in_calibrate_mode(pytester: pytest.Pytester, emon
     assert all(t.profile == "irene-rig" and t.root.energy_j > 0 for t in trees)
     # the rig identity pinned with the gate's hook is what the trees (and the model file) record
     assert trees[0].meta["host"]["cpu_model"] == "Pinned Rig CPU"
+    assert "already holds" not in result.stdout.str()
+    again = run(pytester, *result_args)  # the same sizes again: said before each is measured
+    again.stdout.fnmatch_lines(["*note: *rig.jsonl already holds *test_gate_fixture_measures::seq; the new "
+                                "measurement(s) are added beside the old ones*"])
+    assert len(load_dataset(pytester.path / "out" / "rig.jsonl")) == 4
 
 
 def test_ctrl_c_leaves_the_model_file_untrained(pytester: pytest.Pytester, emonpi_emulator) -> None:

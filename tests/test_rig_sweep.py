@@ -119,10 +119,10 @@ def test_calibrate_refuses_a_truncated_dataset_before_measuring(tmp_path: Path, 
 def test_a_dataset_of_another_energy_scope_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "gpu.jsonl"
     path.write_text(tree_line(scope="gpu-board") + "\n")
-    assert check_dataset_for_append(path, "gpu-board", "--dataset") == 1
+    assert check_dataset_for_append(path, "gpu-board", "--dataset") == [("tiny", 2, 8)]
     with pytest.raises(UsageError, match=r"--dataset=.*gpu\.jsonl: holds gpu-board energy and this meter measures wall"):
         check_dataset_for_append(path, "wall", "--dataset")
-    assert check_dataset_for_append(tmp_path / "new.jsonl", "wall", "--dataset") == 0
+    assert check_dataset_for_append(tmp_path / "new.jsonl", "wall", "--dataset") == []
 
 
 def test_a_failed_append_rescues_the_measured_tree(dataset: Path) -> None:
@@ -186,7 +186,7 @@ def test_ctrl_c_says_what_is_kept(tmp_path: Path, monkeypatch, capsys) -> None:
 
     class Interrupted:
         trees = ["one finished"]
-        held_before = 2  # the dataset held two trees before this run
+        held_runs = [("m", 8, 32), ("m", 8, 64)]  # the dataset held two trees before this run
         kept = calibration.Calibrator.kept
 
         def __init__(self, meter, settings, dataset, **kwargs) -> None:

@@ -113,7 +113,8 @@ class Calibrator:
         self._fingerprint = fingerprint
         self.idle: IdleReport | None = None
         self.trees: list[EnergyTree] = []
-        self.held_before = 0  # trees the dataset held when the run opened it
+        self.held_runs: list[tuple[str, int, int]] = []
+        """(model, batch, sequence) of each tree the dataset held when the run opened it."""
         """Trees finished and appended to the dataset in this run."""
         self.warnings: list[str] = []
         self.windows: list[WindowRecord] = []
@@ -122,7 +123,7 @@ class Calibrator:
     def kept(self) -> str:
         """What a stopped run leaves in the dataset: this run's finished trees and the file's total."""
         return (f"the {len(self.trees)} tree(s) this run finished are in {self.dataset} "
-                f"({self.held_before + len(self.trees)} in all)")
+                f"({len(self.held_runs) + len(self.trees)} in all)")
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -132,7 +133,7 @@ class Calibrator:
         The dataset is read first: a corrupt file or one of another energy scope must stop
         the run now, not when the first finished tree cannot be appended to it.
         """
-        self.held_before = check_dataset_for_append(self.dataset, self.meter.energy_scope, self.dataset_option)
+        self.held_runs = check_dataset_for_append(self.dataset, self.meter.energy_scope, self.dataset_option)
         self.meter.start()
         self.meter.wait_for_samples(2)
         # a third reading gives the meter two intervals to measure its period from (PowerMeter.period_s),
@@ -354,6 +355,19 @@ class Calibrator:
             fp["idle_power_w"] = round(self.idle.power_w, 3)
         return fp
 
+    def note_measured_before(self, prepared: Sequence[Prepared]) -> None:
+        """Say which targets' model and input size the dataset already holds: a re-run appends a
+        second measurement beside the first (training weighs that size twice), which is what a
+        user who meant to replace the old one must be told before the rig time is spent."""
+        held = set(self.held_runs)
+        again = [p.target.label for p in prepared if (p.tree.model_name, p.tree.batch_size, p.tree.seq_len) in held]
+        if again:
+            more = f" and {len(again) - 1} more" if len(again) > 1 else ""
+            self._say(
+                f"irene calibrate: note: {self.dataset} already holds {again[0]}{more}; the new measurement(s) "
+                "are added beside the old ones and both train (remove the old lines to replace them)"
+            )
+
     # -- the whole procedure -------------------------------------------------------------
 
     def run(self, targets: Sequence[Target]) -> list[EnergyTree]:
@@ -366,7 +380,10 @@ class Calibrator:
             raise CalibrationError("nothing to calibrate: no model given")
         # trace everything once for the plan, then again right before measuring: captured
         # inputs of every target held at once could exhaust memory on large grids
-        self._say(self.plan([self.prepare(t) for t in targets]).describe())
+        prepared = [self.prepare(t) for t in targets]
+        self._say(self.plan(prepared).describe())
+        self.note_measured_before(prepared)
+        del prepared
         if self.idle is None:
             self.check_idle()
         done = []

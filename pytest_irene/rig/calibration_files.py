@@ -68,15 +68,16 @@ def check_model_output(output: str | os.PathLike[str], datasets: Sequence[str | 
     return target
 
 
-def check_dataset_for_append(dataset: str | os.PathLike[str], energy_scope: str, option: str) -> int:
-    """How many trees ``dataset`` holds (0 when it does not exist yet); an :class:`IreneError`
-    naming ``option`` when the file is unreadable or invalid, or holds trees of another
-    energy scope than the meter's (``wall`` vs ``gpu-board``: training refuses to mix them)."""
+def check_dataset_for_append(dataset: str | os.PathLike[str], energy_scope: str, option: str) -> list[tuple[str, int, int]]:
+    """The runs ``dataset`` holds, one ``(model, batch size, sequence length)`` per tree (none
+    when it does not exist yet); an :class:`IreneError` naming ``option`` when the file is
+    unreadable or invalid, or holds trees of another energy scope than the meter's (``wall``
+    vs ``gpu-board``: training refuses to mix them)."""
     from pytest_irene.engine.dataset import load_dataset
 
     path = Path(dataset)
     if not path.exists():
-        return 0
+        return []
     try:
         trees = load_dataset(path)
     except DatasetError as exc:
@@ -89,7 +90,7 @@ def check_dataset_for_append(dataset: str | os.PathLike[str], energy_scope: str,
             f"{option}={path}: holds {', '.join(scopes)} energy and this meter measures {energy_scope}; "
             "one profile holds one energy scope: append to another dataset file"
         )
-    return len(trees)
+    return [(t.model_name, t.batch_size, t.seq_len) for t in trees]
 
 
 def rescue_trees(dataset: Path, trees: Sequence[Any], error: BaseException) -> IreneError:

@@ -150,6 +150,7 @@ class CalibrationRun:
         with self._uncaptured():
             prepared = cal.prepare(target)
             self._print(cal.plan([prepared], include_idle=False).describe())
+            cal.note_measured_before([prepared])
             try:
                 tree = cal.measure(prepared)
             except MeterError as exc:
