@@ -203,6 +203,38 @@ def test_sdpa_is_its_own_primitive_and_einsum_a_matmul() -> None:
     assert tree["matmul#0"].features["flops"] == 2 * 2 * 3 * 5 * 5 * 4
 
 
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_vector_products_bilinear_and_distances_count_their_work(device: str) -> None:
+    """torch.mv/addmv/dot, nn.Bilinear and torch.cdist were free (0 flops) while ``W @ x`` counted."""
+
+    class Products(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w, self.b, self.v = nn.Parameter(torch.randn(256, 64)), nn.Parameter(torch.zeros(256)), nn.Parameter(torch.randn(64))
+            self.bil = nn.Bilinear(64, 32, 8)
+            self.centres = nn.Parameter(torch.randn(512, 64))
+
+        def forward(self, x, y, rows):
+            return torch.mv(self.w, x), torch.addmv(self.b, self.w, x), torch.dot(self.v, x), self.bil(rows, y), torch.cdist(rows[None], self.centres)
+
+    model = Products().to(device)
+    args = tuple(t.to(device) for t in (torch.randn(64), torch.randn(40, 32), torch.randn(40, 64)))
+    tree = trace(model, args, device=device)
+    kinds = {n.scope: (n.type, n.features["flops"]) for n in tree.leaves()}
+    assert kinds == {
+        "matmul#0": ("MatMul", 2 * 256 * 64),  # mv
+        "linear#0": ("Linear", 2 * 256 * 64),  # addmv on the module's weight: a Linear on one row
+        "matmul#1": ("MatMul", 2 * 64),  # dot
+        "bil": ("Bilinear", 2 * 40 * 8 * 64 * 32 + 40 * 8),
+    }
+    bil = tree["bil"]
+    assert bil.features["mem_bytes"] == 4 * (40 * 64 + 40 * 32 + 8 * 64 * 32 + 8 + 40 * 8)
+    rows_only = trace(nn.Bilinear(16, 24, 8).to(device), (torch.randn(4, 16, device=device), torch.randn(4, 24, device=device)), device=device)
+    assert (rows_only.batch_size, rows_only.seq_len) == (4, 1)  # rows of features: one token each, not 16
+    # the distances are the root's own work (2 flops per pair and feature on the matrix-product path)
+    assert tree.root.features["flops"] - sum(kinds[s][1] for s in kinds) >= 2 * 40 * 512 * 64
+
+
 def test_functional_leaf_names_in_a_transformer() -> None:
     model = build_model("bert-base-uncased", num_hidden_layers=2)
     tree = trace(model, example_inputs("bert-base-uncased", 2, 8))

@@ -191,7 +191,7 @@ def _matmul_fn(fn: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
     out = output_tensor(output)
     if out is None or len(ts) < 2:
         return {"flops": 0.0, "mem_bytes": 0.0}
-    if len(ts) >= 3 and getattr(fn, "__name__", "") in ("baddbmm", "addbmm", "addmm"):
+    if len(ts) >= 3 and getattr(fn, "__name__", "") in ("baddbmm", "addbmm", "addmm", "addmv"):
         ts = ts[1:]  # baddbmm(input, b1, b2): the product is b1 @ b2
     return matmul_features(ts[0], ts[1], out)
 

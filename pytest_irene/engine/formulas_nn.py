@@ -183,6 +183,24 @@ def recurrent(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, floa
     return {"flops": float(flops), "mem_bytes": float(mem)}
 
 
+def bilinear(module: Any, inputs: Sequence[Any], output: Any) -> dict[str, float]:
+    """``nn.Bilinear``: ``y_o = x1·W_o·x2 + b_o``, 2 flops per weight element per row (``2·rows·Σ W``)
+    plus the bias add; bytes are both inputs, the weight and the output. Its ``aten._trilinear``
+    was free glue, so the layer's whole product was missing."""
+    ins, outs = tensors(list(inputs)), tensors(output)
+    weight = getattr(module, "weight", None)
+    if len(ins) < 2 or not outs or not isinstance(weight, torch.Tensor):
+        return dict(_ZERO)
+    out = outs[0]
+    rows = out.numel() // max(int(weight.shape[0]), 1)
+    flops = 2.0 * rows * weight.numel()
+    bias = getattr(module, "bias", None)
+    if isinstance(bias, torch.Tensor):
+        flops += out.numel()
+    mem = nbytes(ins[0]) + nbytes(ins[1]) + nbytes(weight) + (nbytes(bias) if isinstance(bias, torch.Tensor) else 0) + nbytes(out)
+    return {"flops": float(flops), "mem_bytes": float(mem)}
+
+
 #: Type name -> formula, merged into the registry of :mod:`pytest_irene.engine.features`.
 NN_FORMULAS: dict[str, Any] = {
     "ConvTranspose1d": conv_transpose,
@@ -211,6 +229,7 @@ NN_FORMULAS: dict[str, Any] = {
     "Upsample": upsample,
     "UpsamplingNearest2d": upsample,
     "UpsamplingBilinear2d": upsample,
+    "Bilinear": bilinear,
     "LSTM": recurrent,
     "GRU": recurrent,
     "RNN": recurrent,

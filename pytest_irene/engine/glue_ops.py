@@ -54,8 +54,8 @@ ELEMENTWISE_OPS: dict[str, tuple[float, float]] = {
 }
 #: Reductions count the elements they read, not the (small) result.
 _READ_SIZED = {"mean", "sum", "var", "std"}
-_MATMUL_OPS = {"mm", "bmm", "matmul"}
-_ADDMM_OPS = {"addmm", "baddbmm", "addbmm"}
+_MATMUL_OPS = {"mm", "bmm", "matmul", "mv", "dot", "vdot"}
+_ADDMM_OPS = {"addmm", "baddbmm", "addbmm", "addmv"}
 _CONVOLUTION_OPS = {"convolution", "_convolution"}
 
 
@@ -75,6 +75,12 @@ def _convolution(args: Sequence[Any], out: Any) -> tuple[float, float] | None:
     if len(args) > 2 and isinstance(args[2], torch.Tensor):
         flops += res.numel()
     return flops, nbytes(x) + nbytes(weight) + nbytes(res)
+
+
+#: Pairwise distances (``torch.cdist``): flops per (pair, feature). The matrix-product path for
+#: euclidean distances (``_euclidean_dist``, taken past 25 rows) multiplies and adds; the direct
+#: path also takes the difference. Both were free glue (a cdist of 2·100 by 512 rows of 64: 0 flops).
+_DISTANCE_OPS = {"_euclidean_dist": 2.0, "_cdist_forward": 3.0}
 
 
 def glue_op_features(op_name: str, args: Sequence[Any], out: Any) -> tuple[float, float] | None:
@@ -100,6 +106,12 @@ def glue_op_features(op_name: str, args: Sequence[Any], out: Any) -> tuple[float
         return f["flops"], f["mem_bytes"]
     if op_name in _CONVOLUTION_OPS:
         return _convolution(args, out)
+    if op_name in _DISTANCE_OPS:
+        ts = tensors(args)
+        res = output_tensor(out)
+        if res is None or len(ts) < 2:
+            return None
+        return _DISTANCE_OPS[op_name] * res.numel() * ts[0].shape[-1], nbytes(ts[0]) + nbytes(ts[1]) + nbytes(res)
     if op_name == "embedding":
         ts = tensors(args)
         res = output_tensor(out)

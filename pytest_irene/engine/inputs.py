@@ -141,12 +141,12 @@ _FUNCTIONAL_NORMS = tuple(f for f in (nn.functional.layer_norm, getattr(nn.funct
 
 
 def _token_wise(module: Any) -> bool:
-    """A leaf that works token by token (Linear, LayerNorm, RMSNorm, a quantized Linear, or
+    """A leaf that works token by token (Linear, Bilinear, LayerNorm, RMSNorm, a quantized Linear, or
     ``F.linear``/``F.layer_norm``/``F.rms_norm`` on a module's weights): its input's dim 1 is the
     tokens. A functional ``F.linear(x, self.weight)`` read ``x``'s features as its tokens."""
     if not isinstance(module, nn.Module):
         return module is nn.functional.linear or module in _FUNCTIONAL_NORMS
-    return isinstance(module, nn.Linear) or _is_norm(module) or _quantized_layer(module)
+    return isinstance(module, (nn.Linear, nn.Bilinear)) or _is_norm(module) or _quantized_layer(module)
 
 
 def _quantized_layer(module: nn.Module) -> bool:

@@ -272,8 +272,13 @@ def _check_sdpa_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gqa: bo
     try:
         torch.broadcast_shapes(lead_q, lead_k)
     except RuntimeError:
+        hint = ""
+        if k.dim() >= 3 and q.dim() >= 3 and k.shape[-3] < q.shape[-3]:
+            hint = " (grouped-query attention needs enable_gqa=True)"
+        elif k.dim() >= 3 and q.dim() >= 3 and k.shape[-3] > q.shape[-3]:  # no flag makes this valid
+            hint = " (the key has more heads than the query: a config's num_key_value_heads above its heads?)"
         raise RuntimeError(f"scaled_dot_product_attention: the query's batch and heads {tuple(lead_q)} and the key's "
-                           f"{tuple(lead_k)} do not broadcast (grouped-query attention needs enable_gqa=True)") from None
+                           f"{tuple(lead_k)} do not broadcast{hint}") from None
     if k.shape[-1] != q.shape[-1]:
         raise RuntimeError(f"scaled_dot_product_attention: the key's last dimension {k.shape[-1]} differs from "
                            f"the query's {q.shape[-1]}")

@@ -70,7 +70,8 @@ def skipped(module: nn.Module) -> bool:
     return isinstance(module, SKIPPED_TYPES) or type(module).__name__.endswith(_STOCHASTIC_DEPTH_SUFFIXES)
 
 
-_ADDMM = (torch.addmm, torch.Tensor.addmm)
+#: A product plus a bias (``addmm(bias, x, W)``, ``addmv(bias, W, x)``): a Linear when a weight is an operand.
+_ADDMM = (torch.addmm, torch.Tensor.addmm, torch.addmv, torch.Tensor.addmv)
 
 
 def _is_weight(value: Any) -> bool:
@@ -90,7 +91,8 @@ def _functional_table() -> dict[Any, tuple[str, str, str]]:
     functional = torch.nn.functional
     table: dict[Any, tuple[str, str, str]] = {}
     for fn in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,
-               torch.bmm, torch.Tensor.bmm, torch.mm, torch.Tensor.mm, torch.baddbmm, torch.Tensor.baddbmm):
+               torch.bmm, torch.Tensor.bmm, torch.mm, torch.Tensor.mm, torch.baddbmm, torch.Tensor.baddbmm,
+               torch.mv, torch.Tensor.mv, torch.dot, torch.Tensor.dot, torch.vdot, torch.Tensor.vdot):
         table[fn] = ("MatMul", "matmul", "MatMul")
     for fn in _ADDMM:  # a Linear on 2-D rows when a weight is an operand (see Tracer.functional)
         table[fn] = ("MatMul", "matmul", "MatMul")
