@@ -246,6 +246,7 @@ def test_a_base_run_of_another_profile_is_not_refreshed_with_irene_save(pytester
     run(pytester, "--irene-json=main.json").assert_outcomes(passed=1)
     doc = json.loads((pytester.path / "main.json").read_text())
     doc["records"][0]["profile"] = "other-rig"
+    doc["records"][0]["energy_model"] = "0" * 16  # another profile is another model file
     (pytester.path / "main.json").write_text(json.dumps(doc))
     result = run(pytester, "--irene-compare=main.json")
     result.assert_outcomes(passed=1)

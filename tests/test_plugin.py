@@ -147,6 +147,8 @@ def test_mismatched_baseline_is_not_compared(pytester: pytest.Pytester, field: s
     path = baseline_file(pytester)
     doc = read_json(path)
     doc["tests"]["test_tiny.py::test_tiny"]["tiny"][field] = value
+    if field == "profile":  # another profile is another model file (the same file named twice compares)
+        doc["tests"]["test_tiny.py::test_tiny"]["tiny"]["energy_model"] = "0" * 16
     path.write_text(json.dumps(doc))
     result = run(pytester, "-rP")
     result.assert_outcomes(passed=1)
@@ -155,6 +157,36 @@ def test_mismatched_baseline_is_not_compared(pytester: pytest.Pytester, field: s
     strict = run(pytester, "--irene-strict")
     strict.assert_outcomes(failed=1)
     strict.stdout.fnmatch_lines(["*--irene-strict is set*"])
+
+
+def test_one_model_file_named_two_ways_is_one_profile_and_ini_paths_are_ini_relative(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a baseline saved with ``irene_profile = models/rig.json`` was "not compared" (and the
+    test passed ungated) when a run named the same file by another path, and the ini path was looked
+    up in the directory pytest ran from (from a subdirectory: unknown energy model, exit 4)."""
+    from pytest_irene.engine.predict.profiles import resolve_profile
+
+    write_tiny(pytester)
+    rig = pytester.path / "models" / "rig.json"
+    rig.parent.mkdir()
+    rig.write_bytes(resolve_profile("irene-pc1").read_bytes())
+    pytester.makeini("[pytest]\nirene_profile = models/rig.json\n")
+    run(pytester, "--irene-save").assert_outcomes(passed=1)
+    assert read_json(baseline_file(pytester))["tests"]["test_tiny.py::test_tiny"]["tiny"]["profile"] == "models/rig.json"
+    for args in ([f"--irene-profile={rig}"], ["--irene-profile=./models/../models/rig.json"]):
+        result = run(pytester, "--irene-strict", *args)  # strict: a call not compared would fail
+        result.assert_outcomes(passed=1)
+        assert "not compared" not in result.stdout.str()
+    monkeypatch.chdir(pytester.mkdir("sub"))
+    result = run(pytester, "--irene-strict", str(pytester.path))
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*irene: profile ../models/rig.json*"])
+    # another model file is another profile, whatever its name
+    rig.write_bytes(rig.read_bytes().replace(b'"profile": "irene-pc1"', b'"profile": "my-rig"', 1))
+    result = run(pytester, "-rP", f"--irene-profile={rig}", str(pytester.path))
+    result.assert_outcomes(passed=1)
+    assert "not compared" in result.stdout.str()
 
 
 def test_corrupt_baseline_is_reported_and_not_overwritten(pytester: pytest.Pytester) -> None:

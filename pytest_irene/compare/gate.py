@@ -65,8 +65,10 @@ def _length_note(entry: BaselineEntry, tree: EnergyTree) -> str:
 def _mismatch(
     entry: BaselineEntry, tree: EnergyTree, profile: str | None, features: str | None, energy_model: str | None
 ) -> str:
-    """Why a baseline cannot be compared with this tree, ``""`` if it can."""
-    if profile is not None and entry.profile != profile:
+    """Why a baseline cannot be compared with this tree, ``""`` if it can. One model file named
+    two ways (``../rig.json``, an absolute path) is one profile: its version (file hash) says so."""
+    same_model = bool(energy_model) and entry.energy_model == energy_model
+    if profile is not None and entry.profile != profile and not same_model:
         return f"baseline was made with profile {entry.profile!r}, this run uses {profile!r}"
     if energy_model and entry.energy_model and entry.energy_model != energy_model:
         return (

@@ -8,6 +8,7 @@ stops the run before any test with a message naming the option.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,24 @@ def _path(value: str, source: str, config: pytest.Config) -> Path:
     return base / path
 
 
+def _ini_relative_profile(profile: str, source: str, config: pytest.Config) -> str:
+    """An ini file's model file path is relative to the ini file, like its report paths: from a
+    subdirectory ``irene_profile = "models/rig.json"`` was looked up there and refused. Returned
+    relative to the invocation directory (the string is recorded in run files and baselines, which
+    must not hold one checkout's absolute paths); a bundled profile name stays as it is."""
+    from pytest_irene.engine.predict.profiles import bundled_profiles
+
+    if not source.endswith("(ini)") or profile in bundled_profiles():
+        return profile
+    path = _path(profile, source, config)
+    if not path.is_file() or Path(profile).expanduser().is_absolute():
+        return profile  # left to resolve_profile, whose error names what would have worked
+    try:
+        return os.path.relpath(path, config.invocation_params.dir)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+
+
 def _check_baseline_dir(path: Path, source: str, raw: Any) -> None:
     """The baseline directory may be missing (``--irene-save`` creates it), but not be a file."""
     for candidate in (path, *path.parents):
@@ -228,6 +247,7 @@ def load_settings(config: pytest.Config) -> Settings:
     profile = str(raw).strip() if raw is not None else DEFAULT_PROFILE
     if not profile:
         raise UsageError(f"{src}: expected a profile name or a model file path, got an empty value")
+    profile = _ini_relative_profile(profile, src, config)
 
     raw, src = get_raw(config, "irene-features")
     features = str(raw).strip().lower() if raw is not None else AUTO
