@@ -144,10 +144,12 @@ def format_energy(energy_j: float | None) -> str:
 
 
 def format_change(change: float | None) -> str:
-    """A relative change as a signed percentage (``"+12.3%"``), ``"-"`` when unknown."""
+    """A relative change as a signed percentage (``"+12.3%"``), ``"-"`` when unknown. A change that
+    rounds to nothing is ``"+0.0%"`` whatever its sign: ``"-0.0%"`` read as a drop that is not there."""
     if change is None:
         return "-"
-    return f"{change * 100:+.1f}%"
+    shown = f"{change * 100:+.1f}"
+    return ("+0.0" if float(shown) == 0 else shown) + "%"
 
 
 def kwh_per_million_calls(energy_j: float) -> float:

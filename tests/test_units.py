@@ -103,6 +103,7 @@ def test_formatting() -> None:
     assert format_energy(None) == "-"
     assert format_change(0.1234) == "+12.3%"
     assert format_change(-0.05) == "-5.0%"
+    assert format_change(-0.0004) == format_change(-0.0) == "+0.0%"  # no drop that rounds to nothing
     assert format_change(None) == "-"
 
 

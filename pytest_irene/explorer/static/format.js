@@ -56,6 +56,11 @@
     while (Math.abs(b) >= 1024 && i < units.length - 1) { b /= 1024; i++; }
     return (i ? b.toFixed(2) : String(b)) + " " + units[i];
   }
-  function fmtChange(c) { var t = pyFixed(c * 100, 1); return (t.charAt(0) === "-" ? "" : "+") + t + "%"; }
+  /* A change that rounds to nothing is "+0.0%" whatever its sign, as units.format_change writes it. */
+  function fmtChange(c) {
+    var t = pyFixed(c * 100, 1);
+    if (Number(t) === 0) t = "0.0";
+    return (t.charAt(0) === "-" ? "" : "+") + t + "%";
+  }
   Irene.fmtJ = fmtJ; Irene.fmtPct = fmtPct; Irene.si = si; Irene.g4 = g4; Irene.fmtChange = fmtChange; Irene.fmtBytes = fmtBytes;
 })(typeof window !== "undefined" ? window : globalThis);
