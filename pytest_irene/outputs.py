@@ -53,7 +53,17 @@ REPORT_KINDS: dict[str, tuple[str, Callable[[str], bool]]] = {
              lambda head: head.lstrip().lower().startswith("<!doctype html") and "pytest-irene" in head),
     "markdown": ("pytest-irene Markdown summary", lambda head: "pytest-irene" in head.split("\n", 1)[0]),
     "csv": ("CSV of irene sweep", lambda head: head.startswith("model,profile,batch_size,seq_len,energy_j")),
+    "export": ("irene export JSON (github-action-benchmark or Bencher)", lambda head: _is_export(head)),
 }
+
+
+def _is_export(head: str) -> bool:
+    """``irene export``'s output: github-action-benchmark's array of ``{"name", "unit": "J", ...}``
+    or Bencher's ``{name: {"energy-j": {"value": ...}}}`` (formats owned by those tools: no marker)."""
+    from pytest_irene.report.benchmark_json import BENCHER_MEASURE
+
+    return (re.match(r'\s*\[\s*\{\s*"name":\s*"(?:[^"\\]|\\.)*",\s*"unit":\s*"J"', head) is not None
+            or re.match(r'\s*\{\s*"(?:[^"\\]|\\.)*":\s*\{\s*"' + re.escape(BENCHER_MEASURE) + r'":\s*\{\s*"value"', head) is not None)
 
 
 def _holds_other_content(path: Path, kind: str) -> bool:

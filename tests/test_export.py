@@ -123,3 +123,18 @@ def test_an_output_that_is_the_input_run_file_is_refused(run_file: Path, capsys)
     assert err.strip() == (f"irene export: error: -o/--output={run_file}: is also the input {run_file}; "
                            "write the output to a new file")
     assert run_file.read_bytes() == before
+
+
+@pytest.mark.parametrize("fmt", ["github-action-benchmark", "bencher"])
+def test_an_output_that_is_not_an_earlier_export_is_never_replaced(run_file: Path, capsys, tmp_path: Path, fmt: str) -> None:
+    """``-o test_keep.py`` (or a baseline) was overwritten with the export, where ``--irene-json`` refuses."""
+    kept = tmp_path / "test_keep.py"
+    kept.write_text("def test_keep():\n    pass\n")
+    code, out, err = export(capsys, run_file, "--format", fmt, "-o", kept)
+    assert code == 2 and out == "" and kept.read_text() == "def test_keep():\n    pass\n"
+    assert "exists and is not a irene export JSON (github-action-benchmark or Bencher); refusing to replace it" in err
+    earlier = tmp_path / "energy.json"
+    for _ in range(2):  # an earlier export (of either format) is replaced
+        assert export(capsys, run_file, "--format", fmt, "-o", earlier)[0] == 0
+    other = "bencher" if fmt != "bencher" else "github-action-benchmark"
+    assert export(capsys, run_file, "--format", other, "-o", earlier)[0] == 0

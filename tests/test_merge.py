@@ -87,6 +87,27 @@ def test_shards_on_different_machines_merge_only_from_model_features(tmp_path: P
     assert "resource features" in capsys.readouterr().err
 
 
+def test_shards_whose_feature_modes_were_decided_on_other_runners_or_not_at_all_merge(tmp_path: Path, capsys) -> None:
+    """Before: the mode's reason names the runner ("memory 15.62 GiB != 32.0 GiB"), so shards of two
+    runners, or a shard without an energy test (no mode decided), were "different gate settings"."""
+    def modes(memory: str, features: str = "model") -> dict:
+        return {"feature_modes": {"irene-pc1": {"features": features, "code": "host-differs", "device": None,
+                                                "reason": f"auto: this host differs: memory {memory} GiB != 32.0 GiB"}}}
+
+    one = _shard(tmp_path / "one.json", bert_record(nodeid="t.py::test_a"), settings=modes("15.62"))
+    two = _shard(tmp_path / "two.json", bert_record(nodeid="t.py::test_b"), settings=modes("15.61"))
+    empty = _shard(tmp_path / "empty.json", settings={"feature_modes": {}})
+    out = tmp_path / "run.json"
+    assert main(["merge", str(empty), str(one), str(two), "-o", str(out)]) == 0
+    merged = read_run_file(out)
+    assert [r.nodeid for r in merged.records] == ["t.py::test_a", "t.py::test_b"]
+    assert merged.settings == modes("15.62")  # the first shard that decided one
+    assert main(["merge", str(one), str(two), "-o", str(out)]) == 0  # the output is an earlier run: replaced
+    rig = _shard(tmp_path / "rig.json", bert_record(nodeid="t.py::test_c"), settings=modes("32.0", "all"))
+    assert main(["merge", str(one), str(rig), "-o", str(tmp_path / "x.json")]) == 2
+    assert "profile 'irene-pc1' used 'model' features in one and 'all' in the other" in capsys.readouterr().err
+
+
 def test_the_output_never_replaces_a_shard_and_bad_shards_are_named(tmp_path: Path, capsys) -> None:
     one = _shard(tmp_path / "one.json", bert_record(nodeid="t.py::test_a"))
     before = one.read_text()
@@ -97,6 +118,11 @@ def test_the_output_never_replaces_a_shard_and_bad_shards_are_named(tmp_path: Pa
     (tmp_path / "empty.json").write_text("")
     assert main(["merge", str(one), str(tmp_path / "empty.json"), "-o", str(tmp_path / "x.json")]) == 2
     assert "empty.json: empty run file" in capsys.readouterr().err
+    kept = tmp_path / "test_keep.py"
+    kept.write_text("def test_keep():\n    pass\n")
+    assert main(["merge", str(one), "-o", str(kept)]) == 2  # was overwritten with the merged run
+    assert "exists and is not a pytest-irene run file" in capsys.readouterr().err
+    assert kept.read_text() == "def test_keep():\n    pass\n"
     write_run(tmp_path / "old.json", [bert_record(nodeid="t.py::test_b")])  # no commit recorded
     assert main(["merge", str(one), str(tmp_path / "old.json"), "-o", str(tmp_path / "x.json")]) == 2
     assert "different commit" in capsys.readouterr().err

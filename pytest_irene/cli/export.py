@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     fmt = check_choice("--format", args.format, FORMATS)
     if args.output:
-        check_output_path(args.output, "-o/--output")
-        check_not_an_input(args.output, args.runs, "-o/--output")
+        check_not_an_input(args.output, args.runs, "-o/--output")  # first: the more precise refusal
+        check_output_path(args.output, "-o/--output", kind="export")
     pts = points(((path, read_run_file(path)) for path in args.runs), modules=args.modules)
     if not pts:  # github-action-benchmark fails on an empty array with "No benchmark result was found"
         raise UsageError(

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         twin = next((earlier for earlier in args.runs[:i] if same_file(path, earlier)), None)
         if twin is not None:
             raise UsageError(f"SHARD {path}: given twice (also as {twin}); give each shard's run file once")
-    check_output_path(args.output, "-o/--output")
+    check_output_path(args.output, "-o/--output", kind="run")
     check_not_an_input(args.output, args.runs, "-o/--output")  # replacing a shard would lose that shard
     merged, notes = merge_runs([(path, read_run_file(path)) for path in args.runs])
     write_output(args.output, run_file_text(merged), "-o/--output")

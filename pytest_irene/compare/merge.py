@@ -34,7 +34,7 @@ def merge_runs(shards: Sequence[tuple[str, RunFile]]) -> tuple[RunFile, list[str
             ("pytest-irene version", first.version, run.version),
             ("profile (--irene-profile)", first.profile, run.profile),
             ("feature mode (--irene-features)", first.feature_mode, run.feature_mode),
-            ("gate settings", first.settings, run.settings),
+            ("gate settings", _gate_settings(first), _gate_settings(run)),
         ):
             if mine != theirs:
                 raise UsageError(
@@ -71,10 +71,47 @@ def merge_runs(shards: Sequence[tuple[str, RunFile]]) -> tuple[RunFile, list[str
     # in (test, label) order: the shards' own collection orders do not make one, and the file must not
     # depend on the order the shards were given in
     ordered = sorted(records.values(), key=lambda pair: (pair[0].nodeid, pair[0].label))
+    settings = dict(first.settings)
+    if any(FEATURE_MODES_KEY in run.settings for _, run in shards):
+        settings[FEATURE_MODES_KEY] = _feature_modes(shards)
     merged = RunFile(records=[rec for rec, _ in ordered], host=dict(host), commit=commit,
                      version=first.version, profile=first.profile, feature_mode=first.feature_mode,
-                     settings=dict(first.settings))
+                     settings=settings)
     return merged, notes
+
+
+#: The settings entry holding the feature set each profile was decided to use, and why (the why
+#: names the host: "this host differs from the calibration rig: memory 15.62 GiB != 32.0 GiB").
+FEATURE_MODES_KEY = "feature_modes"
+
+
+def _gate_settings(run: RunFile) -> dict[str, Any]:
+    """The options the shards must share. The feature modes are not among them: they are decided per
+    shard, on its machine, and a shard without an energy test decided none (merged by :func:`_feature_modes`)."""
+    return {k: v for k, v in run.settings.items() if k != FEATURE_MODES_KEY}
+
+
+def _feature_modes(shards: Sequence[tuple[str, RunFile]]) -> dict[str, Any]:
+    """Every shard's decided feature modes, per profile; shards that used another feature set with
+    one profile are not one run (the calls' own ``features`` differ too)."""
+    out: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    for path, run in shards:
+        modes = run.settings.get(FEATURE_MODES_KEY)
+        for profile, mode in sorted(modes.items()) if isinstance(modes, dict) else ():
+            seen = out.get(profile)
+            if seen is None:
+                out[profile], where[profile] = mode, path
+            elif _features(seen) != _features(mode):
+                raise UsageError(
+                    f"{where[profile]} and {path}: profile {profile!r} used {_features(seen)!r} features in one and "
+                    f"{_features(mode)!r} in the other; shards of one run predict with the same features"
+                )
+    return out
+
+
+def _features(mode: Any) -> Any:
+    return mode.get("features") if isinstance(mode, dict) else mode
 
 
 def _sha(run: RunFile) -> str | None:
