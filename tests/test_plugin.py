@@ -189,6 +189,17 @@ def test_one_model_file_named_two_ways_is_one_profile_and_ini_paths_are_ini_rela
     assert "not compared" in result.stdout.str()
 
 
+def test_collect_only_leaves_the_reports_of_the_last_run_as_they_were(pytester: pytest.Pytester) -> None:
+    """``pytest --co`` with ``irene_json`` in the ini file replaced the last run's run file with an empty run."""
+    write_tiny(pytester)
+    pytester.makeini("[pytest]\nirene_json = run.json\nirene_markdown = summary.md\n")
+    run(pytester).assert_outcomes(passed=1)
+    before = {name: (pytester.path / name).read_bytes() for name in ("run.json", "summary.md")}
+    result = run(pytester, "--collect-only")
+    assert result.ret == pytest.ExitCode.OK and "written to" not in result.stdout.str()
+    assert {name: (pytester.path / name).read_bytes() for name in before} == before
+
+
 def test_corrupt_baseline_is_reported_and_not_overwritten(pytester: pytest.Pytester) -> None:
     write_tiny(pytester)
     path = baseline_file(pytester)

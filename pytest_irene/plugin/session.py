@@ -468,6 +468,8 @@ class IreneSession:
         if self.is_worker:
             self.config.workeroutput[WORKEROUTPUT_KEY] = self.worker_output()  # type: ignore[attr-defined]
             return
+        if session.config.option.collectonly:  # nothing ran: an ini irene_json's run file (or a report)
+            return  # of the last real run would be replaced by an empty one
         if self.settings.save and self.to_save:
             self._save_baselines(session)
         self.find_stale(session)
