@@ -259,6 +259,7 @@ def test_every_output_is_the_same_under_xdist(pytester: pytest.Pytester, monkeyp
     xdist = inner_run(pytester, True, "--collect-only")
     assert_same(serial, xdist)
     assert "irene: 3 stale baseline(s)" in serial.summary and "0 wrapped call(s)" in serial.summary
+    assert serial.files == {} and "written to" not in serial.summary  # no report replaced by an empty run
 
 
 def test_a_crashed_worker_keeps_the_calls_of_the_tests_it_passed(pytester: pytest.Pytester) -> None:

@@ -65,7 +65,7 @@ def summary_notes(manager: IreneSession) -> list[str]:
     if manager.stale:
         notes.append(stale_note(manager.stale, pruned=bool(manager.pruned_files)))
     notes += ungated_notes(manager) + dropped_notes(manager) + repeated_notes(manager)
-    if manager.settings.json_path is not None and not manager.report_errors:
+    if manager.settings.json_path is not None and not manager.report_errors and not manager.collect_only:
         notes.append(f"irene: JSON report written to {manager.settings.json_path}")
     return notes
 

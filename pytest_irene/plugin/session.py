@@ -463,18 +463,23 @@ class IreneSession:
 
     # -- end of session ---------------------------------------------------------------------
 
+    @property
+    def collect_only(self) -> bool:
+        """``--collect-only``: no test runs, so no report is written."""
+        return bool(self.config.option.collectonly)
+
     def finish(self, session: pytest.Session) -> None:
         """Controller (or single process): save baselines, then hand every record to the reporters."""
         if self.is_worker:
             self.config.workeroutput[WORKEROUTPUT_KEY] = self.worker_output()  # type: ignore[attr-defined]
             return
-        if session.config.option.collectonly:  # nothing ran: an ini irene_json's run file (or a report)
-            return  # of the last real run would be replaced by an empty one
         if self.settings.save and self.to_save:
             self._save_baselines(session)
         self.find_stale(session)
         self.records = sort_records(self.records)
-        self.config.hook.pytest_irene_session_records(config=self.config, records=list(self.records))
+        if not self.collect_only:  # nothing ran: an ini irene_json's run file (or a report) of the last
+            # real run would be replaced by an empty one
+            self.config.hook.pytest_irene_session_records(config=self.config, records=list(self.records))
         if self.report_errors and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
