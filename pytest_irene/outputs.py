@@ -20,6 +20,7 @@ from typing import Callable
 
 from pytest_irene.atomic import atomic_write_text
 from pytest_irene.errors import IreneError, UsageError
+from pytest_irene.validate import link_loops
 
 
 class OutputError(IreneError):
@@ -114,6 +115,8 @@ def check_output_path(path: str | os.PathLike[str], option: str, value: str | No
         raise UsageError(f"{option}: expected a file path, got an empty value")
     if target.is_dir():
         raise UsageError(f"{said}: is a directory; expected a file path")
+    if link_loops(target):  # the atomic write's resolve() raised RuntimeError at the end of the run
+        raise UsageError(f"{said}: a symbolic link that loops; expected a file path")
     if kind is not None and _holds_other_content(target, kind):
         raise UsageError(f"{said}: exists and is not a {REPORT_KINDS[kind][0]}; refusing to replace it "
                          "(remove it or pick another path)")

@@ -42,6 +42,57 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+class UnreadableNumberError(ValueError):
+    """A JSON integer Python refuses to convert (over its 4300-digit limit): ``json`` raises a bare
+    ``ValueError`` advising ``sys.set_int_max_str_digits``, which every reader let through as a traceback."""
+
+
+def load_user_json(text: str) -> Any:
+    """``json.loads`` for files users hand-edit or download (baselines, run files, datasets, model
+    files): a field named twice is a :class:`DuplicateKeyError` (:func:`unique_keys`), an integer too
+    long to read an :class:`UnreadableNumberError`; syntax errors (``JSONDecodeError``) and nesting
+    past the parser's limit (``RecursionError``) pass through for the caller to word."""
+    import json
+
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys)
+    except (json.JSONDecodeError, DuplicateKeyError):
+        raise
+    except ValueError:
+        raise UnreadableNumberError("an integer of thousands of digits, too long to read as a number") from None
+
+
+def find_non_finite(obj: Any, where: str = "") -> str | None:
+    """Dotted path of the first NaN or infinite number in a parsed JSON value (``NaN``, ``Infinity``,
+    ``1e400`` are not JSON; ``json`` reads them), ``None`` when every number is finite."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (where or "(the document)")
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            found = find_non_finite(value, f"{where}.{key}" if where else str(key))
+            if found:
+                return found
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            found = find_non_finite(value, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def link_loops(path: Any) -> bool:
+    """Whether ``path`` is a symbolic link that loops (``exists()`` says False, as for a missing
+    file; ``resolve()`` raises ``RuntimeError`` on Python before 3.13)."""
+    import errno
+    import os
+
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
 def check(cond: bool, what: str) -> None:
     """Raise ``ModelFileError(what)`` unless ``cond``."""
     if not cond:
@@ -138,4 +189,6 @@ def hardware_problem(hardware: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-__all__ = ["HARDWARE_FIELDS", "check", "count", "finite", "flag", "floats", "hardware_problem", "names", "non_negative", "require"]
+__all__ = ["HARDWARE_FIELDS", "DuplicateKeyError", "UnreadableNumberError", "check", "count", "find_non_finite", "finite",
+           "flag", "floats", "hardware_problem", "is_finite_number", "link_loops", "load_user_json", "names",
+           "non_negative", "require", "unique_keys"]

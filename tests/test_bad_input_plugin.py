@@ -88,6 +88,8 @@ def test_two_reports_or_the_compared_run_in_one_file_are_refused(pytester: pytes
          "ERROR: --irene-markdown=*r.out: is also the file of --irene-json; give each report its own file"),
         (("--irene-json=r.out", "--irene-html=./r.out"),
          "ERROR: --irene-html=*r.out: is also the file of --irene-json; give each report its own file"),
+        (("--irene-markdown=r.out", "--junitxml=r.out"),  # pytest's JUnit writer came last and replaced it
+         "ERROR: --junitxml=*r.out: is also the file of --irene-markdown; give each report its own file"),
     ):
         result = run(pytester, *args)
         assert result.ret == pytest.ExitCode.USAGE_ERROR, args

@@ -167,7 +167,11 @@ class BaselineStore:
                     if nodeid in current and not current[nodeid]:
                         del current[nodeid]
 
-            if self._rewrite(path, drop):
+            try:
+                rewritten = self._rewrite(path, drop)
+            except OSError as exc:  # the disk filled: say which file ("[Errno 28] ..." named none)
+                raise BaselineError(f"{path}: {exc.strerror or exc}") from None
+            if rewritten:
                 changed.append(path)
         return changed
 

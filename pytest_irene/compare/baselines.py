@@ -41,7 +41,14 @@ from typing import Any
 
 from pytest_irene.errors import IreneError
 from pytest_irene.engine.tree import EnergyTree, scope_label
-from pytest_irene.validate import DuplicateKeyError, is_finite_number, unique_keys
+from pytest_irene.validate import (
+    DuplicateKeyError,
+    UnreadableNumberError,
+    find_non_finite,
+    is_finite_number,
+    link_loops,
+    load_user_json,
+)
 
 FORMAT = "irene-baselines/2"
 #: Formats this version reads: ``/1`` entries stored non-leaf modules only.
@@ -260,12 +267,18 @@ def parse_document(p: Path) -> tuple[dict[str, Any], dict[str, dict[str, Baselin
     """The raw document (unknown fields included) and its validated entries; empty if no file."""
     try:
         if not p.exists():  # raises, not False, when a directory above cannot be searched
+            if link_loops(p):  # exists() is False for a loop too: its calls would count as new, ungated
+                raise BaselineError(f"{p}: a symbolic link that loops; expected a baseline JSON file")
             return {"format": FORMAT, "tests": {}}, {}
+        if not p.is_file() and not p.is_dir():  # a FIFO: reading it waits forever
+            raise BaselineError(f"{p}: not a regular file (a FIFO, socket or device); expected a baseline JSON file")
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise BaselineError(f"{p}: cannot read baseline file: {exc}") from exc
     try:
-        doc = json.loads(text, object_pairs_hook=unique_keys)
+        doc = load_user_json(text)
+    except UnreadableNumberError as exc:
+        raise BaselineError(f"{p}: corrupt baseline file ({exc}); fix or delete it, then run with --irene-save") from None
     except DuplicateKeyError as exc:
         raise BaselineError(f"{p}: {exc} is named twice in one JSON object (which value is meant?); fix the "
                             "file, or delete it and run with --irene-save") from None
@@ -298,6 +311,9 @@ def parse_document(p: Path) -> tuple[dict[str, Any], dict[str, dict[str, Baselin
             label: entry_from_dict(entry, p, f"tests[{nodeid!r}][{label!r}]", leaves=leaves)
             for label, entry in labels.items()
         }
+    bad = find_non_finite(doc)
+    if bad is not None:  # in a field the entries do not read: kept on save, which could not then write it
+        raise BaselineError(f"{p}: {bad}: NaN or infinite number (not JSON); fix or delete it, then run with --irene-save")
     return doc, out
 
 

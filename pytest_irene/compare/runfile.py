@@ -33,7 +33,7 @@ from typing import Any
 from pytest_irene.atomic import atomic_write_text
 from pytest_irene.compare.records import CallRecord, RecordError, record_from_dict, record_to_dict
 from pytest_irene.engine.dataset import MAX_DEPTH
-from pytest_irene.validate import DuplicateKeyError, unique_keys
+from pytest_irene.validate import DuplicateKeyError, UnreadableNumberError, hardware_problem, link_loops, load_user_json
 
 RUN_FORMAT = "irene-run/2"
 READABLE_FORMATS: tuple[str, ...] = ("irene-run/1", RUN_FORMAT)
@@ -119,8 +119,12 @@ def git_commit(directory: str | os.PathLike[str]) -> CommitInfo | None:
 
 
 def run_file_text(run: RunFile) -> str:
-    """``run`` as a run file's text: indented, keys sorted, trailing newline."""
-    return json.dumps(run.to_dict(), indent=1, sort_keys=True, allow_nan=False) + "\n"
+    """``run`` as a run file's text: indented, keys sorted, trailing newline. A change that is not a
+    number (a baseline of 5e-324 J: +inf %) is ``null``, as ``irene compare --json`` writes it; the
+    run file was not written at all (a traceback at the end of the run)."""
+    from pytest_irene.engine.predict.model_file import finite_or_none
+
+    return json.dumps(finite_or_none(run.to_dict()), indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
 def write_run_file(path: str | os.PathLike[str], run: RunFile) -> None:
@@ -131,6 +135,10 @@ def write_run_file(path: str | os.PathLike[str], run: RunFile) -> None:
 def read_run_file(path: str | os.PathLike[str]) -> RunFile:
     """Read and validate a run file of any readable format; :class:`RunFileError` names the file and field."""
     p = Path(path)
+    if link_loops(p):
+        raise RunFileError(f"{p}: a symbolic link that loops; expected a run file")
+    if p.exists() and not p.is_file() and not p.is_dir():  # a FIFO: reading it waits forever
+        raise RunFileError(f"{p}: not a regular file (a FIFO, socket or device); expected a run file")
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -143,11 +151,13 @@ def read_run_file(path: str | os.PathLike[str]) -> RunFile:
             "(an artifact that did not download, or a shell redirect that failed, leaves one)"
         )
     try:
-        doc = json.loads(text, object_pairs_hook=unique_keys)
+        doc = load_user_json(text)
     except json.JSONDecodeError as exc:
         raise RunFileError(
             f"{p}: corrupt run file (invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
+    except UnreadableNumberError as exc:
+        raise RunFileError(f"{p}: corrupt run file ({exc})") from None
     except DuplicateKeyError as exc:
         raise RunFileError(f"{p}: field {exc} named twice in one JSON object (which value is meant?)") from None
     except RecursionError:  # the parser recurses per nesting level: a tree some 450 modules deep
@@ -190,9 +200,13 @@ def read_run_file(path: str | os.PathLike[str]) -> RunFile:
             settings=dict(settings),
             format=found,
         )
+    host = _object(doc, "host", p)
+    bad_host = hardware_problem(host)
+    if bad_host is not None:  # compared with another machine's: a list of GPUs as 5 raised TypeError
+        raise RunFileError(f"{p}: host.{bad_host[0]}: {bad_host[1]}")
     return RunFile(
         records=parsed,
-        host=_object(doc, "host", p),
+        host=host,
         commit=_commit(doc.get("commit"), p),
         version=_string(doc, "pytest_irene", p),
         profile=_string(doc, "profile", p),

@@ -106,7 +106,7 @@ def _format_of(path: Path) -> str:
     """The ``format`` field of a JSON file, ``""`` when it cannot be told (the run-file reader then says why)."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # the reader then says why
+    except (OSError, ValueError, RecursionError):  # bad text, JSON or numbers: the reader then says why
         return ""
     return str(doc.get("format", "")) if isinstance(doc, dict) else ""
 

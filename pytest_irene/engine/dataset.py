@@ -20,7 +20,7 @@ from typing import Any
 
 from pytest_irene.atomic import atomic_append_lines, atomic_write_bytes
 from pytest_irene.errors import DatasetError, IreneWarning
-from pytest_irene.validate import DuplicateKeyError, hardware_problem, is_finite_number, unique_keys
+from pytest_irene.validate import DuplicateKeyError, UnreadableNumberError, hardware_problem, is_finite_number, load_user_json
 from pytest_irene.engine.tree import (
     ENERGY_SCOPES,
     LEVELS,
@@ -219,9 +219,11 @@ def _numbered_trees(p: Path) -> Iterator[tuple[int, str, EnergyTree]]:
 
 def _parse_line(text: str, path: str, number: int) -> Any:
     try:
-        obj = json.loads(text, object_pairs_hook=unique_keys)
+        obj = load_user_json(text)
     except json.JSONDecodeError as exc:
         raise DatasetError(path, number, None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except UnreadableNumberError as exc:
+        raise DatasetError(path, number, None, str(exc)) from None
     except DuplicateKeyError as exc:
         raise DatasetError(path, number, None, f"field {exc} named twice in one JSON object (which value is meant?)") from None
     except RecursionError:

@@ -279,8 +279,10 @@ def load_settings(config: pytest.Config) -> Settings:
                      if raw is not None else None)
     markdown_src = src
     pytest_html = config.getoption("htmlpath", None)  # pytest-html's --html, when installed
+    junit = config.getoption("xmlpath", None)  # pytest's --junitxml, written after ours: it replaced them
     check_distinct({json_src: json_path, markdown_src: markdown_path, "--irene-html": _html_path(config),
-                    "--html": _path(str(pytest_html), "--html", config) if pytest_html else None})
+                    "--html": _path(str(pytest_html), "--html", config) if pytest_html else None,
+                    "--junitxml": _path(str(junit), "--junitxml", config) if junit else None})
 
     if flag("irene-prune") and not flag("irene-save"):
         raise UsageError("--irene-prune: only with --irene-save (it rewrites the baselines)")

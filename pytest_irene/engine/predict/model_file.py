@@ -18,7 +18,7 @@ from pytest_irene.engine.dataset import FINGERPRINT_HEX_DIGITS
 from pytest_irene.engine.feature_sets import FEATURE_SETS
 from pytest_irene.engine.predict.profiles import MODEL_FORMAT, SCHEMA_VERSION
 from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, ENERGY_SCOPES
-from pytest_irene.validate import DuplicateKeyError, hardware_problem, unique_keys
+from pytest_irene.validate import DuplicateKeyError, UnreadableNumberError, find_non_finite, hardware_problem, load_user_json
 
 
 def writer_name() -> str:
@@ -71,12 +71,14 @@ def read_json(path: Path) -> Any:
             "expected an energy model JSON file written by 'irene train' (save it as UTF-8)"
         ) from None
     try:
-        obj = json.loads(text, object_pairs_hook=unique_keys)
+        obj = load_user_json(text)
     except json.JSONDecodeError as exc:
         raise _error(
             source, None, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
             "expected an energy model file written by 'irene train'"
         ) from None
+    except UnreadableNumberError as exc:
+        raise _error(source, None, f"{exc}; expected an energy model file written by 'irene train'") from None
     except DuplicateKeyError as exc:
         raise _error(
             source, str(exc), "named twice in one JSON object; expected each field once (which value is meant?)"
@@ -90,28 +92,11 @@ def check_finite(obj: Any, source: str) -> None:
     """``ModelFileError`` naming the first NaN or infinite number (``NaN``, ``Infinity``, ``1e400``):
     not JSON, and never a trained weight."""
     try:
-        bad = _find_non_finite(obj, "")
+        bad = find_non_finite(obj)
     except RecursionError:  # parsed just below the parser's limit, walked just above it
         raise _error(source, None, _TOO_DEEP) from None
     if bad is not None:
         raise _error(source, bad, "NaN or infinite number; the model file is corrupt (retrain it with 'irene train')")
-
-
-def _find_non_finite(obj: Any, where: str) -> str | None:
-    """Dotted path of the first NaN/infinite number in ``obj``, ``None`` when all are finite."""
-    if isinstance(obj, float):
-        return None if math.isfinite(obj) else where
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            found = _find_non_finite(value, f"{where}.{key}" if where else str(key))
-            if found:
-                return found
-    elif isinstance(obj, list):
-        for i, value in enumerate(obj):
-            found = _find_non_finite(value, f"{where}[{i}]")
-            if found:
-                return found
-    return None
 
 
 _TOP_FIELDS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
