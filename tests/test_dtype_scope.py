@@ -185,7 +185,10 @@ def test_a_transferred_profile_takes_the_scope_of_the_new_data(tmp_path: Path, m
     from pytest_irene.engine.predict.transfer import transfer_energy_model
 
     board = _write(tmp_path, [t for t in mixed_trees if t.meta["dtype"] == "float32"][:2], "gpu-board", "board.jsonl")
-    model = transfer_energy_model([board], prior="irene-pc1", profile="board", feature_sets=("model",), crossvalidate=False)
+    from pytest_irene.engine.predict.transfer import CrossScopeTransferWarning
+
+    with pytest.warns(CrossScopeTransferWarning, match="predicts wall energy and the new measurements are gpu-board"):
+        model = transfer_energy_model([board], prior="irene-pc1", profile="board", feature_sets=("model",), crossvalidate=False)
     assert model.energy_scope == "gpu-board"
 
 

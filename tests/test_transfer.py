@@ -119,3 +119,49 @@ def test_calibrate_plan_only_measures_nothing(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
     assert main(["calibrate", "--model", "gpt2", "--batch-size", "2", "--seq-len", "8"]) != 0
     assert "--meter is required" in capsys.readouterr().err
+
+
+def test_a_remeasured_size_is_held_out_with_its_twin_one_row_each(trees):
+    """Two trees of one model and size were one row (one fold's error overwrote the other's), and each
+    fold kept the twin in training: the held-out error was a fit error."""
+    prior = make_predictor("glue", "model").fit(trees)
+    two = [t for t in trees if t.batch_size == 16 and t.seq_len == 64]
+    again = copy.deepcopy([t for t in two if t.model_name == "gpt2"])
+    result = leave_one_tree_out(prior, two + again)
+    assert set(result["levels"]["model"]) == {"bert-base-uncased b16 s64", "gpt2 b16 s64 #1", "gpt2 b16 s64 #2", "average"}
+    # held out together, the twins are predicted by the same fit, from bert alone: as far off as one gpt2 alone
+    alone = leave_one_tree_out(prior, two)["levels"]["model"]["gpt2 b16 s64"]
+    assert result["levels"]["model"]["gpt2 b16 s64 #1"] == pytest.approx(alone)
+    assert "nothing to hold out" in leave_one_tree_out(prior, again + copy.deepcopy(again))["note"]
+
+
+def test_a_type_the_transfer_cannot_regress_stays_marked_as_never_trained(tmp_path, trees):
+    """A leaf type only in the new trees was listed as trained, yet the transfer (which rescales the
+    prior's regressors and makes none) predicts it with the generic regressor: the mark was lost."""
+    from pytest_irene.engine.predict.transfer import transfer_energy_model
+
+    new = copy.deepcopy([t for t in trees if t.batch_size == 16 and t.seq_len == 64])
+    for node in new[0].walk():
+        if node.type == "Tanh":
+            node.type = "SiLU"
+    data = tmp_path / "new.jsonl"
+    write_dataset(data, new)
+    model = transfer_energy_model([data], prior="irene-pc1", profile="rig", feature_sets=("model",), crossvalidate=False)
+    assert "SiLU" not in model.training_ranges.leaf_types
+    assert model.training_ranges.leaf_types == EnergyModel.load("irene-pc1").training_ranges.leaf_types
+
+
+def test_a_prior_the_transfer_cannot_start_from_is_refused_before_measuring(tmp_path, trees, capsys):
+    """``irene calibrate --prior`` measured the whole plan, then refused an End2End prior."""
+    prior = tmp_path / "e2e.json"
+    data = tmp_path / "few.jsonl"
+    write_dataset(data, trees[:6])
+    assert main(["train", str(data), "--strategy", "predictedsum", "--features", "model", "-o", str(prior)]) == 0
+    capsys.readouterr()
+    args = ["calibrate", "--model", "bert-base-uncased", "--batch-size", "2", "--seq-len", "8", "--meter", "rapl",
+            "--dataset", str(tmp_path / "rig.jsonl"), "-o", str(tmp_path / "rig.json"), "--prior", str(prior)]
+    for plan in ([], ["--plan-only"]):
+        assert main(args + plan) == 2
+        err = capsys.readouterr().err
+        assert f"--prior={prior}: transfer calibration needs a prior of strategy 'glue'" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e2e.json", "few.jsonl"]

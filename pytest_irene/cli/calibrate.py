@@ -180,14 +180,10 @@ def run(args: argparse.Namespace) -> int:
         check_dataset_for_append(dataset, meter.energy_scope, "--dataset")
     if args.prior is not None and args.no_train:
         raise UsageError("--prior: it sets how the model file is trained, and --no-train trains none; drop one")
-    if args.prior is not None:
-        from pytest_irene.engine.predict.energy_model import EnergyModel
-        from pytest_irene.errors import ModelFileError
+    if args.prior is not None:  # a bad prior fails now, not when training after the measurements
+        from pytest_irene.engine.predict.transfer import load_prior
 
-        try:
-            EnergyModel.load(args.prior)  # a bad prior fails now, not when training after the measurements
-        except ModelFileError as exc:
-            raise ModelFileError(f"--prior: {exc}") from None
+        load_prior(args.prior, meter.energy_scope, "--prior")
 
     from pytest_irene.engine.architectures import example_inputs, known_architectures
 

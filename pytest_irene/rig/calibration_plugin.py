@@ -255,14 +255,10 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.getoption("irene_prior") and config.getoption("irene_calibrate_no_train"):
             raise UsageError("--irene-prior: it sets how the model file is trained, and --irene-calibrate-no-train "
                              "trains none; drop one")
-        if config.getoption("irene_prior"):
-            from pytest_irene.engine.predict.energy_model import EnergyModel
-            from pytest_irene.errors import ModelFileError
+        if config.getoption("irene_prior"):  # a bad prior fails now, not after hours of measuring
+            from pytest_irene.engine.predict.transfer import load_prior
 
-            try:
-                EnergyModel.load(config.getoption("irene_prior"))  # a bad prior fails now, not after hours of measuring
-            except ModelFileError as exc:
-                raise ModelFileError(f"--irene-prior: {exc}") from None
+            load_prior(config.getoption("irene_prior"), meter.energy_scope, "--irene-prior")
         root = Path(str(config.rootpath))
         dataset = Path(config.getoption("irene_calibrate_dataset") or DEFAULT_DATASET)
         output = Path(config.getoption("irene_calibrate_output") or DEFAULT_OUTPUT)

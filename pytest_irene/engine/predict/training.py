@@ -9,6 +9,7 @@ file format itself (load, validate, save) is :mod:`.energy_model`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -231,20 +232,27 @@ def train_energy_model(
         strategy=strategy,
         cv_errors=cv_errors,
         dataset_files=[p.name for p in paths],
-        dataset_info=dataset_info(trees),
+        dataset_info=dataset_info(trees, predictors),
         hyper_parameters={"seed": seed, "cv_split": "lomo, else seq, else batch" if crossvalidate else None},
         energy_scope=scope,
     )
 
 
-def dataset_info(trees: Sequence[EnergyTree]) -> dict[str, Any]:
-    """Facts about the training data: trees, models, ranges, the trees' fingerprints (so
-    ``irene evaluate`` knows its own training data) and, where the lines say, their dtypes."""
+def dataset_info(trees: Sequence[EnergyTree], predictors: dict[str, Any], ranges: Any = None) -> dict[str, Any]:
+    """Facts about the training data: trees, models, ranges (``ranges``, default the trees'), the
+    trees' fingerprints (so ``irene evaluate`` knows its own training data) and, where the lines say,
+    their dtypes. The ranges' leaf types are those ``predictors`` have a regressor of their own for:
+    a type seen in fewer trees than a regressor needs, or added by a transfer (which rescales the
+    prior's regressors and makes none), goes through the generic regressor and must stay marked."""
     from pytest_irene.engine.dataset import tree_fingerprint
     from pytest_irene.engine.predict.ranges import TrainingRanges
 
     info: dict[str, Any] = {"trees": len(trees), "models": sorted({t.model_name for t in trees})}
-    info["ranges"] = TrainingRanges.from_trees(trees).to_json()
+    ranges = ranges if ranges is not None else TrainingRanges.from_trees(trees)
+    regressed = [set(p.leaves.per_type) for p in predictors.values() if getattr(p, "leaves", None) is not None]
+    if regressed:
+        ranges = dataclasses.replace(ranges, leaf_types=sorted(set().union(*regressed)))
+    info["ranges"] = ranges.to_json()
     info["tree_fingerprints"] = sorted({tree_fingerprint(t) for t in trees})
     dtypes = sorted({str(t.meta["dtype"]) for t in trees if "dtype" in t.meta})
     if dtypes:

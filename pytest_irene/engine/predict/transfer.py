@@ -25,6 +25,7 @@ any other. :func:`leave_one_tree_out` says how well it holds on the trees given.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from pytest_irene.engine.predict.strategies.forest import Forest, training_fores
 from pytest_irene.engine.predict.strategies.glue import GluePredictor
 from pytest_irene.engine.predict.strategies.physics import fit_relative_l1, physics_terms
 from pytest_irene.engine.tree import RESOURCE_FEATURES, EnergyTree
-from pytest_irene.errors import UsageError
+from pytest_irene.errors import IreneWarning, UsageError
 
 #: Pseudo-count of the per-type factor's shrinkage toward 1, in distinct measurements.
 TYPE_FACTOR_PSEUDO_COUNT = 1.0
@@ -80,13 +81,50 @@ def node_signatures(trees: Sequence[EnergyTree], feature_names: Sequence[str]) -
     return len(seen)
 
 
+def _not_glue(strategy: str) -> UsageError:
+    return UsageError(
+        f"transfer calibration needs a prior of strategy 'glue' (the default); this prior is "
+        f"{strategy!r}: train the prior with --strategy glue or train from scratch"
+    )
+
+
+class CrossScopeTransferWarning(IreneWarning):
+    """The prior predicts another energy scope than the new measurements (wall vs GPU board)."""
+
+
+def load_prior(prior: str | os.PathLike[str], energy_scope: str, option: str) -> EnergyModel:
+    """The prior's energy model, refused (naming ``option``) when the transfer cannot start from it:
+    a file that does not load, or a strategy other than ``glue``. Called before anything is measured:
+    a calibration found that out after its last tree.
+
+    A prior of another energy scope than the new measurements (a ``wall`` prior for a first
+    ``gpu-board`` rig) is allowed, since it is often the only prior there is, but warned about: the
+    transfer refits the costs and keeps the prior's glue shares, which hold the rest of the
+    machine's power at the wall and not on the board."""
+    from pytest_irene.errors import ModelFileError
+
+    try:
+        model = EnergyModel.load(prior)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{option}: {exc}") from None
+    if model.strategy != "glue":
+        raise UsageError(f"{option}={prior}: {_not_glue(model.strategy)}")
+    if model.energy_scope != energy_scope:
+        warnings.warn(
+            CrossScopeTransferWarning(
+                f"{option}={prior} predicts {model.energy_scope} energy and the new measurements are {energy_scope} "
+                "energy: the transfer refits the costs but keeps the prior's glue shares, so expect a larger error "
+                f"than from a {energy_scope} prior (the leave-one-tree-out error says how large)"
+            ),
+            stacklevel=2,
+        )
+    return model
+
+
 def transfer(prior: Predictor, trees: Sequence[EnergyTree]) -> Transfer:
     """Fit a new machine's predictor from ``prior`` and measured ``trees`` (see module doc)."""
     if not isinstance(prior, GluePredictor):
-        raise UsageError(
-            f"transfer calibration needs a prior of strategy 'glue' (the default); this prior is "
-            f"{prior.strategy!r}: train the prior with --strategy glue or train from scratch"
-        )
+        raise _not_glue(prior.strategy)
     trees = list(trees)
     if not trees:
         raise UsageError("transfer calibration needs at least one measured tree")
@@ -233,16 +271,23 @@ def leave_one_tree_out(prior: Predictor, trees: Sequence[EnergyTree]) -> dict[st
     """Percent errors per level when each tree is predicted by a transfer fitted on the others.
 
     ``{"split": "leave-one-tree-out", "levels": {...}}`` like cross-validation; with a
-    single tree there is nothing to hold out (``levels`` empty, ``note`` says so)."""
+    single tree there is nothing to hold out (``levels`` empty, ``note`` says so). A tree
+    measured again (same model and input size) is held out with its twins, one row each: kept
+    in training, a twin made the held-out error a fit error, and one key per size dropped a row."""
     trees = list(trees)
-    if len(trees) < 2:
-        return {"split": "leave-one-tree-out", "levels": {}, "note": "one measured tree: nothing to hold out"}
+    runs: dict[tuple[str, int, int], list[EnergyTree]] = {}
+    for tree in trees:
+        runs.setdefault((tree.model_name, tree.batch_size, tree.seq_len), []).append(tree)
+    if len(runs) < 2:
+        what = "one measured tree" if len(trees) == 1 else "one model and input size measured"
+        return {"split": "leave-one-tree-out", "levels": {}, "note": f"{what}: nothing to hold out"}
     errors: dict[str, dict[str, list[float]]] = {}
-    for i, held in enumerate(trees):
-        fitted = transfer(prior, trees[:i] + trees[i + 1 :]).predictor
-        fitted.predict(held)
-        key = f"{held.model_name} b{held.batch_size} s{held.seq_len}"
-        errors[key] = next(iter(node_errors([held]).values()))
+    for (model, batch, seq), held in runs.items():
+        fitted = transfer(prior, [t for t in trees if all(t is not h for h in held)]).predictor
+        for n, tree in enumerate(held):
+            fitted.predict(tree)
+            key = f"{model} b{batch} s{seq}" + (f" #{n + 1}" if len(held) > 1 else "")
+            errors[key] = next(iter(node_errors([tree]).values()))
     for tree in trees:  # the held-out predictions were ours; leave the caller's trees clean
         for node in tree.walk():
             node.predicted_energy_j = None
@@ -269,11 +314,11 @@ def transfer_energy_model(
     leave-one-tree-out errors are stored as the file's ``cv_errors``."""
     from pytest_irene.engine.dataset import dataset_hash
 
-    prior_model = EnergyModel.load(prior)
     paths = [Path(p) for p in dataset_paths]
     if not paths:
         raise UsageError("train --prior: expected at least one dataset file")
     trees, scope = training_trees(paths, "train --prior")
+    prior_model = load_prior(prior, scope, "--prior")
     if feature_sets is None:
         complete = all(all(f in t.root.features for f in RESOURCE_FEATURES) for t in trees)
         feature_sets = [f for f in prior_model.feature_sets if f == "model" or complete]
@@ -292,9 +337,10 @@ def transfer_energy_model(
         used[name] = {"trees": result.trees, "signatures": result.signatures}
         if crossvalidate:
             cv_errors[name] = leave_one_tree_out(prior_model.predictors[name], trees)
-    info = dataset_info(trees)
+    ranges = TrainingRanges.from_trees(trees)
     if prior_model.training_ranges is not None:  # the structure is the prior's: so is what it knows
-        info["ranges"] = TrainingRanges.from_trees(trees).merged(prior_model.training_ranges).to_json()
+        ranges = ranges.merged(prior_model.training_ranges)
+    info = dataset_info(trees, predictors, ranges)
     return EnergyModel(
         profile=profile,
         hardware=dict(hardware) if hardware is not None else hardware_of(trees),
@@ -319,8 +365,10 @@ def transfer_energy_model(
 
 __all__ = [
     "TRANSFER_PLAN",
+    "CrossScopeTransferWarning",
     "Transfer",
     "leave_one_tree_out",
+    "load_prior",
     "node_signatures",
     "transfer",
     "transfer_energy_model",
