@@ -9,6 +9,7 @@ their errors the same way.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,11 +81,26 @@ def find_non_finite(obj: Any, where: str = "") -> str | None:
     return None
 
 
+def special_file(path: Any) -> str | None:
+    """What keeps ``path`` from being read as a stored file, in words, or ``None``: a symbolic link
+    that loops (read as missing: a looping baseline counted its calls as new) or a FIFO, socket or
+    device (reading a FIFO waits for a writer forever). Missing files and directories are the
+    caller's to word."""
+    import stat
+
+    if link_loops(path):
+        return "a symbolic link that loops"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else "not a regular file (a FIFO, socket or device)"
+
+
 def link_loops(path: Any) -> bool:
     """Whether ``path`` is a symbolic link that loops (``exists()`` says False, as for a missing
     file; ``resolve()`` raises ``RuntimeError`` on Python before 3.13)."""
     import errno
-    import os
 
     try:
         os.stat(path)
@@ -190,5 +206,5 @@ def hardware_problem(hardware: dict[str, Any]) -> tuple[str, str] | None:
 
 
 __all__ = ["HARDWARE_FIELDS", "DuplicateKeyError", "UnreadableNumberError", "check", "count", "find_non_finite", "finite",
-           "flag", "floats", "hardware_problem", "is_finite_number", "link_loops", "load_user_json", "names",
+           "flag", "floats", "hardware_problem", "is_finite_number", "link_loops", "load_user_json", "names", "special_file",
            "non_negative", "require", "unique_keys"]

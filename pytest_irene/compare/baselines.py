@@ -46,8 +46,8 @@ from pytest_irene.validate import (
     UnreadableNumberError,
     find_non_finite,
     is_finite_number,
-    link_loops,
     load_user_json,
+    special_file,
 )
 
 FORMAT = "irene-baselines/2"
@@ -266,12 +266,11 @@ def read_baseline_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Base
 def parse_document(p: Path) -> tuple[dict[str, Any], dict[str, dict[str, BaselineEntry]]]:
     """The raw document (unknown fields included) and its validated entries; empty if no file."""
     try:
+        special = special_file(p)
+        if special:
+            raise BaselineError(f"{p}: {special}; expected a baseline JSON file")
         if not p.exists():  # raises, not False, when a directory above cannot be searched
-            if link_loops(p):  # exists() is False for a loop too: its calls would count as new, ungated
-                raise BaselineError(f"{p}: a symbolic link that loops; expected a baseline JSON file")
             return {"format": FORMAT, "tests": {}}, {}
-        if not p.is_file() and not p.is_dir():  # a FIFO: reading it waits forever
-            raise BaselineError(f"{p}: not a regular file (a FIFO, socket or device); expected a baseline JSON file")
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise BaselineError(f"{p}: cannot read baseline file: {exc}") from exc

@@ -33,7 +33,7 @@ from typing import Any
 from pytest_irene.atomic import atomic_write_text
 from pytest_irene.compare.records import CallRecord, RecordError, record_from_dict, record_to_dict
 from pytest_irene.engine.dataset import MAX_DEPTH
-from pytest_irene.validate import DuplicateKeyError, UnreadableNumberError, hardware_problem, link_loops, load_user_json
+from pytest_irene.validate import DuplicateKeyError, UnreadableNumberError, hardware_problem, load_user_json, special_file
 
 RUN_FORMAT = "irene-run/2"
 READABLE_FORMATS: tuple[str, ...] = ("irene-run/1", RUN_FORMAT)
@@ -135,10 +135,9 @@ def write_run_file(path: str | os.PathLike[str], run: RunFile) -> None:
 def read_run_file(path: str | os.PathLike[str]) -> RunFile:
     """Read and validate a run file of any readable format; :class:`RunFileError` names the file and field."""
     p = Path(path)
-    if link_loops(p):
-        raise RunFileError(f"{p}: a symbolic link that loops; expected a run file")
-    if p.exists() and not p.is_file() and not p.is_dir():  # a FIFO: reading it waits forever
-        raise RunFileError(f"{p}: not a regular file (a FIFO, socket or device); expected a run file")
+    special = special_file(p)
+    if special:
+        raise RunFileError(f"{p}: {special}; expected a run file")
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
