@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from inner import run
@@ -205,3 +207,28 @@ def test_a_gate_failure_is_a_failure_whatever_else_the_test_did(pytester: pytest
     result.stdout.fnmatch_lines(["*the test skipped itself after these calls*"])
     junit = (pytester.path / "junit.xml").read_text()
     assert 'failures="2"' in junit and 'errors="1"' in junit and "xfail-marked test passes" not in junit
+
+
+def test_a_second_input_of_another_size_is_the_tests_change_not_compared() -> None:
+    """A CLIP's batch and tokens are its ids': bigger images looked like the same call, and the gate
+    failed the model for the test's change (a ViT, whose main input is the pixels, was skipped)."""
+    import torch
+
+    from pytest_irene.compare.baselines import entry_from_tree
+    from pytest_irene.compare.gate import compare
+    from pytest_irene.engine.predict.energy_model import EnergyModel
+    from pytest_irene.pipeline import predict_with
+    from test_ranges import TwoTowers
+
+    model, energy_model = TwoTowers.build(16), EnergyModel.load("irene-pc1")
+
+    def call(patches: int):  # type: ignore[no-untyped-def]
+        inputs = {"input_ids": torch.zeros(8, 32, dtype=torch.long), "pixel_values": torch.zeros(8, patches, 48)}
+        return predict_with(energy_model, model, inputs, "model", device="meta", option="--irene-features")
+
+    base = entry_from_tree(call(65), profile="irene-pc1", features="model")
+    same, bigger = compare(base, call(65), profile="irene-pc1", features="model"), compare(base, call(257), profile="irene-pc1", features="model")
+    assert same.status == "pass"
+    assert bigger.status == "skipped" and "other inputs beside the main one (24960 elements, this call 98688:" in bigger.reason
+    old = dataclasses.replace(base, inputs={k: v for k, v in base.inputs.items() if k != "other_input_elements"})
+    assert compare(old, call(257), profile="irene-pc1", features="model").status != "skipped"  # saved before: as before

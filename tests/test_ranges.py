@@ -137,3 +137,41 @@ def test_every_generation_says_its_decode_steps_extrapolate() -> None:
     generation = predict(model, example_inputs("gpt2", 8, 64), max_new_tokens=3)
     assert DECODE_EXTRAPOLATES not in forward.meta.get("extrapolation", [])
     assert DECODE_EXTRAPOLATES in generation.meta["extrapolation"]
+
+
+class TwoTowers:
+    """A CLIP-like model: text ids through one LayerNorm, patches (more tokens) through another."""
+
+    @staticmethod
+    def build(width: int = 16):  # type: ignore[no-untyped-def]
+        import torch
+
+        class Model(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.text = torch.nn.Embedding(100, width)
+                self.text_norm = torch.nn.LayerNorm(width)
+                self.patches = torch.nn.Linear(48, width)
+                self.vision_norm = torch.nn.LayerNorm(width)
+
+            def forward(self, input_ids, pixel_values):  # type: ignore[no-untyped-def]
+                return self.text_norm(self.text(input_ids)).mean() + self.vision_norm(self.patches(pixel_values)).mean()
+
+        return Model()
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_a_tower_of_other_tokens_does_not_misread_the_width(device: str) -> None:
+    """The width was a norm's flops over the tree's tokens (the text's): CLIP at width 16 with 65
+    patches beside 32 ids read 32.5, "width not trained"."""
+    import torch
+
+    from pytest_irene.engine.tracing import trace
+
+    model = TwoTowers.build(16).to(device)
+    tree = trace(model, {"input_ids": torch.zeros(8, 32, dtype=torch.long, device=device),
+                         "pixel_values": torch.zeros(8, 65, 48, device=device)}, device=device)
+    assert (tree.batch_size, tree.seq_len) == (8, 32)
+    assert tree["vision_norm"].notes["norm_width"] == 16
+    assert tree_width(tree) == 16.0
+    assert not any("width" in r for r in EnergyModel.load("irene-pc1").training_ranges.extrapolation(tree))

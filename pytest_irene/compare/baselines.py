@@ -171,11 +171,15 @@ def tree_energies(tree: EnergyTree, *, leaves: bool = True) -> dict[str, ModuleE
 #: not an input size that must match, but what tells a model change (the same pixels cut into
 #: other patches) from a test's new input size, where both change the tokens per sample.
 INPUT_ELEMENTS_KEY = "input_elements"
+#: The ``inputs`` key holding the elements of every input after the main one
+#: (:func:`~pytest_irene.engine.inputs.other_input_elements`): when it moved, the test changed its
+#: inputs (a CLIP's image size) though the main input's batch and tokens did not.
+OTHER_INPUT_ELEMENTS_KEY = "other_input_elements"
 #: The ``inputs`` key of a generation's ``max_new_tokens``: not an input size that stops the
 #: comparison either (a longer generation is gated; the gate names the length change).
 GENERATION_LENGTH_KEY = "new_tokens"
-#: Keys of ``tree.meta`` recorded in an entry's ``inputs`` that do not gate by themselves.
-NOTED_INPUT_KEYS = (INPUT_ELEMENTS_KEY, GENERATION_LENGTH_KEY)
+#: Keys of ``tree.meta`` recorded in an entry's ``inputs`` that are not the batch and tokens.
+NOTED_INPUT_KEYS = (INPUT_ELEMENTS_KEY, OTHER_INPUT_ELEMENTS_KEY, GENERATION_LENGTH_KEY)
 
 
 def entry_from_tree(tree: EnergyTree, *, profile: str, features: str, energy_model: str = "") -> BaselineEntry:

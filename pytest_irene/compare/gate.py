@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pytest_irene.compare.baselines import (
-    GENERATION_LENGTH_KEY, INPUT_ELEMENTS_KEY, NOTED_INPUT_KEYS, BaselineEntry, tree_energies,
+    GENERATION_LENGTH_KEY, INPUT_ELEMENTS_KEY, NOTED_INPUT_KEYS, OTHER_INPUT_ELEMENTS_KEY, BaselineEntry, tree_energies,
 )
 from pytest_irene.compare.comparison import (
     DEFAULT_FAIL_ON,
@@ -82,6 +82,10 @@ def _mismatch(
         was = ", ".join(f"{k}={v}" for k, v in sorted(_sizes(entry.inputs).items()))
         cur = ", ".join(f"{k}={v}" for k, v in sorted(now.items()))
         return f"baseline was made with input size {was}, this call has {cur}"
+    others = entry.inputs.get(OTHER_INPUT_ELEMENTS_KEY), tree.meta.get(OTHER_INPUT_ELEMENTS_KEY)
+    if None not in others and others[0] != others[1]:  # (baselines saved before it record none)
+        return (f"baseline was made with other inputs beside the main one ({others[0]} elements, this call "
+                f"{others[1]}: pixels of another size, a longer mask?)")
     return ""
 
 

@@ -99,6 +99,14 @@ def main_input_elements(inputs: Any) -> int | None:
     return int(tensors[0].numel()) if tensors else None
 
 
+def other_input_elements(inputs: Any) -> int | None:
+    """Elements of every input after the main one (a CLIP's pixels beside its ids, a mask), ``None``
+    without a main input. The tree's batch and tokens are read off the main input alone, so bigger
+    images for a CLIP looked like the same call: the gate blamed the model for the test's change."""
+    tensors = _flat_tensors(inputs)
+    return int(sum(t.numel() for t in tensors[1:])) if tensors else None
+
+
 def check_count(argument: str, value: Any) -> int:
     """``value`` as an int when it is a positive integer, else :class:`UsageError` naming ``argument``.
 
@@ -157,6 +165,16 @@ def _quantized_layer(module: nn.Module) -> bool:
         return True
     own = (*module.parameters(recurse=False), *module.buffers(recurse=False))
     return any(low_precision(t) for t in own)
+
+
+def norm_width(module: Any, inputs: tuple[Any, ...]) -> int | None:
+    """The width a LayerNorm/RMSNorm leaf (module or functional) normalises: its input's last
+    dimension, ``None`` for any other leaf. Read off the call, since a model's towers may run their
+    norms over different token counts (see :func:`pytest_irene.engine.predict.ranges.tree_width`)."""
+    x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+    if x is None or x.dim() < 1 or not _is_norm(module):
+        return None
+    return int(x.shape[-1])
 
 
 def _is_norm(module: Any) -> bool:
@@ -219,5 +237,6 @@ def row_layout(module: Any, inputs: tuple[Any, ...]) -> tuple[int, int] | None:
     return int(x.shape[0]), 1
 
 
-__all__ = ["batch_and_tokens", "check_count", "ids_length", "infer_batch_seq", "main_input_elements", "row_layout", "to_device",
+__all__ = ["batch_and_tokens", "check_count", "ids_length", "infer_batch_seq", "main_input_elements",
+           "norm_width", "other_input_elements", "row_layout", "to_device",
            "token_layout"]

@@ -24,7 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from pytest_irene.engine import datadep
 from pytest_irene.engine import features as F_
 from pytest_irene.engine.glue_ops import glue_op_features
-from pytest_irene.engine.inputs import row_layout, token_layout
+from pytest_irene.engine.inputs import norm_width, row_layout, token_layout
 from pytest_irene.engine.tensor_sizes import element_bytes, low_precision, tensors
 from pytest_irene.engine import moe
 from pytest_irene.engine.meta_fast import check_dtypes, fast_elementwise, fast_sdpa
@@ -32,7 +32,7 @@ from pytest_irene.engine.quantized import (
     note_weight_dtype, quantized_linear_meta, stored_low_precision, stored_weight_count,
 )
 from pytest_irene.engine.mha import MHA_FUNCTION, mha_leaves
-from pytest_irene.engine.tree import EnergyNode, join_scope, scope_label
+from pytest_irene.engine.tree import NORM_WIDTH_NOTE, EnergyNode, join_scope, scope_label
 
 __all__ = ["NodeCall", "Tracer", "FunctionMode", "DispatchMode", "SKIPPED_TYPES", "detach", "skipped"]
 
@@ -242,6 +242,9 @@ class Tracer:
             self.element_bytes[id(node)] = size
         if frame.formula is not None:
             self.leaf_values[id(node)] = self._leaf_features(frame, fn, inputs, output)
+            width = norm_width(fn, inputs)
+            if width is not None:  # the model's width, which flops over the tree's tokens misread in a
+                node.notes[NORM_WIDTH_NOTE] = width  # tower of other tokens (CLIP's vision beside its text)
         else:
             self.own[id(node)] = (frame.flops, frame.mem)
         if self.token_layout is None:  # a module leaf, or a functional one (F.linear on a module's weights)

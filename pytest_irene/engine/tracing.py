@@ -44,7 +44,7 @@ from torch import nn
 
 from pytest_irene.engine import moe
 from pytest_irene.engine.inputs import (
-    batch_and_tokens, check_count, ids_length, infer_batch_seq, main_input_elements, to_device,
+    batch_and_tokens, check_count, ids_length, infer_batch_seq, main_input_elements, other_input_elements, to_device,
 )
 from pytest_irene.engine.positions import check_positions
 from pytest_irene.engine.trace_hints import failure_hint
@@ -392,6 +392,7 @@ def trace_prepared(
     tree.meta["dtype"] = str(dtype).removeprefix("torch.")
     if (elements := main_input_elements(inputs)) is not None:  # same inputs, other tokens: the model changed
         tree.meta["input_elements"] = elements
+        tree.meta["other_input_elements"] = other_input_elements(inputs)  # other inputs: the test changed
     tree.set_tree_features()
     return tree
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_irene.engine.tree import EnergyTree
+from pytest_irene.engine.tree import NORM_WIDTH_NOTE, EnergyTree
 from pytest_irene.validate import check, floats, names, require
 
 #: Flops per element of the normalisation primitives whose width reveals the model's.
@@ -86,7 +86,7 @@ def tree_width(tree: EnergyTree) -> float | None:
         top = next((c for c in top.children if c.scope == "prefill"), top)
     leaves = [node for node in top.walk() if not node.children]
     widths = [
-        float(node.features.get("flops", 0.0)) / (per * tokens)
+        _norm_width(node, per, tokens)
         for node in leaves
         if (per := _norm_flops_per_element(node.type))
     ]
@@ -95,6 +95,16 @@ def tree_width(tree: EnergyTree) -> float | None:
         widths = [_embedding_width(node, tokens) for node in leaves if node.type == "Embedding"]
         widths = [w for w in widths if w >= 1.0]
     return round(max(widths), 3) if widths else None
+
+
+def _norm_width(node: Any, flops_per_element: float, tokens: int) -> float:
+    """A normalisation leaf's width: what the tracer read off its input (``notes["norm_width"]``),
+    else its flops over the tree's tokens (the reference datasets: one token count per tree). A
+    second tower of other tokens (CLIP's patches beside its text) made CLIP at width 16 read 32.5."""
+    noted = node.notes.get(NORM_WIDTH_NOTE)
+    if isinstance(noted, (int, float)) and not isinstance(noted, bool) and noted > 0:
+        return float(noted)
+    return float(node.features.get("flops", 0.0)) / (flops_per_element * tokens)
 
 
 def _embedding_width(node: Any, tokens: int) -> float:
