@@ -113,9 +113,9 @@ class Calibrator:
         self._fingerprint = fingerprint
         self.idle: IdleReport | None = None
         self.trees: list[EnergyTree] = []
+        """Trees finished and appended to the dataset in this run."""
         self.held_runs: list[tuple[str, int, int]] = []
         """(model, batch, sequence) of each tree the dataset held when the run opened it."""
-        """Trees finished and appended to the dataset in this run."""
         self.warnings: list[str] = []
         self.windows: list[WindowRecord] = []
         """Every window measured in this run, for diagnostics."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from pytest_irene.engine.feature_sets import FEATURE_SETS
 from pytest_irene.engine.predict.energy_model import EnergyModel
+from pytest_irene.engine.predict.ranges import TrainingRanges
 from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, ENERGY_SCOPES, RESOURCE_FEATURES, EnergyNode, EnergyTree
 from pytest_irene.errors import IreneWarning, UsageError
 
@@ -238,14 +239,14 @@ def train_energy_model(
     )
 
 
-def dataset_info(trees: Sequence[EnergyTree], predictors: dict[str, Any], ranges: Any = None) -> dict[str, Any]:
+def dataset_info(trees: Sequence[EnergyTree], predictors: dict[str, Any],
+                 ranges: TrainingRanges | None = None) -> dict[str, Any]:
     """Facts about the training data: trees, models, ranges (``ranges``, default the trees'), the
     trees' fingerprints (so ``irene evaluate`` knows its own training data) and, where the lines say,
     their dtypes. The ranges' leaf types are those ``predictors`` have a regressor of their own for:
     a type seen in fewer trees than a regressor needs, or added by a transfer (which rescales the
     prior's regressors and makes none), goes through the generic regressor and must stay marked."""
     from pytest_irene.engine.dataset import tree_fingerprint
-    from pytest_irene.engine.predict.ranges import TrainingRanges
 
     info: dict[str, Any] = {"trees": len(trees), "models": sorted({t.model_name for t in trees})}
     ranges = ranges if ranges is not None else TrainingRanges.from_trees(trees)
