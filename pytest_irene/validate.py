@@ -1,4 +1,4 @@
-"""Validators for the JSON that users load (model files, predictors, regressors).
+"""Validators for the JSON that users load (model files, predictors, regressors, baselines, run files).
 
 Every check raises :class:`~pytest_irene.errors.ModelFileError` with a message that
 names the field and what was expected, so a bad file is fixed without a traceback.
@@ -8,8 +8,11 @@ their errors the same way.
 
 from __future__ import annotations
 
+import errno
+import json
 import math
 import os
+import stat
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,8 +56,6 @@ def load_user_json(text: str) -> Any:
     files): a field named twice is a :class:`DuplicateKeyError` (:func:`unique_keys`), an integer too
     long to read an :class:`UnreadableNumberError`; syntax errors (``JSONDecodeError``) and nesting
     past the parser's limit (``RecursionError``) pass through for the caller to word."""
-    import json
-
     try:
         return json.loads(text, object_pairs_hook=unique_keys)
     except (json.JSONDecodeError, DuplicateKeyError):
@@ -86,8 +87,6 @@ def special_file(path: Any) -> str | None:
     that loops (read as missing: a looping baseline counted its calls as new) or a FIFO, socket or
     device (reading a FIFO waits for a writer forever). Missing files and directories are the
     caller's to word."""
-    import stat
-
     if link_loops(path):
         return "a symbolic link that loops"
     try:
@@ -100,8 +99,6 @@ def special_file(path: Any) -> str | None:
 def link_loops(path: Any) -> bool:
     """Whether ``path`` is a symbolic link that loops (``exists()`` says False, as for a missing
     file; ``resolve()`` raises ``RuntimeError`` on Python before 3.13)."""
-    import errno
-
     try:
         os.stat(path)
     except OSError as exc:
@@ -206,5 +203,5 @@ def hardware_problem(hardware: dict[str, Any]) -> tuple[str, str] | None:
 
 
 __all__ = ["HARDWARE_FIELDS", "DuplicateKeyError", "UnreadableNumberError", "check", "count", "find_non_finite", "finite",
-           "flag", "floats", "hardware_problem", "is_finite_number", "link_loops", "load_user_json", "names", "special_file",
-           "non_negative", "require", "unique_keys"]
+           "flag", "floats", "hardware_problem", "is_finite_number", "link_loops", "load_user_json", "names",
+           "non_negative", "require", "special_file", "unique_keys"]
