@@ -239,7 +239,7 @@ def test_same_inputs_read_as_other_tokens_are_gated_not_skipped() -> None:
     from transformers import ViTConfig, ViTModel
 
     from pytest_irene import predict
-    from pytest_irene.compare.baselines import INPUT_ELEMENTS_KEY
+    from pytest_irene.compare.baselines import INPUT_ELEMENTS_KEY, OTHER_INPUT_ELEMENTS_KEY
 
     def vit(patch: int, side: int = 32):
         cfg = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
@@ -247,7 +247,7 @@ def test_same_inputs_read_as_other_tokens_are_gated_not_skipped() -> None:
         return predict(ViTModel(cfg), torch.randn(2, 3, side, side))
 
     base = entry_from_tree(vit(8), profile="irene-pc1", features="model")
-    assert base.inputs == {"batch_size": 2, "seq_len": 17, INPUT_ELEMENTS_KEY: 2 * 3 * 32 * 32}
+    assert base.inputs == {"batch_size": 2, "seq_len": 17, INPUT_ELEMENTS_KEY: 2 * 3 * 32 * 32, OTHER_INPUT_ELEMENTS_KEY: 0}
     finer = compare(base, vit(4), tolerance=0.01, min_delta=1e-6)
     assert finer.status in ("pass", "fail") and finer.reason.startswith(
         "tokens per sample 17 -> 65 with the same inputs (the model reads them differently); ")
