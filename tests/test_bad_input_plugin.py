@@ -251,6 +251,16 @@ def test_baselines_option_naming_a_file_is_a_usage_error(pytester: pytest.Pytest
     assert (pytester.path / "notadir").read_text() == "keep me"
 
 
+def test_a_baselines_directory_linked_to_nothing_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    """A dangling ``.irene`` link (a shared directory not mounted) failed the save with a bare "File exists"."""
+    write_test(pytester)
+    (pytester.path / ".irene").symlink_to(pytester.path / "not-mounted")
+    result = run(pytester, "--irene-save")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --irene-baselines=*.irene: *.irene is a symbolic link to *not-mounted, which "
+                                 "does not exist (or loops); create its target or remove the link"])
+
+
 def test_a_refused_save_is_never_counted_as_saved(pytester: pytest.Pytester) -> None:
     # the directory is fine at configure time; the test puts a file where the baseline file goes
     write_test(pytester, extra="os.makedirs('.irene/test_a.json/x')")

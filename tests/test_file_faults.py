@@ -101,6 +101,11 @@ def test_a_prune_that_cannot_write_names_the_file(tmp_path: Path, monkeypatch: p
     def full(path, change):  # type: ignore[no-untyped-def]
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store, "_rewrite", full)
-    with pytest.raises(BaselineError, match=r"test_m\.json: No space left on device"):
+    rewritten = store._rewrite
+    monkeypatch.setattr(store, "_rewrite", lambda path, change: full(path, change) if path.name == "test_m.json"
+                        else rewritten(path, change))
+    (tmp_path / "test_a.json").write_text(dumps_baselines({}))
+    with pytest.raises(BaselineError, match=r"test_m\.json: No space left on device$"):
         store.prune({("test_m.py::test_x", "default")})
+    with pytest.raises(BaselineError, match=r"test_m\.json: No space left on device \(pruned before it: .*test_a\.json\)"):
+        store.prune({("test_m.py::test_x", "default"), ("test_a.py::test_y", "default")})

@@ -169,8 +169,9 @@ class BaselineStore:
 
             try:
                 rewritten = self._rewrite(path, drop)
-            except OSError as exc:  # the disk filled: say which file ("[Errno 28] ..." named none)
-                raise BaselineError(f"{path}: {exc.strerror or exc}") from None
+            except OSError as exc:  # the disk filled: say which file ("[Errno 28] ..." named none), and
+                done = f" (pruned before it: {', '.join(str(p) for p in changed)})" if changed else ""  # what was
+                raise BaselineError(f"{path}: {exc.strerror or exc}{done}") from None
             if rewritten:
                 changed.append(path)
         return changed

@@ -178,8 +178,13 @@ def _ini_relative_profile(profile: str, source: str, config: pytest.Config) -> s
 
 
 def _check_baseline_dir(path: Path, source: str, raw: Any) -> None:
-    """The baseline directory may be missing (``--irene-save`` creates it), but not be a file."""
+    """The baseline directory may be missing (``--irene-save`` creates it), but not be a file, nor a
+    symbolic link to nothing (saving then failed with a bare "File exists")."""
     for candidate in (path, *path.parents):
+        if candidate.is_symlink() and not candidate.exists():
+            shown = raw if raw is not None else path
+            raise UsageError(f"{source}={shown}: {candidate} is a symbolic link to {os.readlink(candidate)}, which "
+                             "does not exist (or loops); create its target or remove the link")
         if candidate.exists():
             if not candidate.is_dir():
                 shown = raw if raw is not None else path
