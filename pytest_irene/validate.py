@@ -82,17 +82,27 @@ def find_non_finite(obj: Any, where: str = "") -> str | None:
     return None
 
 
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN/inf replaced by ``None`` (e.g. an average over no held-out model, a
+    change against a baseline of 5e-324 J), for JSON written with ``allow_nan=False``."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
 def special_file(path: Any) -> str | None:
     """What keeps ``path`` from being read as a stored file, in words, or ``None``: a symbolic link
     that loops (read as missing: a looping baseline counted its calls as new) or a FIFO, socket or
     device (reading a FIFO waits for a writer forever). Missing files and directories are the
     caller's to word."""
-    if link_loops(path):
-        return "a symbolic link that loops"
     try:
         mode = os.stat(path).st_mode
-    except OSError:
-        return None
+    except OSError as exc:
+        return "a symbolic link that loops" if exc.errno == errno.ELOOP else None
     return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else "not a regular file (a FIFO, socket or device)"
 
 
@@ -202,6 +212,6 @@ def hardware_problem(hardware: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-__all__ = ["HARDWARE_FIELDS", "DuplicateKeyError", "UnreadableNumberError", "check", "count", "find_non_finite", "finite",
+__all__ = ["HARDWARE_FIELDS", "DuplicateKeyError", "UnreadableNumberError", "check", "count", "find_non_finite", "finite", "finite_or_none",
            "flag", "floats", "hardware_problem", "is_finite_number", "link_loops", "load_user_json", "names",
            "non_negative", "require", "special_file", "unique_keys"]

@@ -77,7 +77,7 @@ def load_trees(paths: list[str], option: str = "DATASET") -> list:
 
 def print_json(obj: Any) -> None:
     """Exactly one JSON object on stdout, nothing else."""
-    from pytest_irene.engine.predict.model_file import finite_or_none
+    from pytest_irene.validate import finite_or_none
 
     sys.stdout.write(json.dumps(finite_or_none(obj), allow_nan=False) + "\n")  # NaN/inf (a level without any node): null
     sys.stdout.flush()

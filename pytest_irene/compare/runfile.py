@@ -33,7 +33,9 @@ from typing import Any
 from pytest_irene.atomic import atomic_write_text
 from pytest_irene.compare.records import CallRecord, RecordError, record_from_dict, record_to_dict
 from pytest_irene.engine.dataset import MAX_DEPTH
-from pytest_irene.validate import DuplicateKeyError, UnreadableNumberError, hardware_problem, load_user_json, special_file
+from pytest_irene.validate import (
+    DuplicateKeyError, UnreadableNumberError, finite_or_none, hardware_problem, load_user_json, special_file,
+)
 
 RUN_FORMAT = "irene-run/2"
 READABLE_FORMATS: tuple[str, ...] = ("irene-run/1", RUN_FORMAT)
@@ -122,8 +124,6 @@ def run_file_text(run: RunFile) -> str:
     """``run`` as a run file's text: indented, keys sorted, trailing newline. A change that is not a
     number (a baseline of 5e-324 J: +inf %) is ``null``, as ``irene compare --json`` writes it; the
     run file was not written at all (a traceback at the end of the run)."""
-    from pytest_irene.engine.predict.model_file import finite_or_none
-
     return json.dumps(finite_or_none(run.to_dict()), indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 

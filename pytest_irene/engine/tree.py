@@ -68,6 +68,7 @@ def describe_energy_scope(scope: str) -> str:
     """A few words saying what the joules of ``scope`` cover, for report headers and the explorer."""
     return _SCOPE_TEXT.get(scope, f"{scope} energy")
 
+
 #: ``node.notes`` key of a normalisation leaf's width, the last dimension it normalises (the tracer
 #: reads it off the call: see :func:`pytest_irene.engine.predict.ranges.tree_width`).
 NORM_WIDTH_NOTE = "norm_width"

@@ -45,9 +45,10 @@ from typing import Any
 from pytest_irene.atomic import atomic_write_text
 from pytest_irene.errors import ModelFileError, UsageError
 from pytest_irene.engine.feature_sets import FEATURE_SETS
-from pytest_irene.engine.predict.model_file import writer_name, dump_json, finite_or_none, parse_fields, read_json
+from pytest_irene.engine.predict.model_file import writer_name, dump_json, parse_fields, read_json
 from pytest_irene.engine.predict.profiles import MODEL_FORMAT, SCHEMA_VERSION, resolve_profile
 from pytest_irene.engine.tree import DEFAULT_ENERGY_SCOPE, EnergyTree
+from pytest_irene.validate import finite_or_none
 
 
 class ModelFileWriteError(ModelFileError, OSError):

@@ -9,7 +9,6 @@ format's rules live in one place and the object's module stays about what a mode
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -219,17 +218,6 @@ def parse_fields(obj: Any, source: str) -> dict[str, Any]:
 # -- writing ------------------------------------------------------------------------------------
 
 
-def finite_or_none(obj: Any) -> Any:
-    """Replace NaN/inf (e.g. an average over no held-out model) by ``None``."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_or_none(v) for v in obj]
-    return obj
-
-
 def dump_json(obj: Any, indent: int = 0) -> str:
     """JSON with objects indented one space per level and scalar lists kept on one line.
 
@@ -249,4 +237,4 @@ def dump_json(obj: Any, indent: int = 0) -> str:
     return json.dumps(obj, allow_nan=False, separators=(", ", ": "))
 
 
-__all__ = ["dump_json", "writer_name", "finite_or_none", "parse_fields", "read_json"]
+__all__ = ["dump_json", "writer_name", "parse_fields", "read_json"]
